@@ -1,0 +1,194 @@
+//! `lade generate`: one prompt, text streamed to stdout, optional JSON summary.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use lade::chat_template::{ChatMessage, ChatTemplate};
+use lade::decode::{Decoder, PlainDecoder};
+use lade::generate::{generate, StopRules};
+use lade::model::Session;
+use lade::sampling::{Sampler, SamplingParams};
+use lade::tokenizer::TextTokenizer;
+use serde_json::json;
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, short, conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below min_p × the top probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = SamplingParams::DEFAULT_REPEAT_LAST_N)]
+    pub repeat_last_n: usize,
+    /// Seed of the sampler: the draw for output position i depends only on (seed, i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Print one JSON object with text, ids and stats instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl GenerateArgs {
+    fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+
+    fn prompt_text(&self) -> anyhow::Result<String> {
+        let text = match (&self.prompt, &self.prompt_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading prompt file {}", f.display()))?,
+            (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-file FILE"),
+        };
+        anyhow::ensure!(!text.is_empty(), "the prompt is empty");
+        Ok(text)
+    }
+}
+
+/// Prompt token ids: raw text, or a user turn rendered with the model's chat template.
+pub fn prompt_ids(
+    tok: &TextTokenizer,
+    text: &str,
+    chat: bool,
+    system: Option<&str>,
+) -> anyhow::Result<Vec<u32>> {
+    let rendered = if chat {
+        let template = ChatTemplate::from_tokenizer(tok)?;
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", text));
+        template.render(
+            &messages,
+            true,
+            tok.bos_token().as_deref().unwrap_or(""),
+            tok.eos_token().as_deref().unwrap_or(""),
+        )?
+    } else {
+        text.to_string()
+    };
+    // Templates that write the BOS text themselves must not get a second one.
+    let starts_with_bos = tok.bos_token().is_some_and(|b| rendered.starts_with(&b));
+    let ids = tok.encode(&rendered, tok.add_bos_default() && !starts_with_bos)?;
+    anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
+    Ok(ids)
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let sampling = args.sampling();
+    sampling.validate()?;
+    anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
+    let text = args.prompt_text()?;
+    let loaded = args.model.load()?;
+    let tok = &loaded.tokenizer;
+    let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
+    let context = args.model.context(loaded.model.config.max_position_embeddings)?;
+    let mut session = Session::new(loaded.model.clone(), context)?;
+    let sampler = Sampler::new(sampling)?;
+    let mut decoder: Box<dyn Decoder> = Box::new(PlainDecoder);
+    let rules = StopRules {
+        max_tokens: args.max_tokens,
+        stop_ids: tok.eog_ids().to_vec(),
+        stop_strings: args.stop.clone(),
+    };
+    let stream = !args.json;
+    let mut stdout = std::io::stdout().lock();
+    let mut sink = |piece: &str, _from_draft: bool| {
+        if stream {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    };
+    let gen = generate(
+        &mut session,
+        decoder.as_mut(),
+        &sampler,
+        &ids,
+        &rules,
+        Some(tok),
+        &mut sink,
+    )?;
+    drop(sink);
+    if gen.hit_context_limit {
+        args.model.log(&format!(
+            "\n[stopped: the context of {context} positions is full; raise --ctx-size]"
+        ));
+    }
+    let s = &gen.stats;
+    if args.json {
+        let out = json!({
+            "text": gen.text,
+            "token_ids": gen.token_ids,
+            "prompt_tokens": gen.prompt_tokens,
+            "finish_reason": gen.finish_reason,
+            "stats": {
+                "steps": s.steps,
+                "generated_tokens": s.generated_tokens,
+                "compression": s.compression,
+                "prefill_ms": s.prefill_ms,
+                "decode_ms": s.decode_ms,
+                "decode_tokens_per_s": s.decode_tokens_per_s,
+                "decoder": decoder.name(),
+            },
+        });
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!();
+        args.model.log(&format!(
+            "[{} prompt tokens, prefill {:.0} ms ({:.1} tok/s); {} tokens in {} steps, {:.1} tok/s, compression {:.2}, finish: {:?}]",
+            gen.prompt_tokens,
+            s.prefill_ms,
+            if s.prefill_ms > 0.0 { (gen.prompt_tokens.saturating_sub(1)) as f64 / (s.prefill_ms / 1e3) } else { 0.0 },
+            s.generated_tokens,
+            s.steps,
+            s.decode_tokens_per_s,
+            s.compression,
+            gen.finish_reason
+        ));
+    }
+    Ok(())
+}

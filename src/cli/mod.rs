@@ -1,0 +1,32 @@
+//! Command-line interface: argument types and dispatch.
+
+mod generate;
+mod model_args;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+pub use model_args::ModelArgs;
+
+/// lade: LLaMA-family inference with Lookahead Decoding.
+#[derive(Debug, Parser)]
+#[command(name = "lade", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a continuation of a prompt (text streams to stdout).
+    Generate(generate::GenerateArgs),
+    /// Print the token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+    }
+}

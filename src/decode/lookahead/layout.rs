@@ -1,0 +1,231 @@
+//! The batch of one lookahead step: which token sits in which row, at which position, and who
+//! sees whom.
+//!
+//! Rows: the pending token `t0`, then the candidates (each N-1 tokens), then the window (level
+//! 0 without `t0`, then levels 1.. column by column). Every row sees the whole KV cache; among
+//! the new rows, each one sees a chain of strictly consecutive positions `p, p+1, ..., pos(row)`
+//! holding one token each: a candidate sees `t0` and its own prefix; window level `l`,
+//! column `j` walks level 0 up to column `j`, then climbs column `j`.
+//!
+//! Example, W=3, N=3 (levels 0 and 1), one candidate `c` (p = position of t0):
+//!
+//! ```text
+//!  row token pos │ t0 c0 c1 a1 a2 b0 b1 b2    a = level 0, b = level 1
+//!  ──────────────┼─────────────────────────
+//!   0  t0    p   │ ■                          logits: y0
+//!   1  c0    p+1 │ ■  ■                       logits: verify c1, else bonus
+//!   2  c1    p+2 │ ■  ■  ■                    logits: bonus token
+//!   3  a1    p+1 │ ■        ■
+//!   4  a2    p+2 │ ■        ■  ■
+//!   5  b0    p+1 │ ■              ■           logits: new top, column 0
+//!   6  b1    p+2 │ ■        ■        ■        logits: new top, column 1
+//!   7  b2    p+3 │ ■        ■  ■        ■     logits: new top, column 2
+//! ```
+
+use super::window::JacobiWindow;
+use crate::model::{AttentionMask, Batch};
+
+/// Rows, positions, mask and wanted logits of one step.
+#[derive(Debug, Clone)]
+pub struct StepLayout {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub mask: AttentionMask,
+    /// Batch rows whose logits are computed: `t0`, every candidate token, the top level.
+    pub logit_rows: Vec<usize>,
+    arity: usize,
+    num_candidates: usize,
+    top_columns: usize,
+}
+
+impl StepLayout {
+    /// Lays out `pending` at position `p`, `candidates` (each `arity` tokens) and `window`.
+    pub fn build(pending: u32, p: u32, window: &JacobiWindow, candidates: &[Vec<u32>]) -> Self {
+        let arity = candidates.first().map_or(0, Vec::len);
+        let cols = window.columns();
+        let levels = window.num_levels();
+        let cand_row = |c: usize, i: usize| 1 + c * arity + i;
+        let base0 = 1 + candidates.len() * arity;
+        let win_row = |l: usize, j: usize| -> usize {
+            match (l, j) {
+                (0, 0) => 0,
+                (0, j) => base0 + j - 1,
+                (l, j) => base0 + (cols - 1) + (l - 1) * cols + j,
+            }
+        };
+        let q = base0 + (cols - 1) + (levels - 1) * cols;
+        let mut tokens = vec![0u32; q];
+        let mut positions = vec![0u32; q];
+        let mut visible = vec![false; q * q];
+        let mut see = |r: usize, c: usize| visible[r * q + c] = true;
+
+        tokens[0] = pending;
+        positions[0] = p;
+        see(0, 0);
+        for (c, cand) in candidates.iter().enumerate() {
+            for (i, &t) in cand.iter().enumerate() {
+                let r = cand_row(c, i);
+                tokens[r] = t;
+                positions[r] = p + 1 + i as u32;
+                see(r, 0);
+                for k in 0..=i {
+                    see(r, cand_row(c, k));
+                }
+            }
+        }
+        for l in 0..levels {
+            for j in 0..cols {
+                let r = win_row(l, j);
+                tokens[r] = window.token(l, j, pending);
+                positions[r] = p + (l + j) as u32;
+                for k in 0..=j {
+                    see(r, win_row(0, k));
+                }
+                for m in 1..=l {
+                    see(r, win_row(m, j));
+                }
+            }
+        }
+        let top = levels - 1;
+        let mut logit_rows: Vec<usize> = (0..base0).collect();
+        logit_rows.extend((0..cols).map(|j| win_row(top, j)));
+        Self {
+            tokens,
+            positions,
+            mask: AttentionMask::Block { q, visible },
+            logit_rows,
+            arity,
+            num_candidates: candidates.len(),
+            top_columns: cols,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            tokens: &self.tokens,
+            positions: &self.positions,
+            mask: &self.mask,
+            logit_rows: &self.logit_rows,
+        }
+    }
+
+    /// Index (into the returned logits) of the `t0` row.
+    pub fn t0_logits(&self) -> usize {
+        0
+    }
+
+    /// Index (into the returned logits) of candidate `c`, token `i`; also its batch row.
+    pub fn candidate_logits(&self, c: usize, i: usize) -> usize {
+        1 + c * self.arity + i
+    }
+
+    /// Index (into the returned logits) of the top level's column `j`.
+    pub fn top_logits(&self, j: usize) -> usize {
+        1 + self.num_candidates * self.arity + j
+    }
+
+    pub fn top_columns(&self) -> usize {
+        self.top_columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force from the definition (spec E5/E6): a row sees exactly one new token at each
+    /// position `p..=pos(row)`, namely the tokens of its own chain, and nothing else.
+    fn brute_force_chain_check(w: usize, n: usize, cands: usize, warm_steps: usize) {
+        let prompt: Vec<u32> = (1000..1040).collect();
+        let mut win = JacobiWindow::from_prompt(&prompt, w, n, 1);
+        for s in 0..warm_steps {
+            if win.is_warm() {
+                break;
+            }
+            let top: Vec<u32> = (0..win.columns() as u32).map(|x| 2000 + 100 * s as u32 + x).collect();
+            win.advance(&top);
+        }
+        let candidates: Vec<Vec<u32>> = (0..cands)
+            .map(|c| (0..n - 1).map(|i| (3000 + 10 * c + i) as u32).collect())
+            .collect();
+        let p = 50u32;
+        let layout = StepLayout::build(7, p, &win, &candidates);
+        let q = layout.len();
+        let (cols, levels) = (win.columns(), win.num_levels());
+        assert_eq!(q, cands * (n - 1) + cols + (levels - 1) * cols);
+        if win.is_warm() {
+            assert_eq!(q, (w + cands) * (n - 1), "steady-state batch = (W+C)(N-1)");
+        }
+        // Reconstruct each row's identity: ("cand", c, i) or ("win", l, j).
+        let mut who = vec![None; q];
+        for (c, cand) in candidates.iter().enumerate() {
+            for i in 0..cand.len() {
+                let r = layout.candidate_logits(c, i);
+                assert_eq!(layout.tokens[r], cand[i]);
+                assert_eq!(layout.positions[r], p + 1 + i as u32);
+                who[r] = Some((1usize, c, i));
+            }
+        }
+        for l in 0..levels {
+            for j in 0..cols {
+                let r = (0..q)
+                    .find(|&r| {
+                        who[r].is_none()
+                            && layout.tokens[r] == win.token(l, j, 7)
+                            && layout.positions[r] == p + (l + j) as u32
+                            && (l > 0 || j > 0 || r == 0)
+                    })
+                    .expect("window token present at its position");
+                who[r] = Some((2, l, j));
+            }
+        }
+        assert!(who.iter().all(Option::is_some), "every row accounted for");
+        let AttentionMask::Block { visible, .. } = &layout.mask else {
+            panic!("lookahead uses a block mask");
+        };
+        for r in 0..q {
+            let (kind, a, b) = who[r].unwrap();
+            // The chain by definition.
+            let chain: Vec<(usize, usize, usize)> = if kind == 1 {
+                let mut v = vec![(2, 0, 0)];
+                v.extend((0..=b).map(|k| (1, a, k)));
+                v
+            } else {
+                let mut v: Vec<_> = (0..=b).map(|k| (2, 0, k)).collect();
+                v.extend((1..=a).map(|m| (2, m, b)));
+                v
+            };
+            let seen: Vec<usize> = (0..q).filter(|&c| visible[r * q + c]).collect();
+            let mut expected: Vec<usize> = chain
+                .iter()
+                .map(|id| (0..q).find(|&x| who[x] == Some(*id)).unwrap())
+                .collect();
+            expected.sort();
+            assert_eq!(seen, expected, "row {r} ({kind},{a},{b}) W={w} N={n} C={cands}");
+            // Exactly one token per position p..=pos(row), consecutive.
+            let mut pos: Vec<u32> = seen.iter().map(|&c| layout.positions[c]).collect();
+            pos.sort();
+            let want: Vec<u32> = (p..=layout.positions[r]).collect();
+            assert_eq!(pos, want, "row {r} chain positions");
+        }
+        // Logits: t0, all candidate rows, then the top level's columns.
+        assert_eq!(layout.logit_rows.len(), 1 + cands * (n - 1) + cols);
+    }
+
+    #[test]
+    fn mask_and_positions_match_brute_force_definition() {
+        for &(w, n, c) in &[(1, 2, 0), (1, 2, 3), (3, 3, 1), (4, 3, 4), (5, 5, 2), (2, 7, 3), (15, 5, 15)] {
+            for warm in [0, 1, 2, 10] {
+                brute_force_chain_check(w, n, c, warm);
+            }
+        }
+    }
+}

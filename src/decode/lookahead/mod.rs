@@ -1,0 +1,220 @@
+//! Lookahead Decoding (Fu et al., ICML 2024): exact parallel decoding without a draft model.
+//!
+//! Each step is ONE forward pass over the pending token, the 2D Jacobi window and up to G
+//! candidate n-grams from the pool; the model's own choices verify the candidates, the window
+//! moves one Jacobi iteration forward and its diagonals feed the pool.
+
+pub mod config;
+pub mod layout;
+pub mod pool;
+pub mod verify;
+pub mod window;
+
+use serde::Serialize;
+
+use super::{Decoder, PlainDecoder, SequenceView, StepOutcome};
+use crate::model::CausalLm;
+use crate::sampling::Sampler;
+use crate::{LadeError, Result};
+
+pub use config::LookaheadConfig;
+pub use layout::StepLayout;
+pub use pool::NgramPool;
+pub use verify::{verify, Verdict};
+pub use window::JacobiWindow;
+
+/// Counters specific to lookahead.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LookaheadStats {
+    /// Steps run with the full lookahead batch.
+    pub lookahead_steps: usize,
+    /// Steps that fell back to a single token (warm-up excluded) because the context was full.
+    pub fallback_steps: usize,
+    /// Candidate n-grams verified, summed over steps.
+    pub candidates_verified: usize,
+    /// Tokens per forward pass, summed over lookahead steps.
+    pub batch_tokens: usize,
+}
+
+/// The lookahead decoder of one sequence.
+#[derive(Debug, Clone)]
+pub struct LookaheadDecoder {
+    config: LookaheadConfig,
+    window: Option<JacobiWindow>,
+    pool: NgramPool,
+    stats: LookaheadStats,
+}
+
+impl LookaheadDecoder {
+    pub fn new(config: LookaheadConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            window: None,
+            pool: NgramPool::new(config.ngram - 1, config.guesses),
+            stats: LookaheadStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &LookaheadConfig {
+        &self.config
+    }
+
+    pub fn pool(&self) -> &NgramPool {
+        &self.pool
+    }
+
+    pub fn window(&self) -> Option<&JacobiWindow> {
+        self.window.as_ref()
+    }
+
+    pub fn stats(&self) -> &LookaheadStats {
+        &self.stats
+    }
+
+    /// Most draft tokens a step may confirm.
+    fn max_match(&self) -> usize {
+        let n = self.config.ngram;
+        if self.config.reference_compat {
+            n - 2
+        } else {
+            n - 1
+        }
+    }
+
+    /// Adds the n-grams that end in the newly committed tokens (`committed` = whole sequence,
+    /// the last `new` of which are new).
+    fn pool_committed(&mut self, committed: &[u32], new: usize) {
+        let n = self.config.ngram;
+        for end in committed.len() - new..committed.len() {
+            if end + 1 >= n {
+                let gram = &committed[end + 1 - n..=end];
+                self.pool.insert(gram[0], &gram[1..]);
+            }
+        }
+    }
+}
+
+impl Decoder for LookaheadDecoder {
+    fn name(&self) -> String {
+        self.config.label()
+    }
+
+    fn begin(&mut self, prompt: &[u32]) -> Result<()> {
+        if prompt.is_empty() {
+            return Err(LadeError::InvalidArgument("the prompt is empty".into()));
+        }
+        let c = &self.config;
+        self.window = Some(JacobiWindow::from_prompt(prompt, c.window, c.ngram, c.seed));
+        self.pool = NgramPool::new(c.ngram - 1, c.guesses);
+        self.stats = LookaheadStats::default();
+        if c.pool_from_prompt {
+            self.pool.insert_sequence(prompt);
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        lm: &mut dyn CausalLm,
+        seq: SequenceView<'_>,
+        sampler: &Sampler,
+    ) -> Result<StepOutcome> {
+        let Some(window) = self.window.as_ref() else {
+            return Err(LadeError::InvalidArgument("lookahead step before begin".into()));
+        };
+        let pending = *seq
+            .tokens
+            .last()
+            .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
+        let p = lm.cache_len();
+        let candidates: Vec<Vec<u32>> = if window.is_warm() {
+            self.pool.get(pending).to_vec()
+        } else {
+            Vec::new()
+        };
+        let layout = StepLayout::build(pending, p as u32, window, &candidates);
+        // Near the context limit the whole batch may not fit: decode one token plainly.
+        if p + layout.len() > lm.context_size() {
+            self.stats.fallback_steps += 1;
+            let out = PlainDecoder.step(lm, seq, sampler)?;
+            self.pool_committed(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
+            return Ok(out);
+        }
+        let logits = lm.forward(&layout.batch())?;
+        let index = seq.next_output_index();
+        let y0 = sampler.choose(logits.row(layout.t0_logits()), seq.tokens, index);
+        let mut history = seq.tokens.to_vec();
+        let verdict = verify(&candidates, y0, self.max_match(), &mut |c, i, so_far| {
+            history.truncate(seq.tokens.len());
+            history.extend_from_slice(so_far);
+            let row = logits.row(layout.candidate_logits(c, i));
+            sampler.choose(row, &history, index + so_far.len() as u64)
+        });
+
+        // The window always moves by greedy Jacobi iteration.
+        let new_top: Vec<u32> = (0..layout.top_columns())
+            .map(|j| argmax(logits.row(layout.top_logits(j))))
+            .collect();
+        let Some(window) = self.window.as_mut() else {
+            return Err(LadeError::InvalidArgument("lookahead step before begin".into()));
+        };
+        for gram in window.ngrams(pending, &new_top) {
+            self.pool.insert(gram[0], &gram[1..]);
+        }
+        window.advance(&new_top);
+
+        // Keep the K/V of t0 and of the confirmed draft tokens; drop everything else.
+        let mut keep = vec![0usize];
+        if let Some(c) = verdict.winner {
+            keep.extend((0..verdict.matched).map(|i| layout.candidate_logits(c, i)));
+        }
+        lm.keep_rows(p, &keep)?;
+
+        if self.config.pool_from_prompt {
+            let committed = [seq.tokens, &verdict.tokens].concat();
+            self.pool_committed(&committed, verdict.tokens.len());
+        }
+        self.stats.lookahead_steps += 1;
+        self.stats.candidates_verified += candidates.len();
+        self.stats.batch_tokens += layout.len();
+        Ok(StepOutcome {
+            tokens: verdict.tokens,
+            from_draft: verdict.matched,
+        })
+    }
+
+    fn stats_json(&self) -> Option<serde_json::Value> {
+        let c = &self.config;
+        serde_json::to_value(serde_json::json!({
+            "window": c.window,
+            "ngram": c.ngram,
+            "guesses": c.guesses,
+            "pool_from_prompt": c.pool_from_prompt,
+            "reference_compat": c.reference_compat,
+            "pool_size": self.pool.len(),
+            "lookahead_steps": self.stats.lookahead_steps,
+            "fallback_steps": self.stats.fallback_steps,
+            "candidates_verified": self.stats.candidates_verified,
+            "mean_batch_tokens": if self.stats.lookahead_steps > 0 {
+                self.stats.batch_tokens as f64 / self.stats.lookahead_steps as f64
+            } else {
+                0.0
+            },
+        }))
+        .ok()
+    }
+}
+
+/// Index of the largest logit (lowest id on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in row.iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best as u32
+}

@@ -1,0 +1,59 @@
+//! Decoding strategies. Each one turns a model's logits into committed tokens, one forward pass
+//! per step, and knows nothing about kernels: it talks to a [`CausalLm`].
+
+pub mod lookahead;
+pub mod plain;
+
+use crate::model::CausalLm;
+use crate::sampling::Sampler;
+use crate::Result;
+
+pub use lookahead::{LookaheadConfig, LookaheadDecoder};
+pub use plain::PlainDecoder;
+
+/// The sequence as a strategy sees it before a step.
+#[derive(Debug, Clone, Copy)]
+pub struct SequenceView<'a> {
+    /// Prompt followed by every committed output token. The last one is the pending input: its
+    /// K/V is not in the cache yet (`cache_len == tokens.len() - 1`).
+    pub tokens: &'a [u32],
+    /// Length of the prompt inside `tokens`.
+    pub prompt_len: usize,
+}
+
+impl SequenceView<'_> {
+    /// Output index of the next token to be chosen (the key of its random draw).
+    pub fn next_output_index(&self) -> u64 {
+        (self.tokens.len() - self.prompt_len) as u64
+    }
+}
+
+/// What one forward pass committed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutcome {
+    /// Committed tokens in order (at least one). The K/V of all but the last is in the cache.
+    pub tokens: Vec<u32>,
+    /// How many of `tokens` (after the first) came from verified draft n-grams.
+    pub from_draft: usize,
+}
+
+/// A decoding strategy (plain, lookahead, ...).
+pub trait Decoder {
+    /// Short name for logs and stats, e.g. `greedy` or `lookahead(15,5,15)`.
+    fn name(&self) -> String;
+    /// Called once with the prompt before the first step.
+    fn begin(&mut self, prompt: &[u32]) -> Result<()>;
+    /// Runs one forward pass over the pending token (and whatever the strategy adds), chooses
+    /// tokens with `sampler` and leaves the cache holding exactly the committed prefix minus the
+    /// new pending token.
+    fn step(
+        &mut self,
+        lm: &mut dyn CausalLm,
+        seq: SequenceView<'_>,
+        sampler: &Sampler,
+    ) -> Result<StepOutcome>;
+    /// Strategy-specific statistics for `--json` output.
+    fn stats_json(&self) -> Option<serde_json::Value> {
+        None
+    }
+}

@@ -1,0 +1,44 @@
+//! Plain autoregressive decoding: one token per forward pass.
+
+use super::{Decoder, SequenceView, StepOutcome};
+use crate::model::{AttentionMask, Batch, CausalLm};
+use crate::sampling::Sampler;
+use crate::{LadeError, Result};
+
+/// Greedy or sampled decoding, one token per step.
+#[derive(Debug, Clone, Default)]
+pub struct PlainDecoder;
+
+impl Decoder for PlainDecoder {
+    fn name(&self) -> String {
+        "plain".into()
+    }
+
+    fn begin(&mut self, _prompt: &[u32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        lm: &mut dyn CausalLm,
+        seq: SequenceView<'_>,
+        sampler: &Sampler,
+    ) -> Result<StepOutcome> {
+        let pending = *seq
+            .tokens
+            .last()
+            .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
+        let position = lm.cache_len() as u32;
+        let logits = lm.forward(&Batch {
+            tokens: &[pending],
+            positions: &[position],
+            mask: &AttentionMask::Causal,
+            logit_rows: &[0],
+        })?;
+        let token = sampler.choose(logits.row(0), seq.tokens, seq.next_output_index());
+        Ok(StepOutcome {
+            tokens: vec![token],
+            from_draft: 0,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! lade: a LLaMA-family inference engine built around Lookahead Decoding.
+
+pub mod chat_template;
+pub mod decode;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use error::{LadeError, Result};

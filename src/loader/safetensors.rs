@@ -1,0 +1,175 @@
+//! Hugging Face layout: a directory with `config.json`, `*.safetensors` (sharded or not) and
+//! `tokenizer.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use serde_json::Value;
+
+use super::progress::LoadProgress;
+use super::LoadOptions;
+use crate::model::llama::Block;
+use crate::model::rope::RopeTable;
+use crate::model::weights::{check_dims, Linear};
+use crate::model::{Llama, ModelConfig};
+use crate::{LadeError, Result};
+
+const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
+
+/// Hyper-parameters from a Hugging Face `config.json`.
+pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
+    let get = |k: &str| json.get(k).and_then(Value::as_u64).map(|v| v as usize);
+    let need = |k: &str| {
+        get(k).ok_or_else(|| LadeError::Unsupported(format!("config.json lacks integer `{k}`")))
+    };
+    let model_type = json
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("llama")
+        .to_string();
+    if !LLAMA_FAMILY.contains(&model_type.as_str()) {
+        return Err(LadeError::Unsupported(format!(
+            "model_type `{model_type}` is not supported (lade runs LLaMA-family models: {})",
+            LLAMA_FAMILY.join(", ")
+        )));
+    }
+    let hidden = need("hidden_size")?;
+    let heads = need("num_attention_heads")?;
+    let linear = match json.get("rope_scaling") {
+        Some(rs) if rs.get("type").or(rs.get("rope_type")).and_then(Value::as_str) == Some("linear") => {
+            rs.get("factor").and_then(Value::as_f64).unwrap_or(1.0)
+        }
+        _ => 1.0,
+    };
+    let config = ModelConfig {
+        architecture: model_type,
+        vocab_size: need("vocab_size")?,
+        hidden_size: hidden,
+        intermediate_size: need("intermediate_size")?,
+        num_layers: need("num_hidden_layers")?,
+        num_heads: heads,
+        num_kv_heads: get("num_key_value_heads").unwrap_or(heads),
+        head_dim: get("head_dim").unwrap_or(hidden / heads.max(1)),
+        rms_norm_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+        rope_theta: json.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0),
+        rope_linear_factor: linear,
+        max_position_embeddings: get("max_position_embeddings").unwrap_or(4096),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// `*.safetensors` files of `dir`, sorted by name.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(LadeError::BadModelFile {
+            path: dir.to_path_buf(),
+            reason: "no *.safetensors files in the directory".into(),
+        });
+    }
+    Ok(shards)
+}
+
+/// Hugging Face stores q/k rows with the rotary halves split ((x0..x_{d/2}), (x_{d/2}..)); the
+/// GGUF layout that our RoPE uses interleaves them. `w`: (heads * head_dim, in).
+fn interleave_rotary_rows(w: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    Ok(w.reshape((heads, 2, head_dim / 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))?)
+}
+
+/// Loads a Hugging Face LLaMA-family checkpoint directory.
+pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
+    let bad = |reason: String| LadeError::BadModelFile {
+        path: dir.join("config.json"),
+        reason,
+    };
+    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| bad(e.to_string()))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let config = config_from_json(&json)?;
+    let tied = json
+        .get("tie_word_embeddings")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let shards = shard_paths(dir)?;
+    let total: u64 = shards
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let progress = LoadProgress::new(total, "loading safetensors", opts.progress);
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for shard in &shards {
+        let loaded = candle_core::safetensors::load(shard, &opts.device).map_err(|e| {
+            LadeError::BadModelFile {
+                path: shard.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        tensors.extend(loaded);
+        progress.advance(std::fs::metadata(shard).map(|m| m.len()).unwrap_or(0));
+    }
+    progress.finish();
+
+    let c = &config;
+    let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    let mut take = |name: &str, want: &[usize]| -> Result<Tensor> {
+        let t = tensors
+            .remove(name)
+            .ok_or_else(|| LadeError::Unsupported(format!("checkpoint lacks tensor {name}")))?;
+        check_dims(name, t.dims(), want)?;
+        Ok(t)
+    };
+    let fmt = opts.format;
+    let mut blocks = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}.weight");
+        let wq = interleave_rotary_rows(&take(&p("self_attn.q_proj"), &[qd, h])?, c.num_heads, c.head_dim)?;
+        let wk = interleave_rotary_rows(&take(&p("self_attn.k_proj"), &[kvd, h])?, c.num_kv_heads, c.head_dim)?;
+        blocks.push(Block {
+            attn_norm: take(&p("input_layernorm"), &[h])?.to_dtype(DType::F32)?,
+            wq: Linear::from_dense(wq, fmt)?,
+            wk: Linear::from_dense(wk, fmt)?,
+            wv: Linear::from_dense(take(&p("self_attn.v_proj"), &[kvd, h])?, fmt)?,
+            wo: Linear::from_dense(take(&p("self_attn.o_proj"), &[h, qd])?, fmt)?,
+            ffn_norm: take(&p("post_attention_layernorm"), &[h])?.to_dtype(DType::F32)?,
+            w_gate: Linear::from_dense(take(&p("mlp.gate_proj"), &[f, h])?, fmt)?,
+            w_up: Linear::from_dense(take(&p("mlp.up_proj"), &[f, h])?, fmt)?,
+            w_down: Linear::from_dense(take(&p("mlp.down_proj"), &[h, f])?, fmt)?,
+        });
+    }
+    let embedding = take("model.embed_tokens.weight", &[v, h])?.to_dtype(DType::F32)?;
+    let final_norm = take("model.norm.weight", &[h])?.to_dtype(DType::F32)?;
+    let lm_head = match take("lm_head.weight", &[v, h]) {
+        Ok(w) if !tied => Linear::from_dense(w, fmt)?,
+        _ => Linear::from_dense(embedding.clone(), fmt)?,
+    };
+    let rope = RopeTable::new(
+        c.head_dim,
+        c.rope_theta,
+        c.rope_linear_factor,
+        None,
+        c.max_position_embeddings,
+        &opts.device,
+    )?;
+    let model = Llama {
+        config,
+        embedding,
+        blocks,
+        final_norm,
+        lm_head,
+        rope,
+        device: opts.device.clone(),
+    };
+    model.check()?;
+    Ok(model)
+}

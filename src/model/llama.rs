@@ -1,0 +1,171 @@
+//! The LLaMA-family decoder (Llama 2/3, CodeLlama, Mistral-style, SmolLM2): a function of
+//! (tokens, positions, attention mask, rows wanting logits) over a [`KvCache`].
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::ModelConfig;
+use super::kv_cache::KvCache;
+use super::rope::RopeTable;
+use super::weights::Linear;
+use super::{Batch, Logits};
+use crate::{LadeError, Result};
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn_norm: Tensor, // (hidden,) f32
+    pub wq: Linear,        // (heads * head_dim, hidden)
+    pub wk: Linear,        // (kv_heads * head_dim, hidden)
+    pub wv: Linear,        // (kv_heads * head_dim, hidden)
+    pub wo: Linear,        // (hidden, heads * head_dim)
+    pub ffn_norm: Tensor,  // (hidden,) f32
+    pub w_gate: Linear,    // (ffn, hidden)
+    pub w_up: Linear,      // (ffn, hidden)
+    pub w_down: Linear,    // (hidden, ffn)
+}
+
+/// Weights of a whole model, shared by every sequence decoded with it.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: ModelConfig,
+    pub embedding: Tensor, // (vocab, hidden) f32
+    pub blocks: Vec<Block>,
+    pub final_norm: Tensor, // (hidden,) f32
+    pub lm_head: Linear,    // (vocab, hidden)
+    pub rope: RopeTable,
+    pub device: Device,
+}
+
+impl Llama {
+    /// A cache for `capacity` positions on this model's device.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        let c = &self.config;
+        KvCache::new(
+            c.num_layers,
+            c.num_kv_heads,
+            c.head_dim,
+            capacity,
+            DType::F32,
+            &self.device,
+        )
+    }
+
+    /// Runs `batch` on top of `cache`, appending its K/V rows (the cache grows by
+    /// `batch.tokens.len()`; the caller truncates or keeps rows afterwards). Returns the logits
+    /// of the rows listed in `batch.logit_rows`, in that order.
+    pub fn forward(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Logits> {
+        let c = &self.config;
+        let q = batch.tokens.len();
+        let past = cache.len();
+        batch.validate(past, c.vocab_size, self.rope.max_positions())?;
+        cache.ensure_room(q)?;
+        let dev = &self.device;
+
+        let ids = Tensor::new(batch.tokens, dev)?;
+        let positions = Tensor::new(batch.positions, dev)?;
+        let (cos, sin) = self.rope.gather(&positions, DType::F32)?; // (q, head_dim/2)
+        let mask = batch.mask.to_additive(past, q, dev)?; // (q, past+q) or None
+        let mut x = self.embedding.index_select(&ids, 0)?; // (q, hidden)
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = self.block_forward(block, layer, &x, &cos, &sin, mask.as_ref(), cache)?;
+        }
+        cache.advance(q)?;
+
+        let rows = batch.logit_rows;
+        if rows.is_empty() {
+            return Ok(Logits::new(Vec::new(), 0, c.vocab_size));
+        }
+        let wanted = if rows.len() == q && rows.iter().enumerate().all(|(i, &r)| i == r) {
+            x
+        } else {
+            let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            x.index_select(&Tensor::new(idx.as_slice(), dev)?, 0)?
+        };
+        let h = candle_nn::ops::rms_norm(&wanted, &self.final_norm, c.rms_norm_eps as f32)?;
+        let logits = self.lm_head.forward(&h)?; // (rows, vocab)
+        let data = logits.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Logits::new(data, rows.len(), c.vocab_size))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward(
+        &self,
+        b: &Block,
+        layer: usize,
+        x: &Tensor, // (q, hidden)
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &KvCache,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (q, _) = x.dims2()?;
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = nh / nkv;
+        let eps = c.rms_norm_eps as f32;
+
+        let h = candle_nn::ops::rms_norm(x, &b.attn_norm, eps)?;
+        // (q, heads*hd) → (1, heads, q, hd)
+        let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, q, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let qh = to_heads(b.wq.forward(&h)?, nh)?;
+        let kh = to_heads(b.wk.forward(&h)?, nkv)?;
+        let vh = to_heads(b.wv.forward(&h)?, nkv)?;
+        let qh = RopeTable::apply(&qh, cos, sin)?;
+        let kh = RopeTable::apply(&kh, cos, sin)?;
+
+        let (keys, values) = cache.write_and_view(layer, &kh.squeeze(0)?, &vh.squeeze(0)?)?;
+        let l = keys.dim(1)?; // past + q
+        // Query head h uses key/value head h / group: (heads, q, hd) = (kv, group*q, hd).
+        let qg = (qh.reshape((nkv, group * q, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let mut scores = qg.matmul(&keys.t()?)?; // (kv, group*q, L)
+        if let Some(m) = mask {
+            scores = scores
+                .reshape((nkv, group, q, l))?
+                .broadcast_add(m)?
+                .reshape((nkv, group * q, l))?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attn = probs.matmul(&values)?; // (kv, group*q, hd)
+        let attn = attn
+            .reshape((nh, q, hd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((q, nh * hd))?;
+        let x = (x + b.wo.forward(&attn)?)?;
+
+        let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
+        let gate = candle_nn::ops::silu(&b.w_gate.forward(&h)?)?;
+        let up = b.w_up.forward(&h)?;
+        let down = b.w_down.forward(&(gate * up)?)?;
+        Ok((x + down)?)
+    }
+
+    /// Bytes of weights streamed per forward pass (projections and LM head).
+    pub fn weight_bytes(&self) -> usize {
+        let per_block: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
+                    .iter()
+                    .map(|l| l.size_in_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        per_block + self.lm_head.size_in_bytes()
+    }
+
+    /// Checks that the output projection covers the vocabulary (used by loaders).
+    pub fn check(&self) -> Result<()> {
+        if self.lm_head.out_dim()? != self.config.vocab_size {
+            return Err(LadeError::Unsupported(format!(
+                "output projection has {} rows, vocabulary has {}",
+                self.lm_head.out_dim()?,
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+}

