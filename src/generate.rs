@@ -110,7 +110,11 @@ impl<'t> TextAssembler<'t> {
             self.emit(at, from_draft, sink);
             return Ok(true);
         }
-        let safe = if last { self.text.len() } else { self.safe_end() };
+        let safe = if last {
+            self.text.len()
+        } else {
+            self.safe_end()
+        };
         self.emit(safe, from_draft, sink);
         Ok(false)
     }
@@ -155,10 +159,14 @@ pub fn generate(
         return Err(LadeError::InvalidArgument("the prompt is empty".into()));
     }
     if rules.max_tokens == 0 {
-        return Err(LadeError::InvalidArgument("max tokens must be at least 1".into()));
+        return Err(LadeError::InvalidArgument(
+            "max tokens must be at least 1".into(),
+        ));
     }
     if tokenizer.is_none() && !rules.stop_strings.is_empty() {
-        return Err(LadeError::InvalidArgument("stop strings need a tokenizer".into()));
+        return Err(LadeError::InvalidArgument(
+            "stop strings need a tokenizer".into(),
+        ));
     }
     let context = lm.context_size();
     if prompt.len() >= context {
@@ -175,7 +183,12 @@ pub fn generate(
     }
     let mut text = TextAssembler {
         decoder: tokenizer.map(|t| StreamDecoder::new(t, true)),
-        stop_strings: rules.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        stop_strings: rules
+            .stop_strings
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
         text: String::new(),
         emitted: 0,
     };

@@ -33,7 +33,10 @@ fn batched_equals_single_steps(format: WeightFormat) {
     let mut single = session(format);
     for (i, &t) in PROMPT.iter().enumerate() {
         let one = causal(&mut single, &[t]);
-        assert_eq!(one[0], all[i], "{format:?}: row {i} differs between batched and single");
+        assert_eq!(
+            one[0], all[i],
+            "{format:?}: row {i} differs between batched and single"
+        );
     }
     assert_eq!(batched.cache_len(), PROMPT.len());
 }
@@ -105,9 +108,17 @@ fn keeping_a_branch_equals_a_fresh_causal_forward() {
     seq.push(905);
     let reference = causal(&mut fresh, &seq);
     for (ci, &r) in chain.iter().enumerate() {
-        assert_eq!(tree.row(r), &reference[prefix.len() + ci][..], "chain row {r}");
+        assert_eq!(
+            tree.row(r),
+            &reference[prefix.len() + ci][..],
+            "chain row {r}"
+        );
     }
-    assert_eq!(next[0], reference[seq.len() - 1], "token after the kept branch");
+    assert_eq!(
+        next[0],
+        reference[seq.len() - 1],
+        "token after the kept branch"
+    );
 }
 
 #[test]

@@ -126,7 +126,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
     let tok = &loaded.tokenizer;
     let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
-    let context = args.model.context(loaded.model.config.max_position_embeddings)?;
+    let context = args
+        .model
+        .context(loaded.model.config.max_position_embeddings)?;
     let mut session = Session::new(loaded.model.clone(), context)?;
     let sampler = Sampler::new(sampling)?;
     let mut decoder: Box<dyn Decoder> = Box::new(PlainDecoder);

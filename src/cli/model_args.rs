@@ -75,8 +75,8 @@ impl ModelArgs {
             device: candle_core::Device::Cpu,
             progress: !self.quiet,
         };
-        let loaded = loader::load(&path, &opts)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let loaded =
+            loader::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
         let c = &loaded.model.config;
         self.log(&format!(
             "loaded {} ({}, {} layers, {} weights, {:.0} MB read per step) on cpu in {:.0} ms",

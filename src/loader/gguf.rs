@@ -12,9 +12,9 @@ use candle_core::{Device, Tensor};
 
 use super::progress::LoadProgress;
 use super::LoadOptions;
+use crate::model::rope::RopeTable;
 use crate::model::weights::{check_dims, Linear, WeightFormat};
 use crate::model::{llama::Block, Llama, ModelConfig};
-use crate::model::rope::RopeTable;
 use crate::{LadeError, Result};
 
 /// Architectures whose GGUF tensors follow llama.cpp's `llama` layout.
@@ -33,11 +33,15 @@ pub fn read_header(path: &Path) -> Result<(Content, BufReader<File>)> {
         return Err(bad("not a GGUF file (bad magic bytes)".into()));
     }
     reader.rewind()?;
-    let content = Content::read(&mut reader).map_err(|e| bad(format!("corrupt GGUF header: {e}")))?;
+    let content =
+        Content::read(&mut reader).map_err(|e| bad(format!("corrupt GGUF header: {e}")))?;
     let file_len = reader.get_ref().metadata()?.len();
     for (name, info) in &content.tensor_infos {
         let bytes = tensor_bytes(info);
-        let end = content.tensor_data_offset.saturating_add(info.offset).saturating_add(bytes);
+        let end = content
+            .tensor_data_offset
+            .saturating_add(info.offset)
+            .saturating_add(bytes);
         if end > file_len {
             return Err(bad(format!(
                 "truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes"
@@ -70,8 +74,7 @@ fn meta_f64(ct: &Content, key: &str) -> Option<f64> {
 }
 
 fn required(ct: &Content, key: &str) -> Result<usize> {
-    meta_usize(ct, key)?
-        .ok_or_else(|| LadeError::Unsupported(format!("GGUF metadata lacks {key}")))
+    meta_usize(ct, key)?.ok_or_else(|| LadeError::Unsupported(format!("GGUF metadata lacks {key}")))
 }
 
 /// Model hyper-parameters from GGUF metadata.
@@ -146,12 +149,13 @@ impl TensorSource<'_> {
         if !self.has(name) {
             return Err(LadeError::Unsupported(format!("GGUF lacks tensor {name}")));
         }
-        let t = self.ct.tensor(self.reader, name, self.device).map_err(|e| {
-            LadeError::BadModelFile {
+        let t = self
+            .ct
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| LadeError::BadModelFile {
                 path: self.path.to_path_buf(),
                 reason: format!("tensor {name}: {e}"),
-            }
-        })?;
+            })?;
         self.progress.advance(t.storage_size_in_bytes() as u64);
         let t = Arc::new(t);
         self.seen.insert(name.to_string(), t.clone());
@@ -174,7 +178,8 @@ impl TensorSource<'_> {
 }
 
 fn tensor_bytes(t: &TensorInfo) -> u64 {
-    (t.shape.elem_count() / t.ggml_dtype.block_size().max(1)) as u64 * t.ggml_dtype.type_size() as u64
+    (t.shape.elem_count() / t.ggml_dtype.block_size().max(1)) as u64
+        * t.ggml_dtype.type_size() as u64
 }
 
 /// Loads the weights of a LLaMA-family GGUF file.
@@ -186,7 +191,10 @@ pub fn load_llama(
 ) -> Result<Llama> {
     let config = config_from_gguf(ct)?;
     let total: u64 = ct.tensor_infos.values().map(tensor_bytes).sum();
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut src = TensorSource {
         path,
         ct,
@@ -224,7 +232,10 @@ pub fn load_llama(
         src.linear("token_embd.weight", [v, h], fmt)?
     };
     let freq_factors: Option<Vec<f32>> = if src.has("rope_freqs.weight") {
-        Some(src.dense("rope_freqs.weight", &[c.head_dim / 2])?.to_vec1()?)
+        Some(
+            src.dense("rope_freqs.weight", &[c.head_dim / 2])?
+                .to_vec1()?,
+        )
     } else {
         None
     };

@@ -14,7 +14,8 @@ impl LoadProgress {
     pub fn new(total_bytes: u64, label: &str, show: bool) -> Self {
         let visible = show && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         let bar = if visible {
-            let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
                 "{msg} [{bar:40.cyan/blue}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
             )

@@ -37,7 +37,13 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
     let hidden = need("hidden_size")?;
     let heads = need("num_attention_heads")?;
     let linear = match json.get("rope_scaling") {
-        Some(rs) if rs.get("type").or(rs.get("rope_type")).and_then(Value::as_str) == Some("linear") => {
+        Some(rs)
+            if rs
+                .get("type")
+                .or(rs.get("rope_type"))
+                .and_then(Value::as_str)
+                == Some("linear") =>
+        {
             rs.get("factor").and_then(Value::as_f64).unwrap_or(1.0)
         }
         _ => 1.0,
@@ -51,8 +57,14 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
         num_heads: heads,
         num_kv_heads: get("num_key_value_heads").unwrap_or(heads),
         head_dim: get("head_dim").unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
-        rope_theta: json.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0),
+        rms_norm_eps: json
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
+        rope_theta: json
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0),
         rope_linear_factor: linear,
         max_position_embeddings: get("max_position_embeddings").unwrap_or(4096),
     };
@@ -133,8 +145,16 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
     let mut blocks = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}.weight");
-        let wq = interleave_rotary_rows(&take(&p("self_attn.q_proj"), &[qd, h])?, c.num_heads, c.head_dim)?;
-        let wk = interleave_rotary_rows(&take(&p("self_attn.k_proj"), &[kvd, h])?, c.num_kv_heads, c.head_dim)?;
+        let wq = interleave_rotary_rows(
+            &take(&p("self_attn.q_proj"), &[qd, h])?,
+            c.num_heads,
+            c.head_dim,
+        )?;
+        let wk = interleave_rotary_rows(
+            &take(&p("self_attn.k_proj"), &[kvd, h])?,
+            c.num_kv_heads,
+            c.head_dim,
+        )?;
         blocks.push(Block {
             attn_norm: take(&p("input_layernorm"), &[h])?.to_dtype(DType::F32)?,
             wq: Linear::from_dense(wq, fmt)?,

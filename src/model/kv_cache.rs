@@ -79,7 +79,10 @@ impl KvCache {
         let (kc, vc) = (&self.keys[layer], &self.values[layer]);
         kc.slice_set(&k.contiguous()?, 1, self.len)?;
         vc.slice_set(&v.contiguous()?, 1, self.len)?;
-        Ok((kc.narrow(1, 0, self.len + q)?, vc.narrow(1, 0, self.len + q)?))
+        Ok((
+            kc.narrow(1, 0, self.len + q)?,
+            vc.narrow(1, 0, self.len + q)?,
+        ))
     }
 
     /// Marks `q` rows written by every layer as part of the cache.

@@ -107,7 +107,9 @@ impl Llama {
         let h = candle_nn::ops::rms_norm(x, &b.attn_norm, eps)?;
         // (q, heads*hd) → (1, heads, q, hd)
         let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((1, q, heads, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(t.reshape((1, q, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let qh = to_heads(b.wq.forward(&h)?, nh)?;
         let kh = to_heads(b.wk.forward(&h)?, nkv)?;
@@ -117,7 +119,7 @@ impl Llama {
 
         let (keys, values) = cache.write_and_view(layer, &kh.squeeze(0)?, &vh.squeeze(0)?)?;
         let l = keys.dim(1)?; // past + q
-        // Query head h uses key/value head h / group: (heads, q, hd) = (kv, group*q, hd).
+                              // Query head h uses key/value head h / group: (heads, q, hd) = (kv, group*q, hd).
         let qg = (qh.reshape((nkv, group * q, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let mut scores = qg.matmul(&keys.t()?)?; // (kv, group*q, L)
         if let Some(m) = mask {

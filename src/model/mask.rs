@@ -48,9 +48,7 @@ impl AttentionMask {
                 visible,
             } => {
                 if *mp != past || *mq != q || visible.len() != q * (past + q) {
-                    return bad(format!(
-                        "mask is for {mp}+{mq} keys, step has {past}+{q}"
-                    ));
+                    return bad(format!("mask is for {mp}+{mq} keys, step has {past}+{q}"));
                 }
             }
         }

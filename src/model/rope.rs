@@ -28,7 +28,10 @@ impl RopeTable {
         let inv_freq: Vec<f64> = (0..half)
             .map(|i| {
                 let f = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-                let factor = freq_factors.and_then(|ff| ff.get(i)).copied().unwrap_or(1.0) as f64;
+                let factor = freq_factors
+                    .and_then(|ff| ff.get(i))
+                    .copied()
+                    .unwrap_or(1.0) as f64;
                 f / factor / linear_factor
             })
             .collect();
@@ -89,14 +92,22 @@ mod tests {
                 let (a, b) = (data[t * hd + 2 * i] as f64, data[t * hd + 2 * i + 1] as f64);
                 let ea = a * angle.cos() - b * angle.sin();
                 let eb = a * angle.sin() + b * angle.cos();
-                assert!((y[t * hd + 2 * i] as f64 - ea).abs() < 1e-5, "token {t} pair {i}");
-                assert!((y[t * hd + 2 * i + 1] as f64 - eb).abs() < 1e-5, "token {t} pair {i}");
+                assert!(
+                    (y[t * hd + 2 * i] as f64 - ea).abs() < 1e-5,
+                    "token {t} pair {i}"
+                );
+                assert!(
+                    (y[t * hd + 2 * i + 1] as f64 - eb).abs() < 1e-5,
+                    "token {t} pair {i}"
+                );
             }
         }
         // A token rotated alone equals the same token rotated inside a batch.
         let alone = Tensor::from_vec(data[2 * hd..3 * hd].to_vec(), (1, 1, 1, hd), &dev)?;
         let (c1, s1) = table.gather(&Tensor::new(&[63u32], &dev)?, DType::F32)?;
-        let y1: Vec<f32> = RopeTable::apply(&alone, &c1, &s1)?.flatten_all()?.to_vec1()?;
+        let y1: Vec<f32> = RopeTable::apply(&alone, &c1, &s1)?
+            .flatten_all()?
+            .to_vec1()?;
         assert_eq!(&y1[..], &y[2 * hd..3 * hd]);
         Ok(())
     }

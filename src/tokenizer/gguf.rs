@@ -16,6 +16,8 @@
 //! become plain added tokens. When the array is missing, the bos/eos/eot/
 //! eom/unk/pad ids are treated as control tokens.
 //!
+//! `tokenizer.ggml.add_eos_token` is ignored: EOS is never appended.
+//!
 //! A token text that appears more than once in `tokenizer.ggml.tokens` maps
 //! to its first id when encoding.
 
@@ -48,9 +50,8 @@ const TYPE_CONTROL: i64 = 3;
 const TYPE_USER_DEFINED: i64 = 4;
 const TYPE_BYTE: i64 = 6;
 
-/// GPT-2's split regex (what `ByteLevel` with `use_regex` applies).
-const REGEX_GPT2: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+// GPT-2's split regex, `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+// ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, is built into `ByteLevel` (`use_regex`).
 /// Llama-3's split regex: like Qwen2 but numbers in groups of up to three.
 const REGEX_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split regex: every digit on its own.
@@ -691,7 +692,7 @@ pub(crate) mod tests {
     fn spm_stream_decoding_waits_for_whole_characters() {
         let tok = TextTokenizer::from_gguf(&spm_content(None)).unwrap();
         let ids = tok.encode("Hello 日本 world é", false).unwrap();
-        let mut stream = tok.stream_decoder();
+        let mut stream = tok.stream_decoder(true);
         let mut pieces = Vec::new();
         for &id in &ids {
             pieces.push(stream.push(id).unwrap());

@@ -222,10 +222,9 @@ impl TextTokenizer {
         self.inner.decode(ids, skip_special).map_err(tok_err)
     }
 
-    /// A streaming decoder over this tokenizer, leaving special tokens out
-    /// (see [`StreamDecoder`]).
-    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder::new(self)
+    /// A streaming decoder over this tokenizer (see [`StreamDecoder`]).
+    pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<&Self> {
+        StreamDecoder::new(self, skip_special)
     }
 
     /// The raw vocabulary piece of `id` (e.g. `"Ġworld"`, `"▁Hello"`,
@@ -425,6 +424,14 @@ pub(crate) mod tests {
         )))
         .unwrap_err();
         assert!(matches!(err, LadeError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TextTokenizer>();
+        assert_send_sync::<StreamDecoder<std::sync::Arc<TextTokenizer>>>();
+        assert_send_sync::<crate::chat_template::ChatTemplate>();
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! The concatenation of everything [`StreamDecoder::push`] and
 //! [`StreamDecoder::finish`] return equals decoding all ids at once.
 
+use std::ops::Deref;
+
 use super::TextTokenizer;
 use crate::error::Result;
 
@@ -22,9 +24,11 @@ const MAX_PENDING: usize = 8;
 
 /// Turns a stream of token ids into a stream of text chunks that never
 /// split a UTF-8 character.
+///
+/// Works with `&TextTokenizer`, `Arc<TextTokenizer>`, `Box<TextTokenizer>`.
 #[derive(Debug, Clone)]
-pub struct StreamDecoder<'a> {
-    tokenizer: &'a TextTokenizer,
+pub struct StreamDecoder<T: Deref<Target = TextTokenizer>> {
+    tokenizer: T,
     skip_special: bool,
     ids: Vec<u32>,
     /// Start of the context window (ids already emitted, kept for context).
@@ -33,39 +37,36 @@ pub struct StreamDecoder<'a> {
     read_offset: usize,
 }
 
-impl<'a> StreamDecoder<'a> {
-    /// A decoder for a fresh generation. Special tokens give no text (as
-    /// with [`TextTokenizer::decode`]); see [`Self::skip_special`].
-    pub fn new(tokenizer: &'a TextTokenizer) -> Self {
+impl<T: Deref<Target = TextTokenizer>> StreamDecoder<T> {
+    /// A decoder for a fresh generation. With `skip_special`, special
+    /// tokens give no text (as with [`TextTokenizer::decode`]).
+    pub fn new(tokenizer: T, skip_special: bool) -> Self {
         Self {
             tokenizer,
-            skip_special: true,
+            skip_special,
             ids: Vec::new(),
             prefix_offset: 0,
             read_offset: 0,
         }
     }
 
-    /// Whether special tokens are left out (the default) or give their text.
-    pub fn skip_special(mut self, skip: bool) -> Self {
-        self.skip_special = skip;
-        self
-    }
-
-    /// Continues after `context` (e.g. the prompt's ids): it is not emitted
-    /// but makes the first chunks decode as they would in the middle of the
-    /// text (e.g. keeping a SentencePiece leading space). Only the last few
-    /// ids of `context` are kept; ids pushed before are dropped.
-    pub fn with_context(mut self, context: &[u32]) -> Self {
+    /// A decoder continuing after `context` (e.g. the prompt's ids), which
+    /// is not emitted but makes the first chunks decode as they would in
+    /// the middle of the text (e.g. keeping a SentencePiece leading space).
+    /// Only the last few ids of `context` are kept.
+    pub fn with_context(tokenizer: T, skip_special: bool, context: &[u32]) -> Self {
         let tail = &context[context.len().saturating_sub(4)..];
-        self.ids = tail.to_vec();
-        self.prefix_offset = 0;
-        self.read_offset = tail.len();
-        self
+        Self {
+            tokenizer,
+            skip_special,
+            ids: tail.to_vec(),
+            prefix_offset: 0,
+            read_offset: tail.len(),
+        }
     }
 
-    pub fn tokenizer(&self) -> &'a TextTokenizer {
-        self.tokenizer
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     /// Adds one id; returns the text it completes (often empty: e.g. the
@@ -159,9 +160,10 @@ fn suffix_after<'a>(prefix: &str, full: &'a str) -> &'a str {
 mod tests {
     use super::*;
     use crate::tokenizer::tests::smollm;
+    use std::sync::Arc;
 
     fn stream_pieces(tok: &TextTokenizer, ids: &[u32], skip_special: bool) -> Vec<String> {
-        let mut stream = StreamDecoder::new(tok).skip_special(skip_special);
+        let mut stream = StreamDecoder::new(tok, skip_special);
         let mut pieces: Vec<String> = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
         pieces.push(stream.finish().unwrap());
         pieces
@@ -209,11 +211,11 @@ mod tests {
     }
 
     #[test]
-    fn stream_with_context() {
-        let tok = smollm();
+    fn stream_with_context_and_arc() {
+        let tok = Arc::new(smollm().clone());
         let prompt = tok.encode("Hello", false).unwrap();
         let generated = tok.encode(" world! 日本", false).unwrap();
-        let mut stream = StreamDecoder::new(tok).with_context(&prompt);
+        let mut stream = StreamDecoder::with_context(Arc::clone(&tok), true, &prompt);
         let mut out = stream.push_all(&generated).unwrap();
         out.push_str(&stream.finish().unwrap());
         assert_eq!(out, " world! 日本");
@@ -228,7 +230,7 @@ mod tests {
         let tok = smollm();
         let ids = tok.encode("日", false).unwrap();
         assert!(ids.len() > 1, "{ids:?}");
-        let mut stream = tok.stream_decoder();
+        let mut stream = tok.stream_decoder(true);
         assert_eq!(stream.push(ids[0]).unwrap(), "");
         // Ending mid-character flushes the replacement character.
         assert_eq!(stream.finish().unwrap(), "\u{FFFD}");

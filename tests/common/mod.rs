@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: the default model, loaded once per format.
 #![allow(dead_code)]
 
+pub mod mock;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};

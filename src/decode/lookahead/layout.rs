@@ -150,7 +150,9 @@ mod tests {
             if win.is_warm() {
                 break;
             }
-            let top: Vec<u32> = (0..win.columns() as u32).map(|x| 2000 + 100 * s as u32 + x).collect();
+            let top: Vec<u32> = (0..win.columns() as u32)
+                .map(|x| 2000 + 100 * s as u32 + x)
+                .collect();
             win.advance(&top);
         }
         let candidates: Vec<Vec<u32>> = (0..cands)
@@ -209,7 +211,10 @@ mod tests {
                 .map(|id| (0..q).find(|&x| who[x] == Some(*id)).unwrap())
                 .collect();
             expected.sort();
-            assert_eq!(seen, expected, "row {r} ({kind},{a},{b}) W={w} N={n} C={cands}");
+            assert_eq!(
+                seen, expected,
+                "row {r} ({kind},{a},{b}) W={w} N={n} C={cands}"
+            );
             // Exactly one token per position p..=pos(row), consecutive.
             let mut pos: Vec<u32> = seen.iter().map(|&c| layout.positions[c]).collect();
             pos.sort();
@@ -222,7 +227,15 @@ mod tests {
 
     #[test]
     fn mask_and_positions_match_brute_force_definition() {
-        for &(w, n, c) in &[(1, 2, 0), (1, 2, 3), (3, 3, 1), (4, 3, 4), (5, 5, 2), (2, 7, 3), (15, 5, 15)] {
+        for &(w, n, c) in &[
+            (1, 2, 0),
+            (1, 2, 3),
+            (3, 3, 1),
+            (4, 3, 4),
+            (5, 5, 2),
+            (2, 7, 3),
+            (15, 5, 15),
+        ] {
             for warm in [0, 1, 2, 10] {
                 brute_force_chain_check(w, n, c, warm);
             }

@@ -121,7 +121,9 @@ impl Decoder for LookaheadDecoder {
         sampler: &Sampler,
     ) -> Result<StepOutcome> {
         let Some(window) = self.window.as_ref() else {
-            return Err(LadeError::InvalidArgument("lookahead step before begin".into()));
+            return Err(LadeError::InvalidArgument(
+                "lookahead step before begin".into(),
+            ));
         };
         let pending = *seq
             .tokens
@@ -157,7 +159,9 @@ impl Decoder for LookaheadDecoder {
             .map(|j| argmax(logits.row(layout.top_logits(j))))
             .collect();
         let Some(window) = self.window.as_mut() else {
-            return Err(LadeError::InvalidArgument("lookahead step before begin".into()));
+            return Err(LadeError::InvalidArgument(
+                "lookahead step before begin".into(),
+            ));
         };
         for gram in window.ngrams(pending, &new_top) {
             self.pool.insert(gram[0], &gram[1..]);

@@ -82,7 +82,14 @@ mod tests {
     fn no_match_commits_only_y0() {
         let cands = vec![vec![1, 2], vec![5, 6]];
         let v = verify(&cands, 3, 2, &mut |_, _, _| unreachable!());
-        assert_eq!(v, Verdict { tokens: vec![3], matched: 0, winner: None });
+        assert_eq!(
+            v,
+            Verdict {
+                tokens: vec![3],
+                matched: 0,
+                winner: None
+            }
+        );
         let v = verify(&[], 3, 2, &mut |_, _, _| unreachable!());
         assert_eq!(v.tokens, vec![3]);
     }

@@ -140,9 +140,19 @@ mod tests {
         win.levels = vec![vec![1, 2], vec![10, 11, 12], vec![20, 21, 22]];
         assert!(win.is_warm());
         let grams = win.ngrams(0, &[30, 31, 32]);
-        assert_eq!(grams, vec![vec![0, 10, 20, 30], vec![1, 11, 21, 31], vec![2, 12, 22, 32]]);
+        assert_eq!(
+            grams,
+            vec![
+                vec![0, 10, 20, 30],
+                vec![1, 11, 21, 31],
+                vec![2, 12, 22, 32]
+            ]
+        );
         win.advance(&[30, 31, 32]);
-        assert_eq!(win.levels, vec![vec![11, 12], vec![20, 21, 22], vec![30, 31, 32]]);
+        assert_eq!(
+            win.levels,
+            vec![vec![11, 12], vec![20, 21, 22], vec![30, 31, 32]]
+        );
     }
 
     #[test]

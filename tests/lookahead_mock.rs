@@ -1,0 +1,405 @@
+//! Lookahead Decoding against an exact synthetic model: equality with plain decoding (greedy
+//! and seeded sampling), distribution preservation (chi-square), stop handling at every position
+//! of an accepted run, determinism and edge cases (spec invariants E1, E3, E9–E15).
+
+mod common;
+
+use common::mock::MockLm;
+use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::generate::{generate, FinishReason, Generation, StopRules};
+use lade::sampling::{Sampler, SamplingParams};
+
+const VOCAB: usize = 12;
+
+fn run(
+    decoder: &mut dyn Decoder,
+    prompt: &[u32],
+    params: SamplingParams,
+    rules: &StopRules,
+    context: usize,
+) -> Generation {
+    let mut lm = MockLm::new(VOCAB, context);
+    let sampler = Sampler::new(params).unwrap();
+    let g = generate(
+        &mut lm,
+        decoder,
+        &sampler,
+        prompt,
+        rules,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        lm.forwards,
+        g.stats.steps + usize::from(prompt.len() > 1),
+        "one forward per step"
+    );
+    g
+}
+
+fn rules(max_tokens: usize) -> StopRules {
+    StopRules {
+        max_tokens,
+        ..StopRules::default()
+    }
+}
+
+fn prompt(seed: u32, len: usize) -> Vec<u32> {
+    (0..len as u32)
+        .map(|i| (i * 7 + seed * 3 + i * i * seed) % VOCAB as u32)
+        .collect()
+}
+
+fn lookahead(w: usize, n: usize, g: usize) -> LookaheadDecoder {
+    LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap()
+}
+
+const GRID: &[(usize, usize, usize)] = &[
+    (1, 2, 0),
+    (1, 2, 2),
+    (3, 2, 3),
+    (1, 3, 1),
+    (4, 3, 0),
+    (4, 3, 4),
+    (5, 4, 5),
+    (7, 5, 7),
+    (2, 6, 8),
+    (15, 5, 15),
+];
+
+#[test]
+fn greedy_lookahead_equals_plain_greedy_on_a_grid() {
+    let mut best_compression = 0f64;
+    for seed in 0..6 {
+        let p = prompt(seed, 5 + seed as usize * 3);
+        let plain = run(
+            &mut PlainDecoder,
+            &p,
+            SamplingParams::greedy(),
+            &rules(80),
+            512,
+        );
+        assert_eq!(plain.stats.compression, 1.0);
+        for &(w, n, g) in GRID {
+            for compat in [false, true] {
+                for pool in [false, true] {
+                    if compat && n < 3 {
+                        continue;
+                    }
+                    let mut cfg = LookaheadConfig::new(w, n, g);
+                    cfg.reference_compat = compat;
+                    cfg.pool_from_prompt = pool;
+                    let mut dec = LookaheadDecoder::new(cfg).unwrap();
+                    let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(80), 512);
+                    assert_eq!(
+                        la.token_ids, plain.token_ids,
+                        "W={w} N={n} G={g} compat={compat} pool={pool} prompt {seed}"
+                    );
+                    // E3: tokens per step within [1, N] (or [1, N-1] in reference mode).
+                    let cap = if compat { n - 1 } else { n };
+                    assert!(
+                        la.stats.accepted_per_step.len() <= cap + 1,
+                        "{:?}",
+                        la.stats.accepted_per_step
+                    );
+                    if g == 0 {
+                        assert_eq!(la.stats.compression, 1.0, "G=0 verifies nothing");
+                    }
+                    best_compression = best_compression.max(la.stats.compression);
+                }
+            }
+        }
+    }
+    // The test is only meaningful if drafts were accepted.
+    assert!(
+        best_compression > 1.5,
+        "best compression {best_compression}"
+    );
+}
+
+#[test]
+fn seeded_lookahead_sampling_equals_plain_sampling() {
+    let settings = [
+        SamplingParams {
+            temperature: 0.5,
+            seed: 1,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 1.0,
+            seed: 2,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 3,
+            seed: 3,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 0.7,
+            seed: 4,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.9,
+            min_p: 0.2,
+            seed: 5,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.7,
+            repeat_penalty: 1.3,
+            seed: 6,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 1.5,
+            seed: 7,
+            ..SamplingParams::greedy()
+        },
+    ];
+    let mut accepted_drafts = 0;
+    for params in settings {
+        for s in 0..4 {
+            let p = prompt(s, 9);
+            let plain = run(&mut PlainDecoder, &p, params, &rules(60), 512);
+            for &(w, n, g) in &[(4, 3, 4), (5, 4, 5), (1, 2, 3), (7, 5, 7)] {
+                let la = run(&mut lookahead(w, n, g), &p, params, &rules(60), 512);
+                assert_eq!(
+                    la.token_ids, plain.token_ids,
+                    "{params:?} W={w} N={n} G={g}"
+                );
+                accepted_drafts += la.stats.drafted_tokens_accepted;
+            }
+        }
+    }
+    assert!(
+        accepted_drafts > 50,
+        "sampling runs accepted only {accepted_drafts} draft tokens"
+    );
+}
+
+/// Exact probability of each (y0, y1, y2) under plain sampling, from the mock's table.
+fn exact_joint(p: &[u32], sampler: &Sampler) -> Vec<f64> {
+    let mut out = vec![0f64; VOCAB * VOCAB * VOCAB];
+    let dist = |ctx: &[u32]| sampler.distribution(&common::mock::markov2(ctx, VOCAB), ctx);
+    for (a, pa) in dist(p) {
+        let c1 = [p, &[a]].concat();
+        for (b, pb) in dist(&c1) {
+            let c2 = [&c1[..], &[b]].concat();
+            for (c, pc) in dist(&c2) {
+                out[(a as usize * VOCAB + b as usize) * VOCAB + c as usize] +=
+                    pa as f64 * pb as f64 * pc as f64;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn lookahead_sampling_preserves_the_joint_distribution_chi_square() {
+    // E11: 20,000 generations of 3 tokens with different seeds; the histogram of (y0,y1,y2)
+    // must fit the exact joint distribution of plain sampling.
+    let p = prompt(3, 7);
+    for (temperature, top_k, top_p) in [(1.0f32, 0usize, 1.0f32), (0.5, 0, 1.0), (1.0, 4, 0.9)] {
+        let base = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            ..SamplingParams::greedy()
+        };
+        let exact = exact_joint(&p, &Sampler::new(base).unwrap());
+        let runs = 20_000;
+        let mut counts = vec![0usize; exact.len()];
+        let mut multi_token_steps = 0;
+        for seed in 0..runs as u64 {
+            let params = SamplingParams { seed, ..base };
+            let g = run(&mut lookahead(4, 3, 4), &p, params, &rules(3), 64);
+            let t = &g.token_ids;
+            counts[(t[0] as usize * VOCAB + t[1] as usize) * VOCAB + t[2] as usize] += 1;
+            multi_token_steps += g.stats.accepted_per_step.iter().skip(2).sum::<usize>();
+        }
+        // Pool cells with expected count < 5 into one bin.
+        let (mut chi2, mut dof, mut small_e, mut small_o) = (0f64, 0usize, 0f64, 0f64);
+        for (e, &o) in exact.iter().zip(&counts) {
+            let e = e * runs as f64;
+            if e < 5.0 {
+                small_e += e;
+                small_o += o as f64;
+            } else {
+                chi2 += (o as f64 - e).powi(2) / e;
+                dof += 1;
+            }
+        }
+        if small_e > 0.0 {
+            chi2 += (small_o - small_e).powi(2) / small_e.max(1e-9);
+            dof += 1;
+        }
+        let dof = dof - 1;
+        // Critical value at p = 0.001 (Wilson–Hilferty approximation).
+        let k = dof as f64;
+        let z = 3.090;
+        let crit = k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3);
+        assert!(
+            chi2 < crit,
+            "T={temperature} k={top_k} p={top_p}: chi2 {chi2:.1} ≥ {crit:.1} (dof {dof})"
+        );
+        assert!(
+            multi_token_steps > 0,
+            "no step accepted a draft: the test would be vacuous"
+        );
+    }
+}
+
+#[test]
+fn stop_ids_inside_accepted_runs_end_generation_exactly() {
+    // E10: pick each generated token in turn as the stop id; lookahead must stop exactly where
+    // plain decoding stops, whether that token is y0, a middle draft token or the bonus.
+    let p = prompt(1, 12);
+    let plain = run(
+        &mut PlainDecoder,
+        &p,
+        SamplingParams::greedy(),
+        &rules(60),
+        512,
+    );
+    let mut inside_runs = 0;
+    for i in 0..plain.token_ids.len() {
+        let stop = plain.token_ids[i];
+        let r = StopRules {
+            max_tokens: 60,
+            stop_ids: vec![99, stop],
+            stop_strings: vec![],
+        };
+        let first = plain.token_ids.iter().position(|&t| t == stop).unwrap();
+        let la = run(
+            &mut lookahead(5, 4, 5),
+            &p,
+            SamplingParams::greedy(),
+            &r,
+            512,
+        );
+        assert_eq!(
+            la.token_ids,
+            plain.token_ids[..first],
+            "stop id {stop} (first at {first})"
+        );
+        assert_eq!(la.finish_reason, FinishReason::Stop);
+        if la.stats.accepted_per_step.iter().skip(2).sum::<usize>() > 0 {
+            inside_runs += 1;
+        }
+    }
+    assert!(
+        inside_runs > 5,
+        "stops rarely met multi-token steps ({inside_runs})"
+    );
+}
+
+#[test]
+fn max_tokens_is_never_exceeded() {
+    let p = prompt(2, 10);
+    let plain = run(
+        &mut PlainDecoder,
+        &p,
+        SamplingParams::greedy(),
+        &rules(50),
+        512,
+    );
+    for max in 1..=50 {
+        let la = run(
+            &mut lookahead(7, 5, 7),
+            &p,
+            SamplingParams::greedy(),
+            &rules(max),
+            512,
+        );
+        assert_eq!(la.token_ids, plain.token_ids[..max]);
+        assert_eq!(la.finish_reason, FinishReason::Length);
+    }
+}
+
+#[test]
+fn repeated_runs_are_identical_in_tokens_and_steps() {
+    let p = prompt(4, 9);
+    let params = SamplingParams {
+        temperature: 0.9,
+        seed: 11,
+        ..SamplingParams::greedy()
+    };
+    let a = run(&mut lookahead(6, 4, 6), &p, params, &rules(70), 512);
+    let b = run(&mut lookahead(6, 4, 6), &p, params, &rules(70), 512);
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.stats.steps, b.stats.steps);
+    assert_eq!(a.stats.accepted_per_step, b.stats.accepted_per_step);
+}
+
+#[test]
+fn short_prompts_and_the_context_limit() {
+    for len in [1usize, 2, 3] {
+        let p = prompt(5, len);
+        let plain = run(
+            &mut PlainDecoder,
+            &p,
+            SamplingParams::greedy(),
+            &rules(40),
+            512,
+        );
+        for &(w, n, g) in &[(4, 5, 4), (3, 7, 3), (1, 2, 1)] {
+            let la = run(
+                &mut lookahead(w, n, g),
+                &p,
+                SamplingParams::greedy(),
+                &rules(40),
+                512,
+            );
+            assert_eq!(la.token_ids, plain.token_ids, "prompt length {len}");
+        }
+    }
+    // A context of 40 positions: lookahead must shrink to plain steps near the end and stop
+    // with the same tokens as plain decoding, never overflowing.
+    let p = prompt(6, 10);
+    let plain = run(
+        &mut PlainDecoder,
+        &p,
+        SamplingParams::greedy(),
+        &rules(100),
+        40,
+    );
+    assert!(plain.hit_context_limit);
+    assert_eq!(plain.token_ids.len(), 40 - 10);
+    let mut dec = lookahead(5, 4, 5);
+    let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(100), 40);
+    assert!(la.hit_context_limit);
+    assert_eq!(la.token_ids, plain.token_ids);
+    assert!(dec.stats().fallback_steps > 0);
+}
+
+#[test]
+fn compression_counts_steps_after_the_prefill() {
+    let p = prompt(7, 8);
+    let mut dec = lookahead(7, 5, 7);
+    let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(64), 512);
+    let hist_tokens: usize = la
+        .stats
+        .accepted_per_step
+        .iter()
+        .enumerate()
+        .map(|(k, c)| k * c)
+        .sum();
+    assert_eq!(hist_tokens, la.stats.generated_tokens);
+    assert_eq!(
+        la.stats.accepted_per_step.iter().sum::<usize>(),
+        la.stats.steps
+    );
+    let c = la.stats.generated_tokens as f64 / la.stats.steps as f64;
+    assert!((la.stats.compression - c).abs() < 1e-12);
+    assert_eq!(
+        la.stats.generated_tokens - la.stats.steps,
+        la.stats.drafted_tokens_accepted,
+        "n_accept = committed tokens - steps"
+    );
+}
