@@ -154,7 +154,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         Some(tok),
         &mut sink,
     )?;
-    drop(sink);
     if gen.hit_context_limit {
         args.model.log(&format!(
             "\n[stopped: the context of {context} positions is full; raise --ctx-size]"

@@ -85,6 +85,16 @@ impl KvCache {
         ))
     }
 
+    /// Writes `k`, `v`: (n_kv_heads, q, head_dim) of `layer` at `len..len+q` and returns the
+    /// whole buffers (n_kv_heads, capacity, head_dim), for kernels that index them directly.
+    pub fn write(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(&Tensor, &Tensor)> {
+        self.ensure_room(k.dim(1)?)?;
+        let (kc, vc) = (&self.keys[layer], &self.values[layer]);
+        kc.slice_set(&k.contiguous()?, 1, self.len)?;
+        vc.slice_set(&v.contiguous()?, 1, self.len)?;
+        Ok((kc, vc))
+    }
+
     /// Marks `q` rows written by every layer as part of the cache.
     pub fn advance(&mut self, q: usize) -> Result<()> {
         self.ensure_room(q)?;

@@ -3,12 +3,20 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::attention::{attend_cpu, visible_keys, RowKeys};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::rope::RopeTable;
 use super::weights::Linear;
 use super::{Batch, Logits};
 use crate::{LadeError, Result};
+
+/// How a forward pass applies its mask: per-row key lists for the CPU kernel, or an additive
+/// (q, past + q) matrix for tensor-op attention (`None`: every key visible).
+enum AttentionInput {
+    Rows(Vec<RowKeys>),
+    Additive(Option<Tensor>),
+}
 
 /// One transformer block.
 #[derive(Debug, Clone)]
@@ -64,10 +72,14 @@ impl Llama {
         let ids = Tensor::new(batch.tokens, dev)?;
         let positions = Tensor::new(batch.positions, dev)?;
         let (cos, sin) = self.rope.gather(&positions, DType::F32)?; // (q, head_dim/2)
-        let mask = batch.mask.to_additive(past, q, dev)?; // (q, past+q) or None
+        let mask = if dev.is_cpu() {
+            AttentionInput::Rows(visible_keys(batch.mask, past, q))
+        } else {
+            AttentionInput::Additive(batch.mask.to_additive(past, q, dev)?) // (q, past+q)
+        };
         let mut x = self.embedding.index_select(&ids, 0)?; // (q, hidden)
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = self.block_forward(block, layer, &x, &cos, &sin, mask.as_ref(), cache)?;
+            x = self.block_forward(block, layer, &x, &cos, &sin, &mask, cache)?;
         }
         cache.advance(q)?;
 
@@ -95,7 +107,7 @@ impl Llama {
         x: &Tensor, // (q, hidden)
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: &AttentionInput,
         cache: &KvCache,
     ) -> Result<Tensor> {
         let c = &self.config;
@@ -117,24 +129,33 @@ impl Llama {
         let qh = RopeTable::apply(&qh, cos, sin)?;
         let kh = RopeTable::apply(&kh, cos, sin)?;
 
-        let (keys, values) = cache.write_and_view(layer, &kh.squeeze(0)?, &vh.squeeze(0)?)?;
-        let l = keys.dim(1)?; // past + q
-                              // Query head h uses key/value head h / group: (heads, q, hd) = (kv, group*q, hd).
-        let qg = (qh.reshape((nkv, group * q, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let mut scores = qg.matmul(&keys.t()?)?; // (kv, group*q, L)
-        if let Some(m) = mask {
-            scores = scores
-                .reshape((nkv, group, q, l))?
-                .broadcast_add(m)?
-                .reshape((nkv, group * q, l))?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let attn = probs.matmul(&values)?; // (kv, group*q, hd)
-        let attn = attn
-            .reshape((nh, q, hd))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((q, nh * hd))?;
+        let attn = match mask {
+            AttentionInput::Rows(rows) => {
+                let (keys, values) = cache.write(layer, &kh.squeeze(0)?, &vh.squeeze(0)?)?;
+                attend_cpu(&qh.squeeze(0)?, keys, values, rows, nkv)? // (q, heads*hd)
+            }
+            AttentionInput::Additive(m) => {
+                let (keys, values) =
+                    cache.write_and_view(layer, &kh.squeeze(0)?, &vh.squeeze(0)?)?;
+                let l = keys.dim(1)?; // past + q
+                                      // Query head h uses key/value head h / group: (heads, q, hd) = (kv, group*q, hd).
+                let qg = (qh.reshape((nkv, group * q, hd))? * (1.0 / (hd as f64).sqrt()))?;
+                let mut scores = qg.matmul(&keys.t()?)?; // (kv, group*q, L)
+                if let Some(m) = m {
+                    scores = scores
+                        .reshape((nkv, group, q, l))?
+                        .broadcast_add(m)?
+                        .reshape((nkv, group * q, l))?;
+                }
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                probs
+                    .matmul(&values)? // (kv, group*q, hd)
+                    .reshape((nh, q, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((q, nh * hd))?
+            }
+        };
         let x = (x + b.wo.forward(&attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;

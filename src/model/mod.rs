@@ -1,6 +1,7 @@
 //! Models: a function of (tokens, positions, attention mask, rows wanting logits) → logits,
 //! over a KV cache whose rollback is a length change.
 
+pub mod attention;
 pub mod config;
 pub mod kv_cache;
 pub mod llama;

@@ -96,8 +96,18 @@ impl Linear {
         match self {
             Linear::Quantized(m) => Ok(m.forward(x)?),
             Linear::Dense(w) => {
-                let y = x.to_dtype(w.dtype())?.matmul(&w.t()?)?;
-                Ok(y.to_dtype(DType::F32)?)
+                let x = x.to_dtype(w.dtype())?;
+                // candle's CPU gemm takes a different (differently rounded) path for a single
+                // row; padding it to two rows keeps every row's result independent of the
+                // batch size.
+                let single = x.device().is_cpu() && x.dim(0)? == 1;
+                let x = if single {
+                    Tensor::cat(&[&x, &x], 0)?
+                } else {
+                    x
+                };
+                let y = x.matmul(&w.t()?)?.to_dtype(DType::F32)?;
+                Ok(if single { y.narrow(0, 0, 1)? } else { y })
             }
         }
     }

@@ -169,9 +169,9 @@ mod tests {
         // Reconstruct each row's identity: ("cand", c, i) or ("win", l, j).
         let mut who = vec![None; q];
         for (c, cand) in candidates.iter().enumerate() {
-            for i in 0..cand.len() {
+            for (i, &tok) in cand.iter().enumerate() {
                 let r = layout.candidate_logits(c, i);
-                assert_eq!(layout.tokens[r], cand[i]);
+                assert_eq!(layout.tokens[r], tok);
                 assert_eq!(layout.positions[r], p + 1 + i as u32);
                 who[r] = Some((1usize, c, i));
             }
