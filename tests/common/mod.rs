@@ -56,3 +56,34 @@ pub fn argmax(row: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// The first `n` prompts of a shared dataset (`../shared/data/NAME.jsonl`), as token ids:
+/// chat datasets through the model's chat template, code prompts raw.
+pub fn dataset_prompts(model: &LoadedModel, name: &str, n: usize, chat: bool) -> Vec<Vec<u32>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(format!("{name}.jsonl"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let tok = &model.tokenizer;
+    text.lines()
+        .take(n)
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let prompt = v["prompt"].as_str().unwrap();
+            let rendered = if chat {
+                let t = lade::chat_template::ChatTemplate::from_tokenizer(tok).unwrap();
+                t.render(
+                    &[lade::chat_template::ChatMessage::user(prompt)],
+                    true,
+                    "",
+                    "",
+                )
+                .unwrap()
+            } else {
+                prompt.to_string()
+            };
+            tok.encode(&rendered, false).unwrap()
+        })
+        .collect()
+}

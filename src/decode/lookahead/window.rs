@@ -39,6 +39,13 @@ impl JacobiWindow {
         }
     }
 
+    /// A window with the given levels (`levels[0]` without the pending column), treated as
+    /// complete: for tests and for restoring a window.
+    pub fn from_levels(levels: Vec<Vec<u32>>) -> Self {
+        let depth = levels.len().max(1);
+        Self { levels, depth }
+    }
+
     /// True once all N-1 levels exist (steady state).
     pub fn is_warm(&self) -> bool {
         self.levels.len() == self.depth
