@@ -1,12 +1,12 @@
 //! `lade generate`: one prompt, text streamed to stdout, optional JSON summary.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
-use lade::decode::{Decoder, PlainDecoder};
+use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
 use lade::generate::{generate, StopRules};
 use lade::model::Session;
 use lade::sampling::{Sampler, SamplingParams};
@@ -35,19 +35,19 @@ pub struct GenerateArgs {
     #[arg(long, short = 'n', default_value_t = 256)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep the k most likely tokens (0 = off).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens below min_p × the top probability (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// Tokens the repetition penalty looks back over.
     #[arg(long, default_value_t = SamplingParams::DEFAULT_REPEAT_LAST_N)]
@@ -61,6 +61,45 @@ pub struct GenerateArgs {
     /// Print one JSON object with text, ids and stats instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub lookahead: LookaheadArgs,
+    /// Colour tokens that came from verified n-grams (terminal only).
+    #[arg(long)]
+    pub show_accepted: bool,
+}
+
+/// Lookahead Decoding options (shared by generate and bench).
+#[derive(Debug, Clone, Args)]
+pub struct LookaheadArgs {
+    /// Lookahead window W, n-gram size N and candidates per step G, or `auto`: on the CPU
+    /// lookahead is off (every extra query token costs about as much as a decoded one there,
+    /// see docs/benchmarks.md), so `auto` decodes plainly.
+    #[arg(long, value_name = "W,N,G|auto", default_value = "auto")]
+    pub lookahead: String,
+    /// Plain decoding, one token per forward pass.
+    #[arg(long)]
+    pub no_lookahead: bool,
+    /// Do not seed the n-gram pool with the prompt and the committed output.
+    #[arg(long)]
+    pub no_pool_from_prompt: bool,
+    /// Reproduce the authors' choices (at most N-1 tokens per step) for comparison.
+    #[arg(long)]
+    pub reference_compat: bool,
+}
+
+impl LookaheadArgs {
+    /// The decoder these options ask for; `seed` seeds the window initialisation.
+    pub fn decoder(&self, seed: u64) -> anyhow::Result<Box<dyn Decoder>> {
+        if self.no_lookahead || self.lookahead.trim() == "auto" {
+            return Ok(Box::new(PlainDecoder));
+        }
+        let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
+        let mut cfg = LookaheadConfig::new(w, n, g);
+        cfg.pool_from_prompt = !self.no_pool_from_prompt;
+        cfg.reference_compat = self.reference_compat;
+        cfg.seed = seed;
+        Ok(Box::new(LookaheadDecoder::new(cfg)?))
+    }
 }
 
 impl GenerateArgs {
@@ -121,6 +160,7 @@ pub fn prompt_ids(
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let sampling = args.sampling();
     sampling.validate()?;
+    let mut decoder = args.lookahead.decoder(args.seed)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     let text = args.prompt_text()?;
     let loaded = args.model.load()?;
@@ -131,17 +171,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .context(loaded.model.config.max_position_embeddings)?;
     let mut session = Session::new(loaded.model.clone(), context)?;
     let sampler = Sampler::new(sampling)?;
-    let mut decoder: Box<dyn Decoder> = Box::new(PlainDecoder);
     let rules = StopRules {
         max_tokens: args.max_tokens,
         stop_ids: tok.eog_ids().to_vec(),
         stop_strings: args.stop.clone(),
     };
     let stream = !args.json;
+    let colour = args.show_accepted && std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout().lock();
-    let mut sink = |piece: &str, _from_draft: bool| {
+    let mut sink = |piece: &str, from_draft: bool| {
         if stream {
-            let _ = stdout.write_all(piece.as_bytes());
+            let _ = if colour && from_draft {
+                write!(stdout, "\x1b[32m{piece}\x1b[0m")
+            } else {
+                stdout.write_all(piece.as_bytes())
+            };
             let _ = stdout.flush();
         }
     };
@@ -174,6 +218,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 "decode_ms": s.decode_ms,
                 "decode_tokens_per_s": s.decode_tokens_per_s,
                 "decoder": decoder.name(),
+                "accepted_per_step": s.accepted_per_step,
+                "mean_accepted": s.compression,
+                "step_ms": if s.steps > 0 { s.decode_ms / s.steps as f64 } else { 0.0 },
+                "lookahead": decoder.stats_json(),
             },
         });
         println!("{}", serde_json::to_string(&out)?);

@@ -1,0 +1,215 @@
+//! Bad input gets a clear one-line error and a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn lade(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(args)
+        .env_remove("LADE_MODEL")
+        .output()
+        .expect("run lade");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fails cleanly: non-zero exit, an `error:` line mentioning `needle`, no panic.
+fn fails_with(args: &[&str], needle: &str) {
+    let (ok, _, err) = lade(args);
+    assert!(!ok, "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{args:?}: no error line in {err}"));
+    assert!(
+        line.to_lowercase().contains(&needle.to_lowercase()),
+        "{args:?}: {line:?} lacks {needle:?}"
+    );
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lade-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn model() -> String {
+    common::model_path().display().to_string()
+}
+
+#[test]
+fn missing_model_file() {
+    fails_with(
+        &["generate", "--model", "/nonexistent/x.gguf", "-p", "hi"],
+        "not found",
+    );
+}
+
+#[test]
+fn truncated_and_random_gguf() {
+    let real = std::fs::read(common::model_path()).unwrap();
+    let half = tmp("half.gguf", &real[..real.len() / 2]);
+    fails_with(
+        &["generate", "--model", half.to_str().unwrap(), "-p", "hi"],
+        "truncated",
+    );
+    let header_cut = tmp("header.gguf", &real[..4096]);
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            header_cut.to_str().unwrap(),
+            "-p",
+            "hi",
+        ],
+        "corrupt",
+    );
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let noise: Vec<u8> = (0..1 << 16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let random = tmp("random.gguf", &noise);
+    fails_with(
+        &["generate", "--model", random.to_str().unwrap(), "-p", "hi"],
+        "not a GGUF",
+    );
+    let mut magic_then_noise = b"GGUF".to_vec();
+    magic_then_noise.extend(&noise);
+    let m = tmp("magic.gguf", &magic_then_noise);
+    fails_with(
+        &["generate", "--model", m.to_str().unwrap(), "-p", "hi"],
+        "corrupt",
+    );
+}
+
+#[test]
+fn unsupported_architecture() {
+    // Rewrite the architecture string of the real file in place ("llama" → "gpt99").
+    let mut real = std::fs::read(common::model_path()).unwrap();
+    let key = b"general.architecture";
+    let at = real.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4 + 8; // type u32, string length u64
+    real[value..value + 5].copy_from_slice(b"gpt99");
+    let p = tmp("arch.gguf", &real);
+    fails_with(
+        &["generate", "--model", p.to_str().unwrap(), "-p", "hi"],
+        "architecture `gpt99` is not supported",
+    );
+}
+
+#[test]
+fn prompt_longer_than_context() {
+    let long = "word ".repeat(300);
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            &model(),
+            "--ctx-size",
+            "64",
+            "-p",
+            &long,
+        ],
+        "context",
+    );
+}
+
+#[test]
+fn invalid_sampling_values_and_empty_prompt() {
+    let m = model();
+    fails_with(
+        &["generate", "--model", &m, "-p", "hi", "--top-p", "1.5"],
+        "--top-p",
+    );
+    fails_with(
+        &["generate", "--model", &m, "-p", "hi", "--temperature", "-1"],
+        "--temperature",
+    );
+    fails_with(
+        &["generate", "--model", &m, "-p", "hi", "--min-p", "2"],
+        "--min-p",
+    );
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "hi",
+            "--repeat-penalty",
+            "0",
+        ],
+        "--repeat-penalty",
+    );
+    fails_with(&["generate", "--model", &m, "-p", ""], "empty");
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "hi",
+            "--lookahead",
+            "3,1,2",
+        ],
+        "at least 2",
+    );
+    fails_with(
+        &["generate", "--model", &m, "-p", "hi", "--lookahead", "a,b"],
+        "W,N,G",
+    );
+    fails_with(
+        &["generate", "--model", &m, "-p", "hi", "--max-tokens", "0"],
+        "max-tokens",
+    );
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--prompt-file",
+            "/nonexistent/prompt.txt",
+        ],
+        "prompt file",
+    );
+}
+
+#[test]
+fn generate_json_and_tokenize_work() {
+    let m = model();
+    let (ok, out, err) = lade(&["tokenize", "--model", &m, "--json", "Hello world!"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ids"], serde_json::json!([19556, 905, 17]));
+    for extra in [&["--no-lookahead"][..], &["--lookahead", "4,3,4"][..]] {
+        let mut args = vec![
+            "generate", "--model", &m, "--chat", "-p", "Say hi.", "-n", "8", "--json", "-q",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = lade(&args);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let s = &v["stats"];
+        assert!(v["token_ids"].as_array().unwrap().len() <= 8);
+        assert!(["stop", "length"].contains(&v["finish_reason"].as_str().unwrap()));
+        let c = s["generated_tokens"].as_f64().unwrap() / s["steps"].as_f64().unwrap();
+        assert!((s["compression"].as_f64().unwrap() - c).abs() < 1e-9);
+        assert!(
+            s["prefill_ms"].as_f64().unwrap() >= 0.0
+                && s["decode_tokens_per_s"].as_f64().unwrap() > 0.0
+        );
+    }
+}
