@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and dispatch.
 
+mod bench;
 mod generate;
 mod model_args;
 mod tokenize;
@@ -22,11 +23,14 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
+    /// Benchmark decoding configs on a prompt dataset, side by side in one process.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
