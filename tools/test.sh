@@ -10,4 +10,7 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
+# Build, and fetch the default model once before the tests that read it run in parallel.
+cargo build --release --locked
+./target/release/lade tokenize --quiet "model check" >/dev/null
 cargo test --release --locked
