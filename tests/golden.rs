@@ -8,7 +8,7 @@ use std::path::Path;
 use lade::decode::PlainDecoder;
 use lade::generate::{generate, StopRules};
 use lade::loader::{load, LoadOptions};
-use lade::model::{AttentionMask, Batch, CausalLm, Session, WeightFormat};
+use lade::model::{CausalLm, Session, WeightFormat};
 use lade::sampling::Sampler;
 use serde_json::Value;
 
@@ -46,17 +46,7 @@ fn floats(v: &Value) -> Vec<f32> {
 /// Logits of every row of a causal forward over `tokens` on a fresh cache.
 fn all_logits(s: &mut Session, tokens: &[u32]) -> Vec<Vec<f32>> {
     s.truncate(0);
-    let positions: Vec<u32> = (0..tokens.len() as u32).collect();
-    let rows: Vec<usize> = (0..tokens.len()).collect();
-    let l = s
-        .forward(&Batch {
-            tokens,
-            positions: &positions,
-            mask: &AttentionMask::Causal,
-            logit_rows: &rows,
-        })
-        .unwrap();
-    (0..tokens.len()).map(|i| l.row(i).to_vec()).collect()
+    common::causal(s, tokens, true)
 }
 
 fn greedy(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {

@@ -149,13 +149,7 @@ fn branches_are_isolated_bit_for_bit() {
     dec.begin(&prompt).unwrap();
     // Warm the window up with real steps so that it holds all levels.
     let mut seq = prompt.clone();
-    s.forward(&Batch {
-        tokens: prefix,
-        positions: &(0..prefix.len() as u32).collect::<Vec<_>>(),
-        mask: &AttentionMask::Causal,
-        logit_rows: &[],
-    })
-    .unwrap();
+    common::causal(&mut s, prefix, false);
     while !dec.window().unwrap().is_warm() {
         let out = dec
             .step(
@@ -214,13 +208,7 @@ fn kv_cache_after_every_step_equals_a_fresh_prefill() {
     let mut s = Session::new(model.model.clone(), 1024).unwrap();
     let mut fresh = Session::new(model.model.clone(), 1024).unwrap();
     let body = &prompt[..prompt.len() - 1];
-    s.forward(&Batch {
-        tokens: body,
-        positions: &(0..body.len() as u32).collect::<Vec<_>>(),
-        mask: &AttentionMask::Causal,
-        logit_rows: &[],
-    })
-    .unwrap();
+    common::causal(&mut s, body, false);
     let mut dec = la(5, 4, 5);
     dec.begin(&prompt).unwrap();
     let mut seq = prompt.clone();
@@ -241,14 +229,7 @@ fn kv_cache_after_every_step_equals_a_fresh_prefill() {
         assert_eq!(s.cache_len(), seq.len() - 1);
         fresh.truncate(0);
         let committed = &seq[..seq.len() - 1];
-        fresh
-            .forward(&Batch {
-                tokens: committed,
-                positions: &(0..committed.len() as u32).collect::<Vec<_>>(),
-                mask: &AttentionMask::Causal,
-                logit_rows: &[],
-            })
-            .unwrap();
+        common::causal(&mut fresh, committed, false);
         for layer in [0, 14, 29] {
             let (k, v) = s.cache.committed(layer).unwrap();
             let (fk, fv) = fresh.cache.committed(layer).unwrap();

@@ -11,20 +11,8 @@ fn session(format: WeightFormat) -> Session {
     Session::new(common::model(format).model.clone(), 256).unwrap()
 }
 
-/// Causal forward of `tokens` at consecutive positions after the cache, logits of every row.
 fn causal(s: &mut Session, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let start = s.cache_len() as u32;
-    let positions: Vec<u32> = (start..start + tokens.len() as u32).collect();
-    let rows: Vec<usize> = (0..tokens.len()).collect();
-    let l = s
-        .forward(&Batch {
-            tokens,
-            positions: &positions,
-            mask: &AttentionMask::Causal,
-            logit_rows: &rows,
-        })
-        .unwrap();
-    (0..tokens.len()).map(|i| l.row(i).to_vec()).collect()
+    common::causal(s, tokens, true)
 }
 
 fn batched_equals_single_steps(format: WeightFormat) {

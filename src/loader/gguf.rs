@@ -12,9 +12,9 @@ use candle_core::{Device, Tensor};
 
 use super::progress::LoadProgress;
 use super::LoadOptions;
-use crate::model::rope::RopeTable;
+use crate::model::llama::{Block, LlamaParts};
 use crate::model::weights::{check_dims, Linear, WeightFormat};
-use crate::model::{llama::Block, Llama, ModelConfig};
+use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
 
 /// Architectures whose GGUF tensors follow llama.cpp's `llama` layout.
@@ -240,23 +240,15 @@ pub fn load_llama(
         None
     };
     src.progress.finish();
-    let rope = RopeTable::new(
-        c.head_dim,
-        c.rope_theta,
-        c.rope_linear_factor,
-        freq_factors.as_deref(),
-        c.max_position_embeddings,
+    Llama::assemble(
+        LlamaParts {
+            config,
+            embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            rope_freq_factors: freq_factors,
+        },
         &opts.device,
-    )?;
-    let model = Llama {
-        config,
-        embedding,
-        blocks,
-        final_norm,
-        lm_head,
-        rope,
-        device: opts.device.clone(),
-    };
-    model.check()?;
-    Ok(model)
+    )
 }

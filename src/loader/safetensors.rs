@@ -9,8 +9,7 @@ use serde_json::Value;
 
 use super::progress::LoadProgress;
 use super::LoadOptions;
-use crate::model::llama::Block;
-use crate::model::rope::RopeTable;
+use crate::model::llama::{Block, LlamaParts};
 use crate::model::weights::{check_dims, Linear};
 use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
@@ -173,23 +172,15 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
         Ok(w) if !tied => Linear::from_dense(w, fmt)?,
         _ => Linear::from_dense(embedding.clone(), fmt)?,
     };
-    let rope = RopeTable::new(
-        c.head_dim,
-        c.rope_theta,
-        c.rope_linear_factor,
-        None,
-        c.max_position_embeddings,
+    Llama::assemble(
+        LlamaParts {
+            config,
+            embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            rope_freq_factors: None,
+        },
         &opts.device,
-    )?;
-    let model = Llama {
-        config,
-        embedding,
-        blocks,
-        final_norm,
-        lm_head,
-        rope,
-        device: opts.device.clone(),
-    };
-    model.check()?;
-    Ok(model)
+    )
 }

@@ -44,7 +44,42 @@ pub struct Llama {
     pub device: Device,
 }
 
+/// The loaded tensors of a model, before RoPE tables are built.
+pub struct LlamaParts {
+    pub config: ModelConfig,
+    pub embedding: Tensor,
+    pub blocks: Vec<Block>,
+    pub final_norm: Tensor,
+    pub lm_head: Linear,
+    /// Llama-3 style per-frequency divisors (`rope_freqs.weight`), if any.
+    pub rope_freq_factors: Option<Vec<f32>>,
+}
+
 impl Llama {
+    /// Builds the model from loaded tensors and checks it against its config.
+    pub fn assemble(parts: LlamaParts, device: &Device) -> Result<Self> {
+        let c = &parts.config;
+        let rope = RopeTable::new(
+            c.head_dim,
+            c.rope_theta,
+            c.rope_linear_factor,
+            parts.rope_freq_factors.as_deref(),
+            c.max_position_embeddings,
+            device,
+        )?;
+        let model = Llama {
+            config: parts.config,
+            embedding: parts.embedding,
+            blocks: parts.blocks,
+            final_norm: parts.final_norm,
+            lm_head: parts.lm_head,
+            rope,
+            device: device.clone(),
+        };
+        model.check()?;
+        Ok(model)
+    }
+
     /// A cache for `capacity` positions on this model's device.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.config;

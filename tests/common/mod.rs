@@ -87,3 +87,25 @@ pub fn dataset_prompts(model: &LoadedModel, name: &str, n: usize, chat: bool) ->
         })
         .collect()
 }
+
+/// Causal forward of `tokens` at consecutive positions after the cache; logits of every row
+/// when `logits` is set.
+pub fn causal(s: &mut lade::model::Session, tokens: &[u32], logits: bool) -> Vec<Vec<f32>> {
+    use lade::model::{AttentionMask, Batch, CausalLm};
+    let start = s.cache_len() as u32;
+    let positions: Vec<u32> = (start..start + tokens.len() as u32).collect();
+    let rows: Vec<usize> = if logits {
+        (0..tokens.len()).collect()
+    } else {
+        vec![]
+    };
+    let l = s
+        .forward(&Batch {
+            tokens,
+            positions: &positions,
+            mask: &AttentionMask::Causal,
+            logit_rows: &rows,
+        })
+        .unwrap();
+    (0..l.rows()).map(|i| l.row(i).to_vec()).collect()
+}
