@@ -83,7 +83,7 @@ impl ModelArgs {
             path.display(),
             c.architecture,
             c.num_layers,
-            loaded.model.blocks[0].wq.format_name(),
+            loaded.model.blocks[0].wqkv.format_name(),
             loaded.model.weight_bytes() as f64 / 1e6,
             loaded.load_ms
         ));

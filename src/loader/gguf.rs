@@ -213,13 +213,17 @@ pub fn load_llama(
         let p = |s: &str| format!("blk.{i}.{s}.weight");
         blocks.push(Block {
             attn_norm: src.dense(&p("attn_norm"), &[h])?,
-            wq: src.linear(&p("attn_q"), [qd, h], fmt)?,
-            wk: src.linear(&p("attn_k"), [kvd, h], fmt)?,
-            wv: src.linear(&p("attn_v"), [kvd, h], fmt)?,
+            wqkv: Linear::stack_rows(vec![
+                src.linear(&p("attn_q"), [qd, h], fmt)?,
+                src.linear(&p("attn_k"), [kvd, h], fmt)?,
+                src.linear(&p("attn_v"), [kvd, h], fmt)?,
+            ])?,
             wo: src.linear(&p("attn_output"), [h, qd], fmt)?,
             ffn_norm: src.dense(&p("ffn_norm"), &[h])?,
-            w_gate: src.linear(&p("ffn_gate"), [f, h], fmt)?,
-            w_up: src.linear(&p("ffn_up"), [f, h], fmt)?,
+            w_gate_up: Linear::stack_rows(vec![
+                src.linear(&p("ffn_gate"), [f, h], fmt)?,
+                src.linear(&p("ffn_up"), [f, h], fmt)?,
+            ])?,
             w_down: src.linear(&p("ffn_down"), [h, f], fmt)?,
         });
     }

@@ -156,13 +156,17 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
         )?;
         blocks.push(Block {
             attn_norm: take(&p("input_layernorm"), &[h])?.to_dtype(DType::F32)?,
-            wq: Linear::from_dense(wq, fmt)?,
-            wk: Linear::from_dense(wk, fmt)?,
-            wv: Linear::from_dense(take(&p("self_attn.v_proj"), &[kvd, h])?, fmt)?,
+            wqkv: Linear::stack_rows(vec![
+                Linear::from_dense(wq, fmt)?,
+                Linear::from_dense(wk, fmt)?,
+                Linear::from_dense(take(&p("self_attn.v_proj"), &[kvd, h])?, fmt)?,
+            ])?,
             wo: Linear::from_dense(take(&p("self_attn.o_proj"), &[h, qd])?, fmt)?,
             ffn_norm: take(&p("post_attention_layernorm"), &[h])?.to_dtype(DType::F32)?,
-            w_gate: Linear::from_dense(take(&p("mlp.gate_proj"), &[f, h])?, fmt)?,
-            w_up: Linear::from_dense(take(&p("mlp.up_proj"), &[f, h])?, fmt)?,
+            w_gate_up: Linear::stack_rows(vec![
+                Linear::from_dense(take(&p("mlp.gate_proj"), &[f, h])?, fmt)?,
+                Linear::from_dense(take(&p("mlp.up_proj"), &[f, h])?, fmt)?,
+            ])?,
             w_down: Linear::from_dense(take(&p("mlp.down_proj"), &[h, f])?, fmt)?,
         });
     }

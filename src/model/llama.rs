@@ -22,14 +22,13 @@ enum AttentionInput {
 #[derive(Debug, Clone)]
 pub struct Block {
     pub attn_norm: Tensor, // (hidden,) f32
-    pub wq: Linear,        // (heads * head_dim, hidden)
-    pub wk: Linear,        // (kv_heads * head_dim, hidden)
-    pub wv: Linear,        // (kv_heads * head_dim, hidden)
-    pub wo: Linear,        // (hidden, heads * head_dim)
-    pub ffn_norm: Tensor,  // (hidden,) f32
-    pub w_gate: Linear,    // (ffn, hidden)
-    pub w_up: Linear,      // (ffn, hidden)
-    pub w_down: Linear,    // (hidden, ffn)
+    /// q | k | v stacked: ((heads + 2 * kv_heads) * head_dim, hidden)
+    pub wqkv: Linear,
+    pub wo: Linear,       // (hidden, heads * head_dim)
+    pub ffn_norm: Tensor, // (hidden,) f32
+    /// gate | up stacked: (2 * ffn, hidden)
+    pub w_gate_up: Linear,
+    pub w_down: Linear, // (hidden, ffn)
 }
 
 /// Weights of a whole model, shared by every sequence decoded with it.
@@ -158,9 +157,11 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let qh = to_heads(b.wq.forward(&h)?, nh)?;
-        let kh = to_heads(b.wk.forward(&h)?, nkv)?;
-        let vh = to_heads(b.wv.forward(&h)?, nkv)?;
+        let qkv = b.wqkv.forward(&h)?; // (q, (heads + 2 kv_heads) * hd)
+        let (qd, kvd) = (nh * hd, nkv * hd);
+        let qh = to_heads(qkv.narrow(1, 0, qd)?.contiguous()?, nh)?;
+        let kh = to_heads(qkv.narrow(1, qd, kvd)?.contiguous()?, nkv)?;
+        let vh = to_heads(qkv.narrow(1, qd + kvd, kvd)?.contiguous()?, nkv)?;
         let qh = RopeTable::apply(&qh, cos, sin)?;
         let kh = RopeTable::apply(&kh, cos, sin)?;
 
@@ -194,8 +195,10 @@ impl Llama {
         let x = (x + b.wo.forward(&attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&b.w_gate.forward(&h)?)?;
-        let up = b.w_up.forward(&h)?;
+        let gate_up = b.w_gate_up.forward(&h)?; // (q, 2 * ffn)
+        let ffn = c.intermediate_size;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?.contiguous()?)?;
+        let up = gate_up.narrow(1, ffn, ffn)?.contiguous()?;
         let down = b.w_down.forward(&(gate * up)?)?;
         Ok((x + down)?)
     }
@@ -206,7 +209,7 @@ impl Llama {
             .blocks
             .iter()
             .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
+                [&b.wqkv, &b.wo, &b.w_gate_up, &b.w_down]
                     .iter()
                     .map(|l| l.size_in_bytes())
                     .sum::<usize>()

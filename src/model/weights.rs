@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Module, Tensor};
 use serde::Serialize;
 
@@ -43,6 +45,8 @@ impl WeightFormat {
 pub enum Linear {
     Quantized(QMatMul),
     Dense(Tensor),
+    /// Projections of different formats stacked along the output: outputs are concatenated.
+    Stacked(Vec<Linear>),
 }
 
 impl Linear {
@@ -91,9 +95,58 @@ impl Linear {
         }
     }
 
+    /// Stacks projections that read the same input along their outputs (q|k|v, gate|up), so
+    /// one matmul serves all: same-format quantized weights are concatenated block row by block
+    /// row (each output row is computed exactly as before), dense ones as tensors.
+    pub fn stack_rows(parts: Vec<Linear>) -> Result<Self> {
+        let quantized: Vec<&Arc<QTensor>> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Linear::Quantized(QMatMul::QTensor(t)) => Some(t),
+                _ => None,
+            })
+            .collect();
+        if quantized.len() == parts.len() {
+            let dtype = quantized[0].dtype();
+            let dims = quantized[0].shape().dims().to_vec();
+            let same = quantized
+                .iter()
+                .all(|t| t.dtype() == dtype && t.shape().dims()[1..] == dims[1..]);
+            if same && dims.len() == 2 {
+                let mut bytes = Vec::new();
+                for t in &quantized {
+                    bytes.extend_from_slice(&t.data()?);
+                }
+                let rows: usize = quantized.iter().map(|t| t.shape().dims()[0]).sum();
+                let device = quantized[0].device();
+                let storage = QStorage::from_data(Cow::Owned(bytes), &device, dtype)?;
+                let t = QTensor::new(storage, (rows, dims[1]))?;
+                return Ok(Linear::Quantized(QMatMul::QTensor(Arc::new(t))));
+            }
+        }
+        let dense: Vec<&Tensor> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Linear::Dense(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        if dense.len() == parts.len() && dense.iter().all(|w| w.dtype() == dense[0].dtype()) {
+            return Ok(Linear::Dense(Tensor::cat(&dense, 0)?));
+        }
+        Ok(Linear::Stacked(parts))
+    }
+
     /// `x`: (rows, in) f32 → (rows, out) f32.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            Linear::Stacked(parts) => {
+                let ys = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&ys, 1)?)
+            }
             Linear::Quantized(m) => Ok(m.forward(x)?),
             Linear::Dense(w) => {
                 let x = x.to_dtype(w.dtype())?;
@@ -120,6 +173,7 @@ impl Linear {
                 Ok(w.dim(0)?)
             }
             Linear::Dense(w) => Ok(w.dim(0)?),
+            Linear::Stacked(parts) => parts.iter().map(Linear::out_dim).sum(),
         }
     }
 
@@ -130,6 +184,7 @@ impl Linear {
             Linear::Quantized(QMatMul::Tensor(w))
             | Linear::Quantized(QMatMul::TensorF16(w))
             | Linear::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Linear::Stacked(parts) => parts.iter().map(Linear::size_in_bytes).sum(),
         }
     }
 
@@ -140,6 +195,11 @@ impl Linear {
             Linear::Quantized(QMatMul::Tensor(w))
             | Linear::Quantized(QMatMul::TensorF16(w))
             | Linear::Dense(w) => format!("{:?}", w.dtype()),
+            Linear::Stacked(parts) => parts
+                .iter()
+                .map(Linear::format_name)
+                .collect::<Vec<_>>()
+                .join("+"),
         }
     }
 }
