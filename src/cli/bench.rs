@@ -279,3 +279,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_config_lists() {
+        let c = BenchConfig::parse_list(
+            "greedy; lookahead:15,5,15;lookahead:7,4,7+ref;lookahead:5,3,5-pool",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 4);
+        assert!(c[0].lookahead.is_none());
+        let l = c[1].lookahead.unwrap();
+        assert_eq!((l.window, l.ngram, l.guesses), (15, 5, 15));
+        assert!(c[2].lookahead.unwrap().reference_compat);
+        assert!(!c[3].lookahead.unwrap().pool_from_prompt);
+        assert!(BenchConfig::parse_list("lookahead:1,1,1").is_err());
+        assert!(BenchConfig::parse_list("beam:3").is_err());
+        assert!(BenchConfig::parse_list(" ; ").is_err());
+    }
+
+    #[test]
+    fn median_of_even_and_odd_lists() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+}
