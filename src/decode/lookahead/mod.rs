@@ -190,7 +190,7 @@ impl Decoder for LookaheadDecoder {
 
     fn stats_json(&self) -> Option<serde_json::Value> {
         let c = &self.config;
-        serde_json::to_value(serde_json::json!({
+        Some(serde_json::json!({
             "window": c.window,
             "ngram": c.ngram,
             "guesses": c.guesses,
@@ -206,7 +206,6 @@ impl Decoder for LookaheadDecoder {
                 0.0
             },
         }))
-        .ok()
     }
 }
 
