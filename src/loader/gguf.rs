@@ -17,9 +17,6 @@ use crate::model::weights::{check_dims, Linear, WeightFormat};
 use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
 
-/// Architectures whose GGUF tensors follow llama.cpp's `llama` layout.
-const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
-
 /// Reads and checks the GGUF header (metadata and tensor directory) of `path`.
 pub fn read_header(path: &Path) -> Result<(Content, BufReader<File>)> {
     let bad = |reason: String| LadeError::BadModelFile {
@@ -83,12 +80,7 @@ pub fn config_from_gguf(ct: &Content) -> Result<ModelConfig> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| LadeError::Unsupported("GGUF has no general.architecture".into()))?;
-    if !LLAMA_FAMILY.contains(&arch.as_str()) {
-        return Err(LadeError::Unsupported(format!(
-            "architecture `{arch}` is not supported (lade runs LLaMA-family models: {})",
-            LLAMA_FAMILY.join(", ")
-        )));
-    }
+    crate::model::config::check_architecture(&arch, "architecture")?;
     let k = |s: &str| format!("{arch}.{s}");
     let hidden = required(ct, &k("embedding_length"))?;
     let heads = required(ct, &k("attention.head_count"))?;

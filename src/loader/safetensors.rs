@@ -14,8 +14,6 @@ use crate::model::weights::{check_dims, Linear};
 use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
 
-const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
-
 /// Hyper-parameters from a Hugging Face `config.json`.
 pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
     let get = |k: &str| json.get(k).and_then(Value::as_u64).map(|v| v as usize);
@@ -27,12 +25,7 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
         .and_then(Value::as_str)
         .unwrap_or("llama")
         .to_string();
-    if !LLAMA_FAMILY.contains(&model_type.as_str()) {
-        return Err(LadeError::Unsupported(format!(
-            "model_type `{model_type}` is not supported (lade runs LLaMA-family models: {})",
-            LLAMA_FAMILY.join(", ")
-        )));
-    }
+    crate::model::config::check_architecture(&model_type, "model_type")?;
     let hidden = need("hidden_size")?;
     let heads = need("num_attention_heads")?;
     let linear = match json.get("rope_scaling") {

@@ -2,6 +2,21 @@
 
 use serde::Serialize;
 
+/// Architecture names (GGUF `general.architecture`, config.json `model_type`) whose tensors
+/// follow the LLaMA layout.
+pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
+
+/// Rejects architectures outside [`LLAMA_FAMILY`]; `what` names the field, for the message.
+pub fn check_architecture(name: &str, what: &str) -> crate::Result<()> {
+    if LLAMA_FAMILY.contains(&name) {
+        return Ok(());
+    }
+    Err(crate::LadeError::Unsupported(format!(
+        "{what} `{name}` is not supported (lade runs LLaMA-family models: {})",
+        LLAMA_FAMILY.join(", ")
+    )))
+}
+
 /// Shape and numeric constants of a LLaMA-family model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelConfig {

@@ -74,15 +74,9 @@ impl KvCache {
     /// Writes `k`, `v`: (n_kv_heads, q, head_dim) of `layer` at `len..len+q` and returns views of
     /// keys and values for positions `0..len+q`: (n_kv_heads, len+q, head_dim).
     pub fn write_and_view(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let q = k.dim(1)?;
-        self.ensure_room(q)?;
-        let (kc, vc) = (&self.keys[layer], &self.values[layer]);
-        kc.slice_set(&k.contiguous()?, 1, self.len)?;
-        vc.slice_set(&v.contiguous()?, 1, self.len)?;
-        Ok((
-            kc.narrow(1, 0, self.len + q)?,
-            vc.narrow(1, 0, self.len + q)?,
-        ))
+        let end = self.len + k.dim(1)?;
+        let (kc, vc) = self.write(layer, k, v)?;
+        Ok((kc.narrow(1, 0, end)?, vc.narrow(1, 0, end)?))
     }
 
     /// Writes `k`, `v`: (n_kv_heads, q, head_dim) of `layer` at `len..len+q` and returns the

@@ -13,4 +13,4 @@ pub mod sampler;
 
 pub use params::SamplingParams;
 pub use rng::{random_u64, uniform};
-pub use sampler::{draw, Sampler};
+pub use sampler::{argmax, draw, Sampler};

@@ -225,6 +225,11 @@ fn penalize(logit: f32, penalty: f32) -> f32 {
     }
 }
 
+/// Index of the largest logit: ties go to the lowest id, NaN never wins.
+pub fn argmax(logits: &[f32]) -> u32 {
+    argmax_penalized(logits, &[], 1.0)
+}
+
 /// Argmax of the penalised logits in one pass without copying them: the
 /// unpenalised stretches between penalised ids are scanned with a tight loop.
 /// Ties go to the lowest id; NaN never wins (acts as -inf); token 0 when

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{Decoder, PlainDecoder, SequenceView, StepOutcome};
 use crate::model::CausalLm;
-use crate::sampling::Sampler;
+use crate::sampling::{argmax, Sampler};
 use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
@@ -83,8 +83,11 @@ impl LookaheadDecoder {
     }
 
     /// Adds the n-grams that end in the newly committed tokens (`committed` = whole sequence,
-    /// the last `new` of which are new).
+    /// the last `new` of which are new), when the pool takes them (`pool_from_prompt`).
     fn pool_committed(&mut self, committed: &[u32], new: usize) {
+        if !self.config.pool_from_prompt {
+            return;
+        }
         let n = self.config.ngram;
         for end in committed.len() - new..committed.len() {
             if end + 1 >= n {
@@ -120,7 +123,8 @@ impl Decoder for LookaheadDecoder {
         seq: SequenceView<'_>,
         sampler: &Sampler,
     ) -> Result<StepOutcome> {
-        let Some(window) = self.window.as_ref() else {
+        let max_match = self.max_match();
+        let Some(window) = self.window.as_mut() else {
             return Err(LadeError::InvalidArgument(
                 "lookahead step before begin".into(),
             ));
@@ -147,7 +151,7 @@ impl Decoder for LookaheadDecoder {
         let index = seq.next_output_index();
         let y0 = sampler.choose(logits.row(layout.t0_logits()), seq.tokens, index);
         let mut history = seq.tokens.to_vec();
-        let verdict = verify(&candidates, y0, self.max_match(), &mut |c, i, so_far| {
+        let verdict = verify(&candidates, y0, max_match, &mut |c, i, so_far| {
             history.truncate(seq.tokens.len());
             history.extend_from_slice(so_far);
             let row = logits.row(layout.candidate_logits(c, i));
@@ -158,11 +162,6 @@ impl Decoder for LookaheadDecoder {
         let new_top: Vec<u32> = (0..layout.top_columns())
             .map(|j| argmax(logits.row(layout.top_logits(j))))
             .collect();
-        let Some(window) = self.window.as_mut() else {
-            return Err(LadeError::InvalidArgument(
-                "lookahead step before begin".into(),
-            ));
-        };
         for gram in window.ngrams(pending, &new_top) {
             self.pool.insert(gram[0], &gram[1..]);
         }
@@ -175,10 +174,10 @@ impl Decoder for LookaheadDecoder {
         }
         lm.keep_rows(p, &keep)?;
 
-        if self.config.pool_from_prompt {
-            let committed = [seq.tokens, &verdict.tokens].concat();
-            self.pool_committed(&committed, verdict.tokens.len());
-        }
+        self.pool_committed(
+            &[seq.tokens, &verdict.tokens].concat(),
+            verdict.tokens.len(),
+        );
         self.stats.lookahead_steps += 1;
         self.stats.candidates_verified += candidates.len();
         self.stats.batch_tokens += layout.len();
@@ -207,17 +206,4 @@ impl Decoder for LookaheadDecoder {
             },
         }))
     }
-}
-
-/// Index of the largest logit (lowest id on ties; NaN never wins).
-pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in row.iter().enumerate() {
-        if v > best_v {
-            best = i;
-            best_v = v;
-        }
-    }
-    best as u32
 }
