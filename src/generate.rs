@@ -1,6 +1,8 @@
 //! The generation loop shared by every decoding strategy: prefill, steps, stop rules, streaming
 //! and statistics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -20,6 +22,17 @@ pub struct StopRules {
     pub stop_ids: Vec<u32>,
     /// Generation ends when the text contains one of these; the text is cut before it.
     pub stop_strings: Vec<String>,
+    /// Checked before the prefill and before every step: once set, generation ends with
+    /// [`FinishReason::Cancelled`] (a server sets it when its client goes away).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl StopRules {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,6 +42,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context limit.
     Length,
+    /// [`StopRules::cancel`] was set.
+    Cancelled,
 }
 
 /// Counters of one generation.
@@ -198,7 +213,7 @@ pub fn generate(
     lm.truncate(0);
     let t = Instant::now();
     let body = &prompt[..prompt.len() - 1];
-    if !body.is_empty() {
+    if !body.is_empty() && !rules.cancelled() {
         let positions: Vec<u32> = (0..body.len() as u32).collect();
         lm.forward(&Batch {
             tokens: body,
@@ -215,6 +230,10 @@ pub fn generate(
     let mut hit_context_limit = false;
     let t = Instant::now();
     while finish.is_none() {
+        if rules.cancelled() {
+            finish = Some(FinishReason::Cancelled);
+            break;
+        }
         if lm.cache_len() + 1 > context {
             hit_context_limit = true;
             finish = Some(FinishReason::Length);

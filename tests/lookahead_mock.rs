@@ -296,6 +296,7 @@ fn stop_ids_inside_accepted_runs_end_generation_exactly() {
             max_tokens: 60,
             stop_ids: vec![99, stop],
             stop_strings: vec![],
+            cancel: None,
         };
         let first = plain.token_ids.iter().position(|&t| t == stop).unwrap();
         let la = run(

@@ -258,6 +258,7 @@ fn streamed_text_and_stop_strings_match_plain_decoding() {
         max_tokens: 48,
         stop_ids: tok.eog_ids().to_vec(),
         stop_strings: vec![],
+        cancel: None,
     };
     let mut go = |dec: &mut dyn Decoder, rules: &StopRules| {
         let mut streamed = String::new();

@@ -175,6 +175,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         stop_ids: tok.eog_ids().to_vec(),
         stop_strings: args.stop.clone(),
+        ..Default::default()
     };
     let stream = !args.json;
     let colour = args.show_accepted && std::io::stdout().is_terminal();
