@@ -8,7 +8,6 @@ use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
 use lade::generate::{generate, StopRules};
-use lade::model::Session;
 use lade::sampling::{Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
 use serde_json::json;
@@ -169,7 +168,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
-    let mut session = Session::new(loaded.model.clone(), context)?;
+    let mut session = loaded.new_session(context)?;
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
@@ -191,7 +190,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
     };
     let gen = generate(
-        &mut session,
+        session.as_mut(),
         decoder.as_mut(),
         &sampler,
         &ids,

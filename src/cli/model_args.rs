@@ -24,9 +24,34 @@ pub struct ModelArgs {
     /// Context size (KV cache positions) [default: the model's, at most 4096].
     #[arg(long)]
     pub ctx_size: Option<usize>,
+    /// Where to decode: `auto` (the first CUDA GPU when this build has CUDA support and a GPU
+    /// is visible, else the CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: String,
+    /// On the GPU, launch every kernel every step instead of replaying captured CUDA graphs
+    /// (slower; for measuring what the graphs save).
+    #[arg(long)]
+    pub no_cuda_graph: bool,
     /// No progress bar and no log lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Parses `--device`: `None` = CPU, `Some(n)` = CUDA device n.
+pub fn parse_device(s: &str) -> anyhow::Result<Option<usize>> {
+    let s = s.trim();
+    match s {
+        "auto" => Ok(lade::loader::Backend::cuda_available().then_some(0)),
+        "cpu" => Ok(None),
+        "cuda" | "gpu" => Ok(Some(0)),
+        _ => match s.strip_prefix("cuda:") {
+            Some(n) => n
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("--device {s}: expected cuda:N with N a GPU index")),
+            None => anyhow::bail!("--device {s}: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
 }
 
 impl ModelArgs {
@@ -69,22 +94,31 @@ impl ModelArgs {
 
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         self.apply_threads()?;
+        let gpu = parse_device(&self.device)?;
         let path = self.model_path()?;
         let opts = LoadOptions {
             format: self.dtype,
             device: candle_core::Device::Cpu,
             progress: !self.quiet,
+            gpu,
+            cuda_graphs: !self.no_cuda_graph,
         };
         let loaded =
             loader::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
         let c = &loaded.model.config;
+        let weights = match loaded.backend {
+            lade::loader::Backend::Cpu => loaded.model.blocks[0].wqkv.format_name(),
+            #[cfg(feature = "cuda")]
+            lade::loader::Backend::Cuda { .. } => "F16".into(),
+        };
         self.log(&format!(
-            "loaded {} ({}, {} layers, {} weights, {:.0} MB read per step) on cpu in {:.0} ms",
+            "loaded {} ({}, {} layers, {} weights, {:.0} MB read per step) on {} in {:.0} ms",
             path.display(),
             c.architecture,
             c.num_layers,
-            loaded.model.blocks[0].wqkv.format_name(),
-            loaded.model.weight_bytes() as f64 / 1e6,
+            weights,
+            loaded.weight_bytes() as f64 / 1e6,
+            loaded.device_label(),
             loaded.load_ms
         ));
         Ok(loaded)

@@ -1,7 +1,7 @@
 //! Plain autoregressive decoding: one token per forward pass.
 
 use super::{Decoder, SequenceView, StepOutcome};
-use crate::model::{AttentionMask, Batch, CausalLm};
+use crate::model::{AttentionMask, Batch, CausalLm, RowOutputs};
 use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 
@@ -29,13 +29,14 @@ impl Decoder for PlainDecoder {
             .last()
             .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
         let position = lm.cache_len() as u32;
-        let logits = lm.forward(&Batch {
+        let batch = Batch {
             tokens: &[pending],
             positions: &[position],
             mask: &AttentionMask::Causal,
             logit_rows: &[0],
-        })?;
-        let token = sampler.choose(logits.row(0), seq.tokens, seq.next_output_index());
+        };
+        let out = RowOutputs::forward(lm, &batch, sampler)?;
+        let token = out.choose(sampler, 0, seq.tokens, seq.next_output_index());
         Ok(StepOutcome {
             tokens: vec![token],
             from_draft: 0,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::model::{Llama, WeightFormat};
+use crate::model::{CausalLm, Llama, Session, WeightFormat};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
 
@@ -21,6 +21,10 @@ pub struct LoadOptions {
     pub device: Device,
     /// Show a progress bar (still hidden when stdout is not a terminal).
     pub progress: bool,
+    /// Also upload the model to this CUDA device and decode there.
+    pub gpu: Option<usize>,
+    /// On the GPU, replay captured CUDA graphs (false: launch every kernel every step).
+    pub cuda_graphs: bool,
 }
 
 impl Default for LoadOptions {
@@ -29,13 +33,42 @@ impl Default for LoadOptions {
             format: WeightFormat::Auto,
             device: Device::Cpu,
             progress: false,
+            gpu: None,
+            cuda_graphs: true,
+        }
+    }
+}
+
+/// Where sequences of a loaded model are decoded.
+#[derive(Clone)]
+pub enum Backend {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda {
+        model: Arc<crate::model::cuda::CudaLlama>,
+        graphs: bool,
+    },
+}
+
+impl Backend {
+    /// Whether this build can use CUDA and a GPU is visible.
+    pub fn cuda_available() -> bool {
+        #[cfg(feature = "cuda")]
+        {
+            crate::model::cuda::device_count() > 0
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            false
         }
     }
 }
 
 /// A model, its tokenizer and where it came from.
 pub struct LoadedModel {
+    /// The weights on the host (used by CPU sessions, and for the config).
     pub model: Arc<Llama>,
+    pub backend: Backend,
     pub tokenizer: TextTokenizer,
     pub path: PathBuf,
     /// "gguf" or "safetensors".
@@ -72,13 +105,77 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             model.config.vocab_size
         )));
     }
+    let backend = match opts.gpu {
+        None => Backend::Cpu,
+        #[cfg(feature = "cuda")]
+        Some(ordinal) => {
+            use crate::model::cuda::CudaLlama;
+            let bar = progress::LoadProgress::new(
+                CudaLlama::f16_bytes(&model.config) as u64,
+                &format!("uploading to cuda:{ordinal}"),
+                opts.progress,
+            );
+            let gpu = CudaLlama::upload(&model, ordinal, &mut |bytes| bar.advance(bytes))?;
+            bar.finish();
+            Backend::Cuda {
+                model: Arc::new(gpu),
+                graphs: opts.cuda_graphs,
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        Some(_) => {
+            return Err(LadeError::Unsupported(
+                "this lade was built without CUDA support (build it with tools/build-cuda.sh)"
+                    .into(),
+            ))
+        }
+    };
     Ok(LoadedModel {
         model: Arc::new(model),
+        backend,
         tokenizer,
         path: path.to_path_buf(),
         file_format,
         load_ms: start.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+impl LoadedModel {
+    /// A fresh sequence of `context` positions on this model's backend.
+    pub fn new_session(&self, context: usize) -> Result<Box<dyn CausalLm + Send>> {
+        match &self.backend {
+            Backend::Cpu => Ok(Box::new(Session::new(self.model.clone(), context)?)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { model, graphs } => Ok(Box::new(crate::model::cuda::CudaSession::new(
+                model.clone(),
+                context,
+                *graphs,
+            )?)),
+        }
+    }
+
+    /// Where sequences run, for logs and benchmark reports ("cpu", "cuda:0 (NVIDIA H100 ...)").
+    pub fn device_label(&self) -> String {
+        match &self.backend {
+            Backend::Cpu => "cpu".into(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { model, graphs } => format!(
+                "cuda:{} ({}{})",
+                model.ordinal(),
+                model.device_name,
+                if *graphs { "" } else { ", no CUDA graphs" }
+            ),
+        }
+    }
+
+    /// Bytes of weights one forward pass reads on this backend.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu => self.model.weight_bytes(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda { model, .. } => model.weight_bytes(),
+        }
+    }
 }
 
 /// Only the tokenizer of a model (no weights are read).

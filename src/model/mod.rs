@@ -3,10 +3,13 @@
 
 pub mod attention;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kv_cache;
 pub mod llama;
 pub mod mask;
 pub mod rope;
+pub mod step_io;
 pub mod weights;
 
 use std::sync::Arc;
@@ -104,6 +107,60 @@ pub trait CausalLm {
     /// Largest number of positions the cache can hold.
     fn context_size(&self) -> usize;
     fn vocab_size(&self) -> usize;
+    /// Like [`CausalLm::forward`] but returns only the argmax token of each logit row (lowest
+    /// id on ties, as [`crate::sampling::argmax`]). Devices override it to avoid moving whole
+    /// logit rows to the host when the decoder only needs greedy choices.
+    fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
+        let logits = self.forward(batch)?;
+        Ok((0..logits.rows())
+            .map(|i| crate::sampling::argmax(logits.row(i)))
+            .collect())
+    }
+}
+
+/// What a decoder gets back for the logit rows of a step: whole rows when it samples, or just
+/// each row's argmax when it decodes greedily without penalties.
+#[derive(Debug, Clone)]
+pub enum RowOutputs {
+    Logits(Logits),
+    Argmax(Vec<u32>),
+}
+
+impl RowOutputs {
+    /// Runs `batch` on `lm`, fetching whole rows only when `sampler` needs them.
+    pub fn forward(
+        lm: &mut dyn CausalLm,
+        batch: &Batch<'_>,
+        sampler: &crate::sampling::Sampler,
+    ) -> Result<Self> {
+        Ok(if sampler.is_argmax() {
+            RowOutputs::Argmax(lm.forward_argmax(batch)?)
+        } else {
+            RowOutputs::Logits(lm.forward(batch)?)
+        })
+    }
+
+    /// The sampler's choice for logit row `row` (history and index as in `Sampler::choose`).
+    pub fn choose(
+        &self,
+        sampler: &crate::sampling::Sampler,
+        row: usize,
+        history: &[u32],
+        index: u64,
+    ) -> u32 {
+        match self {
+            RowOutputs::Logits(l) => sampler.choose(l.row(row), history, index),
+            RowOutputs::Argmax(ids) => ids[row],
+        }
+    }
+
+    /// The argmax of logit row `row`.
+    pub fn argmax(&self, row: usize) -> u32 {
+        match self {
+            RowOutputs::Logits(l) => crate::sampling::argmax(l.row(row)),
+            RowOutputs::Argmax(ids) => ids[row],
+        }
+    }
 }
 
 /// A model plus the KV cache of one sequence.

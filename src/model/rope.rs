@@ -55,6 +55,11 @@ impl RopeTable {
         self.max_positions
     }
 
+    /// The whole tables: cos, sin, each (max_positions, head_dim / 2) f32.
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
     /// `positions`: (q,) u32 → cos, sin: (q, head_dim / 2) in `dtype`.
     pub fn gather(&self, positions: &Tensor, dtype: DType) -> crate::Result<(Tensor, Tensor)> {
         let cos = self.cos.index_select(positions, 0)?.to_dtype(dtype)?;

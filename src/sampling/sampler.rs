@@ -58,6 +58,12 @@ impl Sampler {
         self.params.is_greedy()
     }
 
+    /// `true` when every choice is the plain argmax of the logits (greedy, no repetition
+    /// penalty): then only the argmax of each row is needed, not the row.
+    pub fn is_argmax(&self) -> bool {
+        self.is_greedy() && self.params.repeat_penalty == 1.0
+    }
+
     /// Picks the token for output position `index`.
     ///
     /// `logits` is the model output over the vocabulary for this position,

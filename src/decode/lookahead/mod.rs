@@ -13,8 +13,8 @@ pub mod window;
 use serde::Serialize;
 
 use super::{Decoder, PlainDecoder, SequenceView, StepOutcome};
-use crate::model::CausalLm;
-use crate::sampling::{argmax, Sampler};
+use crate::model::{CausalLm, RowOutputs};
+use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
@@ -147,20 +147,20 @@ impl Decoder for LookaheadDecoder {
             self.pool_committed(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
             return Ok(out);
         }
-        let logits = lm.forward(&layout.batch())?;
+        let rows = RowOutputs::forward(lm, &layout.batch(), sampler)?;
         let index = seq.next_output_index();
-        let y0 = sampler.choose(logits.row(layout.t0_logits()), seq.tokens, index);
+        let y0 = rows.choose(sampler, layout.t0_logits(), seq.tokens, index);
         let mut history = seq.tokens.to_vec();
         let verdict = verify(&candidates, y0, max_match, &mut |c, i, so_far| {
             history.truncate(seq.tokens.len());
             history.extend_from_slice(so_far);
-            let row = logits.row(layout.candidate_logits(c, i));
-            sampler.choose(row, &history, index + so_far.len() as u64)
+            let row = layout.candidate_logits(c, i);
+            rows.choose(sampler, row, &history, index + so_far.len() as u64)
         });
 
         // The window always moves by greedy Jacobi iteration.
         let new_top: Vec<u32> = (0..layout.top_columns())
-            .map(|j| argmax(logits.row(layout.top_logits(j))))
+            .map(|j| rows.argmax(layout.top_logits(j)))
             .collect();
         for gram in window.ngrams(pending, &new_top) {
             self.pool.insert(gram[0], &gram[1..]);

@@ -1,0 +1,28 @@
+//! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) to PTX
+//! with nvcc; the driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/model/cuda/kernels.cu");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("kernels.ptx");
+    let nvcc = std::env::var("CUDA_HOME")
+        .map(|h| PathBuf::from(h).join("bin/nvcc"))
+        .unwrap_or_else(|_| PathBuf::from("nvcc"));
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    let status = Command::new(&nvcc)
+        .args(["--ptx", "-O3", "--fmad=true", "-std=c++17"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg("src/model/cuda/kernels.cu")
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e} (set CUDA_HOME)", nvcc.display()));
+    assert!(status.success(), "nvcc failed on src/model/cuda/kernels.cu");
+}

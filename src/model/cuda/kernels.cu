@@ -1,0 +1,304 @@
+// lade's CUDA kernels for small-batch decoding of LLaMA-family models.
+//
+// Every kernel computes each query row with a reduction order that depends only on that row's
+// inputs (never on how many rows share the batch): the K-reduction of a matmul is split over the
+// 32 lanes of a warp the same way for every row and finished by the same shuffle tree, and
+// attention walks a row's visible keys in fixed chunks. So a row computed inside a lookahead
+// step is bit-identical to the same row computed alone, and greedy lookahead equals plain greedy
+// on the GPU too. Explicit fmaf() everywhere leaves the compiler no contraction choices.
+//
+// Step inputs live in one int32 buffer `io` (one host->device copy per step), for a bucket of
+// QB query rows and RB logit rows:
+//   io[0]                      cache length L before the step
+//   io[4 .. 4+QB]              token ids
+//   io[4+QB .. 4+2QB]          positions
+//   io[4+2QB .. 4+3QB]         visible in-step rows per query row: -1 = causal (rows 0..=i)
+//   io[4+3QB .. 4+3QB+QB*MAXV] the visible in-step rows themselves (increasing), per row
+//   then RB logit rows
+// The cache length is read from device memory, so a captured CUDA graph stays valid while the
+// sequence grows.
+
+#define MAXV 32
+#define CHUNK 256
+
+__device__ __forceinline__ float h2f(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ const int* io_tokens(const int* io, int QB) { return io + 4; }
+__device__ __forceinline__ const int* io_pos(const int* io, int QB) { return io + 4 + QB; }
+__device__ __forceinline__ const int* io_vn(const int* io, int QB) { return io + 4 + 2 * QB; }
+__device__ __forceinline__ const int* io_vl(const int* io, int QB) { return io + 4 + 3 * QB; }
+__device__ __forceinline__ const int* io_lrows(const int* io, int QB) {
+    return io + 4 + 3 * QB + QB * MAXV;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// x[i, :] = embedding[token_i, :]; grid QB, block 256.
+extern "C" __global__ void embed(const int* io, int QB, const unsigned short* emb, float* x,
+                                 int H) {
+    int i = blockIdx.x;
+    int tok = io_tokens(io, QB)[i];
+    for (int d = threadIdx.x; d < H; d += blockDim.x)
+        x[(size_t)i * H + d] = h2f(emb[(size_t)tok * H + d]);
+}
+
+// out[m, n] (= or +=) sum_k in[m, k] * w[n, k], w f16 (N, K), in/out f32.
+// prologue 0: in = x[m]; 1: in = rmsnorm(x[m]) * g; 2: in = silu(x[m, :K]) * x[m, K:2K]
+// (x rows of width 2K). If has_rowsel, input row m is x row rowsel[m].
+// grid ceil(N/32), block 256 (8 warps x 4 columns), dynamic shared R*K floats (R % 4 == 0).
+extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, int has_rowsel,
+                                  const unsigned short* w, const float* g, float eps,
+                                  float* out, int M, int N, int K, int prologue, int accumulate,
+                                  int R) {
+    extern __shared__ float xs[];
+    __shared__ float inv_rms[64];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n0 = blockIdx.x * 32 + warp * 4;
+    for (int m0 = 0; m0 < M; m0 += R) {
+        const int rc = min(R, M - m0);
+        for (int idx = threadIdx.x; idx < R * K; idx += blockDim.x) {
+            int r = idx / K, k = idx - r * K;
+            float v = 0.f;
+            if (r < rc) {
+                int src = has_rowsel ? rowsel[m0 + r] : m0 + r;
+                const float* row = x + (size_t)src * ldx;
+                if (prologue == 2) {
+                    float gt = row[k], up = row[K + k];
+                    v = gt / (1.f + expf(-gt)) * up;
+                } else {
+                    v = row[k];
+                }
+            }
+            xs[idx] = v;
+        }
+        __syncthreads();
+        if (prologue == 1) {
+            for (int r = warp; r < rc; r += 8) {
+                float ss = 0.f;
+                for (int k = lane; k < K; k += 32) ss = fmaf(xs[r * K + k], xs[r * K + k], ss);
+                ss = warp_sum(ss);
+                if (lane == 0) inv_rms[r] = rsqrtf(ss / (float)K + eps);
+            }
+            __syncthreads();
+            for (int idx = threadIdx.x; idx < rc * K; idx += blockDim.x) {
+                int r = idx / K, k = idx - r * K;
+                xs[idx] = xs[idx] * inv_rms[r] * g[k];
+            }
+            __syncthreads();
+        }
+        for (int c = 0; c < 4; ++c) {
+            const int n = n0 + c;
+            if (n >= N) break;
+            const unsigned int* wr = (const unsigned int*)(w + (size_t)n * K);
+            for (int r = 0; r < rc; r += 4) {
+                float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+                const float* x0 = xs + r * K;
+                for (int k2 = lane; k2 < K / 2; k2 += 32) {
+                    unsigned int pair = __ldg(wr + k2);
+                    float w0 = h2f((unsigned short)(pair & 0xffffu));
+                    float w1 = h2f((unsigned short)(pair >> 16));
+                    int k = 2 * k2;
+                    a0 = fmaf(x0[k], w0, a0);
+                    a0 = fmaf(x0[k + 1], w1, a0);
+                    a1 = fmaf(x0[K + k], w0, a1);
+                    a1 = fmaf(x0[K + k + 1], w1, a1);
+                    a2 = fmaf(x0[2 * K + k], w0, a2);
+                    a2 = fmaf(x0[2 * K + k + 1], w1, a2);
+                    a3 = fmaf(x0[3 * K + k], w0, a3);
+                    a3 = fmaf(x0[3 * K + k + 1], w1, a3);
+                }
+                a0 = warp_sum(a0);
+                a1 = warp_sum(a1);
+                a2 = warp_sum(a2);
+                a3 = warp_sum(a3);
+                if (lane == 0) {
+                    float a[4] = {a0, a1, a2, a3};
+                    for (int j = 0; j < 4 && r + j < rc; ++j) {
+                        float* o = out + (size_t)(m0 + r + j) * N + n;
+                        *o = accumulate ? *o + a[j] : a[j];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes
+// k, v to the cache at position L + i. qkv rows: [q (nh*hd) | k (nkv*hd) | v (nkv*hd)].
+// Cache layout per layer: (nkv, cap, hd). grid QB, block 128.
+extern "C" __global__ void rope_kv(float* qkv, const int* io, int QB, const float* cos_t,
+                                   const float* sin_t, float* kc, float* vc, int nh, int nkv,
+                                   int hd, int cap) {
+    const int i = blockIdx.x;
+    const int L = io[0];
+    const int pos = io_pos(io, QB)[i];
+    const int ld = (nh + 2 * nkv) * hd;
+    float* row = qkv + (size_t)i * ld;
+    const int half = hd / 2;
+    for (int t = threadIdx.x; t < (nh + nkv) * half; t += blockDim.x) {
+        int head = t / half, j = t - head * half;
+        float* p = row + head * hd + 2 * j;
+        float c = cos_t[(size_t)pos * half + j], s = sin_t[(size_t)pos * half + j];
+        float a = p[0], b = p[1];
+        p[0] = fmaf(a, c, -(b * s));
+        p[1] = fmaf(a, s, b * c);
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < nkv * hd; t += blockDim.x) {
+        int h = t / hd, d = t - h * hd;
+        size_t dst = ((size_t)h * cap + L + i) * hd + d;
+        kc[dst] = row[nh * hd + t];
+        vc[dst] = row[(nh + nkv) * hd + t];
+    }
+}
+
+// Position in the cache of the j-th key visible to row i (cache keys first, then the row's
+// in-step chain, in increasing order).
+__device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
+    if (j < L) return j;
+    return L + (vn < 0 ? j - L : vl[j - L]);
+}
+
+// Flash-decoding partial: split s of row i, head h covers visible keys [s*CHUNK, (s+1)*CHUNK).
+// part[(i, h, s)] = (max score, sum of exp, unnormalised output[hd]).
+// grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK.
+extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB, const float* kc,
+                                        const float* vc, float* part, int nh, int nkv, int hd,
+                                        int cap, int S, float scale) {
+    const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const int L = io[0];
+    const int vn = io_vn(io, QB)[i];
+    const int* vl = io_vl(io, QB) + i * MAXV;
+    const int n = L + (vn < 0 ? i + 1 : vn);
+    const int start = s * CHUNK;
+    if (start >= n) return;
+    const int kvh = h / (nh / nkv);
+    __shared__ float qs[CHUNK];
+    __shared__ float sc[CHUNK];
+    __shared__ float red[CHUNK];
+    const int ld = (nh + 2 * nkv) * hd;
+    if (threadIdx.x < hd) qs[threadIdx.x] = qkv[(size_t)i * ld + h * hd + threadIdx.x];
+    __syncthreads();
+    const int j = start + threadIdx.x;
+    float score = -INFINITY;
+    int kp = 0;
+    if (j < n) {
+        kp = key_pos(j, L, vn, vl);
+        const float* krow = kc + ((size_t)kvh * cap + kp) * hd;
+        float dot = 0.f;
+        for (int d = 0; d < hd; ++d) dot = fmaf(qs[d], krow[d], dot);
+        score = dot * scale;
+    }
+    sc[threadIdx.x] = score;
+    red[threadIdx.x] = score;
+    __syncthreads();
+    for (int st = CHUNK / 2; st > 0; st >>= 1) {
+        if (threadIdx.x < st) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + st]);
+        __syncthreads();
+    }
+    const float mx = red[0];
+    __syncthreads();
+    const float p = j < n ? expf(sc[threadIdx.x] - mx) : 0.f;
+    sc[threadIdx.x] = p;
+    red[threadIdx.x] = p;
+    __syncthreads();
+    for (int st = CHUNK / 2; st > 0; st >>= 1) {
+        if (threadIdx.x < st) red[threadIdx.x] = red[threadIdx.x] + red[threadIdx.x + st];
+        __syncthreads();
+    }
+    float* dst = part + (((size_t)i * nh + h) * S + s) * (hd + 2);
+    if (threadIdx.x == 0) {
+        dst[0] = mx;
+        dst[1] = red[0];
+    }
+    const int end = min(n, start + CHUNK);
+    if (threadIdx.x < hd) {
+        const int d = threadIdx.x;
+        float acc = 0.f;
+        for (int jj = start; jj < end; ++jj) {
+            int pj = key_pos(jj, L, vn, vl);
+            acc = fmaf(sc[jj - start], vc[((size_t)kvh * cap + pj) * hd + d], acc);
+        }
+        dst[2 + d] = acc;
+    }
+}
+
+// Merges the splits of row i, head h in order. grid (QB, nh), block hd.
+extern "C" __global__ void attn_combine(const float* part, const int* io, int QB, float* out,
+                                        int nh, int hd, int S) {
+    const int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    const int L = io[0];
+    const int vn = io_vn(io, QB)[i];
+    const int n = L + (vn < 0 ? i + 1 : vn);
+    const int ns = (n + CHUNK - 1) / CHUNK;
+    const float* base = part + ((size_t)i * nh + h) * S * (hd + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < ns; ++s) mx = fmaxf(mx, base[s * (hd + 2)]);
+    float l = 0.f, a = 0.f;
+    for (int s = 0; s < ns; ++s) {
+        const float* ps = base + s * (hd + 2);
+        float e = expf(ps[0] - mx);
+        l = fmaf(ps[1], e, l);
+        a = fmaf(ps[2 + d], e, a);
+    }
+    out[(size_t)i * nh * hd + h * hd + d] = a / l;
+}
+
+// Argmax of each logit row (lowest id on ties; NaN never wins; 0 if nothing beats -inf).
+// grid RB, block 1024.
+extern "C" __global__ void argmax_rows(const float* logits, int V, int* out) {
+    __shared__ float bv[1024];
+    __shared__ int bi[1024];
+    const float* row = logits + (size_t)blockIdx.x * V;
+    float best = -INFINITY;
+    int idx = 0;
+    bool found = false;
+    for (int k = threadIdx.x; k < V; k += blockDim.x) {
+        float v = row[k];
+        if (v > best) {
+            best = v;
+            idx = k;
+            found = true;
+        }
+    }
+    bv[threadIdx.x] = best;
+    bi[threadIdx.x] = found ? idx : 0x7fffffff;
+    __syncthreads();
+    for (int st = blockDim.x / 2; st > 0; st >>= 1) {
+        if (threadIdx.x < st) {
+            float v2 = bv[threadIdx.x + st];
+            int i2 = bi[threadIdx.x + st];
+            if (v2 > bv[threadIdx.x] || (v2 == bv[threadIdx.x] && i2 < bi[threadIdx.x])) {
+                bv[threadIdx.x] = v2;
+                bi[threadIdx.x] = i2;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = bi[0] == 0x7fffffff ? 0 : bi[0];
+}
+
+// Keeps, of the cache rows at start.., those at offsets rows[0..count] (increasing), moved to
+// start..start+count, in every layer's K and V. grid (layers * 2 * nkv), block hd. Each thread
+// owns one dimension and walks the rows in order, so overlapping moves are safe.
+extern "C" __global__ void keep_rows(float* kc, float* vc, size_t layer_stride, int nkv, int cap,
+                                     int hd, int start, const int* rows, int count) {
+    const int b = blockIdx.x;
+    const int h = b % nkv;
+    const int kv = (b / nkv) % 2;
+    const int layer = b / (2 * nkv);
+    float* base = (kv ? vc : kc) + layer * layer_stride + (size_t)h * cap * hd;
+    const int d = threadIdx.x;
+    for (int t = 0; t < count; ++t) {
+        int src = start + rows[t], dst = start + t;
+        base[(size_t)dst * hd + d] = base[(size_t)src * hd + d];
+    }
+}

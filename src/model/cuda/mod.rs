@@ -1,0 +1,212 @@
+//! The GPU path: a [`Llama`]'s weights in f16 on one CUDA device, run by lade's own
+//! batch-invariant kernels (`kernels.cu`), one CUDA graph per step shape.
+//!
+//! Why own kernels: a row's result must not depend on how many rows share the batch, or greedy
+//! lookahead would drift from plain greedy at near-ties (cuBLAS and candle's quantized kernels
+//! pick different reduction orders for different batch sizes). Why graphs: a 135M-parameter
+//! model on an H100 is launch-bound (~200 kernels per step), and replaying a captured graph
+//! removes most of the per-launch cost. The graph stays valid as the sequence grows because
+//! the kernels read the cache length and the step's rows from device memory.
+
+mod kernels;
+mod session;
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Tensor};
+
+pub use session::CudaSession;
+
+use super::config::ModelConfig;
+use super::llama::Llama;
+use super::weights::Linear;
+use crate::{LadeError, Result};
+use kernels::Kernels;
+
+pub(crate) fn gpu_err(e: impl std::fmt::Display) -> LadeError {
+    LadeError::Gpu(e.to_string())
+}
+
+/// Number of CUDA devices visible (0 when the driver is missing or reports none).
+pub fn device_count() -> usize {
+    CudaContext::device_count()
+        .map(|n| n.max(0) as usize)
+        .unwrap_or(0)
+}
+
+/// Weights of one transformer block on the device.
+struct BlockWeights {
+    attn_norm: CudaSlice<f32>, // (hidden,)
+    wqkv: CudaSlice<u16>,      // f16 ((heads + 2 kv_heads) * head_dim, hidden)
+    wo: CudaSlice<u16>,        // f16 (hidden, heads * head_dim)
+    ffn_norm: CudaSlice<f32>,  // (hidden,)
+    w_gate_up: CudaSlice<u16>, // f16 (2 * ffn, hidden)
+    w_down: CudaSlice<u16>,    // f16 (hidden, ffn)
+}
+
+/// A model resident on one GPU, shared by every [`CudaSession`] decoding with it.
+pub struct CudaLlama {
+    pub config: ModelConfig,
+    pub device_name: String,
+    ordinal: usize,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    embedding: CudaSlice<u16>, // f16 (vocab, hidden)
+    blocks: Vec<BlockWeights>,
+    final_norm: CudaSlice<f32>, // (hidden,)
+    lm_head: CudaSlice<u16>,    // f16 (vocab, hidden)
+    cos: CudaSlice<f32>,        // (max_positions, head_dim / 2)
+    sin: CudaSlice<f32>,        // (max_positions, head_dim / 2)
+    max_positions: usize,
+    weight_bytes: usize,
+}
+
+impl std::fmt::Debug for CudaLlama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaLlama")
+            .field("device", &self.device_name)
+            .field("ordinal", &self.ordinal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Row-major f16 bits of a projection's (out, in) weight matrix.
+fn linear_f16(l: &Linear) -> Result<Vec<u16>> {
+    let dense = |t: &Tensor| -> Result<Vec<u16>> {
+        let v = t
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F16)?
+            .flatten_all()?
+            .to_vec1::<half::f16>()?;
+        Ok(v.into_iter().map(half::f16::to_bits).collect())
+    };
+    match l {
+        Linear::Dense(w) => dense(w),
+        Linear::Quantized(QMatMul::QTensor(q)) => dense(&q.dequantize(&Device::Cpu)?),
+        Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) => {
+            dense(w)
+        }
+        Linear::Stacked(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend(linear_f16(p)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+impl CudaLlama {
+    /// Copies `model` (loaded on the CPU, any weight format) to GPU `ordinal` as f16 weights.
+    /// `progress` is called with the bytes of each block uploaded.
+    pub fn upload(model: &Llama, ordinal: usize, progress: &mut dyn FnMut(u64)) -> Result<Self> {
+        let available = device_count();
+        if ordinal >= available {
+            return Err(LadeError::InvalidArgument(format!(
+                "cuda:{ordinal} requested but {available} CUDA device(s) are visible"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
+        // SAFETY: lade uses one stream per context, so cudarc's cross-stream event tracking
+        // (which would also record events inside graph capture) has nothing to synchronise.
+        unsafe { ctx.disable_event_tracking() };
+        let device_name = ctx.name().map_err(gpu_err)?;
+        // Graph capture needs a stream of its own (the legacy default stream cannot capture).
+        let stream = ctx.new_stream().map_err(gpu_err)?;
+        let kernels = Kernels::load(&ctx)?;
+        let up16 = |v: Vec<u16>| stream.clone_htod(&v).map_err(gpu_err);
+        let up32 = |v: Vec<f32>| stream.clone_htod(&v).map_err(gpu_err);
+        let c = &model.config;
+        let embedding = up16(
+            tensor_f32(&model.embedding)?
+                .into_iter()
+                .map(|x| half::f16::from_f32(x).to_bits())
+                .collect(),
+        )?;
+        let mut blocks = Vec::with_capacity(model.blocks.len());
+        for b in &model.blocks {
+            blocks.push(BlockWeights {
+                attn_norm: up32(tensor_f32(&b.attn_norm)?)?,
+                wqkv: up16(linear_f16(&b.wqkv)?)?,
+                wo: up16(linear_f16(&b.wo)?)?,
+                ffn_norm: up32(tensor_f32(&b.ffn_norm)?)?,
+                w_gate_up: up16(linear_f16(&b.w_gate_up)?)?,
+                w_down: up16(linear_f16(&b.w_down)?)?,
+            });
+            progress(Self::f16_block_bytes(&model.config) as u64);
+        }
+        let (cos, sin) = model.rope.tables();
+        let model = CudaLlama {
+            config: c.clone(),
+            device_name,
+            ordinal,
+            kernels,
+            embedding,
+            blocks,
+            final_norm: up32(tensor_f32(&model.final_norm)?)?,
+            lm_head: up16(linear_f16(&model.lm_head)?)?,
+            cos: up32(tensor_f32(cos)?)?,
+            sin: up32(tensor_f32(sin)?)?,
+            max_positions: model.rope.max_positions(),
+            weight_bytes: Self::f16_bytes(c),
+            stream,
+        };
+        model.check_limits()?;
+        model.stream.synchronize().map_err(gpu_err)?;
+        Ok(model)
+    }
+
+    /// Shapes the kernels were written for.
+    fn check_limits(&self) -> Result<()> {
+        let c = &self.config;
+        let bad = |m: String| Err(LadeError::Unsupported(m));
+        if c.head_dim > 256 || c.head_dim % 2 != 0 {
+            return bad(format!(
+                "head_dim {} (the GPU kernels take even head_dim <= 256)",
+                c.head_dim
+            ));
+        }
+        if c.num_heads % c.num_kv_heads != 0 {
+            return bad("heads not a multiple of kv heads".into());
+        }
+        for k in [c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim] {
+            if k % 2 != 0 || k > kernels::MAX_K {
+                return bad(format!(
+                    "inner dimension {k} (the GPU matmul takes even sizes up to {})",
+                    kernels::MAX_K
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of one block's projections in f16.
+    fn f16_block_bytes(c: &ModelConfig) -> usize {
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        2 * (qkv * h + h * c.num_heads * c.head_dim + 2 * f * h + h * f)
+    }
+
+    /// Bytes of every projection and the LM head in f16: what one forward pass reads.
+    pub fn f16_bytes(c: &ModelConfig) -> usize {
+        c.num_layers * Self::f16_block_bytes(c) + 2 * c.vocab_size * c.hidden_size
+    }
+
+    /// Bytes of weights read by one forward pass (every projection and the LM head, f16).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+}

@@ -1,0 +1,447 @@
+//! One sequence on the GPU: its KV cache, step buffers and captured step graphs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice};
+
+use super::kernels::{MatmulArgs, Prologue, CHUNK};
+use super::{gpu_err, CudaLlama};
+use crate::model::step_io::{bucket, StepIo};
+use crate::model::{AttentionMask, Batch, CausalLm, Logits};
+use crate::{LadeError, Result};
+
+/// Largest row bucket one forward pass runs; longer causal prefills are cut into pieces.
+pub const MAX_ROWS: usize = 2048;
+
+/// Device buffers of one step shape (rows `qc`, logit rows `rc`, attention splits `sc`).
+struct Buffers {
+    qc: usize,
+    rc: usize,
+    io: CudaSlice<i32>,      // StepIo::len(qc, rc)
+    x: CudaSlice<f32>,       // (qc, hidden) residual stream
+    qkv: CudaSlice<f32>,     // (qc, (heads + 2 kv_heads) * head_dim)
+    attn: CudaSlice<f32>,    // (qc, heads * head_dim)
+    gate_up: CudaSlice<f32>, // (qc, 2 * ffn)
+    part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 2) flash-decoding partials
+    logits: CudaSlice<f32>,  // (rc, vocab)
+    argmax: CudaSlice<i32>,  // (rc,)
+}
+
+/// A captured step. CUDA graph executables may be launched from any thread of the process
+/// (the driver call binds the context); a session launches its graphs only through `&mut
+/// self`, so no two threads use one at the same time.
+struct StepGraph(CudaGraph);
+// SAFETY: see above; the graph's handles are plain driver objects owned by this value.
+unsafe impl Send for StepGraph {}
+
+/// A sequence decoded on the GPU with a [`CudaLlama`].
+pub struct CudaSession {
+    model: Arc<CudaLlama>,
+    kc: CudaSlice<f32>, // (layers, kv_heads, cap_alloc, head_dim)
+    vc: CudaSlice<f32>, // (layers, kv_heads, cap_alloc, head_dim)
+    len: usize,
+    capacity: usize,
+    /// Rows allocated per layer and head: the capacity plus room for a padded step.
+    cap_alloc: usize,
+    bufs: Option<Buffers>,
+    keep_idx: CudaSlice<i32>,
+    graphs: HashMap<(usize, usize, usize), StepGraph>,
+    use_graphs: bool,
+}
+
+impl CudaSession {
+    /// A session for `context` positions (clamped to the model's trained context).
+    /// `use_graphs`: replay captured CUDA graphs (false = launch every kernel each step).
+    pub fn new(model: Arc<CudaLlama>, context: usize, use_graphs: bool) -> Result<Self> {
+        let c = &model.config;
+        let capacity = context.min(model.max_positions).max(1);
+        let cap_alloc = capacity + MAX_ROWS;
+        let n = c.num_layers * c.num_kv_heads * cap_alloc * c.head_dim;
+        let s = &model.stream;
+        let kc = s.alloc_zeros::<f32>(n).map_err(gpu_err)?;
+        let vc = s.alloc_zeros::<f32>(n).map_err(gpu_err)?;
+        let keep_idx = s.alloc_zeros::<i32>(64).map_err(gpu_err)?;
+        Ok(Self {
+            model,
+            kc,
+            vc,
+            len: 0,
+            capacity,
+            cap_alloc,
+            bufs: None,
+            keep_idx,
+            graphs: HashMap::new(),
+            use_graphs,
+        })
+    }
+
+    fn layer_stride(&self) -> usize {
+        let c = &self.model.config;
+        c.num_kv_heads * self.cap_alloc * c.head_dim
+    }
+
+    fn max_splits(&self) -> usize {
+        self.cap_alloc.div_ceil(CHUNK)
+    }
+
+    /// Makes sure the buffers hold a step of `qb` rows and `rb` logit rows. Growing them moves
+    /// them, so every captured graph is dropped.
+    fn ensure_buffers(&mut self, qb: usize, rb: usize) -> Result<()> {
+        if let Some(b) = &self.bufs {
+            if b.qc >= qb && b.rc >= rb {
+                return Ok(());
+            }
+        }
+        let (qc, rc) = match &self.bufs {
+            Some(b) => (b.qc.max(qb), b.rc.max(rb)),
+            None => (qb, rb),
+        };
+        let (qc, rc) = (qc.max(1), rc.max(1));
+        self.graphs.clear();
+        self.bufs = None;
+        let c = &self.model.config;
+        let s = &self.model.stream;
+        let a = |n: usize| s.alloc_zeros::<f32>(n).map_err(gpu_err);
+        let qkv_w = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        self.bufs = Some(Buffers {
+            qc,
+            rc,
+            io: s.alloc_zeros::<i32>(StepIo::len(qc, rc)).map_err(gpu_err)?,
+            x: a(qc * c.hidden_size)?,
+            qkv: a(qc * qkv_w)?,
+            attn: a(qc * c.num_heads * c.head_dim)?,
+            gate_up: a(qc * 2 * c.intermediate_size)?,
+            part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 2))?,
+            logits: a(rc * c.vocab_size)?,
+            argmax: s.alloc_zeros::<i32>(rc).map_err(gpu_err)?,
+        });
+        Ok(())
+    }
+
+    /// Enqueues every kernel of one step of shape (`qb`, `rb`, `splits`).
+    fn enqueue(&self, qb: usize, rb: usize, splits: usize) -> Result<()> {
+        let m = &self.model;
+        let c = &m.config;
+        let k = &m.kernels;
+        let s = &m.stream;
+        let b = self
+            .bufs
+            .as_ref()
+            .expect("buffers allocated before enqueue");
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let heads = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let qkv_w = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        let attn_w = c.num_heads * c.head_dim;
+        let eps = c.rms_norm_eps as f32;
+        let ls = self.layer_stride();
+        k.embed(s, &b.io, qb, &m.embedding, &b.x, h)?;
+        for (l, w) in m.blocks.iter().enumerate() {
+            let kc = self.kc.slice(l * ls..(l + 1) * ls);
+            let vc = self.vc.slice(l * ls..(l + 1) * ls);
+            let mm = |x, ldx, w, g, out, n, kk, prologue, accumulate| {
+                k.matmul(
+                    s,
+                    &b.io,
+                    &MatmulArgs {
+                        x,
+                        ldx,
+                        rowsel_off: None,
+                        w,
+                        g,
+                        eps,
+                        out,
+                        m: qb,
+                        n,
+                        k: kk,
+                        prologue,
+                        accumulate,
+                    },
+                )
+            };
+            // qkv = rmsnorm(x) Wqkvᵀ: (qb, qkv_w)
+            mm(
+                &b.x,
+                h,
+                &w.wqkv,
+                &w.attn_norm,
+                &b.qkv,
+                qkv_w,
+                h,
+                Prologue::RmsNorm,
+                false,
+            )?;
+            k.rope_kv(
+                s,
+                &b.qkv,
+                &b.io,
+                qb,
+                &m.cos,
+                &m.sin,
+                &kc,
+                &vc,
+                heads,
+                self.cap_alloc,
+            )?;
+            // attn: (qb, heads * head_dim)
+            k.attention(
+                s,
+                &b.qkv,
+                &b.io,
+                qb,
+                &kc,
+                &vc,
+                &b.part,
+                &b.attn,
+                heads,
+                self.cap_alloc,
+                splits,
+            )?;
+            // x += attn Woᵀ
+            mm(
+                &b.attn,
+                attn_w,
+                &w.wo,
+                &w.attn_norm,
+                &b.x,
+                h,
+                attn_w,
+                Prologue::None,
+                true,
+            )?;
+            // gate_up = rmsnorm(x) W_gate_upᵀ: (qb, 2 ffn)
+            mm(
+                &b.x,
+                h,
+                &w.w_gate_up,
+                &w.ffn_norm,
+                &b.gate_up,
+                2 * f,
+                h,
+                Prologue::RmsNorm,
+                false,
+            )?;
+            // x += (silu(gate) * up) W_downᵀ
+            mm(
+                &b.gate_up,
+                2 * f,
+                &w.w_down,
+                &w.ffn_norm,
+                &b.x,
+                h,
+                f,
+                Prologue::SiluMul,
+                true,
+            )?;
+        }
+        if rb > 0 {
+            k.matmul(
+                s,
+                &b.io,
+                &MatmulArgs {
+                    x: &b.x,
+                    ldx: h,
+                    rowsel_off: Some(StepIo::logit_rows_off(qb)),
+                    w: &m.lm_head,
+                    g: &m.final_norm,
+                    eps,
+                    out: &b.logits,
+                    m: rb,
+                    n: c.vocab_size,
+                    k: h,
+                    prologue: Prologue::RmsNorm,
+                    accumulate: false,
+                },
+            )?;
+            k.argmax_rows(s, &b.logits, rb, c.vocab_size, &b.argmax)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one packed step: replays (capturing on first use) or launches its kernels.
+    fn run(&mut self, io: &StepIo) -> Result<()> {
+        self.ensure_buffers(io.qb, io.rb)?;
+        let splits = (self.len + io.qb).div_ceil(CHUNK);
+        let s = self.model.stream.clone();
+        {
+            let b = self.bufs.as_mut().expect("buffers allocated");
+            let mut dst = b.io.slice_mut(0..io.data.len());
+            s.memcpy_htod(&io.data, &mut dst).map_err(gpu_err)?;
+        }
+        if !self.use_graphs {
+            return self.enqueue(io.qb, io.rb, splits);
+        }
+        let key = (io.qb, io.rb, splits);
+        if !self.graphs.contains_key(&key) {
+            s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(gpu_err)?;
+            let recorded = self.enqueue(io.qb, io.rb, splits);
+            let captured = s.end_capture(
+                sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
+            );
+            recorded?;
+            let graph = captured
+                .map_err(gpu_err)?
+                .ok_or_else(|| LadeError::Gpu("stream capture produced no graph".into()))?;
+            self.graphs.insert(key, StepGraph(graph));
+        }
+        self.graphs[&key].0.launch().map_err(gpu_err)
+    }
+
+    /// Validates and runs `batch`; returns the logit rows (whole, or their argmax).
+    fn forward_rows(&mut self, batch: &Batch<'_>, whole: bool) -> Result<RowsOut> {
+        let vocab = self.model.config.vocab_size;
+        let q = batch.tokens.len();
+        batch.validate(self.len, vocab, self.model.max_positions)?;
+        if self.len + q > self.capacity {
+            return Err(LadeError::ContextExceeded {
+                needed: self.len + q,
+                limit: self.capacity,
+            });
+        }
+        if bucket(q) > MAX_ROWS {
+            return self.forward_in_pieces(batch, whole);
+        }
+        let io = StepIo::pack(batch, self.len)?;
+        self.run(&io)?;
+        self.len += q;
+        let r = batch.logit_rows.len();
+        let s = &self.model.stream;
+        let b = self.bufs.as_ref().expect("buffers allocated");
+        let out = if r == 0 {
+            RowsOut::Argmax(Vec::new())
+        } else if whole {
+            let mut host = vec![0f32; r * vocab];
+            s.memcpy_dtoh(&b.logits.slice(0..r * vocab), &mut host)
+                .map_err(gpu_err)?;
+            RowsOut::Logits(host)
+        } else {
+            let mut host = vec![0i32; r];
+            s.memcpy_dtoh(&b.argmax.slice(0..r), &mut host)
+                .map_err(gpu_err)?;
+            RowsOut::Argmax(host.into_iter().map(|t| t as u32).collect())
+        };
+        s.synchronize().map_err(gpu_err)?;
+        Ok(out)
+    }
+
+    /// A causal batch longer than [`MAX_ROWS`], run as consecutive causal pieces.
+    fn forward_in_pieces(&mut self, batch: &Batch<'_>, whole: bool) -> Result<RowsOut> {
+        if !matches!(batch.mask, AttentionMask::Causal) {
+            return Err(LadeError::Unsupported(format!(
+                "a tree-masked step of {} rows (the GPU runs at most {MAX_ROWS})",
+                batch.tokens.len()
+            )));
+        }
+        if batch.logit_rows.windows(2).any(|w| w[0] > w[1]) {
+            return Err(LadeError::Unsupported(
+                "unordered logit rows in a prefill longer than the GPU step".into(),
+            ));
+        }
+        let mut logits = Vec::new();
+        let mut ids = Vec::new();
+        let q = batch.tokens.len();
+        for start in (0..q).step_by(MAX_ROWS) {
+            let end = (start + MAX_ROWS).min(q);
+            let rows: Vec<usize> = batch
+                .logit_rows
+                .iter()
+                .filter(|&&r| (start..end).contains(&r))
+                .map(|&r| r - start)
+                .collect();
+            let piece = Batch {
+                tokens: &batch.tokens[start..end],
+                positions: &batch.positions[start..end],
+                mask: &AttentionMask::Causal,
+                logit_rows: &rows,
+            };
+            match self.forward_rows(&piece, whole)? {
+                RowsOut::Logits(l) => logits.extend(l),
+                RowsOut::Argmax(a) => ids.extend(a),
+            }
+        }
+        Ok(if whole {
+            RowsOut::Logits(logits)
+        } else {
+            RowsOut::Argmax(ids)
+        })
+    }
+}
+
+enum RowsOut {
+    Logits(Vec<f32>),
+    Argmax(Vec<u32>),
+}
+
+impl CausalLm for CudaSession {
+    fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
+        let vocab = self.model.config.vocab_size;
+        match self.forward_rows(batch, true)? {
+            RowsOut::Logits(data) => Ok(Logits::new(data, batch.logit_rows.len(), vocab)),
+            RowsOut::Argmax(_) => Ok(Logits::new(Vec::new(), 0, vocab)),
+        }
+    }
+
+    fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
+        match self.forward_rows(batch, false)? {
+            RowsOut::Argmax(ids) => Ok(ids),
+            RowsOut::Logits(_) => unreachable!("argmax requested"),
+        }
+    }
+
+    fn cache_len(&self) -> usize {
+        self.len
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn keep_rows(&mut self, start: usize, rows: &[usize]) -> Result<()> {
+        if start > self.len {
+            return Err(LadeError::InvalidArgument(format!(
+                "keep_rows start {start} beyond cache length {}",
+                self.len
+            )));
+        }
+        let fresh = self.len - start;
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r >= fresh) {
+            return Err(LadeError::InvalidArgument(format!(
+                "keep_rows offsets {rows:?} must be strictly increasing and below {fresh}"
+            )));
+        }
+        if rows.iter().enumerate().any(|(i, &r)| i != r) {
+            let s = self.model.stream.clone();
+            if self.keep_idx.len() < rows.len() {
+                self.keep_idx = s.alloc_zeros::<i32>(rows.len()).map_err(gpu_err)?;
+            }
+            let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+            let mut dst = self.keep_idx.slice_mut(0..idx.len());
+            s.memcpy_htod(&idx, &mut dst).map_err(gpu_err)?;
+            let c = &self.model.config;
+            self.model.kernels.keep_rows(
+                &s,
+                &self.kc,
+                &self.vc,
+                c.num_layers,
+                self.layer_stride(),
+                c.num_kv_heads,
+                self.cap_alloc,
+                c.head_dim,
+                start,
+                &self.keep_idx,
+                rows.len(),
+            )?;
+        }
+        self.len = start + rows.len();
+        Ok(())
+    }
+
+    fn context_size(&self) -> usize {
+        self.capacity
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+}

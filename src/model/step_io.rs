@@ -1,0 +1,175 @@
+//! The inputs of one forward pass packed into one int32 buffer, the way the GPU kernels read
+//! them (`src/model/cuda/kernels.cu`): one host-to-device copy per step, and a fixed layout per
+//! row bucket so that a captured CUDA graph can be replayed for every step of that shape.
+//!
+//! ```text
+//! [0]                        cache length L before the step
+//! [1], [2]                   real query rows q, real logit rows r
+//! [4 .. 4+QB]                token ids            (padding rows: 0)
+//! [4+QB .. 4+2QB]            positions            (padding rows: 0)
+//! [4+2QB .. 4+3QB]           in-step rows seen: -1 = causal (0..=i), else a count
+//! [4+3QB .. 4+3QB+QB*MAXV]   those rows, increasing (padding rows see only themselves)
+//! [.. + RB]                  rows whose logits are wanted (padding: row 0)
+//! ```
+//! Every row sees the whole cache; only the in-step part of the mask varies.
+
+use super::Batch;
+use crate::{LadeError, Result};
+
+/// Most in-step rows one query row may see (besides the causal case).
+pub const MAXV: usize = 32;
+
+/// Rows are padded (to a power of two up to 16, then to a multiple of 16) so that few shapes
+/// (and graphs) exist while little work is wasted on padding.
+pub fn bucket(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=16 => n.next_power_of_two(),
+        _ => n.div_ceil(16) * 16,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepIo {
+    /// Query rows after padding.
+    pub qb: usize,
+    /// Logit rows after padding (0 when none are wanted).
+    pub rb: usize,
+    pub data: Vec<i32>,
+}
+
+impl StepIo {
+    pub fn tokens_off() -> usize {
+        4
+    }
+    pub fn positions_off(qb: usize) -> usize {
+        4 + qb
+    }
+    pub fn seen_count_off(qb: usize) -> usize {
+        4 + 2 * qb
+    }
+    pub fn seen_rows_off(qb: usize) -> usize {
+        4 + 3 * qb
+    }
+    pub fn logit_rows_off(qb: usize) -> usize {
+        4 + 3 * qb + qb * MAXV
+    }
+    pub fn len(qb: usize, rb: usize) -> usize {
+        Self::logit_rows_off(qb) + rb
+    }
+
+    /// Packs `batch` (already validated) for a cache of `past` positions.
+    pub fn pack(batch: &Batch<'_>, past: usize) -> Result<Self> {
+        let q = batch.tokens.len();
+        let r = batch.logit_rows.len();
+        let (qb, rb) = (bucket(q), bucket(r));
+        let rows = batch.mask.in_step_rows(past, q)?;
+        let mut data = vec![0i32; Self::len(qb, rb)];
+        data[0] = past as i32;
+        data[1] = q as i32;
+        data[2] = r as i32;
+        for i in 0..qb {
+            let (tok, pos) = if i < q {
+                (batch.tokens[i], batch.positions[i])
+            } else {
+                (0, 0)
+            };
+            data[Self::tokens_off() + i] = tok as i32;
+            data[Self::positions_off(qb) + i] = pos as i32;
+            let list = &mut data[Self::seen_rows_off(qb) + i * MAXV..][..MAXV];
+            let count = match rows.get(i) {
+                Some(None) => -1,
+                Some(Some(seen)) => {
+                    if seen.len() > MAXV {
+                        return Err(LadeError::Unsupported(format!(
+                            "step row {i} sees {} other new rows; the GPU kernels take at \
+                             most {MAXV} (use a smaller lookahead n-gram size)",
+                            seen.len()
+                        )));
+                    }
+                    for (slot, &j) in list.iter_mut().zip(seen) {
+                        *slot = j as i32;
+                    }
+                    seen.len() as i32
+                }
+                None => {
+                    list[0] = i as i32;
+                    1
+                }
+            };
+            data[Self::seen_count_off(qb) + i] = count;
+        }
+        for (slot, &row) in data[Self::logit_rows_off(qb)..]
+            .iter_mut()
+            .zip(batch.logit_rows)
+        {
+            *slot = row as i32;
+        }
+        Ok(StepIo { qb, rb, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttentionMask;
+
+    #[test]
+    fn buckets_pad_little() {
+        assert_eq!(
+            [0, 1, 2, 3, 5, 16, 17, 64, 65].map(bucket),
+            [0, 1, 2, 4, 8, 16, 32, 64, 80]
+        );
+    }
+
+    #[test]
+    fn packs_a_tree_step_with_padding() {
+        let q = 3;
+        // row 0 root; row 1 sees 0,1 (causal prefix); row 2 sees 0,2 (a branch).
+        let mut visible = vec![false; 9];
+        for (i, j) in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2)] {
+            visible[i * q + j] = true;
+        }
+        let mask = AttentionMask::Block { q, visible };
+        let batch = Batch {
+            tokens: &[7, 8, 9],
+            positions: &[10, 11, 11],
+            mask: &mask,
+            logit_rows: &[0, 2],
+        };
+        let io = StepIo::pack(&batch, 10).unwrap();
+        assert_eq!((io.qb, io.rb), (4, 2));
+        let d = &io.data;
+        assert_eq!(&d[..3], &[10, 3, 2]);
+        assert_eq!(&d[4..8], &[7, 8, 9, 0]);
+        assert_eq!(&d[StepIo::positions_off(4)..][..4], &[10, 11, 11, 0]);
+        assert_eq!(&d[StepIo::seen_count_off(4)..][..4], &[-1, -1, 2, 1]);
+        let seen = |i: usize, n: usize| d[StepIo::seen_rows_off(4) + i * MAXV..][..n].to_vec();
+        assert_eq!(seen(2, 2), vec![0, 2]);
+        assert_eq!(seen(3, 1), vec![3], "padding rows see only themselves");
+        assert_eq!(&d[StepIo::logit_rows_off(4)..], &[0, 2]);
+        assert_eq!(d.len(), StepIo::len(4, 2));
+    }
+
+    #[test]
+    fn rejects_rows_seeing_too_many_new_rows() {
+        let q = MAXV + 2;
+        let mut visible = vec![false; q * q];
+        for j in 0..q {
+            visible[(q - 1) * q + j] = j != 1; // not the causal prefix, and too long
+        }
+        for i in 0..q - 1 {
+            visible[i * q + i] = true;
+        }
+        let mask = AttentionMask::Block { q, visible };
+        let tokens = vec![1u32; q];
+        let positions: Vec<u32> = (0..q as u32).collect();
+        let batch = Batch {
+            tokens: &tokens,
+            positions: &positions,
+            mask: &mask,
+            logit_rows: &[],
+        };
+        assert!(StepIo::pack(&batch, 0).is_err());
+    }
+}
