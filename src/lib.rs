@@ -8,6 +8,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod sampling;
+pub mod server;
 pub mod tokenizer;
 
 pub use error::{LadeError, Result};

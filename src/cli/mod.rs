@@ -3,6 +3,7 @@
 mod bench;
 mod generate;
 mod model_args;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Benchmark decoding configs on a prompt dataset, side by side in one process.
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (lookahead on every request).
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

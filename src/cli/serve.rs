@@ -1,0 +1,143 @@
+//! `lade serve`: the OpenAI-compatible HTTP server (see `lade::server`).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lade::server::{serve, LookaheadMode, ModelLoader, ServerConfig};
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health.
+    #[arg(long, env = "LADE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Generations running at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Requests that may wait for a slot; beyond that, 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Decoding of requests that do not choose with their `lookahead` field: W,N,G, `auto`
+    /// (plain decoding on the CPU, as `lade generate`) or `off`.
+    #[arg(long, value_name = "W,N,G|auto|off", default_value = "auto")]
+    pub lookahead: String,
+    /// The model name clients send [default: the model file's name without extension].
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests may run after SIGTERM/SIGINT before they are ended.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_grace: f64,
+}
+
+/// The model name of a GGUF file or checkpoint directory.
+fn model_id(path: &Path) -> String {
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "lade".to_string())
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.max_concurrent >= 1,
+        "--max-concurrent must be at least 1"
+    );
+    anyhow::ensure!(
+        args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0,
+        "--shutdown-grace must be a number of seconds >= 0"
+    );
+    anyhow::ensure!(
+        args.max_body_bytes > 0,
+        "--max-body-bytes must be at least 1"
+    );
+    if let Some(k) = &args.api_key {
+        anyhow::ensure!(!k.trim().is_empty(), "--api-key must not be empty");
+    }
+    let lookahead = LookaheadMode::parse(&args.lookahead).context("--lookahead")?;
+    if args.model.ctx_size == Some(0) {
+        anyhow::bail!("--ctx-size must be at least 1");
+    }
+    // Before any thread pool starts.
+    args.model.apply_threads()?;
+
+    let path = args
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(lade::fetch::default_model_path);
+    let config = ServerConfig {
+        model_id: args.model_name.clone().unwrap_or_else(|| model_id(&path)),
+        api_key: args.api_key.clone().map(|k| k.trim().to_string()),
+        max_concurrent: args.max_concurrent,
+        queue: args.queue,
+        lookahead,
+        max_body_bytes: args.max_body_bytes,
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
+        log: !args.model.quiet,
+    };
+    let model_args = args.model.clone();
+    let loader: ModelLoader = Box::new(move || {
+        let loaded = model_args.load()?;
+        let context = model_args.context(loaded.model.config.max_position_embeddings)?;
+        Ok((loaded, context))
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr()?;
+        // One line on stdout, for scripts and tests that start the server on port 0.
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        serve(listener, config, loader, shutdown_signal()).await
+    });
+    // A model still loading must not hold the process.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

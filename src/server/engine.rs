@@ -1,0 +1,272 @@
+//! The model side of the server: prompts, the decoder of a request, and one generation.
+//!
+//! Every request gets its own [`Session`] (KV cache) over the shared weights and runs
+//! [`generate`] on a blocking thread. CPU kernels are batch-invariant, so what a request gets
+//! does not depend on what else runs.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::request::{Endpoint, LookaheadRequest, PromptInput};
+use crate::chat_template::ChatTemplate;
+use crate::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use crate::generate::{generate, Generation, StopRules};
+use crate::loader::LoadedModel;
+use crate::model::{Llama, Session};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::TextTokenizer;
+use crate::{LadeError, Result};
+
+/// The server's `--lookahead` setting, or a request's resolved choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookaheadMode {
+    /// Whatever suits the device: on the CPU plain decoding, as `lade generate
+    /// --lookahead auto` (every extra query token costs about a decoded token there).
+    Auto,
+    /// Plain decoding.
+    Off,
+    /// Lookahead with this configuration.
+    On(LookaheadConfig),
+}
+
+impl LookaheadMode {
+    /// Parses `auto`, `off` or `W,N,G`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "off" | "none" | "false" => Ok(Self::Off),
+            wng => {
+                let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
+                let cfg = LookaheadConfig::new(w, n, g);
+                cfg.validate()?;
+                Ok(Self::On(cfg))
+            }
+        }
+    }
+
+    /// What a request asks for, on top of this server setting.
+    pub fn resolve(self, request: LookaheadRequest) -> Self {
+        match request {
+            LookaheadRequest::ServerDefault => self,
+            LookaheadRequest::Off => Self::Off,
+            LookaheadRequest::On(cfg) => Self::On(cfg),
+        }
+    }
+
+    /// Extra KV positions a step may use beyond the committed tokens.
+    fn scratch_positions(self) -> usize {
+        match self {
+            Self::On(cfg) => cfg.step_tokens(cfg.guesses) + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The decoder of one request: the single place where a mode becomes a strategy.
+/// `seed` seeds the lookahead window initialisation.
+pub fn decoder_for(mode: LookaheadMode, seed: u64) -> Result<Box<dyn Decoder>> {
+    match mode {
+        LookaheadMode::Auto | LookaheadMode::Off => Ok(Box::new(PlainDecoder)),
+        LookaheadMode::On(mut cfg) => {
+            cfg.seed = seed;
+            Ok(Box::new(LookaheadDecoder::new(cfg)?))
+        }
+    }
+}
+
+/// A loaded model, ready to serve.
+pub struct Ready {
+    pub model: Arc<Llama>,
+    pub tokenizer: TextTokenizer,
+    /// The chat template, or why it does not compile.
+    pub template: std::result::Result<ChatTemplate, String>,
+    /// Positions one request may use: prompt + completion.
+    pub context: usize,
+}
+
+impl Ready {
+    pub fn new(loaded: LoadedModel, context: usize) -> Self {
+        let template = ChatTemplate::from_tokenizer(&loaded.tokenizer).map_err(|e| e.to_string());
+        let context = context.min(loaded.model.config.max_position_embeddings);
+        Self {
+            model: loaded.model,
+            tokenizer: loaded.tokenizer,
+            template,
+            context,
+        }
+    }
+
+    /// Prompt token ids: chat messages through the model's template, text, or checked ids.
+    pub fn prompt_ids(&self, input: &PromptInput) -> Result<Vec<u32>, ApiError> {
+        let tok = &self.tokenizer;
+        let (ids, param) = match input {
+            PromptInput::Tokens(ids) => {
+                let vocab = self.model.config.vocab_size;
+                if let Some(t) = ids.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        format!("token id {t} in `prompt` is outside the vocabulary of {vocab}"),
+                    ));
+                }
+                (ids.clone(), "prompt")
+            }
+            PromptInput::Text(text) => (encode(tok, text)?, "prompt"),
+            PromptInput::Messages(messages) => {
+                let template = self.template.as_ref().map_err(|e| {
+                    ApiError::internal(format!("the model's chat template is unusable: {e}"))
+                })?;
+                let rendered = template
+                    .render(
+                        messages,
+                        true,
+                        tok.bos_token().as_deref().unwrap_or(""),
+                        tok.eos_token().as_deref().unwrap_or(""),
+                    )
+                    .map_err(|e| match e {
+                        LadeError::ChatTemplate(m) => ApiError::invalid(
+                            "messages",
+                            format!("the model's chat template refused the messages: {m}"),
+                        ),
+                        other => ApiError::internal(other.to_string()),
+                    })?;
+                (encode(tok, &rendered)?, "messages")
+            }
+        };
+        if ids.is_empty() {
+            return Err(ApiError::invalid(param, "the prompt encodes to no tokens"));
+        }
+        Ok(ids)
+    }
+
+    /// Checks the prompt and completion against the context; returns the completion budget
+    /// (`max_tokens`, or what is left of the context).
+    pub fn completion_budget(
+        &self,
+        prompt_len: usize,
+        max_tokens: Option<usize>,
+        endpoint: Endpoint,
+    ) -> Result<usize, ApiError> {
+        let c = self.context;
+        if prompt_len >= c {
+            let param = match endpoint {
+                Endpoint::Chat => "messages",
+                Endpoint::Completion => "prompt",
+            };
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "This model's maximum context length is {c} tokens, but the prompt has \
+                     {prompt_len} tokens; shorten the prompt (at least one position must be \
+                     left to generate)."
+                ),
+            )
+            .code("context_length_exceeded"));
+        }
+        let room = c - prompt_len;
+        match max_tokens {
+            Some(m) if m > room => Err(ApiError::invalid(
+                "max_tokens",
+                format!(
+                    "This model's maximum context length is {c} tokens, but {} were requested \
+                     ({prompt_len} in the prompt, {m} for the completion); at most {room} can \
+                     be generated after this prompt.",
+                    prompt_len.saturating_add(m)
+                ),
+            )
+            .code("context_length_exceeded")),
+            Some(m) => Ok(m),
+            None => Ok(room),
+        }
+    }
+}
+
+/// Encodes text the way `lade generate` does: templates that write the BOS text themselves
+/// do not get a second one.
+fn encode(tok: &TextTokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
+    let starts_with_bos = tok.bos_token().is_some_and(|b| text.starts_with(&b));
+    tok.encode(text, tok.add_bos_default() && !starts_with_bos)
+        .map_err(|e| ApiError::internal(format!("tokenizing the prompt failed: {e}")))
+}
+
+/// One generation to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub prompt: Vec<u32>,
+    /// Checked against the context by [`Ready::completion_budget`].
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+    pub mode: LookaheadMode,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A finished generation and its decoder.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub generation: Generation,
+    /// Decoder name, e.g. `plain` or `lookahead(8,4,8)`.
+    pub decoder: String,
+    /// The decoder's own statistics (lookahead only).
+    pub decoder_stats: Option<Value>,
+}
+
+/// Runs `job` to the end (blocking); `on_text` receives the text as it becomes final.
+pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Finished> {
+    // Only the positions this request can use: prompt + completion (+ one lookahead step).
+    let capacity = (job.prompt.len() + job.max_tokens + job.mode.scratch_positions())
+        .min(ready.context)
+        .max(job.prompt.len() + 1);
+    let mut session = Session::new(ready.model.clone(), capacity)?;
+    let mut decoder = decoder_for(job.mode, job.sampling.seed)?;
+    let sampler = Sampler::new(job.sampling)?;
+    let rules = StopRules {
+        max_tokens: job.max_tokens,
+        stop_ids: if job.ignore_eos {
+            Vec::new()
+        } else {
+            ready.tokenizer.eog_ids().to_vec()
+        },
+        stop_strings: job.stop.clone(),
+        cancel: Some(job.cancel.clone()),
+    };
+    let generation = generate(
+        &mut session,
+        decoder.as_mut(),
+        &sampler,
+        &job.prompt,
+        &rules,
+        Some(&ready.tokenizer),
+        &mut |piece, _| on_text(piece),
+    )?;
+    Ok(Finished {
+        generation,
+        decoder: decoder.name(),
+        decoder_stats: decoder.stats_json(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(LookaheadMode::parse("auto").unwrap(), LookaheadMode::Auto);
+        assert_eq!(LookaheadMode::parse("off").unwrap(), LookaheadMode::Off);
+        assert_eq!(
+            LookaheadMode::parse("4,3,2").unwrap(),
+            LookaheadMode::On(LookaheadConfig::new(4, 3, 2))
+        );
+        assert!(LookaheadMode::parse("4,1,2").is_err());
+        assert!(LookaheadMode::parse("fast").is_err());
+        let on = LookaheadMode::On(LookaheadConfig::new(4, 3, 2));
+        assert_eq!(on.resolve(LookaheadRequest::Off), LookaheadMode::Off);
+        assert_eq!(on.resolve(LookaheadRequest::ServerDefault), on);
+        assert_eq!(decoder_for(LookaheadMode::Auto, 0).unwrap().name(), "plain");
+        assert_eq!(decoder_for(on, 0).unwrap().name(), "lookahead(4,3,2)");
+    }
+}
