@@ -1,6 +1,8 @@
 //! Lookahead Decoding on the real default model (CPU): token-identical to plain greedy over
-//! dataset prompts, branch isolation bit for bit, a KV cache equal to a fresh prefill after
-//! every step, streaming and stop strings (spec invariants E1, E4, E7, E10, E13).
+//! dataset prompts, branch isolation bit for bit (candidates, and every window token against
+//! exactly the rows that see it), a KV cache equal to a fresh prefill after every step,
+//! streaming and stop strings (spec invariants E1, E4, E7, E10, E13), and prompt lookup
+//! equal to plain greedy.
 
 mod common;
 
@@ -298,4 +300,79 @@ fn streamed_text_and_stop_strings_match_plain_decoding() {
     assert_eq!(l2s, l2.text);
     assert_eq!(p2s, p2.text);
     assert_eq!(l2.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn window_tokens_reach_exactly_the_rows_that_see_them() {
+    // E4, window part: a level-0 token in column j' changes exactly the window rows of columns
+    // >= j' (every level); a level-l token (l >= 1) in column j' changes exactly the rows of
+    // column j' at levels >= l. Everything else stays bit-identical.
+    let model = common::model(WeightFormat::Auto);
+    let prompt = common::dataset_prompts(&model, "mt_bench", 1, true).remove(0);
+    let (prefix, t0) = (&prompt[..prompt.len() - 1], prompt[prompt.len() - 1]);
+    let mut s = Session::new(model.model.clone(), 1024).unwrap();
+    let (w, n) = (4usize, 4usize);
+    let levels: Vec<Vec<u32>> = vec![
+        vec![401, 402, 403],
+        vec![510, 511, 512, 513],
+        vec![620, 621, 622, 623],
+    ];
+    let window = lade::decode::lookahead::JacobiWindow::from_levels(levels.clone());
+    let cands = vec![vec![11u32, 12, 13], vec![21, 22, 23]];
+    let p = prefix.len() as u32;
+    let base = layout_logits(&mut s, prefix, &StepLayout::build(t0, p, &window, &cands));
+    // Rows in the documented order: t0, candidates, level 0 columns 1.., then each level.
+    let base0 = 1 + cands.len() * (n - 1);
+    let row = |l: usize, j: usize| -> usize {
+        match (l, j) {
+            (0, 0) => 0,
+            (0, j) => base0 + j - 1,
+            (l, j) => base0 + (w - 1) + (l - 1) * w + j,
+        }
+    };
+    for (l, j) in [(0usize, 1usize), (0, 3), (1, 0), (1, 2), (2, 3)] {
+        let mut changed = levels.clone();
+        let at = if l == 0 { j - 1 } else { j };
+        changed[l][at] = 777;
+        let win = lade::decode::lookahead::JacobiWindow::from_levels(changed);
+        let out = layout_logits(&mut s, prefix, &StepLayout::build(t0, p, &win, &cands));
+        for l2 in 0..n - 1 {
+            for j2 in 0..w {
+                let r = row(l2, j2);
+                let sees = if l == 0 { j2 >= j } else { j2 == j && l2 >= l };
+                if sees {
+                    assert_ne!(out[r], base[r], "row ({l2},{j2}) must see ({l},{j})");
+                } else {
+                    assert_eq!(out[r], base[r], "row ({l2},{j2}) must not see ({l},{j})");
+                }
+            }
+        }
+        for r in 0..base0 {
+            assert_eq!(
+                out[r], base[r],
+                "t0 and candidate rows never see the window"
+            );
+        }
+    }
+}
+
+#[test]
+fn prompt_lookup_equals_plain_greedy_on_code_prompts() {
+    let model = common::model(WeightFormat::Auto);
+    let prompts = common::dataset_prompts(&model, "humaneval", 2, false);
+    let mut s = Session::new(model.model.clone(), 1024).unwrap();
+    let (mut steps, mut tokens) = (0, 0);
+    for (i, p) in prompts.iter().enumerate() {
+        let plain = run(&mut s, &mut PlainDecoder, p, 32, SamplingParams::greedy());
+        let cfg = lade::decode::PromptLookupConfig::new(4, 4);
+        let mut dec = lade::decode::PromptLookupDecoder::new(cfg).unwrap();
+        let out = run(&mut s, &mut dec, p, 32, SamplingParams::greedy());
+        assert_eq!(out.token_ids, plain.token_ids, "prompt {i}");
+        steps += out.stats.steps;
+        tokens += out.stats.generated_tokens;
+    }
+    assert!(
+        tokens > steps,
+        "code prompts repeat n-grams: some drafts must be accepted"
+    );
 }

@@ -1,17 +1,25 @@
 //! `lade bench`: every prompt of a dataset under every decoding config, interleaved in one
-//! process, with per-prompt speed ratios against greedy and step compression.
+//! process, with per-prompt speed ratios against greedy and step compression; `--out` writes
+//! CSV, JSON, markdown tables and PNG plots (scaling law, ablation).
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::auto::{self, AutoOptions, DecoderOptions, Strategy};
+use lade::decode::{Decoder, LookaheadDecoder, PlainDecoder, PromptLookupDecoder};
 use lade::generate::{generate, StopRules};
-use lade::model::Session;
+use lade::model::CausalLm;
 use lade::sampling::Sampler;
-use serde::Serialize;
 use serde_json::json;
 
+use super::bench_config::{BenchConfig, BenchStrategy};
+use super::bench_plot::{has_scaling, plot_ablation, plot_scaling, scaling_lines};
+use super::bench_report::{
+    ablation_markdown, ablation_rows, read_csv, summarize, summary_markdown, write_csv, Run,
+    Summary,
+};
 use super::generate::prompt_ids;
 use super::ModelArgs;
 
@@ -20,8 +28,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// JSONL file with a `prompt` field per line (e.g. ../shared/data/mt_bench.jsonl).
-    #[arg(long)]
-    pub dataset: PathBuf,
+    #[arg(long, required_unless_present = "from_runs")]
+    pub dataset: Option<PathBuf>,
     /// Use only the first K prompts.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -32,139 +40,138 @@ pub struct BenchArgs {
     /// Wrap prompts in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    /// Configs separated by `;`: `greedy` or `lookahead:W,N,G` (suffix `+ref` for the
-    /// authors' mode, `-pool` to disable prompt n-grams). The first greedy one is the baseline.
+    /// Configs separated by `;`: `greedy`, `auto` (what `--lookahead auto` picks),
+    /// `lookahead:W,N,G` (suffix `-pool`: no prompt n-grams, `+ref`: the authors' mode),
+    /// `prompt-lookup:N,G` (candidates from prompt and output n-grams only, no window), or a
+    /// preset: `scaling` (G = W, N in 3,5,7,11, W in 1..64) or `ablation` (the paper's
+    /// Table 3). Greedy, the baseline of speedups, runs first and is added when missing.
     #[arg(long, default_value = "greedy;lookahead:8,4,8")]
     pub configs: String,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Write per-run CSV and summary JSON into this directory.
+    /// Write runs.csv, summary.json and summary.md into this directory, plus
+    /// scaling_compression.png and scaling_speedup.png when the configs hold a G = W grid
+    /// and ablation.md and ablation.png when they hold ablation configs.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Decode nothing: rebuild the outputs of --out from these runs.csv files (comma
+    /// separated; for a config found in several, the first file's runs are kept).
+    #[arg(long, value_delimiter = ',', requires = "out")]
+    pub from_runs: Vec<PathBuf>,
 }
 
-/// One decoding configuration of a benchmark.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchConfig {
-    pub label: String,
-    pub lookahead: Option<LookaheadConfig>,
+/// What the reports say about the runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    dataset: String,
+    model: String,
+    device: String,
+    max_tokens: usize,
+    chat: bool,
+    prompts: usize,
 }
 
-impl BenchConfig {
-    pub fn parse_list(s: &str) -> anyhow::Result<Vec<BenchConfig>> {
-        let mut out = Vec::new();
-        for item in s.split(';').map(str::trim).filter(|x| !x.is_empty()) {
-            if item == "greedy" {
-                out.push(BenchConfig {
-                    label: "greedy".into(),
-                    lookahead: None,
-                });
-                continue;
-            }
-            let spec = item
-                .strip_prefix("lookahead:")
-                .with_context(|| format!("unknown config `{item}` (greedy or lookahead:W,N,G)"))?;
-            let (wng, compat) = match spec.strip_suffix("+ref") {
-                Some(x) => (x, true),
-                None => (spec, false),
-            };
-            let (wng, no_pool) = match wng.strip_suffix("-pool") {
-                Some(x) => (x, true),
-                None => (wng, false),
-            };
-            let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
-            let mut cfg = LookaheadConfig::new(w, n, g);
-            cfg.reference_compat = compat;
-            cfg.pool_from_prompt = !no_pool;
-            cfg.validate()?;
-            out.push(BenchConfig {
-                label: item.to_string(),
-                lookahead: Some(cfg),
-            });
-        }
-        anyhow::ensure!(!out.is_empty(), "--configs is empty");
-        Ok(out)
-    }
-
-    fn decoder(&self) -> anyhow::Result<Box<dyn Decoder>> {
-        Ok(match self.lookahead {
-            None => Box::new(PlainDecoder),
-            Some(c) => Box::new(LookaheadDecoder::new(c)?),
-        })
+impl Meta {
+    fn subtitle(&self) -> String {
+        let file = |p: &str| {
+            Path::new(p)
+                .file_name()
+                .map_or(p.to_string(), |f| f.to_string_lossy().into_owned())
+        };
+        format!(
+            "{}{}, {} prompts × {} tokens, greedy; {}; {}",
+            file(&self.dataset),
+            if self.chat { " (chat)" } else { "" },
+            self.prompts,
+            self.max_tokens,
+            file(&self.model),
+            self.device
+        )
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct Run {
-    prompt: usize,
-    config: String,
-    tokens: usize,
-    steps: usize,
-    decode_ms: f64,
-    tokens_per_s: f64,
-    compression: f64,
-    identical_to_greedy: Option<bool>,
-    speedup: Option<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let configs = BenchConfig::parse_list(&args.configs)?;
-    let text = std::fs::read_to_string(&args.dataset)
-        .with_context(|| format!("reading {}", args.dataset.display()))?;
+fn read_prompts(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut prompts = Vec::new();
     for (i, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
+        if limit.is_some_and(|k| prompts.len() >= k) {
+            break;
+        }
         let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", args.dataset.display(), i + 1))?;
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
         let p = v["prompt"]
             .as_str()
             .with_context(|| format!("line {} has no `prompt`", i + 1))?;
         prompts.push(p.to_string());
-        if args.limit.is_some_and(|k| prompts.len() >= k) {
-            break;
-        }
     }
-    anyhow::ensure!(
-        !prompts.is_empty(),
-        "no prompts in {}",
-        args.dataset.display()
-    );
+    anyhow::ensure!(!prompts.is_empty(), "no prompts in {}", path.display());
+    Ok(prompts)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.from_runs.is_empty() {
+        return replot(&args);
+    }
+    let configs = BenchConfig::parse_list(&args.configs)?;
+    anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
+    let dataset = args.dataset.as_ref().context("--dataset is required")?;
+    let prompts = read_prompts(dataset, args.limit)?;
     let loaded = args.model.load()?;
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
-    let mut session = Session::new(loaded.model.clone(), context)?;
+    let mut session = loaded.new_session(context)?;
     let sampler = Sampler::new(Default::default())?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
         ..Default::default()
     };
+    let device = loaded.device_label();
+    let auto_key = format!("{}|{:?}|{device}", loaded.path.display(), args.model.dtype);
+    // Greedy (the baseline) first, then the configs as listed.
+    let mut order: Vec<&BenchConfig> = configs.iter().filter(|c| c.is_greedy()).collect();
+    order.extend(configs.iter().filter(|c| !c.is_greedy()));
 
     let mut runs: Vec<Run> = Vec::new();
+    let mut last_auto: Option<String> = None;
     for (pi, p) in prompts.iter().enumerate() {
         let ids = prompt_ids(&loaded.tokenizer, p, args.chat, None)?;
         let mut greedy: Option<(Vec<u32>, f64)> = None;
-        for cfg in &configs {
-            let mut dec = cfg.decoder()?;
+        for cfg in &order {
+            let mut auto_pick = None;
+            let mut dec: Box<dyn Decoder> = match cfg.strategy {
+                BenchStrategy::Greedy => Box::new(PlainDecoder),
+                BenchStrategy::Lookahead(c) => Box::new(LookaheadDecoder::new(c)?),
+                BenchStrategy::PromptLookup(c) => Box::new(PromptLookupDecoder::new(c)?),
+                BenchStrategy::Auto => {
+                    let opts = AutoOptions {
+                        max_rows: context.saturating_sub(ids.len() + args.max_tokens),
+                        ..AutoOptions::default()
+                    };
+                    let choice = auto::choose(
+                        &auto_key,
+                        |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
+                        &opts,
+                    )?;
+                    let line = choice.describe();
+                    if last_auto.as_deref() != Some(line.as_str()) {
+                        args.model.log(&format!("auto: {line}"));
+                        last_auto = Some(line);
+                    }
+                    if let Strategy::Lookahead(c) = choice.strategy {
+                        auto_pick = Some(c);
+                    }
+                    choice.decoder(&DecoderOptions::default())?
+                }
+            };
             let g = generate(
-                &mut session,
+                session.as_mut(),
                 dec.as_mut(),
                 &sampler,
                 &ids,
@@ -173,14 +180,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 &mut |_, _| {},
             )?;
             let s = &g.stats;
-            let (identical, speedup) = match (&greedy, cfg.lookahead) {
-                (Some((toks, tps)), Some(_)) => (
+            if let Some(c) = auto_pick {
+                auto::record(&c, s.generated_tokens, s.steps);
+            }
+            let (identical, speedup) = match &greedy {
+                Some((toks, tps)) if !cfg.is_greedy() => (
                     Some(*toks == g.token_ids),
                     Some(s.decode_tokens_per_s / tps),
                 ),
                 _ => (None, None),
             };
-            if cfg.lookahead.is_none() && greedy.is_none() {
+            if cfg.is_greedy() && greedy.is_none() {
                 greedy = Some((g.token_ids.clone(), s.decode_tokens_per_s));
             }
             args.model.log(&format!(
@@ -197,114 +207,135 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 compression: s.compression,
                 identical_to_greedy: identical,
                 speedup,
+                decoder: dec.name(),
             });
         }
     }
+    let meta = Meta {
+        dataset: dataset.display().to_string(),
+        model: loaded.path.display().to_string(),
+        device,
+        max_tokens: args.max_tokens,
+        chat: args.chat,
+        prompts: prompts.len(),
+    };
+    report(&args, &configs, &runs, &meta)
+}
 
-    let device = "cpu";
-    let mut summary = Vec::new();
-    for cfg in &configs {
-        let mine: Vec<&Run> = runs.iter().filter(|r| r.config == cfg.label).collect();
-        let tokens: usize = mine.iter().map(|r| r.tokens).sum();
-        let steps: usize = mine.iter().map(|r| r.steps).sum();
-        summary.push(json!({
-            "config": cfg.label,
-            "prompts": mine.len(),
-            "median_tokens_per_s": median(mine.iter().map(|r| r.tokens_per_s).collect()),
-            // Per-prompt ratio, then the median (null for the baseline itself).
-            "median_speedup_vs_greedy": median(mine.iter().filter_map(|r| r.speedup).collect()),
-            "compression": tokens as f64 / steps.max(1) as f64,
-            "mean_accepted_per_step": tokens as f64 / steps.max(1) as f64,
-            "all_identical_to_greedy": mine.iter().all(|r| r.identical_to_greedy.unwrap_or(true)),
-        }));
+/// `--from-runs`: the outputs of earlier runs, merged.
+fn replot(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    let mut meta: Option<Meta> = None;
+    for path in &args.from_runs {
+        let before: HashSet<String> = labels.iter().cloned().collect();
+        for r in read_csv(path)? {
+            if before.contains(&r.config) {
+                continue;
+            }
+            if !labels.contains(&r.config) {
+                labels.push(r.config.clone());
+            }
+            runs.push(r);
+        }
+        if meta.is_none() {
+            meta = path
+                .parent()
+                .map(|d| d.join("summary.json"))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| serde_json::from_value::<Meta>(v["meta"].clone()).ok());
+        }
     }
+    let configs: Vec<BenchConfig> = labels
+        .iter()
+        .map(|l| BenchConfig::parse(l))
+        .collect::<anyhow::Result<_>>()?;
+    let prompts = runs.iter().map(|r| r.prompt + 1).max().unwrap_or(0);
+    let meta = meta.unwrap_or(Meta {
+        dataset: "unknown dataset".into(),
+        model: "unknown model".into(),
+        device: "unknown device".into(),
+        max_tokens: runs.iter().map(|r| r.tokens).max().unwrap_or(0),
+        chat: false,
+        prompts,
+    });
+    report(args, &configs, &runs, &Meta { prompts, ..meta })
+}
+
+/// Prints the summary and writes the files of `--out`.
+fn report(
+    args: &BenchArgs,
+    configs: &[BenchConfig],
+    runs: &[Run],
+    meta: &Meta,
+) -> anyhow::Result<()> {
+    let summary = summarize(configs, runs);
     let report = json!({
-        "dataset": args.dataset.display().to_string(),
-        "model": loaded.path.display().to_string(),
-        "device": device,
-        "max_tokens": args.max_tokens,
-        "chat": args.chat,
+        "dataset": meta.dataset,
+        "model": meta.model,
+        "device": meta.device,
+        "max_tokens": meta.max_tokens,
+        "chat": meta.chat,
+        "meta": meta,
         "summary": summary,
     });
+    let table = format!(
+        "device: {}; {} prompts; {} new tokens each\n{}",
+        meta.device,
+        meta.prompts,
+        meta.max_tokens,
+        summary_markdown(&summary)
+    );
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)?;
-        let mut csv = String::from("prompt,config,tokens,steps,decode_ms,tokens_per_s,compression,identical_to_greedy,speedup\n");
-        for r in &runs {
-            csv.push_str(&format!(
-                "{},{},{},{},{:.3},{:.3},{:.4},{},{}\n",
-                r.prompt,
-                r.config,
-                r.tokens,
-                r.steps,
-                r.decode_ms,
-                r.tokens_per_s,
-                r.compression,
-                r.identical_to_greedy
-                    .map_or(String::new(), |b| b.to_string()),
-                r.speedup.map_or(String::new(), |x| format!("{x:.4}"))
-            ));
-        }
-        std::fs::write(dir.join("runs.csv"), csv)?;
-        std::fs::write(
-            dir.join("summary.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
+        write_outputs(dir, configs, runs, &summary, meta, &report, &table)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "device: {device}; {} prompts; {} new tokens each",
-            prompts.len(),
-            args.max_tokens
-        );
-        println!("| config | median tok/s | median speedup vs greedy | compression (tokens/step) | identical to greedy |");
-        println!("| --- | --- | --- | --- | --- |");
-        for s in &summary {
-            println!(
-                "| {} | {:.1} | {} | {:.2} | {} |",
-                s["config"].as_str().unwrap_or(""),
-                s["median_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
-                s["median_speedup_vs_greedy"]
-                    .as_f64()
-                    .map_or("–".into(), |x| format!("{x:.2}×")),
-                s["compression"].as_f64().unwrap_or(f64::NAN),
-                if s["all_identical_to_greedy"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "NO"
-                },
-            );
-        }
+        print!("{table}");
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_config_lists() {
-        let c = BenchConfig::parse_list(
-            "greedy; lookahead:15,5,15;lookahead:7,4,7+ref;lookahead:5,3,5-pool",
-        )
-        .unwrap();
-        assert_eq!(c.len(), 4);
-        assert!(c[0].lookahead.is_none());
-        let l = c[1].lookahead.unwrap();
-        assert_eq!((l.window, l.ngram, l.guesses), (15, 5, 15));
-        assert!(c[2].lookahead.unwrap().reference_compat);
-        assert!(!c[3].lookahead.unwrap().pool_from_prompt);
-        assert!(BenchConfig::parse_list("lookahead:1,1,1").is_err());
-        assert!(BenchConfig::parse_list("beam:3").is_err());
-        assert!(BenchConfig::parse_list(" ; ").is_err());
+fn write_outputs(
+    dir: &Path,
+    configs: &[BenchConfig],
+    runs: &[Run],
+    summary: &[Summary],
+    meta: &Meta,
+    report: &serde_json::Value,
+    table: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_csv(&dir.join("runs.csv"), runs)?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    std::fs::write(dir.join("summary.md"), table)?;
+    let subtitle = meta.subtitle();
+    if !ablation_rows(summary).is_empty() {
+        std::fs::write(
+            dir.join("ablation.md"),
+            ablation_markdown(summary, &subtitle),
+        )?;
+        plot_ablation(&dir.join("ablation.png"), summary, &subtitle)?;
     }
-
-    #[test]
-    fn median_of_even_and_odd_lists() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
+    if has_scaling(configs, summary) {
+        let lines = scaling_lines(configs, summary);
+        plot_scaling(
+            &dir.join("scaling_compression.png"),
+            &lines,
+            false,
+            &subtitle,
+        )?;
+        if lines
+            .iter()
+            .any(|(_, pts)| pts.iter().any(|p| p.speedup.is_some()))
+        {
+            plot_scaling(&dir.join("scaling_speedup.png"), &lines, true, &subtitle)?;
+        }
     }
+    Ok(())
 }

@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::{
+    AutoChoice, AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
+    PlainDecoder,
+};
 use lade::generate::{generate, StopRules};
+use lade::loader::LoadedModel;
+use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
 use serde_json::json;
@@ -70,9 +75,11 @@ pub struct GenerateArgs {
 /// Lookahead Decoding options (shared by generate and bench).
 #[derive(Debug, Clone, Args)]
 pub struct LookaheadArgs {
-    /// Lookahead window W, n-gram size N and candidates per step G, or `auto`: on the CPU
-    /// lookahead is off (every extra query token costs about as much as a decoded one there,
-    /// see docs/benchmarks.md), so `auto` decodes plainly.
+    /// Lookahead window W, n-gram size N and candidates per step G, or `auto`: time forward
+    /// passes of a few sizes on the loaded model (once per process) and pick the config with
+    /// the highest expected tokens per second from a measured acceptance prior, or plain
+    /// decoding when none beats it (on a CPU, where every extra query token costs about as
+    /// much as a decoded one, that is plain decoding; see docs/benchmarks.md).
     #[arg(long, value_name = "W,N,G|auto", default_value = "auto")]
     pub lookahead: String,
     /// Plain decoding, one token per forward pass.
@@ -87,9 +94,24 @@ pub struct LookaheadArgs {
 }
 
 impl LookaheadArgs {
-    /// The decoder these options ask for; `seed` seeds the window initialisation.
+    /// Whether the config is left to [`lade::decode::choose`].
+    pub fn is_auto(&self) -> bool {
+        !self.no_lookahead && self.lookahead.trim() == "auto"
+    }
+
+    /// The policy switches of these options, for a config `auto` picks.
+    pub fn decoder_options(&self, seed: u64) -> DecoderOptions {
+        DecoderOptions {
+            pool_from_prompt: !self.no_pool_from_prompt,
+            reference_compat: self.reference_compat,
+            seed,
+        }
+    }
+
+    /// The decoder these options ask for; `seed` seeds the window initialisation. Without a
+    /// model to measure, `auto` means plain decoding: see [`Self::decoder_for`].
     pub fn decoder(&self, seed: u64) -> anyhow::Result<Box<dyn Decoder>> {
-        if self.no_lookahead || self.lookahead.trim() == "auto" {
+        if self.no_lookahead || self.is_auto() {
             return Ok(Box::new(PlainDecoder));
         }
         let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
@@ -98,6 +120,32 @@ impl LookaheadArgs {
         cfg.reference_compat = self.reference_compat;
         cfg.seed = seed;
         Ok(Box::new(LookaheadDecoder::new(cfg)?))
+    }
+
+    /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
+    /// measured cost model (measured on a throwaway sequence once per process; `max_rows`
+    /// bounds the step size the context leaves room for). Also returns the `auto` decision.
+    pub fn decoder_for(
+        &self,
+        seed: u64,
+        loaded: &LoadedModel,
+        max_rows: usize,
+    ) -> anyhow::Result<(Box<dyn Decoder>, Option<AutoChoice>)> {
+        if !self.is_auto() {
+            return Ok((self.decoder(seed)?, None));
+        }
+        let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
+        let opts = AutoOptions {
+            max_rows,
+            ..AutoOptions::default()
+        };
+        let choice = lade::decode::choose(
+            &key,
+            |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
+            &opts,
+        )?;
+        let decoder = choice.decoder(&self.decoder_options(seed))?;
+        Ok((decoder, Some(choice)))
     }
 }
 
@@ -168,6 +216,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
+    let (auto_decoder, auto) = args.lookahead.decoder_for(
+        args.seed,
+        &loaded,
+        context.saturating_sub(ids.len() + args.max_tokens),
+    )?;
+    if let Some(choice) = &auto {
+        decoder = auto_decoder;
+        args.model
+            .log(&format!("lookahead auto: {}", choice.describe()));
+    }
     let mut session = loaded.new_session(context)?;
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
@@ -222,6 +280,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 "mean_accepted": s.compression,
                 "step_ms": if s.steps > 0 { s.decode_ms / s.steps as f64 } else { 0.0 },
                 "lookahead": decoder.stats_json(),
+                "auto": auto.as_ref().map(|c| json!({
+                    "strategy": c.strategy,
+                    "expected_tokens_per_s": c.expected_tokens_per_s,
+                    "plain_tokens_per_s": c.plain_tokens_per_s,
+                })),
             },
         });
         println!("{}", serde_json::to_string(&out)?);

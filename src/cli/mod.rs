@@ -1,6 +1,9 @@
 //! Command-line interface: argument types and dispatch.
 
 mod bench;
+mod bench_config;
+mod bench_plot;
+mod bench_report;
 mod generate;
 mod model_args;
 mod serve;

@@ -1,15 +1,19 @@
 //! Decoding strategies. Each one turns a model's logits into committed tokens, one forward pass
 //! per step, and knows nothing about kernels: it talks to a [`CausalLm`].
 
+pub mod auto;
 pub mod lookahead;
 pub mod plain;
+pub mod prompt_lookup;
 
 use crate::model::CausalLm;
 use crate::sampling::Sampler;
 use crate::Result;
 
+pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
 pub use lookahead::{LookaheadConfig, LookaheadDecoder};
 pub use plain::PlainDecoder;
+pub use prompt_lookup::{PromptLookupConfig, PromptLookupDecoder};
 
 /// The sequence as a strategy sees it before a step.
 #[derive(Debug, Clone, Copy)]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod record;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

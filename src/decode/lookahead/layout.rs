@@ -41,9 +41,26 @@ pub struct StepLayout {
 impl StepLayout {
     /// Lays out `pending` at position `p`, `candidates` (each `arity` tokens) and `window`.
     pub fn build(pending: u32, p: u32, window: &JacobiWindow, candidates: &[Vec<u32>]) -> Self {
+        Self::lay_out(pending, p, Some(window), candidates)
+    }
+
+    /// Lays out `pending` at position `p` and `candidates` only, with no Jacobi window (prompt
+    /// lookup): the rows are `t0` and the candidate chains, [`Self::top_columns`] is 0.
+    pub fn candidates_only(pending: u32, p: u32, candidates: &[Vec<u32>]) -> Self {
+        Self::lay_out(pending, p, None, candidates)
+    }
+
+    fn lay_out(
+        pending: u32,
+        p: u32,
+        window: Option<&JacobiWindow>,
+        candidates: &[Vec<u32>],
+    ) -> Self {
         let arity = candidates.first().map_or(0, Vec::len);
-        let cols = window.columns();
-        let levels = window.num_levels();
+        // Without a window only level 0, column 0 (the pending token) remains.
+        let cols = window.map_or(1, JacobiWindow::columns);
+        let levels = window.map_or(1, JacobiWindow::num_levels);
+        let window_token = |l: usize, j: usize| window.map_or(pending, |w| w.token(l, j, pending));
         let cand_row = |c: usize, i: usize| 1 + c * arity + i;
         let base0 = 1 + candidates.len() * arity;
         let win_row = |l: usize, j: usize| -> usize {
@@ -76,7 +93,7 @@ impl StepLayout {
         for l in 0..levels {
             for j in 0..cols {
                 let r = win_row(l, j);
-                tokens[r] = window.token(l, j, pending);
+                tokens[r] = window_token(l, j);
                 positions[r] = p + (l + j) as u32;
                 for k in 0..=j {
                     see(r, win_row(0, k));
@@ -87,8 +104,9 @@ impl StepLayout {
             }
         }
         let top = levels - 1;
+        let top_columns = if window.is_some() { cols } else { 0 };
         let mut logit_rows: Vec<usize> = (0..base0).collect();
-        logit_rows.extend((0..cols).map(|j| win_row(top, j)));
+        logit_rows.extend((0..top_columns).map(|j| win_row(top, j)));
         Self {
             tokens,
             positions,
@@ -96,7 +114,7 @@ impl StepLayout {
             logit_rows,
             arity,
             num_candidates: candidates.len(),
-            top_columns: cols,
+            top_columns,
         }
     }
 
@@ -223,6 +241,36 @@ mod tests {
         }
         // Logits: t0, all candidate rows, then the top level's columns.
         assert_eq!(layout.logit_rows.len(), 1 + cands * (n - 1) + cols);
+    }
+
+    #[test]
+    fn candidates_only_layout_is_t0_plus_independent_chains() {
+        let cands = vec![vec![5u32, 6, 7], vec![8, 9, 10]];
+        let p = 20u32;
+        let l = StepLayout::candidates_only(3, p, &cands);
+        assert_eq!(l.tokens, vec![3, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(l.positions, vec![20, 21, 22, 23, 21, 22, 23]);
+        assert_eq!(l.top_columns(), 0);
+        assert_eq!(l.logit_rows, (0..7).collect::<Vec<_>>());
+        let AttentionMask::Block { q, visible } = &l.mask else {
+            panic!("block mask expected");
+        };
+        let seen = |r: usize| -> Vec<usize> { (0..*q).filter(|&c| visible[r * q + c]).collect() };
+        assert_eq!(seen(0), vec![0]);
+        assert_eq!(seen(3), vec![0, 1, 2, 3]);
+        assert_eq!(
+            seen(5),
+            vec![0, 4, 5],
+            "the second chain never sees the first"
+        );
+        for (c, cand) in cands.iter().enumerate() {
+            for (i, &t) in cand.iter().enumerate() {
+                assert_eq!(l.tokens[l.candidate_logits(c, i)], t);
+            }
+        }
+        // No candidates: a plain one-token step.
+        let l = StepLayout::candidates_only(3, p, &[]);
+        assert_eq!((l.len(), l.logit_rows.clone()), (1, vec![0]));
     }
 
     #[test]

@@ -66,6 +66,18 @@ impl NgramPool {
         }
     }
 
+    /// Inserts the n-grams that end in one of the last `new` tokens of `tokens` (as tokens are
+    /// committed: the pool then holds every n-gram of the sequence so far).
+    pub fn insert_ending(&mut self, tokens: &[u32], new: usize) {
+        let n = self.arity + 1;
+        for end in tokens.len().saturating_sub(new)..tokens.len() {
+            if end + 1 >= n {
+                let gram = &tokens[end + 1 - n..=end];
+                self.insert(gram[0], &gram[1..]);
+            }
+        }
+    }
+
     /// Candidates stored under `key`, oldest first (at most G).
     pub fn get(&self, key: u32) -> &[Vec<u32>] {
         self.map.get(&key).map(Vec::as_slice).unwrap_or(&[])
@@ -108,6 +120,27 @@ mod tests {
         p.insert(1, &[4, 5]);
         assert!(p.is_empty());
         assert!(p.get(1).is_empty());
+    }
+
+    #[test]
+    fn inserting_committed_tokens_adds_the_ngrams_ending_in_them() {
+        let tokens: Vec<u32> = (10..20).collect();
+        let mut whole = NgramPool::new(2, 100);
+        whole.insert_sequence(&tokens);
+        // Committing in chunks (as steps do) gives the same pool as seeding all at once.
+        let mut chunked = NgramPool::new(2, 100);
+        chunked.insert_sequence(&tokens[..4]);
+        for (len, new) in [(5, 1), (8, 3), (10, 2)] {
+            chunked.insert_ending(&tokens[..len], new);
+        }
+        assert_eq!(chunked.len(), whole.len());
+        for k in 10..20 {
+            assert_eq!(chunked.get(k), whole.get(k), "key {k}");
+        }
+        // Too short for one n-gram: nothing.
+        let mut p = NgramPool::new(3, 10);
+        p.insert_ending(&[1, 2, 3], 3);
+        assert!(p.is_empty());
     }
 
     #[test]

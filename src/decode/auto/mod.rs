@@ -1,0 +1,483 @@
+//! `--lookahead auto`: pick the decoding config with the highest expected tokens per second.
+//!
+//! Expected speed of a lookahead config = expected tokens per step ([`AcceptanceTable`]) /
+//! the measured time of a forward pass over its `(W + G)(N - 1)` rows ([`ForwardCost`]);
+//! plain decoding makes one token per single-row pass. A lookahead config is picked only when
+//! it beats plain decoding by [`AutoOptions::min_gain`]. On a CPU, where every extra row costs
+//! about as much as a decoded token, this means plain decoding; on a GPU, where a pass costs
+//! nearly the same for hundreds of rows, the config with the best acceptance that stays in the
+//! flat part of the curve.
+//!
+//! The cost is measured once per process and model key ([`choose`]) on a throwaway sequence;
+//! [`record`] feeds the tokens and steps of finished generations back into the estimates.
+
+pub mod cost;
+pub mod prior;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use serde::Serialize;
+
+pub use cost::{CostSample, ForwardCost, MeasureOptions};
+pub use prior::{AcceptanceEntry, AcceptanceTable};
+
+use super::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use crate::model::CausalLm;
+use crate::Result;
+
+/// What `auto` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Strategy {
+    Plain,
+    Lookahead(LookaheadConfig),
+}
+
+/// Tuning of the choice.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoOptions {
+    /// A lookahead config must be expected to be this many times faster than plain decoding
+    /// (the prior is an average; a margin keeps `auto` from losing on unlucky prompts).
+    pub min_gain: f64,
+    /// Context positions available to a step (configs needing more rows are skipped).
+    pub max_rows: usize,
+}
+
+impl Default for AutoOptions {
+    fn default() -> Self {
+        Self {
+            min_gain: 1.1,
+            max_rows: 4096,
+        }
+    }
+}
+
+/// A decision with the numbers behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoChoice {
+    pub strategy: Strategy,
+    /// Expected decode speed of the pick and of plain decoding, tokens per second.
+    pub expected_tokens_per_s: f64,
+    pub plain_tokens_per_s: f64,
+    /// The best lookahead candidate even when plain decoding won, with its expected speed.
+    pub best_lookahead: Option<(LookaheadConfig, f64)>,
+    /// The measured cost curve.
+    pub cost: ForwardCost,
+}
+
+/// Policy switches a caller applies to the picked lookahead config.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderOptions {
+    pub pool_from_prompt: bool,
+    pub reference_compat: bool,
+    /// Seed of the window initialisation.
+    pub seed: u64,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> Self {
+        Self {
+            pool_from_prompt: LookaheadConfig::DEFAULT.pool_from_prompt,
+            reference_compat: LookaheadConfig::DEFAULT.reference_compat,
+            seed: 0,
+        }
+    }
+}
+
+impl AutoChoice {
+    /// The picked lookahead config with `opts` applied, or `None` for plain decoding.
+    pub fn lookahead_config(&self, opts: &DecoderOptions) -> Option<LookaheadConfig> {
+        match self.strategy {
+            Strategy::Plain => None,
+            Strategy::Lookahead(mut c) => {
+                c.pool_from_prompt = opts.pool_from_prompt;
+                c.reference_compat = opts.reference_compat;
+                c.seed = opts.seed;
+                Some(c)
+            }
+        }
+    }
+
+    /// A fresh decoder for one request.
+    pub fn decoder(&self, opts: &DecoderOptions) -> Result<Box<dyn Decoder + Send>> {
+        Ok(match self.lookahead_config(opts) {
+            None => Box::new(PlainDecoder),
+            Some(c) => Box::new(LookaheadDecoder::new(c)?),
+        })
+    }
+
+    /// One line for logs, e.g. `plain (expected 95 tok/s; best lookahead 4,3,4: 14 tok/s)`.
+    pub fn describe(&self) -> String {
+        let best = match self.best_lookahead {
+            Some((c, tps)) => format!(
+                "best lookahead {},{},{}: {tps:.1} tok/s",
+                c.window, c.ngram, c.guesses
+            ),
+            None => {
+                let last = self.cost.samples().last().copied();
+                match (last, self.cost.relative(self.cost.max_rows())) {
+                    (Some(l), Some(rel)) if l.rows > 1 => format!(
+                        "a pass of {} rows already costs {rel:.1}× a single-row pass, more \
+                         than any lookahead config is expected to gain",
+                        l.rows
+                    ),
+                    _ => "no lookahead config fits".into(),
+                }
+            }
+        };
+        let pick = match self.strategy {
+            Strategy::Plain => "plain decoding".to_string(),
+            Strategy::Lookahead(c) => format!("lookahead {},{},{}", c.window, c.ngram, c.guesses),
+        };
+        format!(
+            "{pick} (expected {:.1} tok/s; plain {:.1} tok/s; {best})",
+            self.expected_tokens_per_s, self.plain_tokens_per_s
+        )
+    }
+}
+
+/// Picks the fastest expected strategy from a cost curve and an acceptance table.
+pub fn pick(cost: &ForwardCost, table: &AcceptanceTable, opts: &AutoOptions) -> AutoChoice {
+    pick_checked(cost, &StepChecks::new(), table, opts)
+}
+
+/// Real step times of configs tried on the device: `None` when the device could not run the
+/// step (a kernel limit, say), so that the config is never picked.
+type StepChecks = HashMap<(usize, usize, usize), Option<f64>>;
+
+fn wng(c: &LookaheadConfig) -> (usize, usize, usize) {
+    (c.window, c.ngram, c.guesses)
+}
+
+/// [`pick`], where `checks` overrides the curve for configs already run on the device.
+fn pick_checked(
+    cost: &ForwardCost,
+    checks: &StepChecks,
+    table: &AcceptanceTable,
+    opts: &AutoOptions,
+) -> AutoChoice {
+    let one = cost.seconds(1).unwrap_or(f64::INFINITY);
+    let plain = 1.0 / one;
+    let mut best: Option<(LookaheadConfig, f64)> = None;
+    for e in table.entries() {
+        if e.rows() > opts.max_rows {
+            continue;
+        }
+        // Beyond the measured range the cost already exceeded what any config can recoup.
+        let seconds = match checks.get(&wng(&e.config())) {
+            Some(Some(s)) => *s,
+            Some(None) => continue,
+            None => match cost.seconds(e.rows()) {
+                Some(s) => s,
+                None => continue,
+            },
+        };
+        let tps = e.expected() / seconds;
+        if best.is_none_or(|(_, b)| tps > b) {
+            best = Some((e.config(), tps));
+        }
+    }
+    let strategy = match best {
+        Some((c, tps)) if tps >= opts.min_gain * plain => Strategy::Lookahead(c),
+        _ => Strategy::Plain,
+    };
+    AutoChoice {
+        strategy,
+        expected_tokens_per_s: match (strategy, best) {
+            (Strategy::Lookahead(_), Some((_, tps))) => tps,
+            _ => plain,
+        },
+        plain_tokens_per_s: plain,
+        best_lookahead: best,
+        cost: cost.clone(),
+    }
+}
+
+/// Measures `lm` (a throwaway sequence) and picks with `table`, trying the pick on `lm`.
+pub fn choose_on(
+    lm: &mut dyn CausalLm,
+    table: &AcceptanceTable,
+    opts: &AutoOptions,
+) -> Result<AutoChoice> {
+    let mut device = Measured {
+        cost: ForwardCost::measure(lm, &measure_options(table, opts))?,
+        checks: StepChecks::new(),
+    };
+    device.choose(&mut |c| Ok(time_step(lm, c).ok()), table, opts)
+}
+
+/// What is known about one model on this device.
+#[derive(Debug, Clone)]
+struct Measured {
+    cost: ForwardCost,
+    checks: StepChecks,
+}
+
+impl Measured {
+    /// Picks; a lookahead pick is first run once as a real step by `try_step`, which returns
+    /// its time in single-row passes (replacing the curve's estimate), or `None` when the
+    /// device could not run it (ruling it out), until the pick is plain decoding or a config
+    /// already run.
+    fn choose(
+        &mut self,
+        try_step: &mut dyn FnMut(&LookaheadConfig) -> Result<Option<f64>>,
+        table: &AcceptanceTable,
+        opts: &AutoOptions,
+    ) -> Result<AutoChoice> {
+        loop {
+            let choice = pick_checked(&self.cost, &self.checks, table, opts);
+            let Strategy::Lookahead(c) = choice.strategy else {
+                return Ok(choice);
+            };
+            if self.checks.contains_key(&wng(&c)) {
+                return Ok(choice);
+            }
+            // The step is timed against a single-row pass timed alongside it, and scaled to
+            // the curve's single-row time, so that load on the machine cancels out.
+            let seconds = try_step(&c)?.map(|relative| relative * self.cost.samples()[0].seconds);
+            self.checks.insert(wng(&c), seconds);
+        }
+    }
+}
+
+/// Time of one real lookahead step of `config` with all G candidates, in single-row passes
+/// (each the minimum of three, interleaved, after a warm-up pass), after a short prefilled
+/// context; the cache is left empty.
+fn time_step(lm: &mut dyn CausalLm, config: &LookaheadConfig) -> Result<f64> {
+    use super::lookahead::{JacobiWindow, StepLayout};
+    use crate::model::{AttentionMask, Batch};
+    let vocab = lm.vocab_size().max(1);
+    let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
+    let (w, n, g) = wng(config);
+    let past = MeasureOptions::default().past;
+    lm.truncate(0);
+    let prefix: Vec<u32> = (0..past).map(id).collect();
+    let positions: Vec<u32> = (0..past as u32).collect();
+    lm.forward(&Batch {
+        tokens: &prefix,
+        positions: &positions,
+        mask: &AttentionMask::Causal,
+        logit_rows: &[],
+    })?;
+    let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
+    levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
+    let window = JacobiWindow::from_levels(levels);
+    let candidates: Vec<Vec<u32>> = (0..g)
+        .map(|c| (0..n - 1).map(|i| id(past + 97 * c + i)).collect())
+        .collect();
+    let layout = StepLayout::build(id(past), past as u32, &window, &candidates);
+    let single = StepLayout::candidates_only(id(past), past as u32, &[]);
+    let (mut step, mut one) = (f64::INFINITY, f64::INFINITY);
+    for rep in 0..4 {
+        for (layout, best) in [(&layout, &mut step), (&single, &mut one)] {
+            let t = std::time::Instant::now();
+            let out = lm.forward_argmax(&layout.batch());
+            let s = t.elapsed().as_secs_f64();
+            lm.truncate(past);
+            out?;
+            if rep > 0 {
+                *best = best.min(s);
+            }
+        }
+    }
+    lm.truncate(0);
+    Ok(step / one.max(1e-9))
+}
+
+/// Timing plan for `table`: up to its largest config, stopping once a pass costs more single
+/// steps than the best expected tokens per step (nothing larger can win then).
+fn measure_options(table: &AcceptanceTable, opts: &AutoOptions) -> MeasureOptions {
+    let largest = table
+        .entries()
+        .iter()
+        .map(AcceptanceEntry::rows)
+        .filter(|&r| r <= opts.max_rows)
+        .max()
+        .unwrap_or(1);
+    MeasureOptions {
+        max_rows: largest.next_power_of_two(),
+        stop_ratio: table.best_expected() / opts.min_gain.max(0.1),
+        ..MeasureOptions::default()
+    }
+}
+
+fn costs() -> &'static Mutex<HashMap<String, Measured>> {
+    static COSTS: OnceLock<Mutex<HashMap<String, Measured>>> = OnceLock::new();
+    COSTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn table() -> &'static Mutex<AcceptanceTable> {
+    static TABLE: OnceLock<Mutex<AcceptanceTable>> = OnceLock::new();
+    TABLE.get_or_init(|| Mutex::new(AcceptanceTable::measured()))
+}
+
+/// The `auto` decision for the model known as `key` (e.g. its path and weight format): the
+/// forward cost is measured once per process and key, on the sequence `throwaway` returns
+/// (called with the positions it needs, only when no measurement is cached), and combined
+/// with the process-wide acceptance table (the measured prior plus [`record`]ed runs).
+///
+/// This is what a server calls per request:
+/// `choose(key, |n| Ok(Box::new(Session::new(model.clone(), n)?)), &AutoOptions::default())?
+/// .decoder(&opts)`.
+pub fn choose(
+    key: &str,
+    throwaway: impl FnOnce(usize) -> Result<Box<dyn CausalLm>>,
+    opts: &AutoOptions,
+) -> Result<AutoChoice> {
+    let table = current_table();
+    let plan = measure_options(&table, opts);
+    let mut throwaway = Some(throwaway);
+    let mut lm: Option<Box<dyn CausalLm>> = None;
+    let mut make = |lm: &mut Option<Box<dyn CausalLm>>| -> Result<()> {
+        if lm.is_none() {
+            let f = throwaway
+                .take()
+                .ok_or_else(|| crate::LadeError::InvalidArgument("no throwaway sequence".into()))?;
+            *lm = Some(f(plan.past + plan.max_rows)?);
+        }
+        Ok(())
+    };
+    let cached = lock(costs()).get(key).cloned();
+    let mut measured = match cached {
+        Some(m) => m,
+        None => {
+            make(&mut lm)?;
+            let lm = lm.as_deref_mut().expect("made above");
+            Measured {
+                cost: ForwardCost::measure(lm, &plan)?,
+                checks: StepChecks::new(),
+            }
+        }
+    };
+    let mut try_step = |c: &LookaheadConfig| -> Result<Option<f64>> {
+        make(&mut lm)?;
+        let lm = lm.as_deref_mut().expect("made above");
+        Ok(time_step(lm, c).ok())
+    };
+    let choice = measured.choose(&mut try_step, &table, opts)?;
+    lock(costs()).insert(key.to_string(), measured);
+    Ok(choice)
+}
+
+/// A snapshot of the process-wide acceptance table.
+pub fn current_table() -> AcceptanceTable {
+    lock(table()).clone()
+}
+
+/// Feeds a finished generation of `config` (its generated tokens and steps) into the
+/// process-wide acceptance table.
+pub fn record(config: &LookaheadConfig, tokens: usize, steps: usize) {
+    lock(table()).record(config, tokens, steps);
+}
+
+/// Measured cost curve cached for `key`, if any.
+pub fn cached_cost(key: &str) -> Option<ForwardCost> {
+    lock(costs()).get(key).map(|m| m.cost.clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(f: impl Fn(usize) -> f64, max: usize) -> ForwardCost {
+        let mut v = Vec::new();
+        let mut r = 1;
+        while r <= max {
+            v.push(CostSample {
+                rows: r,
+                seconds: f(r),
+            });
+            r *= 2;
+        }
+        ForwardCost::from_samples(v).unwrap()
+    }
+
+    fn table() -> AcceptanceTable {
+        AcceptanceTable::from_prior(&[
+            (4, 3, 4, 1.3),
+            (8, 4, 8, 1.5),
+            (15, 5, 15, 1.7),
+            (64, 11, 64, 2.2),
+        ])
+    }
+
+    #[test]
+    fn linear_cost_picks_plain() {
+        // CPU-like: 10 ms per row.
+        let c = curve(|r| 0.010 * r as f64, 16);
+        let a = pick(&c, &table(), &AutoOptions::default());
+        assert_eq!(a.strategy, Strategy::Plain);
+        assert!((a.plain_tokens_per_s - 100.0).abs() < 1e-9);
+        // The best lookahead candidate is reported but far slower.
+        let (cfg, tps) = a.best_lookahead.unwrap();
+        assert_eq!((cfg.window, cfg.ngram), (4, 3));
+        assert!(tps < 20.0);
+    }
+
+    #[test]
+    fn flat_cost_picks_the_best_acceptance_that_fits() {
+        // GPU-like: flat up to 512 rows, then linear.
+        let c = curve(|r| 0.010 * (r as f64 / 512.0).max(1.0), 2048);
+        let a = pick(&c, &table(), &AutoOptions::default());
+        // 64,11,64 has 1280 rows: 2.5x the time for 2.2 tokens; 15,5,15 (120 rows) wins.
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(15, 5, 15))
+        );
+        assert!((a.expected_tokens_per_s - 170.0).abs() < 1e-6);
+        // Flat everywhere: the largest acceptance.
+        let c = curve(|_| 0.010, 2048);
+        let a = pick(&c, &table(), &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(64, 11, 64))
+        );
+        // Unless the context cannot hold its rows.
+        let opts = AutoOptions {
+            max_rows: 200,
+            ..AutoOptions::default()
+        };
+        let a = pick(&c, &table(), &opts);
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(15, 5, 15))
+        );
+    }
+
+    #[test]
+    fn a_small_gain_is_not_worth_it() {
+        // 4,3,4 (16 rows) expected 1.3 tokens per step at 1.25x the cost: 4% faster only.
+        let t = AcceptanceTable::from_prior(&[(4, 3, 4, 1.3)]);
+        let c = curve(|r| if r == 1 { 0.010 } else { 0.0125 }, 16);
+        assert_eq!(
+            pick(&c, &t, &AutoOptions::default()).strategy,
+            Strategy::Plain
+        );
+        let c = curve(|r| if r == 1 { 0.010 } else { 0.0105 }, 16);
+        assert_ne!(
+            pick(&c, &t, &AutoOptions::default()).strategy,
+            Strategy::Plain
+        );
+    }
+
+    #[test]
+    fn decoder_options_apply_to_the_pick() {
+        let c = curve(|_| 0.010, 2048);
+        let a = pick(&c, &table(), &AutoOptions::default());
+        let opts = DecoderOptions {
+            pool_from_prompt: false,
+            reference_compat: true,
+            seed: 9,
+        };
+        let cfg = a.lookahead_config(&opts).unwrap();
+        assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);
+        assert_eq!(a.decoder(&opts).unwrap().name(), cfg.label());
+        let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
+        assert_eq!(plain.decoder(&opts).unwrap().name(), "plain");
+    }
+}

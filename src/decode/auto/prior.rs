@@ -1,0 +1,156 @@
+//! Expected tokens per step of lookahead configs: a prior measured with `lade bench` (see
+//! docs/benchmarks.md, "Acceptance prior of `--lookahead auto`"), refined by the statistics of
+//! the generations that ran with a config.
+//!
+//! The prior is the step compression of greedy decoding with the prompt pool on the default
+//! model (SmolLM2-135M-Instruct) on MT-Bench in the chat template, the lower of the two measured
+//! tasks (code compresses better), so that `auto` errs towards plain decoding. For other models
+//! it is a rough guide; the running statistics correct it for the configs that get used.
+
+use serde::Serialize;
+
+use crate::decode::LookaheadConfig;
+
+/// `(W, N, G, tokens per step)` measured with `lade bench --configs scaling` and the main CPU
+/// table (docs/benchmarks.md).
+const MEASURED: &[(usize, usize, usize, f64)] =
+    &[(4, 3, 4, 1.22), (8, 4, 8, 1.36), (15, 5, 15, 1.43)];
+
+/// How many steps of evidence the prior counts for when it is blended with observed steps.
+const PRIOR_WEIGHT_STEPS: f64 = 256.0;
+
+/// One config of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AcceptanceEntry {
+    pub window: usize,
+    pub ngram: usize,
+    pub guesses: usize,
+    /// Prior tokens per step.
+    pub prior: f64,
+    /// Tokens and steps observed since the process started.
+    pub observed_tokens: usize,
+    pub observed_steps: usize,
+}
+
+impl AcceptanceEntry {
+    /// Expected tokens per step: the prior, counted as [`PRIOR_WEIGHT_STEPS`] steps, blended
+    /// with the observed ones.
+    pub fn expected(&self) -> f64 {
+        (self.prior * PRIOR_WEIGHT_STEPS + self.observed_tokens as f64)
+            / (PRIOR_WEIGHT_STEPS + self.observed_steps as f64)
+    }
+
+    /// Query rows of a steady-state step with all G candidates: `(W + G)(N - 1)`.
+    pub fn rows(&self) -> usize {
+        (self.window + self.guesses) * (self.ngram - 1)
+    }
+
+    /// The lookahead config (default policy switches).
+    pub fn config(&self) -> LookaheadConfig {
+        LookaheadConfig::new(self.window, self.ngram, self.guesses)
+    }
+
+    fn is(&self, c: &LookaheadConfig) -> bool {
+        (self.window, self.ngram, self.guesses) == (c.window, c.ngram, c.guesses)
+    }
+}
+
+/// Expected acceptance of every config `auto` may pick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptanceTable {
+    entries: Vec<AcceptanceEntry>,
+}
+
+impl Default for AcceptanceTable {
+    fn default() -> Self {
+        Self::measured()
+    }
+}
+
+impl AcceptanceTable {
+    /// The prior measured on the default model.
+    pub fn measured() -> Self {
+        Self::from_prior(MEASURED)
+    }
+
+    /// A table from `(W, N, G, tokens per step)` rows.
+    pub fn from_prior(rows: &[(usize, usize, usize, f64)]) -> Self {
+        Self {
+            entries: rows
+                .iter()
+                .map(|&(window, ngram, guesses, prior)| AcceptanceEntry {
+                    window,
+                    ngram,
+                    guesses,
+                    prior,
+                    observed_tokens: 0,
+                    observed_steps: 0,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn entries(&self) -> &[AcceptanceEntry] {
+        &self.entries
+    }
+
+    /// Adds the outcome of a generation that ran with `config` (ignored for configs not in
+    /// the table, and for reference-compatible runs, which accept less by design).
+    pub fn record(&mut self, config: &LookaheadConfig, tokens: usize, steps: usize) {
+        if config.reference_compat {
+            return;
+        }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.is(config)) {
+            e.observed_tokens += tokens;
+            e.observed_steps += steps;
+        }
+    }
+
+    /// Highest expected tokens per step in the table (1 when empty).
+    pub fn best_expected(&self) -> f64 {
+        self.entries
+            .iter()
+            .map(AcceptanceEntry::expected)
+            .fold(1.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_pull_the_estimate_from_the_prior() {
+        let mut t = AcceptanceTable::from_prior(&[(4, 3, 4, 2.0), (8, 4, 8, 1.5)]);
+        let c = LookaheadConfig::new(4, 3, 4);
+        assert_eq!(t.entries()[0].expected(), 2.0);
+        // As many observed steps as the prior weighs, at 1.0 token per step: halfway.
+        let steps = PRIOR_WEIGHT_STEPS as usize;
+        t.record(&c, steps, steps);
+        assert!((t.entries()[0].expected() - 1.5).abs() < 1e-12);
+        // Much more evidence: close to the observed rate.
+        t.record(&c, 100 * steps, 100 * steps);
+        assert!(t.entries()[0].expected() < 1.01);
+        // Other configs, unknown configs and reference mode are untouched.
+        assert_eq!(t.entries()[1].expected(), 1.5);
+        t.record(&LookaheadConfig::new(5, 5, 5), 10, 1);
+        let mut r = LookaheadConfig::new(8, 4, 8);
+        r.reference_compat = true;
+        t.record(&r, 10, 1);
+        assert_eq!(t.entries()[1].expected(), 1.5);
+        assert_eq!(t.entries()[1].rows(), 48);
+    }
+
+    #[test]
+    fn the_measured_prior_is_sane() {
+        let t = AcceptanceTable::measured();
+        assert!(!t.entries().is_empty());
+        for e in t.entries() {
+            assert!(e.config().validate().is_ok());
+            assert!(
+                e.prior >= 1.0 && e.prior <= e.ngram as f64,
+                "{e:?}: a step commits 1..=N tokens"
+            );
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `--lookahead auto` end to end on mock devices whose forward time is a known function of the
+//! rows (a sleep): a CPU-like device (time grows with rows) gets plain decoding, a GPU-like
+//! one (flat time) a lookahead config, a device that cannot run long mask chains (like a GPU
+//! kernel with a cap on the rows one row sees) never gets a config it cannot run, and the
+//! measurement is made once per process and key.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mock::{sticky, MockLm};
+use lade::decode::auto::{self, choose_on, AcceptanceTable, AutoOptions, DecoderOptions, Strategy};
+use lade::decode::{LookaheadConfig, PlainDecoder};
+use lade::generate::{generate, StopRules};
+use lade::model::{Batch, CausalLm, Logits};
+use lade::sampling::{Sampler, SamplingParams};
+use lade::{LadeError, Result};
+
+const VOCAB: usize = 12;
+
+/// The mock model, slowed down to `base + per_row * rows`; passes in which a row sees more
+/// than `max_seen` new rows fail.
+struct Device {
+    lm: MockLm,
+    base: Duration,
+    per_row: Duration,
+    max_seen: usize,
+}
+
+impl Device {
+    fn new(base_us: u64, per_row_us: u64, max_seen: usize) -> Self {
+        let mut lm = MockLm::new(VOCAB, 4096);
+        lm.table = sticky;
+        Self {
+            lm,
+            base: Duration::from_micros(base_us),
+            per_row: Duration::from_micros(per_row_us),
+            max_seen,
+        }
+    }
+}
+
+impl CausalLm for Device {
+    fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
+        let past = self.lm.cache_len();
+        let q = batch.tokens.len();
+        let widest = (0..q)
+            .map(|i| {
+                (0..q)
+                    .filter(|&j| batch.mask.sees(past, q, i, past + j))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let causal =
+            (0..q).all(|i| (0..q).all(|j| batch.mask.sees(past, q, i, past + j) == (j <= i)));
+        if widest > self.max_seen && !causal {
+            return Err(LadeError::Unsupported(format!(
+                "a row sees {widest} new rows"
+            )));
+        }
+        std::thread::sleep(self.base + self.per_row * q as u32);
+        self.lm.forward(batch)
+    }
+    fn cache_len(&self) -> usize {
+        self.lm.cache_len()
+    }
+    fn truncate(&mut self, len: usize) {
+        self.lm.truncate(len)
+    }
+    fn keep_rows(&mut self, start: usize, rows: &[usize]) -> Result<()> {
+        self.lm.keep_rows(start, rows)
+    }
+    fn context_size(&self) -> usize {
+        self.lm.context_size()
+    }
+    fn vocab_size(&self) -> usize {
+        self.lm.vocab_size()
+    }
+}
+
+fn table() -> AcceptanceTable {
+    AcceptanceTable::from_prior(&[(4, 3, 4, 1.3), (8, 4, 8, 1.5), (15, 5, 15, 1.7)])
+}
+
+#[test]
+fn a_cpu_like_device_decodes_plainly() {
+    // 1 ms + 2 ms per row: a 2-row pass already costs 1.7 single-row passes.
+    let mut dev = Device::new(1000, 2000, usize::MAX);
+    let choice = choose_on(&mut dev, &table(), &AutoOptions::default()).unwrap();
+    assert_eq!(choice.strategy, Strategy::Plain, "{}", choice.describe());
+    assert_eq!(dev.cache_len(), 0, "the throwaway sequence is left empty");
+    // The ladder stopped early: nothing near the 120 rows of 15,5,15 was timed.
+    assert!(choice.cost.max_rows() <= 4, "{:?}", choice.cost);
+    let dec = choice.decoder(&DecoderOptions::default()).unwrap();
+    assert_eq!(dec.name(), "plain");
+}
+
+#[test]
+fn a_gpu_like_device_gets_the_best_config_it_can_run() {
+    // Flat 3 ms per pass up to any size: the best acceptance wins.
+    let mut dev = Device::new(3000, 0, usize::MAX);
+    let choice = choose_on(&mut dev, &table(), &AutoOptions::default()).unwrap();
+    assert_eq!(
+        choice.strategy,
+        Strategy::Lookahead(LookaheadConfig::new(15, 5, 15)),
+        "{}",
+        choice.describe()
+    );
+    assert!(choice.expected_tokens_per_s > 1.1 * choice.plain_tokens_per_s);
+    // Rows may see at most 16 new rows (15,5,15 needs 18): the next best that runs.
+    let mut dev = Device::new(3000, 0, 16);
+    let choice = choose_on(&mut dev, &table(), &AutoOptions::default()).unwrap();
+    assert_eq!(
+        choice.strategy,
+        Strategy::Lookahead(LookaheadConfig::new(8, 4, 8)),
+        "{}",
+        choice.describe()
+    );
+    // A context with room for 40 rows only: 4,3,4 (16 rows).
+    let opts = AutoOptions {
+        max_rows: 40,
+        ..AutoOptions::default()
+    };
+    let choice = choose_on(&mut Device::new(3000, 0, usize::MAX), &table(), &opts).unwrap();
+    assert_eq!(
+        choice.strategy,
+        Strategy::Lookahead(LookaheadConfig::new(4, 3, 4))
+    );
+
+    // The pick decodes exactly like plain decoding.
+    let opts = DecoderOptions {
+        seed: 4,
+        ..DecoderOptions::default()
+    };
+    let mut dec = choice.decoder(&opts).unwrap();
+    let p: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let rules = StopRules {
+        max_tokens: 40,
+        ..StopRules::default()
+    };
+    let sampler = Sampler::new(SamplingParams::greedy()).unwrap();
+    let mut lm = MockLm::new(VOCAB, 512);
+    lm.table = sticky;
+    let la = generate(
+        &mut lm,
+        dec.as_mut(),
+        &sampler,
+        &p,
+        &rules,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let mut lm = MockLm::new(VOCAB, 512);
+    lm.table = sticky;
+    let plain = generate(
+        &mut lm,
+        &mut PlainDecoder,
+        &sampler,
+        &p,
+        &rules,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(la.token_ids, plain.token_ids);
+    assert!(la.stats.compression > 1.0);
+}
+
+#[test]
+fn choose_measures_once_per_key_and_learns_from_runs() {
+    let key = format!("test-device-{}", std::process::id());
+    let opts = AutoOptions::default();
+    let first = auto::choose(
+        &key,
+        |_| Ok(Box::new(Device::new(3000, 0, usize::MAX))),
+        &opts,
+    )
+    .unwrap();
+    assert!(auto::cached_cost(&key).is_some());
+    // Cached: no throwaway sequence is made again.
+    let again = auto::choose(
+        &key,
+        |_| -> Result<Box<dyn CausalLm>> { panic!("measured twice") },
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(first.strategy, again.strategy);
+    // Observed runs of the pick at one token per step make lookahead pointless: after
+    // enough of them the same device gets plain decoding.
+    let Strategy::Lookahead(cfg) = first.strategy else {
+        panic!("a flat device should get lookahead: {}", first.describe());
+    };
+    let before = auto::current_table();
+    auto::record(&cfg, 100_000, 100_000);
+    let after = auto::current_table();
+    let e = |t: &AcceptanceTable| {
+        t.entries()
+            .iter()
+            .find(|e| e.config() == LookaheadConfig::new(cfg.window, cfg.ngram, cfg.guesses))
+            .map(|e| e.expected())
+            .unwrap()
+    };
+    assert!(e(&after) < e(&before));
+    assert!(e(&after) < 1.01);
+}
