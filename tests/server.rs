@@ -974,3 +974,34 @@ async fn health_is_503_while_loading() {
         .unwrap()
         .unwrap();
 }
+
+/// Start-up failures: a clear `error:` line and a non-zero exit, never a panic.
+#[test]
+fn startup_errors_exit_cleanly() {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lade"))
+            .arg("serve")
+            .args(args)
+            .env_remove("LADE_API_KEY")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = run(&["--port", "0", "--model", "/nonexistent/model.gguf", "-q"]);
+    assert!(
+        err.contains("error: loading the model") && err.contains("not found"),
+        "{err}"
+    );
+    let err = run(&["--port", "0", "--lookahead", "4,1,4"]);
+    assert!(err.contains("error: --lookahead"), "{err}");
+    let err = run(&["--port", "0", "--max-concurrent", "0"]);
+    assert!(err.contains("--max-concurrent"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = run(&["--port", &port, "--model", &model()]);
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+}

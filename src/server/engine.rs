@@ -1,8 +1,8 @@
 //! The model side of the server: prompts, the decoder of a request, and one generation.
 //!
-//! Every request gets its own [`Session`] (KV cache) over the shared weights and runs
-//! [`generate`] on a blocking thread. CPU kernels are batch-invariant, so what a request gets
-//! does not depend on what else runs.
+//! Every request gets its own session (KV cache) over the shared weights, on the backend the
+//! model was loaded to, and runs [`generate`] on a blocking thread. CPU kernels are
+//! batch-invariant, so what a request gets does not depend on what else runs.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use crate::chat_template::ChatTemplate;
 use crate::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
-use crate::model::{Llama, Session};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
@@ -79,8 +78,9 @@ pub fn decoder_for(mode: LookaheadMode, seed: u64) -> Result<Box<dyn Decoder>> {
 
 /// A loaded model, ready to serve.
 pub struct Ready {
-    pub model: Arc<Llama>,
-    pub tokenizer: TextTokenizer,
+    /// Weights, tokenizer and backend (sessions are made with [`LoadedModel::new_session`],
+    /// so requests run where the model was loaded: CPU or GPU).
+    pub loaded: LoadedModel,
     /// The chat template, or why it does not compile.
     pub template: std::result::Result<ChatTemplate, String>,
     /// Positions one request may use: prompt + completion.
@@ -92,19 +92,22 @@ impl Ready {
         let template = ChatTemplate::from_tokenizer(&loaded.tokenizer).map_err(|e| e.to_string());
         let context = context.min(loaded.model.config.max_position_embeddings);
         Self {
-            model: loaded.model,
-            tokenizer: loaded.tokenizer,
+            loaded,
             template,
             context,
         }
     }
 
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.loaded.tokenizer
+    }
+
     /// Prompt token ids: chat messages through the model's template, text, or checked ids.
     pub fn prompt_ids(&self, input: &PromptInput) -> Result<Vec<u32>, ApiError> {
-        let tok = &self.tokenizer;
+        let tok = self.tokenizer();
         let (ids, param) = match input {
             PromptInput::Tokens(ids) => {
-                let vocab = self.model.config.vocab_size;
+                let vocab = self.loaded.model.config.vocab_size;
                 if let Some(t) = ids.iter().find(|&&t| t as usize >= vocab) {
                     return Err(ApiError::invalid(
                         "prompt",
@@ -220,7 +223,7 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
     let capacity = (job.prompt.len() + job.max_tokens + job.mode.scratch_positions())
         .min(ready.context)
         .max(job.prompt.len() + 1);
-    let mut session = Session::new(ready.model.clone(), capacity)?;
+    let mut session = ready.loaded.new_session(capacity)?;
     let mut decoder = decoder_for(job.mode, job.sampling.seed)?;
     let sampler = Sampler::new(job.sampling)?;
     let rules = StopRules {
@@ -228,18 +231,18 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         stop_ids: if job.ignore_eos {
             Vec::new()
         } else {
-            ready.tokenizer.eog_ids().to_vec()
+            ready.tokenizer().eog_ids().to_vec()
         },
         stop_strings: job.stop.clone(),
         cancel: Some(job.cancel.clone()),
     };
     let generation = generate(
-        &mut session,
+        session.as_mut(),
         decoder.as_mut(),
         &sampler,
         &job.prompt,
         &rules,
-        Some(&ready.tokenizer),
+        Some(ready.tokenizer()),
         &mut |piece, _| on_text(piece),
     )?;
     Ok(Finished {

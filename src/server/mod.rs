@@ -277,9 +277,10 @@ pub async fn serve(
                         ));
                     }
                     state.log(&format!(
-                        "model ready in {:.1} s: `{}`, context {} positions, lookahead {:?}",
+                        "model ready in {:.1} s: `{}` on {}, context {} positions, lookahead {:?}",
                         t.elapsed().as_secs_f64(),
                         state.config.model_id,
+                        ready.loaded.device_label(),
                         ready.context,
                         state.config.lookahead
                     ));
