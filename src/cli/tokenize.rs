@@ -12,6 +12,9 @@ pub struct TokenizeArgs {
     /// Print `{"ids": [...], "tokens": [...]}`.
     #[arg(long)]
     pub json: bool,
+    /// Wrap the text in the model's chat template as a user message (as `generate --chat`).
+    #[arg(long)]
+    pub chat: bool,
     /// Text to tokenize.
     pub text: String,
 }
@@ -19,7 +22,11 @@ pub struct TokenizeArgs {
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let path = args.model.model_path()?;
     let tok = lade::loader::load_tokenizer(&path)?;
-    let ids = tok.encode(&args.text, false)?;
+    let ids = if args.chat {
+        super::generate::prompt_ids(&tok, &args.text, true, None)?
+    } else {
+        tok.encode(&args.text, false)?
+    };
     if args.json {
         let tokens: Vec<String> = ids
             .iter()

@@ -82,6 +82,18 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if !path.exists() {
         return Err(LadeError::ModelNotFound(path.to_path_buf()));
     }
+    // For the GPU the host copy is only a staging area: keep the file's format (no CPU
+    // re-quantization) so the f16 upload is the stored weights, exactly.
+    let staged;
+    let opts = if opts.gpu.is_some() && opts.format == WeightFormat::Auto {
+        staged = LoadOptions {
+            format: WeightFormat::Native,
+            ..opts.clone()
+        };
+        &staged
+    } else {
+        opts
+    };
     let (model, tokenizer, file_format) = if path.is_dir() {
         if !path.join("config.json").exists() {
             return Err(LadeError::BadModelFile {

@@ -52,18 +52,25 @@ extern "C" __global__ void embed(const int* io, int QB, const unsigned short* em
 // out[m, n] (= or +=) sum_k in[m, k] * w[n, k], w f16 (N, K), in/out f32.
 // prologue 0: in = x[m]; 1: in = rmsnorm(x[m]) * g; 2: in = silu(x[m, :K]) * x[m, K:2K]
 // (x rows of width 2K). If has_rowsel, input row m is x row rowsel[m].
-// grid ceil(N/32), block 256 (8 warps x 4 columns), dynamic shared R*K floats (R % 4 == 0).
+// grid (ceil(N / (8 * cpw)), ceil(M / R)), block 256 (8 warps x cpw columns), dynamic shared
+// R*K floats (R % 4 == 0). Element (m, n) is always reduced the same way: lane l sums the pairs
+// k = 2l + 64j in increasing j, then the xor-shuffle tree; cpw and R only change the schedule.
+#define WREG 24  // weight pairs a lane keeps in registers (K <= 64 * WREG = 1536)
 extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, int has_rowsel,
                                   const unsigned short* w, const float* g, float eps,
                                   float* out, int M, int N, int K, int prologue, int accumulate,
-                                  int R) {
+                                  int R, int cpw) {
     extern __shared__ float xs[];
     __shared__ float inv_rms[64];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = blockIdx.x * 32 + warp * 4;
-    for (int m0 = 0; m0 < M; m0 += R) {
-        const int rc = min(R, M - m0);
-        for (int idx = threadIdx.x; idx < R * K; idx += blockDim.x) {
+    const int n0 = (blockIdx.x * 8 + warp) * cpw;
+    const int K2 = K / 2;
+    // blockIdx.y takes rows [y * R, (y + 1) * R): row blocks run in parallel.
+    const int m_end = min(M, (int)(blockIdx.y + 1) * R);
+    for (int m0 = blockIdx.y * R; m0 < m_end; m0 += R) {
+        const int rc = min(R, m_end - m0);
+        const int rc4 = (rc + 3) & ~3;
+        for (int idx = threadIdx.x; idx < rc4 * K; idx += blockDim.x) {
             int r = idx / K, k = idx - r * K;
             float v = 0.f;
             if (r < rc) {
@@ -93,36 +100,78 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
             }
             __syncthreads();
         }
-        for (int c = 0; c < 4; ++c) {
+        for (int c = 0; c < cpw; ++c) {
             const int n = n0 + c;
             if (n >= N) break;
             const unsigned int* wr = (const unsigned int*)(w + (size_t)n * K);
-            for (int r = 0; r < rc; r += 4) {
-                float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-                const float* x0 = xs + r * K;
-                for (int k2 = lane; k2 < K / 2; k2 += 32) {
-                    unsigned int pair = __ldg(wr + k2);
-                    float w0 = h2f((unsigned short)(pair & 0xffffu));
-                    float w1 = h2f((unsigned short)(pair >> 16));
-                    int k = 2 * k2;
-                    a0 = fmaf(x0[k], w0, a0);
-                    a0 = fmaf(x0[k + 1], w1, a0);
-                    a1 = fmaf(x0[K + k], w0, a1);
-                    a1 = fmaf(x0[K + k + 1], w1, a1);
-                    a2 = fmaf(x0[2 * K + k], w0, a2);
-                    a2 = fmaf(x0[2 * K + k + 1], w1, a2);
-                    a3 = fmaf(x0[3 * K + k], w0, a3);
-                    a3 = fmaf(x0[3 * K + k + 1], w1, a3);
+            if (K2 <= 32 * WREG) {
+                // The lane's weight pairs, loaded once (all loads in flight together).
+                float wlo[WREG], whi[WREG];
+#pragma unroll
+                for (int j = 0; j < WREG; ++j) {
+                    int k2 = lane + 32 * j;
+                    unsigned int pair = k2 < K2 ? __ldg(wr + k2) : 0u;
+                    wlo[j] = h2f((unsigned short)(pair & 0xffffu));
+                    whi[j] = h2f((unsigned short)(pair >> 16));
                 }
-                a0 = warp_sum(a0);
-                a1 = warp_sum(a1);
-                a2 = warp_sum(a2);
-                a3 = warp_sum(a3);
-                if (lane == 0) {
-                    float a[4] = {a0, a1, a2, a3};
-                    for (int j = 0; j < 4 && r + j < rc; ++j) {
-                        float* o = out + (size_t)(m0 + r + j) * N + n;
-                        *o = accumulate ? *o + a[j] : a[j];
+                for (int r = 0; r < rc; r += 4) {
+                    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+                    const float* x0 = xs + r * K;
+#pragma unroll
+                    for (int j = 0; j < WREG; ++j) {
+                        int k = 2 * (lane + 32 * j);
+                        if (k < K) {
+                            a0 = fmaf(x0[k], wlo[j], a0);
+                            a0 = fmaf(x0[k + 1], whi[j], a0);
+                            a1 = fmaf(x0[K + k], wlo[j], a1);
+                            a1 = fmaf(x0[K + k + 1], whi[j], a1);
+                            a2 = fmaf(x0[2 * K + k], wlo[j], a2);
+                            a2 = fmaf(x0[2 * K + k + 1], whi[j], a2);
+                            a3 = fmaf(x0[3 * K + k], wlo[j], a3);
+                            a3 = fmaf(x0[3 * K + k + 1], whi[j], a3);
+                        }
+                    }
+                    a0 = warp_sum(a0);
+                    a1 = warp_sum(a1);
+                    a2 = warp_sum(a2);
+                    a3 = warp_sum(a3);
+                    if (lane == 0) {
+                        float a[4] = {a0, a1, a2, a3};
+                        for (int j = 0; j < 4 && r + j < rc; ++j) {
+                            float* o = out + (size_t)(m0 + r + j) * N + n;
+                            *o = accumulate ? *o + a[j] : a[j];
+                        }
+                    }
+                }
+            } else {
+                for (int r = 0; r < rc; r += 4) {
+                    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+                    const float* x0 = xs + r * K;
+#pragma unroll 4
+                    for (int k2 = lane; k2 < K2; k2 += 32) {
+                        unsigned int pair = __ldg(wr + k2);
+                        float w0 = h2f((unsigned short)(pair & 0xffffu));
+                        float w1 = h2f((unsigned short)(pair >> 16));
+                        int k = 2 * k2;
+                        a0 = fmaf(x0[k], w0, a0);
+                        a0 = fmaf(x0[k + 1], w1, a0);
+                        a1 = fmaf(x0[K + k], w0, a1);
+                        a1 = fmaf(x0[K + k + 1], w1, a1);
+                        a2 = fmaf(x0[2 * K + k], w0, a2);
+                        a2 = fmaf(x0[2 * K + k + 1], w1, a2);
+                        a3 = fmaf(x0[3 * K + k], w0, a3);
+                        a3 = fmaf(x0[3 * K + k + 1], w1, a3);
+                    }
+                    a0 = warp_sum(a0);
+                    a1 = warp_sum(a1);
+                    a2 = warp_sum(a2);
+                    a3 = warp_sum(a3);
+                    if (lane == 0) {
+                        float a[4] = {a0, a1, a2, a3};
+                        for (int j = 0; j < 4 && r + j < rc; ++j) {
+                            float* o = out + (size_t)(m0 + r + j) * N + n;
+                            *o = accumulate ? *o + a[j] : a[j];
+                        }
                     }
                 }
             }
@@ -169,7 +218,7 @@ __device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
 
 // Flash-decoding partial: split s of row i, head h covers visible keys [s*CHUNK, (s+1)*CHUNK).
 // part[(i, h, s)] = (max score, sum of exp, unnormalised output[hd]).
-// grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK.
+// grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK, hd % 4 == 0.
 extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB, const float* kc,
                                         const float* vc, float* part, int nh, int nkv, int hd,
                                         int cap, int S, float scale) {
@@ -193,9 +242,17 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
     if (j < n) {
         kp = key_pos(j, L, vn, vl);
         const float* krow = kc + ((size_t)kvh * cap + kp) * hd;
-        float dot = 0.f;
-        for (int d = 0; d < hd; ++d) dot = fmaf(qs[d], krow[d], dot);
-        score = dot * scale;
+        // Four independent partial dots (fixed split by d % 4), loads in flight together.
+        float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+#pragma unroll 4
+        for (int d = 0; d < hd; d += 4) {
+            float4 kv = *(const float4*)(krow + d);
+            d0 = fmaf(qs[d], kv.x, d0);
+            d1 = fmaf(qs[d + 1], kv.y, d1);
+            d2 = fmaf(qs[d + 2], kv.z, d2);
+            d3 = fmaf(qs[d + 3], kv.w, d3);
+        }
+        score = ((d0 + d1) + (d2 + d3)) * scale;
     }
     sc[threadIdx.x] = score;
     red[threadIdx.x] = score;
@@ -219,15 +276,26 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
         dst[0] = mx;
         dst[1] = red[0];
     }
+    // Weighted sum of values: thread (grp, d) sums keys grp, grp + G, ... of the chunk; the G
+    // group sums are then added in group order. G = CHUNK / hd groups.
     const int end = min(n, start + CHUNK);
-    if (threadIdx.x < hd) {
-        const int d = threadIdx.x;
-        float acc = 0.f;
-        for (int jj = start; jj < end; ++jj) {
+    const int groups = CHUNK / hd;
+    const int grp = threadIdx.x / hd, d = threadIdx.x - grp * hd;
+    float acc = 0.f;
+    if (grp < groups) {
+#pragma unroll 4
+        for (int jj = start + grp; jj < end; jj += groups) {
             int pj = key_pos(jj, L, vn, vl);
             acc = fmaf(sc[jj - start], vc[((size_t)kvh * cap + pj) * hd + d], acc);
         }
-        dst[2 + d] = acc;
+    }
+    __syncthreads();
+    red[threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.x < hd) {
+        float total = 0.f;
+        for (int g2 = 0; g2 < groups; ++g2) total += red[g2 * hd + threadIdx.x];
+        dst[2 + threadIdx.x] = total;
     }
 }
 

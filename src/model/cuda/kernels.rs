@@ -21,10 +21,10 @@ pub const MAX_K: usize = 12288;
 /// limit is raised in `Kernels::load`). More staged rows = fewer passes over the weights.
 const SMEM_TARGET_FLOATS: usize = 96 * 1024 / 4;
 
-/// Rows of the input the matmul stages at once for inner dimension `k` (a multiple of 4, at
-/// most 64: the kernel's per-row norm table).
+/// Rows of the input one matmul block stages for inner dimension `k` (a multiple of 4, at most
+/// 16: more rows go to more blocks, which run in parallel).
 pub fn staged_rows(k: usize) -> usize {
-    ((SMEM_TARGET_FLOATS / k) / 4 * 4).clamp(4, 64)
+    ((SMEM_TARGET_FLOATS / k) / 4 * 4).clamp(4, 16)
 }
 
 /// What a matmul does to its input rows before multiplying.
@@ -134,6 +134,15 @@ impl Kernels {
         let has_rowsel = a.rowsel_off.is_some() as i32;
         let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
         let (pro, acc, r_i) = (a.prologue as i32, a.accumulate as i32, r as i32);
+        // Columns per warp: one when few rows (more blocks in flight), up to four when many
+        // (each block stages its input rows once for more columns). Results do not depend on
+        // it, nor on how rows are split over blocks.
+        let cpw: usize = match a.m {
+            0..=16 => 1,
+            17..=48 => 2,
+            _ => 4,
+        };
+        let cpw_i = cpw as i32;
         let mut l = s.launch_builder(&self.matmul);
         l.arg(a.x)
             .arg(&ldx)
@@ -148,8 +157,9 @@ impl Kernels {
             .arg(&k)
             .arg(&pro)
             .arg(&acc)
-            .arg(&r_i);
-        let grid = (a.n.div_ceil(32) as u32, 1, 1);
+            .arg(&r_i)
+            .arg(&cpw_i);
+        let grid = (a.n.div_ceil(8 * cpw) as u32, a.m.div_ceil(r).max(1) as u32, 1);
         // SAFETY: the arguments match `matmul` in kernels.cu; `x` has m rows of `ldx` floats
         // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n), `g` has k entries when used,
         // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within

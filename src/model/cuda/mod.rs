@@ -169,9 +169,9 @@ impl CudaLlama {
     fn check_limits(&self) -> Result<()> {
         let c = &self.config;
         let bad = |m: String| Err(LadeError::Unsupported(m));
-        if c.head_dim > 256 || c.head_dim % 2 != 0 {
+        if c.head_dim > 256 || c.head_dim % 4 != 0 || 256 % c.head_dim != 0 {
             return bad(format!(
-                "head_dim {} (the GPU kernels take even head_dim <= 256)",
+                "head_dim {} (the GPU kernels take head_dim dividing 256, a multiple of 4)",
                 c.head_dim
             ));
         }

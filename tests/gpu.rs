@@ -1,0 +1,211 @@
+//! The CUDA path against independent oracles: Hugging Face transformers (f32) logits and greedy
+//! tokens, plain greedy decoding on the same GPU, and single-row forwards. Built only with
+//! `--features cuda`; run on a GPU machine (tools/gpu-bench.sh `gputest`), with `LADE_MODEL`
+//! and `LADE_DATA_DIR` pointing at the model and the shared datasets.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::generate::{generate, StopRules};
+use lade::loader::{load, LoadOptions, LoadedModel};
+use lade::model::{AttentionMask, Batch, CausalLm};
+use lade::sampling::Sampler;
+use serde_json::Value;
+
+/// f16 weights: the first-step top-20 logits stay within this of the f32 reference.
+const F16_LOGIT_TOLERANCE: f32 = 0.5;
+/// Greedy tokens may differ from the f32 reference only where its top-2 margin is below this.
+const F16_MARGIN_BOUND: f32 = 0.5;
+
+fn gpu_model() -> Arc<LoadedModel> {
+    static M: std::sync::OnceLock<Arc<LoadedModel>> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let opts = LoadOptions {
+            gpu: Some(0),
+            ..LoadOptions::default()
+        };
+        Arc::new(load(&common::model_path(), &opts).expect("model loads on cuda:0"))
+    })
+    .clone()
+}
+
+fn fixture() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_smollm2_f32.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn decode(
+    lm: &mut dyn CausalLm,
+    decoder: &mut dyn Decoder,
+    sampler: &Sampler,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    let rules = StopRules {
+        max_tokens: n,
+        ..Default::default()
+    };
+    generate(lm, decoder, sampler, prompt, &rules, None, &mut |_, _| {})
+        .unwrap()
+        .token_ids
+}
+
+/// Logits of rows `rows` of a causal forward over `tokens` on a fresh cache.
+fn causal_logits(lm: &mut dyn CausalLm, tokens: &[u32], rows: &[usize]) -> Vec<Vec<f32>> {
+    lm.truncate(0);
+    let positions: Vec<u32> = (0..tokens.len() as u32).collect();
+    let l = lm
+        .forward(&Batch {
+            tokens,
+            positions: &positions,
+            mask: &AttentionMask::Causal,
+            logit_rows: rows,
+        })
+        .unwrap();
+    (0..l.rows()).map(|i| l.row(i).to_vec()).collect()
+}
+
+#[test]
+fn gpu_matches_transformers_up_to_near_ties() {
+    let golden = fixture();
+    let model = gpu_model();
+    let mut s = model.new_session(1024).unwrap();
+    let greedy = Sampler::new(Default::default()).unwrap();
+    let (mut worst, mut identical) = (0f32, 0);
+    for rec in golden["records"].as_array().unwrap() {
+        let name = rec["name"].as_str().unwrap();
+        let prompt = ids(&rec["prompt_ids"]);
+        let last = causal_logits(s.as_mut(), &prompt, &[prompt.len() - 1]).remove(0);
+        let top = &rec["first_top20"];
+        for (&id, &want) in ids(&top["ids"]).iter().zip(&floats(&top["logits"])) {
+            let d = (last[id as usize] - want).abs();
+            worst = worst.max(d);
+            assert!(d <= F16_LOGIT_TOLERANCE, "{name}: token {id}: {} vs {want}", last[id as usize]);
+        }
+        let want = ids(&rec["greedy_ids"]);
+        let margins = floats(&rec["greedy_margins"]);
+        let got = decode(s.as_mut(), &mut PlainDecoder, &greedy, &prompt, want.len());
+        match got.iter().zip(&want).position(|(a, b)| a != b) {
+            None => identical += 1,
+            Some(i) => {
+                eprintln!("{name}: diverges at step {i}, reference margin {}", margins[i]);
+                assert!(
+                    margins[i] < F16_MARGIN_BOUND,
+                    "{name}: diverged at step {i} where the reference margin is {}",
+                    margins[i]
+                );
+            }
+        }
+    }
+    eprintln!("gpu f16: worst top-20 logit difference {worst:.3}; {identical} of 8 identical for 64 tokens");
+}
+
+#[test]
+fn gpu_lookahead_equals_gpu_plain_greedy() {
+    let model = gpu_model();
+    let mut prompts = common::dataset_prompts(&model, "mt_bench", 10, true);
+    prompts.extend(common::dataset_prompts(&model, "humaneval", 10, false));
+    let greedy = Sampler::new(Default::default()).unwrap();
+    let mut s = model.new_session(2048).unwrap();
+    let configs = [(4, 3, 4), (7, 4, 7), (15, 5, 15), (5, 3, 0), (1, 3, 4), (8, 2, 8)];
+    for (p, prompt) in prompts.iter().enumerate() {
+        let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);
+        for &(w, n, g) in &configs {
+            let mut la = LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+            let got = decode(s.as_mut(), &mut la, &greedy, prompt, 128);
+            assert_eq!(got, want, "prompt {p}, lookahead {w},{n},{g}");
+        }
+    }
+}
+
+#[test]
+fn gpu_rows_do_not_depend_on_the_batch() {
+    let model = gpu_model();
+    let prompt = common::dataset_prompts(&model, "humaneval", 1, false).remove(0);
+    let mut s = model.new_session(1024).unwrap();
+    let all: Vec<usize> = (0..prompt.len()).collect();
+    let together = causal_logits(s.as_mut(), &prompt, &all);
+    s.truncate(0);
+    for (i, &tok) in prompt.iter().enumerate() {
+        let l = s
+            .forward(&Batch {
+                tokens: &[tok],
+                positions: &[i as u32],
+                mask: &AttentionMask::Causal,
+                logit_rows: &[0],
+            })
+            .unwrap();
+        assert_eq!(l.row(0), &together[i][..], "row {i}: one at a time vs all at once");
+    }
+    // A tree step (root + two branches), keep branch b, then the next row equals a fresh
+    // prefill of the committed tokens, bit for bit.
+    let base = &prompt[..prompt.len() - 3];
+    let (a, b1, b2) = (prompt[prompt.len() - 3], prompt[prompt.len() - 2], prompt[prompt.len() - 1]);
+    causal_logits(s.as_mut(), base, &[]);
+    let p = base.len() as u32;
+    // rows: 0 = a (root), 1 = x (branch 1), 2 = b1 (branch 2), 3 = b2 (branch 2, after b1)
+    let q = 4;
+    let mut visible = vec![false; q * q];
+    for (i, j) in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2), (3, 0), (3, 2), (3, 3)] {
+        visible[i * q + j] = true;
+    }
+    let tree = s
+        .forward(&Batch {
+            tokens: &[a, 17, b1, b2],
+            positions: &[p, p + 1, p + 1, p + 2],
+            mask: &AttentionMask::Block { q, visible },
+            logit_rows: &[0, 2, 3],
+        })
+        .unwrap();
+    let fresh = causal_logits(s.as_mut(), &prompt, &[prompt.len() - 3, prompt.len() - 2, prompt.len() - 1]);
+    for (k, want) in fresh.iter().enumerate() {
+        assert_eq!(tree.row(k), &want[..], "tree row {k} vs causal prefill");
+    }
+    // keep_rows: commit a, b1, b2 from the tree, then one more token.
+    causal_logits(s.as_mut(), base, &[]);
+    let mut visible = vec![false; q * q];
+    for (i, j) in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2), (3, 0), (3, 2), (3, 3)] {
+        visible[i * q + j] = true;
+    }
+    s.forward(&Batch {
+        tokens: &[a, 17, b1, b2],
+        positions: &[p, p + 1, p + 1, p + 2],
+        mask: &AttentionMask::Block { q, visible },
+        logit_rows: &[],
+    })
+    .unwrap();
+    s.keep_rows(base.len(), &[0, 2, 3]).unwrap();
+    assert_eq!(s.cache_len(), prompt.len());
+    let next = s
+        .forward(&Batch {
+            tokens: &[42],
+            positions: &[prompt.len() as u32],
+            mask: &AttentionMask::Causal,
+            logit_rows: &[0],
+        })
+        .unwrap();
+    let mut full = prompt.clone();
+    full.push(42);
+    let want = causal_logits(s.as_mut(), &full, &[full.len() - 1]).remove(0);
+    assert_eq!(next.row(0), &want[..], "after keep_rows vs fresh prefill");
+}

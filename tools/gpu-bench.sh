@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# GPU benchmark runs on the device machine (see DEVELOPERS.md / docs/benchmarks.md).
+# The CUDA binary (tools/build-cuda.sh, stripped, xz), the GPU test binary and the default GGUF
+# in three parts (split -b 33M) travel in the git-ignored .devbin/ folder, at most 64 MiB per
+# call, each call issued at once after the previous one (the machine stays warm ~30 s):
+#   call 1:  tools/gpu-bench.sh stage              (carry .devbin/model.part.aa)
+#   call 2:  tools/gpu-bench.sh stage              (carry .devbin/model.part.ab, .devbin/lade.xz)
+#   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
+#            prompts, data, gguf wheel)
+# Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps), graphs (CUDA
+# graphs on/off), hf (Hugging Face transformers baseline), scaling (W,N grid).
+# Everything lands in $OUT (the device tool brings it back).
+set -uo pipefail
+D=${LADE_GPU_DIR:-$HOME/lade}
+M=$D/SmolLM2-135M-Instruct.Q4_1.gguf
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+OUT=${OUT:-/tmp/lade-out}
+mkdir -p "$D" "$OUT"
+LADE=$D/lade
+LIMIT=${LIMIT:-20}
+TOKENS=${TOKENS:-256}
+CONFIGS=${CONFIGS:-"greedy;lookahead:4,3,4;lookahead:7,4,7;lookahead:8,4,8;lookahead:15,5,15;lookahead:12,6,12"}
+
+stage() {  # keeps whatever parts and binaries this call carried
+  for f in .devbin/model.part.* .devbin/*.xz; do [ -e "$f" ] && cp "$f" "$D/"; done
+  ls -la "$D"
+}
+
+stage_b() {
+  stage
+  cat "$D"/model.part.* > "$M"
+  echo "$SHA  $M" | sha256sum -c - || exit 1
+  xz -dc "$D/lade.xz" > "$LADE" && chmod +x "$LADE"
+  [ -e "$D/gpu-test.xz" ] && xz -dc "$D/gpu-test.xz" > "$D/gpu-test" && chmod +x "$D/gpu-test"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+}
+
+gputest() {
+  LADE_MODEL=$M LADE_DATA_DIR=$PWD/.devbin/data timeout ${TEST_TIMEOUT:-300} "$D/gpu-test" --test-threads 1 --nocapture \
+    > "$OUT/gputest.txt" 2>&1
+  echo "gpu tests rc=$?"; tail -25 "$OUT/gputest.txt"
+}
+
+smoke() {
+  local p="Write a short story about a robot learning to paint."
+  for cfg in "--no-lookahead" "--lookahead 7,4,7" "--lookahead 15,5,15"; do
+    timeout 120 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n 128 --json $cfg \
+      > "$OUT/smoke_${cfg// /_}.json" 2> "$OUT/smoke_${cfg// /_}.err"
+    echo "smoke $cfg rc=$?"; tail -c 600 "$OUT/smoke_${cfg// /_}.json"; echo; tail -3 "$OUT/smoke_${cfg// /_}.err"
+  done
+  timeout 120 "$LADE" generate --device cpu --model "$M" --dtype f32 --chat -p "$p" -n 128 --json --no-lookahead \
+    > "$OUT/smoke_cpu_f32.json" 2>/dev/null
+  python3 - "$OUT" <<'EOF'
+import json, sys, glob
+out = sys.argv[1]
+ref = json.load(open(f"{out}/smoke_--no-lookahead.json"))["token_ids"]
+for f in sorted(glob.glob(f"{out}/smoke_*.json")):
+    try:
+        ids = json.load(open(f))["token_ids"]
+    except Exception as e:
+        print(f, "unreadable", e); continue
+    same = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
+    print(f"{f.split('/')[-1]}: {len(ids)} tokens, agrees with GPU greedy for the first {same}")
+EOF
+}
+
+bench() {
+  local name=$1 data=$2 chat=$3
+  timeout ${BENCH_TIMEOUT:-280} "$LADE" bench --device cuda --model "$M" --dataset "$data" $chat \
+    --limit "$LIMIT" --max-tokens "$TOKENS" --configs "$CONFIGS" --out "$OUT/$name" -q \
+    > "$OUT/$name.txt" 2> "$OUT/$name.err"
+  echo "bench $name rc=$?"; cat "$OUT/$name.txt"; tail -3 "$OUT/$name.err"
+}
+
+graphs() {
+  timeout 200 "$LADE" bench --device cuda --no-cuda-graph --model "$M" --dataset .devbin/data/mt_bench.jsonl \
+    --chat --limit 5 --max-tokens "$TOKENS" --configs "greedy;lookahead:7,4,7" --out "$OUT/nograph" -q \
+    > "$OUT/nograph.txt" 2> "$OUT/nograph.err"
+  echo "no-graph rc=$?"; cat "$OUT/nograph.txt"; tail -3 "$OUT/nograph.err"
+}
+
+hf() {
+  python3 -m pip install -q --no-deps .devbin/gguf-*.whl 2>&1 | tail -1
+  for set in mt he; do
+    timeout ${HF_TIMEOUT:-250} python3 tools/reference/hf_bench.py "$D" "$(basename "$M")" ".devbin/prompts_$set.json" \
+      --max-new-tokens "$TOKENS" --modes "${HF_MODES:-greedy,pld}" --label "$set" --limit "${HF_LIMIT:-10}" > "$OUT/hf_$set.json" 2> "$OUT/hf_$set.err"
+    echo "hf $set rc=$?"; head -c 400 "$OUT/hf_$set.json"; echo; tail -3 "$OUT/hf_$set.err"
+  done
+}
+
+profile() {  # per-kernel time of eager steps (nsys when the machine has it)
+  local nsys; nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -z "$nsys" ]; then echo "no nsys on this machine"; return; fi
+  for cfg in "--no-lookahead" "--lookahead 4,3,4"; do
+    timeout 150 "$nsys" profile -o "$OUT/prof_${cfg// /_}" --force-overwrite true --stats=false \
+      "$LADE" generate --device cuda --no-cuda-graph --model "$M" --chat -p "Write a poem about the sea." -n 128 -q $cfg > /dev/null 2>&1
+    timeout 100 "$nsys" stats --report cuda_gpu_kern_sum --format csv "$OUT/prof_${cfg// /_}.nsys-rep" \
+      > "$OUT/kernels_${cfg// /_}.csv" 2>/dev/null
+    echo "profile $cfg"; head -12 "$OUT/kernels_${cfg// /_}.csv"
+    rm -f "$OUT/prof_${cfg// /_}".*
+  done
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  stage) stage ;;
+  stage-b)
+    stage_b
+    for phase in "$@"; do
+      case "$phase" in
+        smoke) smoke ;;
+        gputest) gputest ;;
+        bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        graphs) graphs ;;
+        profile) profile ;;
+        hf) hf ;;
+        *) echo "unknown phase $phase" ;;
+      esac
+    done ;;
+  run)  # the model is already staged: phases only
+    for phase in "$@"; do
+      case "$phase" in
+        smoke) smoke ;;
+        gputest) gputest ;;
+        bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        graphs) graphs ;;
+        profile) profile ;;
+        hf) hf ;;
+        *) echo "unknown phase $phase" ;;
+      esac
+    done ;;
+  *) echo "usage: $0 stage-a | stage-b PHASE... | run PHASE..." >&2; exit 2 ;;
+esac
