@@ -5,7 +5,7 @@ pub mod mock;
 pub mod record;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use lade::loader::{load, LoadOptions, LoadedModel};
@@ -61,9 +61,11 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// The first `n` prompts of a shared dataset (`../shared/data/NAME.jsonl`), as token ids:
 /// chat datasets through the model's chat template, code prompts raw.
 pub fn dataset_prompts(model: &LoadedModel, name: &str, n: usize, chat: bool) -> Vec<Vec<u32>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(format!("{name}.jsonl"));
+    // `$LADE_DATA_DIR` where the shared datasets are not beside the checkout (GPU machine).
+    let dir = std::env::var_os("LADE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let path = dir.join(format!("{name}.jsonl"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let tok = &model.tokenizer;
