@@ -100,7 +100,11 @@ fn gpu_matches_transformers_up_to_near_ties() {
         for (&id, &want) in ids(&top["ids"]).iter().zip(&floats(&top["logits"])) {
             let d = (last[id as usize] - want).abs();
             worst = worst.max(d);
-            assert!(d <= F16_LOGIT_TOLERANCE, "{name}: token {id}: {} vs {want}", last[id as usize]);
+            assert!(
+                d <= F16_LOGIT_TOLERANCE,
+                "{name}: token {id}: {} vs {want}",
+                last[id as usize]
+            );
         }
         let want = ids(&rec["greedy_ids"]);
         let margins = floats(&rec["greedy_margins"]);
@@ -108,7 +112,10 @@ fn gpu_matches_transformers_up_to_near_ties() {
         match got.iter().zip(&want).position(|(a, b)| a != b) {
             None => identical += 1,
             Some(i) => {
-                eprintln!("{name}: diverges at step {i}, reference margin {}", margins[i]);
+                eprintln!(
+                    "{name}: diverges at step {i}, reference margin {}",
+                    margins[i]
+                );
                 assert!(
                     margins[i] < F16_MARGIN_BOUND,
                     "{name}: diverged at step {i} where the reference margin is {}",
@@ -127,7 +134,14 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
     prompts.extend(common::dataset_prompts(&model, "humaneval", 10, false));
     let greedy = Sampler::new(Default::default()).unwrap();
     let mut s = model.new_session(2048).unwrap();
-    let configs = [(4, 3, 4), (7, 4, 7), (15, 5, 15), (5, 3, 0), (1, 3, 4), (8, 2, 8)];
+    let configs = [
+        (4, 3, 4),
+        (7, 4, 7),
+        (15, 5, 15),
+        (5, 3, 0),
+        (1, 3, 4),
+        (8, 2, 8),
+    ];
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);
         for &(w, n, g) in &configs {
@@ -155,18 +169,35 @@ fn gpu_rows_do_not_depend_on_the_batch() {
                 logit_rows: &[0],
             })
             .unwrap();
-        assert_eq!(l.row(0), &together[i][..], "row {i}: one at a time vs all at once");
+        assert_eq!(
+            l.row(0),
+            &together[i][..],
+            "row {i}: one at a time vs all at once"
+        );
     }
     // A tree step (root + two branches), keep branch b, then the next row equals a fresh
     // prefill of the committed tokens, bit for bit.
     let base = &prompt[..prompt.len() - 3];
-    let (a, b1, b2) = (prompt[prompt.len() - 3], prompt[prompt.len() - 2], prompt[prompt.len() - 1]);
+    let (a, b1, b2) = (
+        prompt[prompt.len() - 3],
+        prompt[prompt.len() - 2],
+        prompt[prompt.len() - 1],
+    );
     causal_logits(s.as_mut(), base, &[]);
     let p = base.len() as u32;
     // rows: 0 = a (root), 1 = x (branch 1), 2 = b1 (branch 2), 3 = b2 (branch 2, after b1)
     let q = 4;
     let mut visible = vec![false; q * q];
-    for (i, j) in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2), (3, 0), (3, 2), (3, 3)] {
+    for (i, j) in [
+        (0, 0),
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 2),
+        (3, 0),
+        (3, 2),
+        (3, 3),
+    ] {
         visible[i * q + j] = true;
     }
     let tree = s
@@ -177,14 +208,27 @@ fn gpu_rows_do_not_depend_on_the_batch() {
             logit_rows: &[0, 2, 3],
         })
         .unwrap();
-    let fresh = causal_logits(s.as_mut(), &prompt, &[prompt.len() - 3, prompt.len() - 2, prompt.len() - 1]);
+    let fresh = causal_logits(
+        s.as_mut(),
+        &prompt,
+        &[prompt.len() - 3, prompt.len() - 2, prompt.len() - 1],
+    );
     for (k, want) in fresh.iter().enumerate() {
         assert_eq!(tree.row(k), &want[..], "tree row {k} vs causal prefill");
     }
     // keep_rows: commit a, b1, b2 from the tree, then one more token.
     causal_logits(s.as_mut(), base, &[]);
     let mut visible = vec![false; q * q];
-    for (i, j) in [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2), (3, 0), (3, 2), (3, 3)] {
+    for (i, j) in [
+        (0, 0),
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 2),
+        (3, 0),
+        (3, 2),
+        (3, 3),
+    ] {
         visible[i * q + j] = true;
     }
     s.forward(&Batch {

@@ -159,7 +159,11 @@ impl Kernels {
             .arg(&acc)
             .arg(&r_i)
             .arg(&cpw_i);
-        let grid = (a.n.div_ceil(8 * cpw) as u32, a.m.div_ceil(r).max(1) as u32, 1);
+        let grid = (
+            a.n.div_ceil(8 * cpw) as u32,
+            a.m.div_ceil(r).max(1) as u32,
+            1,
+        );
         // SAFETY: the arguments match `matmul` in kernels.cu; `x` has m rows of `ldx` floats
         // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n), `g` has k entries when used,
         // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within
