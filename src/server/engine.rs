@@ -12,9 +12,12 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use crate::chat_template::ChatTemplate;
-use crate::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use crate::decode::{
+    AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder, PlainDecoder,
+};
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
+use crate::model::CausalLm;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
@@ -22,8 +25,8 @@ use crate::{LadeError, Result};
 /// The server's `--lookahead` setting, or a request's resolved choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookaheadMode {
-    /// Whatever suits the device: on the CPU plain decoding, as `lade generate
-    /// --lookahead auto` (every extra query token costs about a decoded token there).
+    /// Whatever is expected to be fastest on the model's device, as `lade generate
+    /// --lookahead auto` picks it ([`resolve_auto`]): plain decoding on the CPU.
     Auto,
     /// Plain decoding.
     Off,
@@ -55,6 +58,15 @@ impl LookaheadMode {
         }
     }
 
+    /// `auto`, `plain` or `lookahead(W,N,G)`.
+    pub fn label(self) -> String {
+        match self {
+            Self::Auto => "auto".into(),
+            Self::Off => "plain".into(),
+            Self::On(cfg) => cfg.label(),
+        }
+    }
+
     /// Extra KV positions a step may use beyond the committed tokens.
     fn scratch_positions(self) -> usize {
         match self {
@@ -64,7 +76,30 @@ impl LookaheadMode {
     }
 }
 
-/// The decoder of one request: the single place where a mode becomes a strategy.
+/// What `--lookahead auto` means for `loaded`: the strategy with the best expected speed
+/// under the measured forward-cost model ([`crate::decode::choose`], measured once per
+/// process on a throwaway sequence of at most `context` positions), as `lade generate` picks
+/// it. On the CPU that is plain decoding. Also returns a line for the log.
+pub fn resolve_auto(loaded: &LoadedModel, context: usize) -> Result<(LookaheadMode, String)> {
+    let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
+    let opts = AutoOptions {
+        max_rows: context,
+        ..AutoOptions::default()
+    };
+    let choice = crate::decode::choose(
+        &key,
+        |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
+        &opts,
+    )?;
+    let mode = match choice.lookahead_config(&DecoderOptions::default()) {
+        Some(cfg) => LookaheadMode::On(cfg),
+        None => LookaheadMode::Off,
+    };
+    Ok((mode, choice.describe()))
+}
+
+/// The decoder of one request: the single place where a mode becomes a strategy (`Auto`
+/// should be resolved first with [`Ready::mode`]; unresolved, it decodes plainly).
 /// `seed` seeds the lookahead window initialisation.
 pub fn decoder_for(mode: LookaheadMode, seed: u64) -> Result<Box<dyn Decoder>> {
     match mode {
@@ -85,16 +120,32 @@ pub struct Ready {
     pub template: std::result::Result<ChatTemplate, String>,
     /// Positions one request may use: prompt + completion.
     pub context: usize,
+    /// What [`LookaheadMode::Auto`] means on this model and device (never `Auto`).
+    pub auto: LookaheadMode,
 }
 
 impl Ready {
-    pub fn new(loaded: LoadedModel, context: usize) -> Self {
+    /// `auto` is what `--lookahead auto` resolves to (see [`resolve_auto`]).
+    pub fn new(loaded: LoadedModel, context: usize, auto: LookaheadMode) -> Self {
         let template = ChatTemplate::from_tokenizer(&loaded.tokenizer).map_err(|e| e.to_string());
         let context = context.min(loaded.model.config.max_position_embeddings);
+        let auto = match auto {
+            LookaheadMode::Auto => LookaheadMode::Off,
+            m => m,
+        };
         Self {
             loaded,
             template,
             context,
+            auto,
+        }
+    }
+
+    /// The decoding of a request: `mode` with `auto` resolved for this model.
+    pub fn mode(&self, mode: LookaheadMode) -> LookaheadMode {
+        match mode {
+            LookaheadMode::Auto => self.auto,
+            m => m,
         }
     }
 

@@ -335,7 +335,7 @@ async fn start_generation(
         sampling,
         stop: parsed.stop.clone(),
         ignore_eos: parsed.ignore_eos,
-        mode: st.config.lookahead.resolve(parsed.lookahead),
+        mode: ready.mode(st.config.lookahead.resolve(parsed.lookahead)),
         cancel: cancel.flag.clone(),
     };
     let prefix = match endpoint {

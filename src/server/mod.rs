@@ -269,7 +269,23 @@ pub async fn serve(
             let t = Instant::now();
             match loader() {
                 Ok((loaded, context)) => {
-                    let ready = Ready::new(loaded, context);
+                    let auto = if state.config.lookahead == LookaheadMode::Auto {
+                        match engine::resolve_auto(&loaded, context) {
+                            Ok((mode, why)) => {
+                                state.log(&format!("--lookahead auto: {why}"));
+                                mode
+                            }
+                            Err(e) => {
+                                state.log(&format!(
+                                    "--lookahead auto: measuring failed ({e}); plain decoding"
+                                ));
+                                LookaheadMode::Off
+                            }
+                        }
+                    } else {
+                        LookaheadMode::Off
+                    };
+                    let ready = Ready::new(loaded, context, auto);
                     if let Err(e) = &ready.template {
                         state.log(&format!(
                             "warning: the chat template does not compile ({e}); \
@@ -277,12 +293,12 @@ pub async fn serve(
                         ));
                     }
                     state.log(&format!(
-                        "model ready in {:.1} s: `{}` on {}, context {} positions, lookahead {:?}",
+                        "model ready in {:.1} s: `{}` on {}, context {} positions, default decoding {}",
                         t.elapsed().as_secs_f64(),
                         state.config.model_id,
                         ready.loaded.device_label(),
                         ready.context,
-                        state.config.lookahead
+                        ready.mode(state.config.lookahead).label()
                     ));
                     let _ = state.ready.set(Arc::new(ready));
                 }
