@@ -20,7 +20,7 @@ use super::bench_report::{
     ablation_markdown, ablation_rows, read_csv, summarize, summary_markdown, write_csv, Run,
     Summary,
 };
-use super::generate::prompt_ids;
+use super::generate::{load_lookahead_prior, prompt_ids};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// JSONL file with a `prompt` field per line (e.g. ../shared/data/mt_bench.jsonl).
     #[arg(long, required_unless_present = "from_runs")]
     pub dataset: Option<PathBuf>,
-    /// Use only the first K prompts.
+    /// Use only the first K prompts (with --from-runs: only the runs of the first K).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Tokens to generate per prompt (end-of-generation ids are ignored so that every config
@@ -50,11 +50,19 @@ pub struct BenchArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Write runs.csv, summary.json and summary.md into this directory, plus
-    /// scaling_compression.png and scaling_speedup.png when the configs hold a G = W grid
-    /// and ablation.md and ablation.png when they hold ablation configs.
+    /// Write runs.csv (updated after every prompt), summary.json and summary.md into this
+    /// directory, plus scaling_compression.png and scaling_speedup.png when the configs hold
+    /// a G = W grid and ablation.md and ablation.png when they hold ablation configs.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Expected tokens per step for the `auto` config, one `W,N,G,tokens_per_step` per line
+    /// [default: the prior measured on the default model].
+    #[arg(long, value_name = "FILE")]
+    pub lookahead_prior: Option<PathBuf>,
+    /// Decode every prompt this many times per config and keep the fastest run (wall-clock
+    /// numbers on a machine with other load; the tokens must be identical every time).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Decode nothing: rebuild the outputs of --out from these runs.csv files (comma
     /// separated; for a config found in several, the first file's runs are kept).
     #[arg(long, value_delimiter = ',', requires = "out")]
@@ -120,6 +128,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let configs = BenchConfig::parse_list(&args.configs)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
+    load_lookahead_prior(args.lookahead_prior.as_deref())?;
     let dataset = args.dataset.as_ref().context("--dataset is required")?;
     let prompts = read_prompts(dataset, args.limit)?;
     let loaded = args.model.load()?;
@@ -170,15 +179,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     choice.decoder(&DecoderOptions::default())?
                 }
             };
-            let g = generate(
-                session.as_mut(),
-                dec.as_mut(),
-                &sampler,
-                &ids,
-                &rules,
-                None,
-                &mut |_, _| {},
-            )?;
+            // The fastest of `--repeat` runs (the tokens are the same every time).
+            let mut best: Option<lade::generate::Generation> = None;
+            for _ in 0..args.repeat.max(1) {
+                let g = generate(
+                    session.as_mut(),
+                    dec.as_mut(),
+                    &sampler,
+                    &ids,
+                    &rules,
+                    None,
+                    &mut |_, _| {},
+                )?;
+                if let Some(b) = &best {
+                    anyhow::ensure!(
+                        b.token_ids == g.token_ids,
+                        "{} decoded prompt {pi} differently when repeated",
+                        cfg.label
+                    );
+                }
+                if best
+                    .as_ref()
+                    .is_none_or(|b| g.stats.decode_ms < b.stats.decode_ms)
+                {
+                    best = Some(g);
+                }
+            }
+            let g = best.expect("at least one run");
             let s = &g.stats;
             if let Some(c) = auto_pick {
                 auto::record(&c, s.generated_tokens, s.steps);
@@ -210,6 +237,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 decoder: dec.name(),
             });
         }
+        // Runs so far, so that a long benchmark stopped midway still leaves its results.
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            write_csv(&dir.join("runs.csv"), &runs)?;
+        }
     }
     let meta = Meta {
         dataset: dataset.display().to_string(),
@@ -230,7 +262,7 @@ fn replot(args: &BenchArgs) -> anyhow::Result<()> {
     for path in &args.from_runs {
         let before: HashSet<String> = labels.iter().cloned().collect();
         for r in read_csv(path)? {
-            if before.contains(&r.config) {
+            if before.contains(&r.config) || args.limit.is_some_and(|k| r.prompt >= k) {
                 continue;
             }
             if !labels.contains(&r.config) {

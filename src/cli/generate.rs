@@ -91,6 +91,21 @@ pub struct LookaheadArgs {
     /// Reproduce the authors' choices (at most N-1 tokens per step) for comparison.
     #[arg(long)]
     pub reference_compat: bool,
+    /// Expected tokens per step for `--lookahead auto`, one `W,N,G,tokens_per_step` per
+    /// line (e.g. measured with `lade bench` on this model) [default: the prior measured on
+    /// the default model, docs/benchmarks.md].
+    #[arg(long, value_name = "FILE")]
+    pub lookahead_prior: Option<PathBuf>,
+}
+
+/// Installs the `--lookahead-prior` file as the process-wide acceptance table of `auto`.
+pub fn load_lookahead_prior(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading lookahead prior {}", p.display()))?;
+        lade::decode::auto::set_table(lade::decode::auto::AcceptanceTable::parse(&text)?);
+    }
+    Ok(())
 }
 
 impl LookaheadArgs {
@@ -134,6 +149,7 @@ impl LookaheadArgs {
         if !self.is_auto() {
             return Ok((self.decoder(seed)?, None));
         }
+        load_lookahead_prior(self.lookahead_prior.as_deref())?;
         let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
         let opts = AutoOptions {
             max_rows,
@@ -284,6 +300,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                     "strategy": c.strategy,
                     "expected_tokens_per_s": c.expected_tokens_per_s,
                     "plain_tokens_per_s": c.plain_tokens_per_s,
+                    "best_lookahead": c.best_lookahead,
+                    "forward_seconds_by_rows": c.cost.samples(),
                 })),
             },
         });

@@ -360,6 +360,12 @@ pub fn choose(
     Ok(choice)
 }
 
+/// Replaces the process-wide acceptance table (a prior measured on another model, say);
+/// observations recorded so far are dropped.
+pub fn set_table(t: AcceptanceTable) {
+    *lock(table()) = t;
+}
+
 /// A snapshot of the process-wide acceptance table.
 pub fn current_table() -> AcceptanceTable {
     lock(table()).clone()

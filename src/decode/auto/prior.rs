@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::decode::LookaheadConfig;
+use crate::{LadeError, Result};
 
 /// `(W, N, G, tokens per step)` measured with `lade bench --configs scaling` and the main CPU
 /// table (docs/benchmarks.md).
@@ -90,6 +91,45 @@ impl AcceptanceTable {
         }
     }
 
+    /// Parses a prior from text: one `W,N,G,tokens_per_step` per line; `#` starts a comment.
+    /// This is how a prior measured on another model (with `lade bench`) is given.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = || {
+                LadeError::InvalidArgument(format!(
+                    "lookahead prior line {}: expected W,N,G,tokens_per_step, got `{line}`",
+                    i + 1
+                ))
+            };
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f.len() != 4 {
+                return Err(bad());
+            }
+            let int = |s: &str| s.parse::<usize>().map_err(|_| bad());
+            let (w, n, g) = (int(f[0])?, int(f[1])?, int(f[2])?);
+            let tps: f64 = f[3].parse().map_err(|_| bad())?;
+            LookaheadConfig::new(w, n, g).validate()?;
+            if !(1.0..=n as f64).contains(&tps) {
+                return Err(LadeError::InvalidArgument(format!(
+                    "lookahead prior line {}: {tps} tokens per step is outside 1..={n}",
+                    i + 1
+                )));
+            }
+            rows.push((w, n, g, tps));
+        }
+        if rows.is_empty() {
+            return Err(LadeError::InvalidArgument(
+                "the lookahead prior has no entries".into(),
+            ));
+        }
+        Ok(Self::from_prior(&rows))
+    }
+
     pub fn entries(&self) -> &[AcceptanceEntry] {
         &self.entries
     }
@@ -139,6 +179,26 @@ mod tests {
         t.record(&r, 10, 1);
         assert_eq!(t.entries()[1].expected(), 1.5);
         assert_eq!(t.entries()[1].rows(), 48);
+    }
+
+    #[test]
+    fn priors_parse_from_text() {
+        let t =
+            AcceptanceTable::parse("# W,N,G,S\n4,3,4,1.25\n\n 15, 5, 15, 1.9 # comment\n").unwrap();
+        assert_eq!(
+            t,
+            AcceptanceTable::from_prior(&[(4, 3, 4, 1.25), (15, 5, 15, 1.9)])
+        );
+        for bad in [
+            "",
+            "4,3,4",
+            "4,3,4,x",
+            "4,1,4,1.0",
+            "4,3,4,3.5",
+            "4,3,4,0.5",
+        ] {
+            assert!(AcceptanceTable::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
