@@ -408,7 +408,10 @@ async fn a_client_that_disconnects_stops_its_generation() {
     .await;
     let stopped_after = t.elapsed();
     let generated = metric(&m, "lade_generated_tokens_total");
-    assert!(generated < 3000.0, "generated {generated}");
+    // The hang-up is seen as soon as the socket closes and the loop checks the flag before
+    // every step: only the tokens in flight when the client left were generated.
+    eprintln!("streaming: {generated} tokens generated, stopped {stopped_after:?} after hang-up");
+    assert!(generated < 64.0, "generated {generated} of 3000");
     // Stopped at once: no more than a handful of steps ran after the hang-up.
     let steps_per_s = generated / stopped_after.as_secs_f64().max(1e-3);
     assert!(
@@ -435,7 +438,9 @@ async fn a_client_that_disconnects_stops_its_generation() {
             && metric(m, "lade_requests_running") == 0.0
     })
     .await;
-    assert!(metric(&m, "lade_generated_tokens_total") < 6000.0);
+    let second = metric(&m, "lade_generated_tokens_total") - generated;
+    eprintln!("non-streaming: {second} tokens generated before the client gave up");
+    assert!(second < 1500.0, "generated {second} of 3000");
     // Still serving.
     ok_json(
         post(
