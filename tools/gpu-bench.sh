@@ -8,7 +8,8 @@
 #   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
 #            prompts, data, gguf wheel)
 # Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps), graphs (CUDA
-# graphs on/off), hf (Hugging Face transformers baseline), scaling (W,N grid).
+# graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
+# shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), scaling (W,N grid).
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -88,17 +89,20 @@ hf() {
   done
 }
 
-profile() {  # per-kernel time of eager steps (nsys when the machine has it)
-  local nsys; nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-  if [ -z "$nsys" ]; then echo "no nsys on this machine"; return; fi
-  for cfg in "--no-lookahead" "--lookahead 4,3,4"; do
-    timeout 150 "$nsys" profile -o "$OUT/prof_${cfg// /_}" --force-overwrite true --stats=false \
-      "$LADE" generate --device cuda --no-cuda-graph --model "$M" --chat -p "Write a poem about the sea." -n 128 -q $cfg > /dev/null 2>&1
-    timeout 100 "$nsys" stats --report cuda_gpu_kern_sum --format csv "$OUT/prof_${cfg// /_}.nsys-rep" \
-      > "$OUT/kernels_${cfg// /_}.csv" 2>/dev/null
-    echo "profile $cfg"; head -12 "$OUT/kernels_${cfg// /_}.csv"
-    rm -f "$OUT/prof_${cfg// /_}".*
-  done
+profile() {  # step time vs step shape, per-kernel breakdown, fused vs materialised mask
+  timeout ${PROFILE_TIMEOUT:-200} "$LADE" profile --device cuda --model "$M" --kernels --dense-mask -q \
+    ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile.md" 2> "$OUT/profile.err"
+  echo "profile rc=$?"; cat "$OUT/profile.md"; tail -3 "$OUT/profile.err"
+  LADE_CUDA_MATMUL=fp32 timeout 120 "$LADE" profile --device cuda --model "$M" -q \
+    --shapes "plain;2,3,2;4,3,4;7,4,7;15,5,15" > "$OUT/profile_fp32.md" 2> "$OUT/profile_fp32.err"
+  echo "profile (fp32 matmul) rc=$?"; cat "$OUT/profile_fp32.md"; tail -3 "$OUT/profile_fp32.err"
+}
+
+scaling() {  # the W,N grid in wall-clock terms on this GPU
+  timeout ${SCALING_TIMEOUT:-280} "$LADE" bench --device cuda --model "$M" --dataset .devbin/data/mt_bench.jsonl --chat \
+    --limit "${SCALING_LIMIT:-5}" --max-tokens "${SCALING_TOKENS:-128}" --configs scaling --out "$OUT/scaling" -q \
+    > "$OUT/scaling.txt" 2> "$OUT/scaling.err"
+  echo "scaling rc=$?"; cat "$OUT/scaling.txt"; tail -3 "$OUT/scaling.err"
 }
 
 cmd=${1:-}
@@ -114,6 +118,7 @@ case "$cmd" in
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         profile) profile ;;
+        scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;
       esac
@@ -126,6 +131,7 @@ case "$cmd" in
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         profile) profile ;;
+        scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;
       esac

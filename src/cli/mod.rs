@@ -6,6 +6,7 @@ mod bench_plot;
 mod bench_report;
 mod generate;
 mod model_args;
+mod profile;
 mod serve;
 mod tokenize;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (lookahead on every request).
     Serve(serve::ServeArgs),
+    /// Time one decode step per step shape (plain, lookahead W,N,G) and, on a GPU, each kernel.
+    Profile(profile::ProfileArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Profile(a) => profile::run(a),
     }
 }

@@ -166,6 +166,20 @@ impl LoadedModel {
         }
     }
 
+    /// A fresh GPU sequence with the CUDA-only controls (profiling, dense-mask mode); `None` on
+    /// the CPU.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_session(&self, context: usize) -> Option<Result<crate::model::cuda::CudaSession>> {
+        match &self.backend {
+            Backend::Cpu => None,
+            Backend::Cuda { model, graphs } => Some(crate::model::cuda::CudaSession::new(
+                model.clone(),
+                context,
+                *graphs,
+            )),
+        }
+    }
+
     /// Where sequences run, for logs and benchmark reports ("cpu", "cuda:0 (NVIDIA H100 ...)").
     pub fn device_label(&self) -> String {
         match &self.backend {

@@ -245,7 +245,7 @@ impl Measured {
 /// (each the minimum of three, interleaved, after a warm-up pass), after a short prefilled
 /// context; the cache is left empty.
 fn time_step(lm: &mut dyn CausalLm, config: &LookaheadConfig) -> Result<f64> {
-    use super::lookahead::{JacobiWindow, StepLayout};
+    use super::lookahead::StepLayout;
     use crate::model::{AttentionMask, Batch};
     let vocab = lm.vocab_size().max(1);
     let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
@@ -260,13 +260,7 @@ fn time_step(lm: &mut dyn CausalLm, config: &LookaheadConfig) -> Result<f64> {
         mask: &AttentionMask::Causal,
         logit_rows: &[],
     })?;
-    let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
-    levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
-    let window = JacobiWindow::from_levels(levels);
-    let candidates: Vec<Vec<u32>> = (0..g)
-        .map(|c| (0..n - 1).map(|i| id(past + 97 * c + i)).collect())
-        .collect();
-    let layout = StepLayout::build(id(past), past as u32, &window, &candidates);
+    let layout = StepLayout::synthetic(w, n, g, past, vocab);
     let single = StepLayout::candidates_only(id(past), past as u32, &[]);
     let (mut step, mut one) = (f64::INFINITY, f64::INFINITY);
     for rep in 0..4 {

@@ -153,6 +153,21 @@ impl StepLayout {
     pub fn top_columns(&self) -> usize {
         self.top_columns
     }
+
+    /// A full step of a warm window of `w` columns and `n - 1` levels with `g` candidates, at
+    /// position `past`, filled with arbitrary (deterministic) token ids below `vocab`: the shape
+    /// and mask of a real step, for timing forward passes.
+    pub fn synthetic(w: usize, n: usize, g: usize, past: usize, vocab: usize) -> Self {
+        let vocab = vocab.max(1);
+        let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
+        let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
+        levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
+        let window = JacobiWindow::from_levels(levels);
+        let candidates: Vec<Vec<u32>> = (0..g)
+            .map(|c| (0..n - 1).map(|i| id(past + 97 * c + i)).collect())
+            .collect();
+        Self::build(id(past), past as u32, &window, &candidates)
+    }
 }
 
 #[cfg(test)]

@@ -180,6 +180,242 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor-core matmul, batch-invariant: out[m, n] (= or +=) sum_k in[m, k] * w[n, k], same
+// prologues and row selection as `matmul`, for K % 32 == 0.
+//
+// Each input value is split into two f16 halves, hi = f16(v) and lo = f16(v - hi) (about 22 bits
+// of the f32 value survive), and both are multiplied by the f16 weights on the tensor cores with
+// f32 accumulation (mma.sync m16n8k16). The K range is cut into k32 steps; warp s of the block
+// owns steps j = s, s + 4, s + 8, ... and runs, per step, mma(hi, k 0..15 of the step), mma(lo,
+// same), mma(hi, k 16..31), mma(lo, same) into its accumulator; the four warp partials are then
+// added as ((p0 + p1) + p2) + p3. That sequence depends on K alone: the rows-per-block (BM), the
+// columns-per-warp (NT) and a row's place inside its 16-row tile change the schedule, never a
+// row's arithmetic (an mma's output element depends only on its own row and column).
+//
+// k order inside a step: lane (g = lane / 4, t = lane % 4) loads the 8 consecutive halves
+// k = 8t .. 8t + 7 of its weight row (one 16-byte load); halves 0..3 feed the first mma and 4..7
+// the second, as the logical pairs (2t, 2t + 1) and (2t + 8, 2t + 9) of the mma's fragment
+// layout. A and B use the same permutation, so each mma still sums matching products.
+//
+// Rows are read as float4: x and ldx (and K) must be multiples of 4 floats.
+// grid (ceil(N / (8 * NT)), ceil(M / BM)), block 128 (4 warps), dynamic shared memory
+// 2 * BM * lda words (staged rows, hi and lo; lda = K / 2 padded to 16 mod 32 words).
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ unsigned short f2h(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// v -> (hi, lo) f16 pair halves, packed two columns per word (low half = lower k).
+__device__ __forceinline__ void split_pair(float v0, float v1, unsigned& hi, unsigned& lo) {
+    unsigned short h0 = f2h(v0), h1 = f2h(v1);
+    unsigned short l0 = f2h(v0 - h2f(h0)), l1 = f2h(v1 - h2f(h1));
+    hi = (unsigned)h0 | ((unsigned)h1 << 16);
+    lo = (unsigned)l0 | ((unsigned)l1 << 16);
+}
+
+__device__ __forceinline__ void mma16816(float* d, unsigned a0, unsigned a1, unsigned a2,
+                                         unsigned a3, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+#define MMA_MT 4   // 16-row tiles per block at most (BM <= 64)
+#define MMA_PD 12  // B registers per warp: steps prefetched per group = MMA_PD / NT
+
+template <int NT>
+__device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const int* rowsel,
+                                                int has_rowsel, const unsigned short* w,
+                                                const float* g, float eps, float* out, int M,
+                                                int N, int K, int prologue, int accumulate,
+                                                int BM, int lda) {
+    extern __shared__ __align__(16) unsigned sm[];
+    __shared__ float inv_rms[MMA_MT * 16];
+    constexpr int PD = MMA_PD / NT;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int gq = lane >> 2, tq = lane & 3;
+    const int m0 = blockIdx.y * BM;
+    const int rc = min(BM, M - m0);
+    const int mt = (rc + 15) >> 4;
+    const int rows = mt * 16;
+    const int nb = blockIdx.x * 8 * NT;
+    unsigned* ahi = sm;
+    unsigned* alo = sm + BM * lda;
+    const int steps = K >> 5;
+    const int cnt = warp < steps ? (steps - warp + 3) >> 2 : 0;
+
+    // The first group of this warp's weight fragments, in flight while the rows are staged.
+    uint4 bq[PD][NT];
+#pragma unroll
+    for (int p = 0; p < PD; ++p) {
+#pragma unroll
+        for (int c = 0; c < NT; ++c) {
+            const int n = nb + 8 * c + gq;
+            bq[p][c] = (p < cnt && n < N)
+                           ? __ldg((const uint4*)(w + (size_t)n * K + 32 * (warp + 4 * p) + 8 * tq))
+                           : make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+
+    // Stage the block's rows as hi/lo f16 pairs: warp w takes rows w, w + 4, ...; lane l the
+    // float4s l, l + 32, ... of a row, eight loads in flight per round. RmsNorm stages x * g and
+    // scales each result row by 1/rms afterwards (a per-row scalar, so the same for every
+    // batch); the row's sum of squares is accumulated in this same pass in a fixed order.
+    const int K4 = K >> 2;
+    for (int r = warp; r < rows; r += 4) {
+        uint2* dh = (uint2*)(ahi + r * lda);
+        uint2* dl = (uint2*)(alo + r * lda);
+        if (r >= rc) {
+            for (int q = lane; q < K4; q += 32) {
+                dh[q] = make_uint2(0u, 0u);
+                dl[q] = make_uint2(0u, 0u);
+            }
+            continue;
+        }
+        const float4* row4 =
+            (const float4*)(x + (size_t)(has_rowsel ? rowsel[m0 + r] : m0 + r) * ldx);
+        const float4* g4 = (const float4*)g;
+        float ss = 0.f;
+        for (int q0 = lane; q0 < K4; q0 += 32 * 8) {
+            float4 va[8], vb[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int q = q0 + 32 * u;
+                if (q < K4) {
+                    va[u] = __ldg(row4 + q);
+                    vb[u] = prologue == 2 ? __ldg(row4 + K4 + q)
+                                          : (prologue == 1 ? __ldg(g4 + q) : va[u]);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int q = q0 + 32 * u;
+                if (q < K4) {
+                    float4 v = va[u];
+                    if (prologue == 2) {
+                        v.x = v.x / (1.f + expf(-v.x)) * vb[u].x;
+                        v.y = v.y / (1.f + expf(-v.y)) * vb[u].y;
+                        v.z = v.z / (1.f + expf(-v.z)) * vb[u].z;
+                        v.w = v.w / (1.f + expf(-v.w)) * vb[u].w;
+                    } else if (prologue == 1) {
+                        ss = fmaf(v.x, v.x, ss);
+                        ss = fmaf(v.y, v.y, ss);
+                        ss = fmaf(v.z, v.z, ss);
+                        ss = fmaf(v.w, v.w, ss);
+                        v.x *= vb[u].x;
+                        v.y *= vb[u].y;
+                        v.z *= vb[u].z;
+                        v.w *= vb[u].w;
+                    }
+                    uint2 h, l;
+                    split_pair(v.x, v.y, h.x, l.x);
+                    split_pair(v.z, v.w, h.y, l.y);
+                    dh[q] = h;
+                    dl[q] = l;
+                }
+            }
+        }
+        if (prologue == 1) {
+            ss = warp_sum(ss);
+            if (lane == 0) inv_rms[r] = rsqrtf(ss / (float)K + eps);
+        }
+    }
+    __syncthreads();
+
+    float acc[MMA_MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MMA_MT; ++i)
+#pragma unroll
+        for (int c = 0; c < NT; ++c)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][c][e] = 0.f;
+
+    for (int t0 = 0; t0 < cnt; t0 += PD) {
+        if (t0 > 0) {
+#pragma unroll
+            for (int p = 0; p < PD; ++p) {
+#pragma unroll
+                for (int c = 0; c < NT; ++c) {
+                    const int n = nb + 8 * c + gq;
+                    const int j = warp + 4 * (t0 + p);
+                    bq[p][c] = (t0 + p < cnt && n < N)
+                                   ? __ldg((const uint4*)(w + (size_t)n * K + 32 * j + 8 * tq))
+                                   : make_uint4(0u, 0u, 0u, 0u);
+                }
+            }
+        }
+#pragma unroll
+        for (int p = 0; p < PD; ++p) {
+            if (t0 + p < cnt) {
+                const int j = warp + 4 * (t0 + p);
+#pragma unroll
+                for (int i = 0; i < MMA_MT; ++i) {
+                    if (i < mt) {
+                        const int o = (16 * i + gq) * lda + 16 * j + 4 * tq;
+                        const uint4 h0 = *(const uint4*)(ahi + o);
+                        const uint4 h1 = *(const uint4*)(ahi + o + 8 * lda);
+                        const uint4 l0 = *(const uint4*)(alo + o);
+                        const uint4 l1 = *(const uint4*)(alo + o + 8 * lda);
+#pragma unroll
+                        for (int c = 0; c < NT; ++c) {
+                            const uint4 b = bq[p][c];
+                            mma16816(acc[i][c], h0.x, h1.x, h0.y, h1.y, b.x, b.y);
+                            mma16816(acc[i][c], l0.x, l1.x, l0.y, l1.y, b.x, b.y);
+                            mma16816(acc[i][c], h0.z, h1.z, h0.w, h1.w, b.z, b.w);
+                            mma16816(acc[i][c], l0.z, l1.z, l0.w, l1.w, b.z, b.w);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Warp partials -> shared (the staged rows are no longer read), then summed in warp order.
+    __syncthreads();
+    float* red = (float*)sm;  // (4 warps, rows, 8 * NT)
+    const int ncol = 8 * NT;
+#pragma unroll
+    for (int i = 0; i < MMA_MT; ++i) {
+        if (i < mt) {
+#pragma unroll
+            for (int c = 0; c < NT; ++c) {
+                const int r0 = 16 * i + gq, col = 8 * c + 2 * tq;
+                float* dst = red + ((size_t)warp * rows + r0) * ncol + col;
+                dst[0] = acc[i][c][0];
+                dst[1] = acc[i][c][1];
+                dst[8 * ncol] = acc[i][c][2];
+                dst[8 * ncol + 1] = acc[i][c][3];
+            }
+        }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < rc * ncol; idx += blockDim.x) {
+        const int r = idx / ncol, col = idx - r * ncol;
+        const int n = nb + col;
+        if (n >= N) continue;
+        const size_t plane = (size_t)rows * ncol;
+        const float* src = red + (size_t)r * ncol + col;
+        float v = ((src[0] + src[plane]) + src[2 * plane]) + src[3 * plane];
+        if (prologue == 1) v *= inv_rms[r];
+        float* o = out + (size_t)(m0 + r) * N + n;
+        *o = accumulate ? *o + v : v;
+    }
+}
+
+#define MMA_KERNEL(NT)                                                                          \
+    extern "C" __global__ void __launch_bounds__(128)                                          \
+        mma_matmul_##NT(const float* x, int ldx, const int* rowsel, int has_rowsel,             \
+                        const unsigned short* w, const float* g, float eps, float* out, int M, \
+                        int N, int K, int prologue, int accumulate, int BM, int lda) {          \
+        mma_matmul_impl<NT>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,     \
+                            accumulate, BM, lda);                                               \
+    }
+MMA_KERNEL(1)
+
 // Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes
 // k, v to the cache at position L + i. qkv rows: [q (nh*hd) | k (nkv*hd) | v (nkv*hd)].
 // Cache layout per layer: (nkv, cap, hd). grid QB, block 128.
@@ -219,14 +455,20 @@ __device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
 // Flash-decoding partial: split s of row i, head h covers visible keys [s*CHUNK, (s+1)*CHUNK).
 // part[(i, h, s)] = (max score, sum of exp, unnormalised output[hd]).
 // grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK, hd % 4 == 0.
+//
+// mask: null for the fused path above. Otherwise the materialised mask of the step, row i's
+// L + QB bytes at mask + i * (L + QB) (1 = visible): the row then scores every key of the cache
+// and of the step and masks the hidden ones, the way attention with a dense mask works. Kept
+// only to measure what the fused path saves.
 extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB, const float* kc,
                                         const float* vc, float* part, int nh, int nkv, int hd,
-                                        int cap, int S, float scale) {
+                                        int cap, int S, float scale, const unsigned char* mask) {
     const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
     const int L = io[0];
     const int vn = io_vn(io, QB)[i];
     const int* vl = io_vl(io, QB) + i * MAXV;
-    const int n = L + (vn < 0 ? i + 1 : vn);
+    const int n = mask ? L + QB : L + (vn < 0 ? i + 1 : vn);
+    const unsigned char* mrow = mask ? mask + (size_t)i * (L + QB) : nullptr;
     const int start = s * CHUNK;
     if (start >= n) return;
     const int kvh = h / (nh / nkv);
@@ -239,8 +481,8 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
     const int j = start + threadIdx.x;
     float score = -INFINITY;
     int kp = 0;
-    if (j < n) {
-        kp = key_pos(j, L, vn, vl);
+    if (j < n && (!mrow || mrow[j])) {
+        kp = mrow ? j : key_pos(j, L, vn, vl);
         const float* krow = kc + ((size_t)kvh * cap + kp) * hd;
         // Four independent partial dots (fixed split by d % 4), loads in flight together.
         float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
@@ -263,7 +505,7 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
     }
     const float mx = red[0];
     __syncthreads();
-    const float p = j < n ? expf(sc[threadIdx.x] - mx) : 0.f;
+    const float p = (j < n && (!mrow || mrow[j])) ? expf(sc[threadIdx.x] - mx) : 0.f;
     sc[threadIdx.x] = p;
     red[threadIdx.x] = p;
     __syncthreads();
@@ -276,36 +518,45 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
         dst[0] = mx;
         dst[1] = red[0];
     }
-    // Weighted sum of values: thread (grp, d) sums keys grp, grp + G, ... of the chunk; the G
-    // group sums are then added in group order. G = CHUNK / hd groups.
+    // Weighted sum of values: thread (grp, c) owns the float4 column c of the head and sums keys
+    // grp, grp + G, ... of the chunk (G = CHUNK / (hd / 4) groups, four loads in flight); the
+    // G group sums are then added in group order.
     const int end = min(n, start + CHUNK);
-    const int groups = CHUNK / hd;
-    const int grp = threadIdx.x / hd, d = threadIdx.x - grp * hd;
-    float acc = 0.f;
-    if (grp < groups) {
+    const int h4 = hd >> 2;
+    const int groups = CHUNK / h4;
+    const int grp = threadIdx.x / h4, c4 = threadIdx.x - grp * h4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
-        for (int jj = start + grp; jj < end; jj += groups) {
-            int pj = key_pos(jj, L, vn, vl);
-            acc = fmaf(sc[jj - start], vc[((size_t)kvh * cap + pj) * hd + d], acc);
-        }
+    for (int jj = start + grp; jj < end; jj += groups) {
+        const int pj = mrow ? jj : key_pos(jj, L, vn, vl);
+        const float w = sc[jj - start];
+        const float4 v = *(const float4*)(vc + ((size_t)kvh * cap + pj) * hd + 4 * c4);
+        acc.x = fmaf(w, v.x, acc.x);
+        acc.y = fmaf(w, v.y, acc.y);
+        acc.z = fmaf(w, v.z, acc.z);
+        acc.w = fmaf(w, v.w, acc.w);
     }
-    __syncthreads();
-    red[threadIdx.x] = acc;
+    __shared__ float4 vred[CHUNK];
+    vred[threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.x < hd) {
+        const int cc = threadIdx.x >> 2, e = threadIdx.x & 3;
         float total = 0.f;
-        for (int g2 = 0; g2 < groups; ++g2) total += red[g2 * hd + threadIdx.x];
+        for (int g2 = 0; g2 < groups; ++g2) {
+            const float4 t = vred[g2 * h4 + cc];
+            total += e == 0 ? t.x : (e == 1 ? t.y : (e == 2 ? t.z : t.w));
+        }
         dst[2 + threadIdx.x] = total;
     }
 }
 
 // Merges the splits of row i, head h in order. grid (QB, nh), block hd.
 extern "C" __global__ void attn_combine(const float* part, const int* io, int QB, float* out,
-                                        int nh, int hd, int S) {
+                                        int nh, int hd, int S, int dense) {
     const int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     const int L = io[0];
     const int vn = io_vn(io, QB)[i];
-    const int n = L + (vn < 0 ? i + 1 : vn);
+    const int n = dense ? L + QB : L + (vn < 0 ? i + 1 : vn);
     const int ns = (n + CHUNK - 1) / CHUNK;
     const float* base = part + ((size_t)i * nh + h) * S * (hd + 2);
     float mx = -INFINITY;

@@ -40,6 +40,13 @@ pub enum Prologue {
 pub struct Kernels {
     embed: CudaFunction,
     matmul: CudaFunction,
+    /// The tensor-core matmul (one n8 column tile per block).
+    mma_matmul: CudaFunction,
+    /// Dynamic shared memory one block may use (the device's opt-in limit).
+    smem_optin: usize,
+    /// Use the tensor-core matmul where the shape allows (`LADE_CUDA_MATMUL=fp32` turns it
+    /// off, for comparison).
+    tensor_cores: bool,
     rope_kv: CudaFunction,
     attn_partial: CudaFunction,
     attn_combine: CudaFunction,
@@ -72,13 +79,30 @@ pub struct MatmulArgs<'a> {
     pub accumulate: bool,
 }
 
+/// u32 words per staged row of the tensor-core matmul: k/2 padded to 16 mod 32, so that the
+/// rows g and g + 1 of a fragment load fall in different halves of the shared-memory banks.
+fn mma_lda(k: usize) -> usize {
+    let words = k / 2;
+    words + (16 + 32 - words % 32) % 32
+}
+
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let module = ctx.load_module(Ptx::from_src(PTX)).map_err(gpu_err)?;
         let f = |name: &str| module.load_function(name).map_err(gpu_err);
+        let smem_optin = ctx
+            .attribute(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(gpu_err)?
+            .max(0) as usize;
+        let tensor_cores = std::env::var("LADE_CUDA_MATMUL").map_or(true, |v| v != "fp32");
         let k = Kernels {
             embed: f("embed")?,
             matmul: f("matmul")?,
+            mma_matmul: f("mma_matmul_1")?,
+            smem_optin,
+            tensor_cores,
             rope_kv: f("rope_kv")?,
             attn_partial: f("attn_partial")?,
             attn_combine: f("attn_combine")?,
@@ -97,7 +121,39 @@ impl Kernels {
             )
         }
         .map_err(gpu_err)?;
+        // The tensor-core matmul stages whole rows (hi and lo halves) in shared memory.
+        let static_smem = 4 * 64; // inv_rms
+        let dynamic = smem_optin.saturating_sub(static_smem) as i32;
+        // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
+        unsafe {
+            result::function::set_function_attribute(
+                k.mma_matmul.cu_function(),
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dynamic,
+            )
+        }
+        .map_err(gpu_err)?;
         Ok(k)
+    }
+
+    /// Which matmul kernel a shape runs on (fixed per inner dimension `k`, never per row
+    /// count, so that a row's arithmetic does not depend on the batch).
+    pub fn matmul_kind(&self, k: usize) -> &'static str {
+        if self.mma_rows_max(k) >= 16 {
+            "mma-f16x2"
+        } else {
+            "fp32-fma"
+        }
+    }
+
+    /// Rows one tensor-core block can stage for inner dimension `k` (0: the shape does not fit
+    /// or tensor cores are off).
+    fn mma_rows_max(&self, k: usize) -> usize {
+        if !self.tensor_cores || k % 32 != 0 || k == 0 {
+            return 0;
+        }
+        let dynamic = self.smem_optin.saturating_sub(4 * 64);
+        (dynamic / (8 * mma_lda(k)) / 16 * 16).min(64)
     }
 
     pub fn embed(
@@ -125,6 +181,10 @@ impl Kernels {
         io: &CudaSlice<i32>,
         a: &MatmulArgs<'_>,
     ) -> Result<()> {
+        let bm_max = self.mma_rows_max(a.k);
+        if bm_max >= 16 {
+            return self.mma_matmul(s, io, a, bm_max);
+        }
         let r = staged_rows(a.k);
         let smem = (r * a.k * 4) as u32;
         let rowsel: CudaView<'_, i32> = match a.rowsel_off {
@@ -169,6 +229,65 @@ impl Kernels {
         // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within
         // the limit raised in `load`.
         unsafe { l.launch(cfg(grid, 256, smem)) }.map_err(gpu_err)?;
+        Ok(())
+    }
+
+    /// The tensor-core matmul (see `mma_matmul_impl` in kernels.cu).
+    fn mma_matmul(
+        &self,
+        s: &Arc<CudaStream>,
+        io: &CudaSlice<i32>,
+        a: &MatmulArgs<'_>,
+        bm_max: usize,
+    ) -> Result<()> {
+        let lda = mma_lda(a.k);
+        // Rows per block and n8 tiles per block: schedule only, the result of a row is the same
+        // for every choice.
+        // Small blocks (16 or 32 rows, one n8 tile per warp) keep many blocks in flight and
+        // the per-block staging short; larger ones cut the weight re-reads of long prefills.
+        let want = match a.m {
+            0..=64 => 16,
+            65..=256 => 32,
+            _ => 64,
+        };
+        let bm = bm_max.min(want).min(a.m.div_ceil(16).max(1) * 16);
+        let (tiles, func) = (1, &self.mma_matmul);
+        let smem = (2 * bm * lda * 4) as u32;
+        let rowsel: CudaView<'_, i32> = match a.rowsel_off {
+            Some(off) => io.slice(off..),
+            None => io.slice(0..0),
+        };
+        let has_rowsel = a.rowsel_off.is_some() as i32;
+        let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
+        let (pro, acc) = (a.prologue as i32, a.accumulate as i32);
+        let (bm_i, lda_i) = (bm as i32, lda as i32);
+        let mut l = s.launch_builder(func);
+        l.arg(a.x)
+            .arg(&ldx)
+            .arg(&rowsel)
+            .arg(&has_rowsel)
+            .arg(a.w)
+            .arg(a.g)
+            .arg(&a.eps)
+            .arg(a.out)
+            .arg(&m)
+            .arg(&n)
+            .arg(&k)
+            .arg(&pro)
+            .arg(&acc)
+            .arg(&bm_i)
+            .arg(&lda_i);
+        let grid = (
+            a.n.div_ceil(8 * tiles) as u32,
+            a.m.div_ceil(bm).max(1) as u32,
+            1,
+        );
+        // SAFETY: the arguments match `mma_matmul_N` in kernels.cu; `x` has m rows of `ldx`
+        // floats (2k wide for SiluMul), `w` is (n, k) with k % 32 == 0 (16-byte aligned rows),
+        // `out` is (m, n), `g` has k entries when used, row indices in `io` are below the rows
+        // of `x`; shared memory is 2 * bm * lda words, within the limit set in `load`
+        // (`mma_rows_max`), and bm <= 64 rows.
+        unsafe { l.launch(cfg(grid, 128, smem)) }.map_err(gpu_err)?;
         Ok(())
     }
 
@@ -221,10 +340,14 @@ impl Kernels {
         heads: (usize, usize, usize),
         cap: usize,
         splits: usize,
+        dense_mask: Option<&CudaSlice<u8>>,
+        mark: &dyn Fn(&'static str) -> Result<()>,
     ) -> Result<()> {
         let (nh, nkv, hd) = (heads.0 as i32, heads.1 as i32, heads.2 as i32);
         let (qb_i, cap_i, s_i) = (qb as i32, cap as i32, splits as i32);
         let scale = 1.0f32 / (heads.2 as f32).sqrt();
+        let null_mask: u64 = 0;
+        let dense = dense_mask.is_some() as i32;
         let mut l = s.launch_builder(&self.attn_partial);
         l.arg(qkv)
             .arg(io)
@@ -238,8 +361,13 @@ impl Kernels {
             .arg(&cap_i)
             .arg(&s_i)
             .arg(&scale);
-        // SAFETY: arguments match `attn_partial`; `part` holds qb * nh * splits * (hd + 2)
-        // floats and splits * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK).
+        match dense_mask {
+            Some(m) => l.arg(m),
+            None => l.arg(&null_mask),
+        };
+        // SAFETY: arguments match `attn_partial` (the mask pointer is a device pointer or 0);
+        // `part` holds qb * nh * splits * (hd + 2) floats and splits * CHUNK covers every row's
+        // visible keys (L + qb <= splits * CHUNK); a dense mask holds qb * (L + qb) bytes.
         unsafe {
             l.launch(cfg(
                 (qb as u32, heads.0 as u32, splits as u32),
@@ -248,6 +376,7 @@ impl Kernels {
             ))
         }
         .map_err(gpu_err)?;
+        mark("attention: partial")?;
         let mut l = s.launch_builder(&self.attn_combine);
         l.arg(part)
             .arg(io)
@@ -255,7 +384,8 @@ impl Kernels {
             .arg(out)
             .arg(&nh)
             .arg(&hd)
-            .arg(&s_i);
+            .arg(&s_i)
+            .arg(&dense);
         // SAFETY: arguments match `attn_combine`; `out` holds qb * nh * hd floats.
         unsafe { l.launch(cfg((qb as u32, heads.0 as u32, 1), heads.2 as u32, 0)) }
             .map_err(gpu_err)?;

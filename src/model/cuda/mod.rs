@@ -209,4 +209,19 @@ impl CudaLlama {
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
+
+    /// Peak DRAM bandwidth in bytes/s from the device's memory clock and bus width (`None` if
+    /// the driver does not report them).
+    pub fn memory_bandwidth(&self) -> Option<f64> {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as A;
+        let ctx = self.stream.context();
+        let clock_khz = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)
+            .ok()?;
+        let bus_bits = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)
+            .ok()?;
+        (clock_khz > 0 && bus_bits > 0)
+            .then(|| 2.0 * f64::from(clock_khz) * 1e3 * f64::from(bus_bits) / 8.0)
+    }
 }

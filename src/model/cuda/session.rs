@@ -1,9 +1,10 @@
 //! One sequence on the GPU: its KV cache, step buffers and captured step graphs.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice};
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice};
 
 use super::kernels::{MatmulArgs, Prologue, CHUNK};
 use super::{gpu_err, CudaLlama};
@@ -26,6 +27,9 @@ struct Buffers {
     part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 2) flash-decoding partials
     logits: CudaSlice<f32>,  // (rc, vocab)
     argmax: CudaSlice<i32>,  // (rc,)
+    /// Dense-mask mode only: the step's materialised mask, (qc, L + qc) bytes at most
+    /// (qc, cap_alloc) allocated.
+    mask: Option<CudaSlice<u8>>,
 }
 
 /// A captured step. CUDA graph executables may be launched from any thread of the process
@@ -48,7 +52,13 @@ pub struct CudaSession {
     keep_idx: CudaSlice<i32>,
     graphs: HashMap<(usize, usize, usize), StepGraph>,
     use_graphs: bool,
+    /// Materialise the attention mask every step instead of the fused per-row lists (only to
+    /// measure the difference; see `attn_partial` in kernels.cu).
+    dense_mask: bool,
 }
+
+/// Per-kernel times of one eagerly launched step, in launch order, summed over layers.
+pub type StepProfile = Vec<(&'static str, f64)>;
 
 impl CudaSession {
     /// A session for `context` positions (clamped to the model's trained context).
@@ -73,7 +83,23 @@ impl CudaSession {
             keep_idx,
             graphs: HashMap::new(),
             use_graphs,
+            dense_mask: false,
         })
+    }
+
+    /// Switches between the fused attention mask (default) and a mask materialised in device
+    /// memory every step (for comparison). Drops the captured graphs and step buffers.
+    pub fn set_dense_mask(&mut self, on: bool) {
+        if self.dense_mask != on {
+            self.dense_mask = on;
+            self.graphs.clear();
+            self.bufs = None;
+        }
+    }
+
+    /// Which matmul kernel runs the projections of inner dimension `k` (for reports).
+    pub fn matmul_kind(&self, k: usize) -> &'static str {
+        self.model.kernels.matmul_kind(k)
     }
 
     fn layer_stride(&self) -> usize {
@@ -115,12 +141,24 @@ impl CudaSession {
             part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 2))?,
             logits: a(rc * c.vocab_size)?,
             argmax: s.alloc_zeros::<i32>(rc).map_err(gpu_err)?,
+            mask: if self.dense_mask {
+                Some(s.alloc_zeros::<u8>(qc * self.cap_alloc).map_err(gpu_err)?)
+            } else {
+                None
+            },
         });
         Ok(())
     }
 
-    /// Enqueues every kernel of one step of shape (`qb`, `rb`, `splits`).
-    fn enqueue(&self, qb: usize, rb: usize, splits: usize) -> Result<()> {
+    /// Enqueues every kernel of one step of shape (`qb`, `rb`, `splits`); `mark(name)` is
+    /// called after each kernel (a profiler records an event there).
+    fn enqueue(
+        &self,
+        qb: usize,
+        rb: usize,
+        splits: usize,
+        mark: &dyn Fn(&'static str) -> Result<()>,
+    ) -> Result<()> {
         let m = &self.model;
         let c = &m.config;
         let k = &m.kernels;
@@ -136,6 +174,7 @@ impl CudaSession {
         let eps = c.rms_norm_eps as f32;
         let ls = self.layer_stride();
         k.embed(s, &b.io, qb, &m.embedding, &b.x, h)?;
+        mark("embed")?;
         for (l, w) in m.blocks.iter().enumerate() {
             let kc = self.kc.slice(l * ls..(l + 1) * ls);
             let vc = self.vc.slice(l * ls..(l + 1) * ls);
@@ -171,6 +210,7 @@ impl CudaSession {
                 Prologue::RmsNorm,
                 false,
             )?;
+            mark("qkv: rmsnorm + matmul")?;
             k.rope_kv(
                 s,
                 &b.qkv,
@@ -183,6 +223,7 @@ impl CudaSession {
                 heads,
                 self.cap_alloc,
             )?;
+            mark("rope + kv write")?;
             // attn: (qb, heads * head_dim)
             k.attention(
                 s,
@@ -196,7 +237,10 @@ impl CudaSession {
                 heads,
                 self.cap_alloc,
                 splits,
+                b.mask.as_ref(),
+                mark,
             )?;
+            mark("attention: combine")?;
             // x += attn Woᵀ
             mm(
                 &b.attn,
@@ -209,6 +253,7 @@ impl CudaSession {
                 Prologue::None,
                 true,
             )?;
+            mark("o: matmul + residual")?;
             // gate_up = rmsnorm(x) W_gate_upᵀ: (qb, 2 ffn)
             mm(
                 &b.x,
@@ -221,6 +266,7 @@ impl CudaSession {
                 Prologue::RmsNorm,
                 false,
             )?;
+            mark("gate|up: rmsnorm + matmul")?;
             // x += (silu(gate) * up) W_downᵀ
             mm(
                 &b.gate_up,
@@ -233,6 +279,7 @@ impl CudaSession {
                 Prologue::SiluMul,
                 true,
             )?;
+            mark("down: silu*up + matmul + residual")?;
         }
         if rb > 0 {
             k.matmul(
@@ -253,29 +300,42 @@ impl CudaSession {
                     accumulate: false,
                 },
             )?;
+            mark("lm head: rmsnorm + matmul")?;
             k.argmax_rows(s, &b.logits, rb, c.vocab_size, &b.argmax)?;
+            mark("argmax")?;
+        }
+        Ok(())
+    }
+
+    /// Copies the step's inputs to the device (and, in dense-mask mode, its materialised mask).
+    fn upload(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
+        self.ensure_buffers(io.qb, io.rb)?;
+        let s = self.model.stream.clone();
+        let dense = self.dense_mask.then(|| dense_mask(batch, self.len, io.qb));
+        let b = self.bufs.as_mut().expect("buffers allocated");
+        let mut dst = b.io.slice_mut(0..io.data.len());
+        s.memcpy_htod(&io.data, &mut dst).map_err(gpu_err)?;
+        if let (Some(bytes), Some(mask)) = (dense, b.mask.as_mut()) {
+            let mut dst = mask.slice_mut(0..bytes.len());
+            s.memcpy_htod(&bytes, &mut dst).map_err(gpu_err)?;
         }
         Ok(())
     }
 
     /// Runs one packed step: replays (capturing on first use) or launches its kernels.
-    fn run(&mut self, io: &StepIo) -> Result<()> {
-        self.ensure_buffers(io.qb, io.rb)?;
+    fn run(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
+        self.upload(io, batch)?;
         let splits = (self.len + io.qb).div_ceil(CHUNK);
         let s = self.model.stream.clone();
-        {
-            let b = self.bufs.as_mut().expect("buffers allocated");
-            let mut dst = b.io.slice_mut(0..io.data.len());
-            s.memcpy_htod(&io.data, &mut dst).map_err(gpu_err)?;
-        }
+        let no_marks = |_: &'static str| Ok(());
         if !self.use_graphs {
-            return self.enqueue(io.qb, io.rb, splits);
+            return self.enqueue(io.qb, io.rb, splits, &no_marks);
         }
         let key = (io.qb, io.rb, splits);
         if !self.graphs.contains_key(&key) {
             s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(gpu_err)?;
-            let recorded = self.enqueue(io.qb, io.rb, splits);
+            let recorded = self.enqueue(io.qb, io.rb, splits, &no_marks);
             let captured = s.end_capture(
                 sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
             );
@@ -286,6 +346,49 @@ impl CudaSession {
             self.graphs.insert(key, StepGraph(graph));
         }
         self.graphs[&key].0.launch().map_err(gpu_err)
+    }
+
+    /// Launches the kernels of `batch` eagerly with a timing event after each one and returns
+    /// their times (ms, summed over layers, in launch order). The cache is left as it was.
+    pub fn profile_step(&mut self, batch: &Batch<'_>) -> Result<StepProfile> {
+        let q = batch.tokens.len();
+        batch.validate(
+            self.len,
+            self.model.config.vocab_size,
+            self.model.max_positions,
+        )?;
+        if self.len + q > self.capacity || bucket(q) > MAX_ROWS {
+            return Err(LadeError::InvalidArgument(format!(
+                "a profiled step of {q} rows does not fit after {} cached positions",
+                self.len
+            )));
+        }
+        let io = StepIo::pack(batch, self.len)?;
+        self.upload(&io, batch)?;
+        let splits = (self.len + io.qb).div_ceil(CHUNK);
+        let s = self.model.stream.clone();
+        let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = s.record_event(timed).map_err(gpu_err)?;
+        let marks: RefCell<Vec<(&'static str, CudaEvent)>> = RefCell::new(Vec::new());
+        let mark = |name: &'static str| -> Result<()> {
+            let e = s.record_event(timed).map_err(gpu_err)?;
+            marks.borrow_mut().push((name, e));
+            Ok(())
+        };
+        self.enqueue(io.qb, io.rb, splits, &mark)?;
+        s.synchronize().map_err(gpu_err)?;
+        let mut out: StepProfile = Vec::new();
+        let mut prev = &start;
+        let marks = marks.into_inner();
+        for (name, e) in &marks {
+            let ms = f64::from(prev.elapsed_ms(e).map_err(gpu_err)?);
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 += ms,
+                None => out.push((name, ms)),
+            }
+            prev = e;
+        }
+        Ok(out)
     }
 
     /// Validates and runs `batch`; returns the logit rows (whole, or their argmax).
@@ -303,7 +406,7 @@ impl CudaSession {
             return self.forward_in_pieces(batch, whole);
         }
         let io = StepIo::pack(batch, self.len)?;
-        self.run(&io)?;
+        self.run(&io, batch)?;
         self.len += q;
         let r = batch.logit_rows.len();
         let s = &self.model.stream;
@@ -366,6 +469,26 @@ impl CudaSession {
             RowsOut::Argmax(ids)
         })
     }
+}
+
+/// The step's mask materialised as row-major bytes (qb, past + qb), 1 = visible; padding rows
+/// see the cache and themselves.
+fn dense_mask(batch: &Batch<'_>, past: usize, qb: usize) -> Vec<u8> {
+    let q = batch.tokens.len();
+    let keys = past + qb;
+    let mut m = vec![0u8; qb * keys];
+    for (i, row) in m.chunks_mut(keys).enumerate() {
+        row[..past].fill(1);
+        for j in 0..qb {
+            let seen = if i < q && j < q {
+                batch.mask.sees(past, q, i, past + j)
+            } else {
+                i == j
+            };
+            row[past + j] = seen as u8;
+        }
+    }
+    m
 }
 
 enum RowsOut {

@@ -1,0 +1,333 @@
+//! `lade profile`: the time of one decode step as a function of its shape (a plain one-row
+//! step, and warm lookahead steps W,N,G with their real tree mask), and on the GPU where that
+//! time goes, kernel by kernel, plus the same steps with a materialised attention mask.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use lade::decode::lookahead::StepLayout;
+use lade::decode::LookaheadConfig;
+use lade::model::{AttentionMask, Batch, CausalLm};
+use serde_json::json;
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Cached positions before the timed step.
+    #[arg(long, default_value_t = 512)]
+    pub past: usize,
+    /// Step shapes separated by `;`: `plain` (one row) or `W,N,G` (a warm lookahead step with
+    /// all G candidates, laid out as the decoder does: (W + G)(N - 1) rows).
+    #[arg(
+        long,
+        default_value = "plain;2,3,2;4,3,4;7,4,7;10,5,10;15,5,15;20,5,20;30,5,30"
+    )]
+    pub shapes: String,
+    /// Timed runs per shape; the median is reported.
+    #[arg(long, default_value_t = 30)]
+    pub repeat: usize,
+    /// Also time every shape with the attention mask materialised in device memory (GPU only).
+    #[arg(long)]
+    pub dense_mask: bool,
+    /// Per-kernel breakdown of every shape (GPU only): eager launches timed with events.
+    #[arg(long)]
+    pub kernels: bool,
+    /// Print JSON instead of markdown tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One profiled step shape.
+struct Shape {
+    label: String,
+    layout: StepLayout,
+}
+
+fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>> {
+    let mut out = Vec::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if part == "plain" {
+            let id = (past * 7919 + 13) % vocab.max(1);
+            out.push(Shape {
+                label: "plain".into(),
+                layout: StepLayout::candidates_only(id as u32, past as u32, &[]),
+            });
+            continue;
+        }
+        let (w, n, g) = LookaheadConfig::parse_wng(part)
+            .with_context(|| format!("--shapes: `{part}` is neither `plain` nor W,N,G"))?;
+        LookaheadConfig::new(w, n, g)
+            .validate()
+            .with_context(|| format!("--shapes: `{part}`"))?;
+        out.push(Shape {
+            label: format!("lookahead {w},{n},{g}"),
+            layout: StepLayout::synthetic(w, n, g, past, vocab),
+        });
+    }
+    anyhow::ensure!(!out.is_empty(), "--shapes is empty");
+    Ok(out)
+}
+
+/// Fills the cache of `lm` with `past` arbitrary tokens.
+fn prefill(lm: &mut dyn CausalLm, past: usize) -> anyhow::Result<()> {
+    let vocab = lm.vocab_size().max(1);
+    let tokens: Vec<u32> = (0..past).map(|i| ((i * 31 + 7) % vocab) as u32).collect();
+    let positions: Vec<u32> = (0..past as u32).collect();
+    lm.truncate(0);
+    lm.forward(&Batch {
+        tokens: &tokens,
+        positions: &positions,
+        mask: &AttentionMask::Causal,
+        logit_rows: &[],
+    })?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median wall time (ms) of a step of `layout` after `past` positions: upload, forward,
+/// argmax of its logit rows back on the host; the cache is rolled back after each run.
+fn time_step(
+    lm: &mut dyn CausalLm,
+    layout: &StepLayout,
+    past: usize,
+    repeat: usize,
+) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(repeat);
+    for rep in 0..repeat + 3 {
+        let t = Instant::now();
+        let out = lm.forward_argmax(&layout.batch());
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        lm.truncate(past);
+        out?;
+        if rep >= 3 {
+            times.push(ms);
+        }
+    }
+    Ok(median(times))
+}
+
+pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    let loaded = args.model.load()?;
+    let c = &loaded.model.config;
+    let ctx = args.model.context(c.max_position_embeddings)?;
+    let shapes = parse_shapes(&args.shapes, args.past, c.vocab_size)?;
+    let most = shapes.iter().map(|s| s.layout.len()).max().unwrap_or(1);
+    anyhow::ensure!(
+        args.past + most <= ctx,
+        "--past {} plus a step of {most} rows exceeds the context of {ctx} positions",
+        args.past
+    );
+    #[cfg(not(feature = "cuda"))]
+    anyhow::ensure!(
+        !args.dense_mask && !args.kernels,
+        "--dense-mask and --kernels need a GPU (a build with tools/build-cuda.sh)"
+    );
+    let mut lm = loaded.new_session(ctx)?;
+    prefill(lm.as_mut(), args.past)?;
+    let mut rows = Vec::new();
+    for s in &shapes {
+        let ms = time_step(lm.as_mut(), &s.layout, args.past, args.repeat)?;
+        rows.push(json!({
+            "shape": s.label,
+            "rows": s.layout.len(),
+            "logit_rows": s.layout.logit_rows.len(),
+            "step_ms": ms,
+        }));
+    }
+    drop(lm);
+    let one = rows
+        .iter()
+        .find(|r| r["rows"] == 1)
+        .and_then(|r| r["step_ms"].as_f64());
+    if let Some(one) = one {
+        for r in &mut rows {
+            let ms = r["step_ms"].as_f64().unwrap_or(f64::NAN);
+            r["vs_one_row"] = json!(ms / one);
+        }
+    }
+    #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+    let mut report = json!({
+        "device": loaded.device_label(),
+        "model": loaded.path.display().to_string(),
+        "past": args.past,
+        "repeat": args.repeat,
+        "weight_bytes_per_step": loaded.weight_bytes(),
+        "steps": rows,
+    });
+    #[cfg(feature = "cuda")]
+    cuda_extras(&loaded, ctx, &args, &shapes, &mut report)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_markdown(&report);
+    }
+    Ok(())
+}
+
+/// GPU only: the physical floor, the dense-mask timings and the per-kernel breakdown.
+#[cfg(feature = "cuda")]
+fn cuda_extras(
+    loaded: &lade::loader::LoadedModel,
+    ctx: usize,
+    args: &ProfileArgs,
+    shapes: &[Shape],
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let Some(session) = loaded.cuda_session(ctx) else {
+        anyhow::ensure!(
+            !args.dense_mask && !args.kernels,
+            "--dense-mask and --kernels need --device cuda"
+        );
+        return Ok(());
+    };
+    let mut session = session?;
+    if let lade::loader::Backend::Cuda { model, .. } = &loaded.backend {
+        if let Some(bw) = model.memory_bandwidth() {
+            report["memory_bandwidth_bytes_per_s"] = json!(bw);
+            report["floor_ms"] = json!(loaded.weight_bytes() as f64 / bw * 1e3);
+        }
+        let c = &model.config;
+        report["matmul"] = json!({
+            "hidden": session.matmul_kind(c.hidden_size),
+            "ffn": session.matmul_kind(c.intermediate_size),
+        });
+    }
+    if args.kernels {
+        prefill(&mut session, args.past)?;
+        let mut table = Vec::new();
+        for s in shapes {
+            let mut runs = Vec::new();
+            for _ in 0..6 {
+                runs.push(session.profile_step(&s.layout.batch())?);
+            }
+            // Median per kernel over the runs after the first.
+            let names: Vec<&'static str> = runs[0].iter().map(|(n, _)| *n).collect();
+            let per: Vec<serde_json::Value> = names
+                .iter()
+                .map(|name| {
+                    let v: Vec<f64> = runs[1..]
+                        .iter()
+                        .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
+                        .collect();
+                    json!({ "kernel": name, "ms": median(v) })
+                })
+                .collect();
+            table.push(json!({ "shape": s.label, "kernels": per }));
+        }
+        report["kernels"] = json!(table);
+    }
+    if args.dense_mask {
+        session.set_dense_mask(true);
+        prefill(&mut session, args.past)?;
+        let steps = report["steps"].as_array_mut().expect("steps array");
+        for (s, row) in shapes.iter().zip(steps.iter_mut()) {
+            let ms = time_step(&mut session, &s.layout, args.past, args.repeat)?;
+            let fused = row["step_ms"].as_f64().unwrap_or(f64::NAN);
+            row["dense_mask_step_ms"] = json!(ms);
+            row["dense_over_fused"] = json!(ms / fused);
+        }
+    }
+    Ok(())
+}
+
+fn print_markdown(r: &serde_json::Value) {
+    println!(
+        "device: {}  |  cache before the step: {} positions  |  median of {} runs",
+        r["device"].as_str().unwrap_or("?"),
+        r["past"],
+        r["repeat"]
+    );
+    let mb = r["weight_bytes_per_step"].as_f64().unwrap_or(0.0) / 1e6;
+    match (
+        r["memory_bandwidth_bytes_per_s"].as_f64(),
+        r["floor_ms"].as_f64(),
+    ) {
+        (Some(bw), Some(floor)) => println!(
+            "weights read per step: {mb:.1} MB; peak memory bandwidth {:.2} TB/s; floor {:.3} ms/step",
+            bw / 1e12,
+            floor
+        ),
+        _ => println!("weights read per step: {mb:.1} MB"),
+    }
+    if let Some(m) = r.get("matmul") {
+        println!(
+            "matmul kernels: hidden-size inputs {}, ffn inputs {}",
+            m["hidden"], m["ffn"]
+        );
+    }
+    println!();
+    let steps = r["steps"].as_array().cloned().unwrap_or_default();
+    let dense = steps.iter().any(|s| s.get("dense_mask_step_ms").is_some());
+    print!("| step | rows | logit rows | step ms | vs 1 row |");
+    if dense {
+        print!(" dense-mask step ms | dense / fused |");
+    }
+    println!();
+    println!("|{}", " --- |".repeat(if dense { 7 } else { 5 }));
+    let f = |v: &serde_json::Value, d: usize| {
+        v.as_f64()
+            .map_or("–".to_string(), |x| format!("{x:.prec$}", prec = d))
+    };
+    for s in &steps {
+        print!(
+            "| {} | {} | {} | {} | {} |",
+            s["shape"].as_str().unwrap_or("?"),
+            s["rows"],
+            s["logit_rows"],
+            f(&s["step_ms"], 3),
+            f(&s["vs_one_row"], 2)
+        );
+        if dense {
+            print!(
+                " {} | {} |",
+                f(&s["dense_mask_step_ms"], 3),
+                f(&s["dense_over_fused"], 2)
+            );
+        }
+        println!();
+    }
+    if let Some(k) = r["kernels"].as_array() {
+        println!("\nPer-kernel time of one eagerly launched step (ms, summed over layers):\n");
+        let names: Vec<String> = k[0]["kernels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["kernel"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        print!("| kernel |");
+        for s in k {
+            print!(" {} |", s["shape"].as_str().unwrap_or("?"));
+        }
+        println!("\n|{}", " --- |".repeat(k.len() + 1));
+        let mut totals = vec![0.0; k.len()];
+        for name in &names {
+            print!("| {name} |");
+            for (i, s) in k.iter().enumerate() {
+                let ms = s["kernels"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|e| e["kernel"] == name.as_str()))
+                    .and_then(|e| e["ms"].as_f64())
+                    .unwrap_or(0.0);
+                totals[i] += ms;
+                print!(" {ms:.3} |");
+            }
+            println!();
+        }
+        print!("| **total (eager)** |");
+        for t in totals {
+            print!(" **{t:.3}** |");
+        }
+        println!();
+    }
+}
