@@ -213,3 +213,53 @@ fn generate_json_and_tokenize_work() {
         );
     }
 }
+
+#[test]
+fn profile_rejects_bad_shapes_and_gpu_only_flags_on_the_cpu() {
+    let m = model();
+    let base = ["profile", "--model", &m, "--device", "cpu", "-q"];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let fails = |extra: &[&'static str], needle: &str| {
+        let args = with(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&refs, needle);
+    };
+    fails(&["--shapes", "plain;banana"], "--shapes");
+    fails(&["--shapes", "4,1,4"], "--shapes");
+    fails(&["--past", "100000"], "exceeds the context");
+    fails(&["--repeat", "0"], "--repeat");
+    fails(&["--kernels"], "gpu");
+}
+
+#[test]
+fn profile_times_plain_and_lookahead_steps_on_the_cpu() {
+    let m = model();
+    let (ok, out, err) = lade(&[
+        "profile",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "-q",
+        "--past",
+        "8",
+        "--shapes",
+        "plain;2,3,2",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let steps = v["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    // plain: one row; 2,3,2: (W + G)(N - 1) = 8 rows.
+    assert_eq!(steps[0]["rows"], 1);
+    assert_eq!(steps[1]["rows"], 8);
+    for s in steps {
+        assert!(s["step_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{s}");
+    }
+    assert!((steps[0]["vs_one_row"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+}

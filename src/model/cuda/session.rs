@@ -266,7 +266,7 @@ impl CudaSession {
                 Prologue::RmsNorm,
                 false,
             )?;
-            mark("gate|up: rmsnorm + matmul")?;
+            mark("gate/up: rmsnorm + matmul")?;
             // x += (silu(gate) * up) W_downᵀ
             mm(
                 &b.gate_up,
