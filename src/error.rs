@@ -23,6 +23,8 @@ pub enum LadeError {
     Fetch(String),
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("device error: {0}")]
+    Device(String),
     #[error("GPU error: {0}")]
     Gpu(String),
     #[error("i/o error: {0}")]

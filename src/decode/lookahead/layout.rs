@@ -41,13 +41,40 @@ pub struct StepLayout {
 impl StepLayout {
     /// Lays out `pending` at position `p`, `candidates` (each `arity` tokens) and `window`.
     pub fn build(pending: u32, p: u32, window: &JacobiWindow, candidates: &[Vec<u32>]) -> Self {
-        Self::lay_out(pending, p, Some(window), candidates)
+        Self::lay_out(pending, p, Some(window), candidates, 0..window.columns())
+    }
+
+    /// One device's share of a step under Lookahead Parallelism: `pending`, `candidates` (this
+    /// device's slice) and the window columns `columns` at levels 1.. (plus level 0 up to the
+    /// last of them, since level-0 attention runs causally across columns). [`Self::top_logits`]
+    /// `(j)` is then column `columns.start + j`. An empty range lays out no window rows.
+    pub fn build_share(
+        pending: u32,
+        p: u32,
+        window: &JacobiWindow,
+        candidates: &[Vec<u32>],
+        columns: std::ops::Range<usize>,
+    ) -> Self {
+        let columns = if columns.is_empty() {
+            0..0
+        } else {
+            columns.start..columns.end.min(window.columns())
+        };
+        Self::lay_out(pending, p, Some(window), candidates, columns)
+    }
+
+    /// Rows of the whole (single-device) step for `window` and `candidates` candidates of
+    /// `arity` tokens, without building it.
+    pub fn full_len(window: &JacobiWindow, candidates: usize, arity: usize) -> usize {
+        1 + candidates * arity
+            + (window.columns() - 1)
+            + (window.num_levels() - 1) * window.columns()
     }
 
     /// Lays out `pending` at position `p` and `candidates` only, with no Jacobi window (prompt
     /// lookup): the rows are `t0` and the candidate chains, [`Self::top_columns`] is 0.
     pub fn candidates_only(pending: u32, p: u32, candidates: &[Vec<u32>]) -> Self {
-        Self::lay_out(pending, p, None, candidates)
+        Self::lay_out(pending, p, None, candidates, 0..1)
     }
 
     fn lay_out(
@@ -55,10 +82,14 @@ impl StepLayout {
         p: u32,
         window: Option<&JacobiWindow>,
         candidates: &[Vec<u32>],
+        columns: std::ops::Range<usize>,
     ) -> Self {
         let arity = candidates.first().map_or(0, Vec::len);
-        // Without a window only level 0, column 0 (the pending token) remains.
-        let cols = window.map_or(1, JacobiWindow::columns);
+        // Without a window only level 0, column 0 (the pending token) remains. Level 0 is laid
+        // out for columns `0..cols`, the levels above it for `columns` only (`upper` of them).
+        let cols = columns.end.max(1);
+        let upper = columns.len();
+        let first = columns.start;
         let levels = window.map_or(1, JacobiWindow::num_levels);
         let window_token = |l: usize, j: usize| window.map_or(pending, |w| w.token(l, j, pending));
         let cand_row = |c: usize, i: usize| 1 + c * arity + i;
@@ -67,10 +98,10 @@ impl StepLayout {
             match (l, j) {
                 (0, 0) => 0,
                 (0, j) => base0 + j - 1,
-                (l, j) => base0 + (cols - 1) + (l - 1) * cols + j,
+                (l, j) => base0 + (cols - 1) + (l - 1) * upper + (j - first),
             }
         };
-        let q = base0 + (cols - 1) + (levels - 1) * cols;
+        let q = base0 + (cols - 1) + (levels - 1) * upper;
         let mut tokens = vec![0u32; q];
         let mut positions = vec![0u32; q];
         let mut visible = vec![false; q * q];
@@ -91,7 +122,8 @@ impl StepLayout {
             }
         }
         for l in 0..levels {
-            for j in 0..cols {
+            let span = if l == 0 { 0..cols } else { columns.clone() };
+            for j in span {
                 let r = win_row(l, j);
                 tokens[r] = window_token(l, j);
                 positions[r] = p + (l + j) as u32;
@@ -104,9 +136,9 @@ impl StepLayout {
             }
         }
         let top = levels - 1;
-        let top_columns = if window.is_some() { cols } else { 0 };
+        let top_columns = if window.is_some() { upper } else { 0 };
         let mut logit_rows: Vec<usize> = (0..base0).collect();
-        logit_rows.extend((0..top_columns).map(|j| win_row(top, j)));
+        logit_rows.extend((first..first + top_columns).map(|j| win_row(top, j)));
         Self {
             tokens,
             positions,
@@ -145,7 +177,8 @@ impl StepLayout {
         1 + c * self.arity + i
     }
 
-    /// Index (into the returned logits) of the top level's column `j`.
+    /// Index (into the returned logits) of the top level's column `j` (of a share: its `j`-th
+    /// column).
     pub fn top_logits(&self, j: usize) -> usize {
         1 + self.num_candidates * self.arity + j
     }

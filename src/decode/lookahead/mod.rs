@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod parallel;
 pub mod pool;
 pub mod verify;
 pub mod window;
@@ -19,6 +20,7 @@ use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
 pub use layout::StepLayout;
+pub use parallel::{ParallelLookaheadDecoder, Partition};
 pub use pool::NgramPool;
 pub use verify::{verify, Verdict};
 pub use window::JacobiWindow;
@@ -82,6 +84,50 @@ impl LookaheadDecoder {
         }
     }
 
+    /// One token by plain decoding, when the lookahead batch does not fit the context.
+    fn fallback(
+        &mut self,
+        lm: &mut dyn CausalLm,
+        seq: SequenceView<'_>,
+        sampler: &Sampler,
+    ) -> Result<StepOutcome> {
+        self.stats.fallback_steps += 1;
+        let out = PlainDecoder.step(lm, seq, sampler)?;
+        self.pool_committed(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
+        Ok(out)
+    }
+
+    /// What follows a lookahead forward pass once `new_top` (the model's choices at the top
+    /// level) and the verdict are known: harvest the window's n-grams, move the window, pool
+    /// the committed tokens, count.
+    fn after_step(
+        &mut self,
+        pending: u32,
+        new_top: &[u32],
+        seq: SequenceView<'_>,
+        verdict: Verdict,
+        candidates: usize,
+        batch_tokens: usize,
+    ) -> StepOutcome {
+        if let Some(window) = self.window.as_mut() {
+            for gram in window.ngrams(pending, new_top) {
+                self.pool.insert(gram[0], &gram[1..]);
+            }
+            window.advance(new_top);
+        }
+        self.pool_committed(
+            &[seq.tokens, &verdict.tokens].concat(),
+            verdict.tokens.len(),
+        );
+        self.stats.lookahead_steps += 1;
+        self.stats.candidates_verified += candidates;
+        self.stats.batch_tokens += batch_tokens;
+        StepOutcome {
+            tokens: verdict.tokens,
+            from_draft: verdict.matched,
+        }
+    }
+
     /// Adds the n-grams that end in the newly committed tokens (`committed` = whole sequence,
     /// the last `new` of which are new), when the pool takes them (`pool_from_prompt`).
     fn pool_committed(&mut self, committed: &[u32], new: usize) {
@@ -124,7 +170,7 @@ impl Decoder for LookaheadDecoder {
         sampler: &Sampler,
     ) -> Result<StepOutcome> {
         let max_match = self.max_match();
-        let Some(window) = self.window.as_mut() else {
+        let Some(window) = self.window.as_ref() else {
             return Err(LadeError::InvalidArgument(
                 "lookahead step before begin".into(),
             ));
@@ -142,10 +188,7 @@ impl Decoder for LookaheadDecoder {
         let layout = StepLayout::build(pending, p as u32, window, &candidates);
         // Near the context limit the whole batch may not fit: decode one token plainly.
         if p + layout.len() > lm.context_size() {
-            self.stats.fallback_steps += 1;
-            let out = PlainDecoder.step(lm, seq, sampler)?;
-            self.pool_committed(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
-            return Ok(out);
+            return self.fallback(lm, seq, sampler);
         }
         let rows = RowOutputs::forward(lm, &layout.batch(), sampler)?;
         let index = seq.next_output_index();
@@ -162,10 +205,6 @@ impl Decoder for LookaheadDecoder {
         let new_top: Vec<u32> = (0..layout.top_columns())
             .map(|j| rows.argmax(layout.top_logits(j)))
             .collect();
-        for gram in window.ngrams(pending, &new_top) {
-            self.pool.insert(gram[0], &gram[1..]);
-        }
-        window.advance(&new_top);
 
         // Keep the K/V of t0 and of the confirmed draft tokens; drop everything else.
         let mut keep = vec![0usize];
@@ -173,18 +212,14 @@ impl Decoder for LookaheadDecoder {
             keep.extend((0..verdict.matched).map(|i| layout.candidate_logits(c, i)));
         }
         lm.keep_rows(p, &keep)?;
-
-        self.pool_committed(
-            &[seq.tokens, &verdict.tokens].concat(),
-            verdict.tokens.len(),
-        );
-        self.stats.lookahead_steps += 1;
-        self.stats.candidates_verified += candidates.len();
-        self.stats.batch_tokens += layout.len();
-        Ok(StepOutcome {
-            tokens: verdict.tokens,
-            from_draft: verdict.matched,
-        })
+        Ok(self.after_step(
+            pending,
+            &new_top,
+            seq,
+            verdict,
+            candidates.len(),
+            layout.len(),
+        ))
     }
 
     fn stats_json(&self) -> Option<serde_json::Value> {
