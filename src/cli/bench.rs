@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use lade::decode::auto::{self, AutoOptions, DecoderOptions, Strategy};
-use lade::decode::{Decoder, LookaheadDecoder, PlainDecoder, PromptLookupDecoder};
+use lade::decode::{
+    Decoder, LookaheadDecoder, ParallelLookaheadDecoder, PlainDecoder, PromptLookupDecoder,
+};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::Sampler;
@@ -21,6 +23,7 @@ use super::bench_report::{
     Summary,
 };
 use super::generate::{load_lookahead_prior, prompt_ids};
+use super::model_args::{device_group, parse_devices};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -67,6 +70,11 @@ pub struct BenchArgs {
     /// separated; for a config found in several, the first file's runs are kept).
     #[arg(long, value_delimiter = ',', requires = "out")]
     pub from_runs: Vec<PathBuf>,
+    /// Lookahead Parallelism: run the `lookahead:` configs on one replica per listed device
+    /// (`cpu,cpu`, `cuda:0,cuda:1`), steps split across them; the other configs (greedy, the
+    /// baseline of speedups, included) run on the first device alone.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
 }
 
 /// What the reports say about the runs.
@@ -131,11 +139,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     load_lookahead_prior(args.lookahead_prior.as_deref())?;
     let dataset = args.dataset.as_ref().context("--dataset is required")?;
     let prompts = read_prompts(dataset, args.limit)?;
-    let loaded = args.model.load()?;
+    let devices = args.devices.as_deref().map(parse_devices).transpose()?;
+    let loaded = match &devices {
+        Some(d) => args.model.load_for_devices(d)?,
+        None => args.model.load()?,
+    };
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
     let mut session = loaded.new_session(context)?;
+    let mut group = match &devices {
+        Some(list) if list.len() > 1 => Some(device_group(&loaded, list, context)?),
+        _ => None,
+    };
     let sampler = Sampler::new(Default::default())?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
@@ -143,6 +159,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let device = loaded.device_label();
     let auto_key = format!("{}|{:?}|{device}", loaded.path.display(), args.model.dtype);
+    let device = match &group {
+        Some(g) => format!("{device}; lookahead on {} (parallel)", g.labels().join(",")),
+        None => device,
+    };
     // Greedy (the baseline) first, then the configs as listed.
     let mut order: Vec<&BenchConfig> = configs.iter().filter(|c| c.is_greedy()).collect();
     order.extend(configs.iter().filter(|c| !c.is_greedy()));
@@ -156,6 +176,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut auto_pick = None;
             let mut dec: Box<dyn Decoder> = match cfg.strategy {
                 BenchStrategy::Greedy => Box::new(PlainDecoder),
+                BenchStrategy::Lookahead(c) if group.is_some() => {
+                    Box::new(ParallelLookaheadDecoder::new(c)?)
+                }
                 BenchStrategy::Lookahead(c) => Box::new(LookaheadDecoder::new(c)?),
                 BenchStrategy::PromptLookup(c) => Box::new(PromptLookupDecoder::new(c)?),
                 BenchStrategy::Auto => {
@@ -182,8 +205,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // The fastest of `--repeat` runs (the tokens are the same every time).
             let mut best: Option<lade::generate::Generation> = None;
             for _ in 0..args.repeat.max(1) {
+                let lm: &mut dyn CausalLm = match (&mut group, cfg.strategy) {
+                    (Some(grp), BenchStrategy::Lookahead(_)) => grp,
+                    _ => session.as_mut(),
+                };
                 let g = generate(
-                    session.as_mut(),
+                    lm,
                     dec.as_mut(),
                     &sampler,
                     &ids,

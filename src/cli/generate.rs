@@ -8,7 +8,7 @@ use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
     AutoChoice, AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
-    PlainDecoder,
+    ParallelLookaheadDecoder, PlainDecoder,
 };
 use lade::generate::{generate, StopRules};
 use lade::loader::LoadedModel;
@@ -17,6 +17,7 @@ use lade::sampling::{Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
 use serde_json::json;
 
+use super::model_args::{device_group, device_name, parse_devices};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -67,6 +68,12 @@ pub struct GenerateArgs {
     pub json: bool,
     #[command(flatten)]
     pub lookahead: LookaheadArgs,
+    /// Lookahead Parallelism: one replica of the model per listed device (`cpu,cpu` or
+    /// `cuda:0,cuda:1`), one host thread each; every step's window columns and candidates
+    /// are split across them and only token ids are exchanged. Needs lookahead (`auto`
+    /// means 8,4,8 here). A single entry is the same as `--device`.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Colour tokens that came from verified n-grams (terminal only).
     #[arg(long)]
     pub show_accepted: bool,
@@ -135,6 +142,28 @@ impl LookaheadArgs {
         cfg.reference_compat = self.reference_compat;
         cfg.seed = seed;
         Ok(Box::new(LookaheadDecoder::new(cfg)?))
+    }
+
+    /// The decoder of Lookahead Parallelism over several devices: the W,N,G given, or
+    /// [`LookaheadConfig::DEFAULT`] for `auto` (the measured cost model is single-device).
+    /// Also says whether `auto` was replaced.
+    pub fn parallel_decoder(&self, seed: u64) -> anyhow::Result<(Box<dyn Decoder>, bool)> {
+        anyhow::ensure!(
+            !self.no_lookahead,
+            "--devices with several devices runs Lookahead Parallelism: drop --no-lookahead \
+             (or list one device)"
+        );
+        let auto = self.is_auto();
+        let mut cfg = if auto {
+            LookaheadConfig::DEFAULT
+        } else {
+            let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
+            LookaheadConfig::new(w, n, g)
+        };
+        cfg.pool_from_prompt = !self.no_pool_from_prompt;
+        cfg.reference_compat = self.reference_compat;
+        cfg.seed = seed;
+        Ok((Box::new(ParallelLookaheadDecoder::new(cfg)?), auto))
     }
 
     /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
@@ -226,23 +255,47 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut decoder = args.lookahead.decoder(args.seed)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     let text = args.prompt_text()?;
-    let loaded = args.model.load()?;
+    let devices = args.devices.as_deref().map(parse_devices).transpose()?;
+    let parallel = devices.as_ref().filter(|d| d.len() > 1);
+    let loaded = match &devices {
+        Some(d) => args.model.load_for_devices(d)?,
+        None => args.model.load()?,
+    };
     let tok = &loaded.tokenizer;
     let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
-    let (auto_decoder, auto) = args.lookahead.decoder_for(
-        args.seed,
-        &loaded,
-        context.saturating_sub(ids.len() + args.max_tokens),
-    )?;
-    if let Some(choice) = &auto {
-        decoder = auto_decoder;
-        args.model
-            .log(&format!("lookahead auto: {}", choice.describe()));
-    }
-    let mut session = loaded.new_session(context)?;
+    let mut auto = None;
+    let mut session: Box<dyn CausalLm + Send> = if let Some(list) = parallel {
+        let (par, defaulted) = args.lookahead.parallel_decoder(args.seed)?;
+        decoder = par;
+        let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
+        args.model.log(&format!(
+            "lookahead parallelism: {} on {} (host-channel exchange){}",
+            decoder.name(),
+            names.join(","),
+            if defaulted {
+                "; --lookahead auto is single-device, using the default config"
+            } else {
+                ""
+            }
+        ));
+        Box::new(device_group(&loaded, list, context)?)
+    } else {
+        let (auto_decoder, choice) = args.lookahead.decoder_for(
+            args.seed,
+            &loaded,
+            context.saturating_sub(ids.len() + args.max_tokens),
+        )?;
+        if let Some(choice) = &choice {
+            decoder = auto_decoder;
+            args.model
+                .log(&format!("lookahead auto: {}", choice.describe()));
+        }
+        auto = choice;
+        loaded.new_session(context)?
+    };
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
@@ -296,6 +349,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 "mean_accepted": s.compression,
                 "step_ms": if s.steps > 0 { s.decode_ms / s.steps as f64 } else { 0.0 },
                 "lookahead": decoder.stats_json(),
+                "devices": parallel.map(|l| l.iter().map(|&d| device_name(d)).collect::<Vec<_>>()),
                 "auto": auto.as_ref().map(|c| json!({
                     "strategy": c.strategy,
                     "expected_tokens_per_s": c.expected_tokens_per_s,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lade::loader::{self, LoadOptions, LoadedModel};
-use lade::model::WeightFormat;
+use lade::model::{DeviceGroup, WeightFormat};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -54,6 +54,43 @@ pub fn parse_device(s: &str) -> anyhow::Result<Option<usize>> {
     }
 }
 
+/// Parses `--devices`: comma-separated `--device` entries (`cpu`, `cuda:N`, ...), in order.
+/// CPU and CUDA replicas are not mixed: Lookahead Parallelism needs every replica to compute
+/// the same numbers.
+pub fn parse_devices(s: &str) -> anyhow::Result<Vec<Option<usize>>> {
+    let list = s
+        .split(',')
+        .map(|d| parse_device(d).map_err(|e| anyhow::anyhow!("--devices {s}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gpus = list.iter().filter(|d| d.is_some()).count();
+    anyhow::ensure!(
+        gpus == 0 || gpus == list.len(),
+        "--devices {s}: give only CPU or only CUDA devices (the replicas must compute alike)"
+    );
+    Ok(list)
+}
+
+/// `cpu` or `cuda:N`.
+pub fn device_name(d: Option<usize>) -> String {
+    d.map_or("cpu".into(), |n| format!("cuda:{n}"))
+}
+
+/// One replica of `loaded` per entry of `devices`, each on its own host thread, as the device
+/// group of Lookahead Parallelism. The exchange between them is host channels (see
+/// `lade::model::group`).
+pub fn device_group(
+    loaded: &LoadedModel,
+    devices: &[Option<usize>],
+    context: usize,
+) -> anyhow::Result<DeviceGroup> {
+    let sessions = devices
+        .iter()
+        .map(|&d| loaded.new_session_on(d, context))
+        .collect::<lade::Result<Vec<_>>>()?;
+    let labels = devices.iter().map(|&d| device_name(d)).collect();
+    Ok(DeviceGroup::new(sessions, labels)?)
+}
+
 impl ModelArgs {
     pub fn log(&self, line: &str) {
         if !self.quiet {
@@ -93,8 +130,18 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        self.load_on(parse_device(&self.device)?)
+    }
+
+    /// Loads for `--devices`: onto the first GPU of the list, or for the CPU (the other
+    /// replicas are made with [`device_group`]).
+    pub fn load_for_devices(&self, devices: &[Option<usize>]) -> anyhow::Result<LoadedModel> {
+        self.load_on(devices.iter().flatten().next().copied())
+    }
+
+    /// Loads for the CPU (`None`) or CUDA device `gpu`.
+    pub fn load_on(&self, gpu: Option<usize>) -> anyhow::Result<LoadedModel> {
         self.apply_threads()?;
-        let gpu = parse_device(&self.device)?;
         let path = self.model_path()?;
         let opts = LoadOptions {
             format: self.dtype,

@@ -11,7 +11,7 @@ use crate::sampling::Sampler;
 use crate::Result;
 
 pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
-pub use lookahead::{LookaheadConfig, LookaheadDecoder};
+pub use lookahead::{LookaheadConfig, LookaheadDecoder, ParallelLookaheadDecoder};
 pub use plain::PlainDecoder;
 pub use prompt_lookup::{PromptLookupConfig, PromptLookupDecoder};
 

@@ -166,6 +166,43 @@ impl LoadedModel {
         }
     }
 
+    /// A fresh sequence of `context` positions on a given device, for the replicas of
+    /// Lookahead Parallelism: `None` = the CPU (the host weights), `Some(n)` = CUDA device
+    /// `n` (this model's GPU copy when it lives on `n`, else a new upload of the host weights,
+    /// which are kept in the file's format when the model was loaded for a GPU).
+    pub fn new_session_on(
+        &self,
+        gpu: Option<usize>,
+        context: usize,
+    ) -> Result<Box<dyn CausalLm + Send>> {
+        match gpu {
+            None => Ok(Box::new(Session::new(self.model.clone(), context)?)),
+            #[cfg(feature = "cuda")]
+            Some(ordinal) => {
+                use crate::model::cuda::{CudaLlama, CudaSession};
+                let (model, graphs) = match &self.backend {
+                    Backend::Cuda { model, graphs } if model.ordinal() == ordinal => {
+                        (model.clone(), *graphs)
+                    }
+                    Backend::Cuda { graphs, .. } => (
+                        Arc::new(CudaLlama::upload(&self.model, ordinal, &mut |_| {})?),
+                        *graphs,
+                    ),
+                    Backend::Cpu => (
+                        Arc::new(CudaLlama::upload(&self.model, ordinal, &mut |_| {})?),
+                        true,
+                    ),
+                };
+                Ok(Box::new(CudaSession::new(model, context, graphs)?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Some(_) => Err(LadeError::Unsupported(
+                "this lade was built without CUDA support (build it with tools/build-cuda.sh)"
+                    .into(),
+            )),
+        }
+    }
+
     /// A fresh GPU sequence with the CUDA-only controls (profiling, dense-mask mode); `None` on
     /// the CPU.
     #[cfg(feature = "cuda")]
