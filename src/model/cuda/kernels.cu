@@ -227,12 +227,24 @@ __device__ __forceinline__ void mma16816(float* d, unsigned a0, unsigned a1, uns
 #define MMA_MT 4   // 16-row tiles per block at most (BM <= 64)
 #define MMA_PD 12  // B registers per warp: steps prefetched per group = MMA_PD / NT
 
+// Optional epilogue of the qkv projection: RoPE on q and k, and k, v written to the cache,
+// exactly as the `rope_kv` kernel does it (same formula on the same values), one launch less.
+struct RopeKv {
+    const int* io;
+    int QB;
+    const float* cos_t;
+    const float* sin_t;
+    float* kc;
+    float* vc;
+    int nh, nkv, hd, cap;
+};
+
 template <int NT>
 __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const int* rowsel,
                                                 int has_rowsel, const unsigned short* w,
                                                 const float* g, float eps, float* out, int M,
                                                 int N, int K, int prologue, int accumulate,
-                                                int BM, int lda) {
+                                                int BM, int lda, const RopeKv* rk) {
     extern __shared__ __align__(16) unsigned sm[];
     __shared__ float inv_rms[MMA_MT * 16];
     constexpr int PD = MMA_PD / NT;
@@ -393,11 +405,52 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
         }
     }
     __syncthreads();
+    const size_t plane = (size_t)rows * ncol;
+    if (rk) {
+        // Column pairs (2c, 2c + 1): a RoPE pair never straddles a head (hd is even).
+        const int half = rk->hd / 2;
+        const int qd = rk->nh * rk->hd, kd = rk->nkv * rk->hd;
+        const int L = rk->io[0];
+        for (int idx = tid; idx < rc * (ncol / 2); idx += blockDim.x) {
+            const int r = idx / (ncol / 2), col = 2 * (idx - r * (ncol / 2));
+            const int n = nb + col;
+            if (n >= N) continue;
+            const float* src = red + (size_t)r * ncol + col;
+            float a = ((src[0] + src[plane]) + src[2 * plane]) + src[3 * plane];
+            float b = ((src[1] + src[plane + 1]) + src[2 * plane + 1]) + src[3 * plane + 1];
+            if (prologue == 1) {
+                a *= inv_rms[r];
+                b *= inv_rms[r];
+            }
+            const int row = m0 + r;
+            if (n < qd + kd) {
+                const int pos = io_pos(rk->io, rk->QB)[row];
+                const int j = (n % rk->hd) / 2;
+                const float c = rk->cos_t[(size_t)pos * half + j];
+                const float sn = rk->sin_t[(size_t)pos * half + j];
+                const float a2 = fmaf(a, c, -(b * sn));
+                const float b2 = fmaf(a, sn, b * c);
+                a = a2;
+                b = b2;
+            }
+            out[(size_t)row * N + n] = a;
+            out[(size_t)row * N + n + 1] = b;
+            if (n >= qd) {
+                const int t = n - qd;
+                float* cache = t < kd ? rk->kc : rk->vc;
+                const int t2 = t < kd ? t : t - kd;
+                const int h = t2 / rk->hd, d = t2 - h * rk->hd;
+                const size_t dst = ((size_t)h * rk->cap + L + row) * rk->hd + d;
+                cache[dst] = a;
+                cache[dst + 1] = b;
+            }
+        }
+        return;
+    }
     for (int idx = tid; idx < rc * ncol; idx += blockDim.x) {
         const int r = idx / ncol, col = idx - r * ncol;
         const int n = nb + col;
         if (n >= N) continue;
-        const size_t plane = (size_t)rows * ncol;
         const float* src = red + (size_t)r * ncol + col;
         float v = ((src[0] + src[plane]) + src[2 * plane]) + src[3 * plane];
         if (prologue == 1) v *= inv_rms[r];
@@ -406,15 +459,24 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     }
 }
 
-#define MMA_KERNEL(NT)                                                                          \
-    extern "C" __global__ void __launch_bounds__(128)                                          \
-        mma_matmul_##NT(const float* x, int ldx, const int* rowsel, int has_rowsel,             \
-                        const unsigned short* w, const float* g, float eps, float* out, int M, \
-                        int N, int K, int prologue, int accumulate, int BM, int lda) {          \
-        mma_matmul_impl<NT>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,     \
-                            accumulate, BM, lda);                                               \
-    }
-MMA_KERNEL(1)
+extern "C" __global__ void __launch_bounds__(128)
+    mma_matmul_1(const float* x, int ldx, const int* rowsel, int has_rowsel,
+                 const unsigned short* w, const float* g, float eps, float* out, int M, int N,
+                 int K, int prologue, int accumulate, int BM, int lda) {
+    mma_matmul_impl<1>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,
+                       accumulate, BM, lda, nullptr);
+}
+
+// The qkv projection with the RoPE + cache-write epilogue (no row selection, no accumulate).
+extern "C" __global__ void __launch_bounds__(128)
+    mma_matmul_rope(const float* x, int ldx, const unsigned short* w, const float* g, float eps,
+                    float* out, int M, int N, int K, int prologue, int BM, int lda,
+                    const int* io, int QB, const float* cos_t, const float* sin_t, float* kc,
+                    float* vc, int nh, int nkv, int hd, int cap) {
+    const RopeKv rk{io, QB, cos_t, sin_t, kc, vc, nh, nkv, hd, cap};
+    mma_matmul_impl<1>(x, ldx, nullptr, 0, w, g, eps, out, M, N, K, prologue, 0, BM, lda,
+                       &rk);
+}
 
 // Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes
 // k, v to the cache at position L + i. qkv rows: [q (nh*hd) | k (nkv*hd) | v (nkv*hd)].

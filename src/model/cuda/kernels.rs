@@ -42,6 +42,8 @@ pub struct Kernels {
     matmul: CudaFunction,
     /// The tensor-core matmul (one n8 column tile per block).
     mma_matmul: CudaFunction,
+    /// The same with the RoPE + KV-cache epilogue of the qkv projection.
+    mma_matmul_rope: CudaFunction,
     /// Dynamic shared memory one block may use (the device's opt-in limit).
     smem_optin: usize,
     /// Use the tensor-core matmul where the shape allows (`LADE_CUDA_MATMUL=fp32` turns it
@@ -86,6 +88,30 @@ fn mma_lda(k: usize) -> usize {
     words + (16 + 32 - words % 32) % 32
 }
 
+/// The qkv projection's RoPE + cache-write epilogue (see `rope_kv`).
+pub struct RopeArgs<'a> {
+    pub qb: usize,
+    pub cos: &'a CudaSlice<f32>,
+    pub sin: &'a CudaSlice<f32>,
+    pub kc: &'a CudaView<'a, f32>,
+    pub vc: &'a CudaView<'a, f32>,
+    /// (heads, kv heads, head dim)
+    pub heads: (usize, usize, usize),
+    pub cap: usize,
+}
+
+/// Rows per tensor-core block for `m` rows (schedule only: a row's result is the same for every
+/// choice). Small blocks (16 or 32 rows) keep many blocks in flight and the per-block staging
+/// short; larger ones cut the weight re-reads of long prefills.
+fn mma_block_rows(bm_max: usize, m: usize) -> usize {
+    let want = match m {
+        0..=64 => 16,
+        65..=256 => 32,
+        _ => 64,
+    };
+    bm_max.min(want).min(m.div_ceil(16).max(1) * 16)
+}
+
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let module = ctx.load_module(Ptx::from_src(PTX)).map_err(gpu_err)?;
@@ -101,6 +127,7 @@ impl Kernels {
             embed: f("embed")?,
             matmul: f("matmul")?,
             mma_matmul: f("mma_matmul_1")?,
+            mma_matmul_rope: f("mma_matmul_rope")?,
             smem_optin,
             tensor_cores,
             rope_kv: f("rope_kv")?,
@@ -124,15 +151,17 @@ impl Kernels {
         // The tensor-core matmul stages whole rows (hi and lo halves) in shared memory.
         let static_smem = 4 * 64; // inv_rms
         let dynamic = smem_optin.saturating_sub(static_smem) as i32;
-        // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
-        unsafe {
-            result::function::set_function_attribute(
-                k.mma_matmul.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                dynamic,
-            )
+        for func in [&k.mma_matmul, &k.mma_matmul_rope] {
+            // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
+            unsafe {
+                result::function::set_function_attribute(
+                    func.cu_function(),
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dynamic,
+                )
+            }
+            .map_err(gpu_err)?;
         }
-        .map_err(gpu_err)?;
         Ok(k)
     }
 
@@ -232,6 +261,59 @@ impl Kernels {
         Ok(())
     }
 
+    /// The qkv projection followed by RoPE and the cache write, in one launch when the
+    /// tensor-core matmul takes the shape; otherwise two (`matmul`, then `rope_kv`).
+    pub fn matmul_rope(
+        &self,
+        s: &Arc<CudaStream>,
+        io: &CudaSlice<i32>,
+        a: &MatmulArgs<'_>,
+        r: &RopeArgs<'_>,
+    ) -> Result<()> {
+        let bm_max = self.mma_rows_max(a.k);
+        if bm_max < 16 || a.rowsel_off.is_some() || a.accumulate {
+            self.matmul(s, io, a)?;
+            return self.rope_kv(s, a.out, io, r.qb, r.cos, r.sin, r.kc, r.vc, r.heads, r.cap);
+        }
+        let lda = mma_lda(a.k);
+        let bm = mma_block_rows(bm_max, a.m);
+        let smem = (2 * bm * lda * 4) as u32;
+        let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
+        let (pro, bm_i, lda_i) = (a.prologue as i32, bm as i32, lda as i32);
+        let (nh, nkv, hd) = (r.heads.0 as i32, r.heads.1 as i32, r.heads.2 as i32);
+        let (qb_i, cap_i) = (r.qb as i32, r.cap as i32);
+        let mut l = s.launch_builder(&self.mma_matmul_rope);
+        l.arg(a.x)
+            .arg(&ldx)
+            .arg(a.w)
+            .arg(a.g)
+            .arg(&a.eps)
+            .arg(a.out)
+            .arg(&m)
+            .arg(&n)
+            .arg(&k)
+            .arg(&pro)
+            .arg(&bm_i)
+            .arg(&lda_i)
+            .arg(io)
+            .arg(&qb_i)
+            .arg(r.cos)
+            .arg(r.sin)
+            .arg(r.kc)
+            .arg(r.vc)
+            .arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&cap_i);
+        let grid = (a.n.div_ceil(8) as u32, a.m.div_ceil(bm).max(1) as u32, 1);
+        // SAFETY: the arguments match `mma_matmul_rope` in kernels.cu; as for `mma_matmul`,
+        // plus: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats, positions in `io` are
+        // below the rope tables (checked by `Batch::validate`), and L + qb <= cap (the session
+        // reserves a padded step of slack after its capacity).
+        unsafe { l.launch(cfg(grid, 128, smem)) }.map_err(gpu_err)?;
+        Ok(())
+    }
+
     /// The tensor-core matmul (see `mma_matmul_impl` in kernels.cu).
     fn mma_matmul(
         &self,
@@ -243,14 +325,7 @@ impl Kernels {
         let lda = mma_lda(a.k);
         // Rows per block and n8 tiles per block: schedule only, the result of a row is the same
         // for every choice.
-        // Small blocks (16 or 32 rows, one n8 tile per warp) keep many blocks in flight and
-        // the per-block staging short; larger ones cut the weight re-reads of long prefills.
-        let want = match a.m {
-            0..=64 => 16,
-            65..=256 => 32,
-            _ => 64,
-        };
-        let bm = bm_max.min(want).min(a.m.div_ceil(16).max(1) * 16);
+        let bm = mma_block_rows(bm_max, a.m);
         let (tiles, func) = (1, &self.mma_matmul);
         let smem = (2 * bm * lda * 4) as u32;
         let rowsel: CudaView<'_, i32> = match a.rowsel_off {
@@ -292,7 +367,7 @@ impl Kernels {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_kv(
+    fn rope_kv(
         &self,
         s: &Arc<CudaStream>,
         qkv: &CudaSlice<f32>,

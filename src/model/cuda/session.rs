@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice};
 
-use super::kernels::{MatmulArgs, Prologue, CHUNK};
+use super::kernels::{MatmulArgs, Prologue, RopeArgs, CHUNK};
 use super::{gpu_err, CudaLlama};
 use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
@@ -198,32 +198,35 @@ impl CudaSession {
                     },
                 )
             };
-            // qkv = rmsnorm(x) Wqkvᵀ: (qb, qkv_w)
-            mm(
-                &b.x,
-                h,
-                &w.wqkv,
-                &w.attn_norm,
-                &b.qkv,
-                qkv_w,
-                h,
-                Prologue::RmsNorm,
-                false,
-            )?;
-            mark("qkv: rmsnorm + matmul")?;
-            k.rope_kv(
+            // qkv = rope(rmsnorm(x) Wqkvᵀ): (qb, qkv_w); k, v also to the cache at L..L+qb
+            k.matmul_rope(
                 s,
-                &b.qkv,
                 &b.io,
-                qb,
-                &m.cos,
-                &m.sin,
-                &kc,
-                &vc,
-                heads,
-                self.cap_alloc,
+                &MatmulArgs {
+                    x: &b.x,
+                    ldx: h,
+                    rowsel_off: None,
+                    w: &w.wqkv,
+                    g: &w.attn_norm,
+                    eps,
+                    out: &b.qkv,
+                    m: qb,
+                    n: qkv_w,
+                    k: h,
+                    prologue: Prologue::RmsNorm,
+                    accumulate: false,
+                },
+                &RopeArgs {
+                    qb,
+                    cos: &m.cos,
+                    sin: &m.sin,
+                    kc: &kc,
+                    vc: &vc,
+                    heads,
+                    cap: self.cap_alloc,
+                },
             )?;
-            mark("rope + kv write")?;
+            mark("qkv: rmsnorm + matmul + rope + kv write")?;
             // attn: (qb, heads * head_dim)
             k.attention(
                 s,
