@@ -116,8 +116,11 @@ impl CudaLlama {
             )));
         }
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
-        // SAFETY: lade uses one stream per context, so cudarc's cross-stream event tracking
-        // (which would also record events inside graph capture) has nothing to synchronise.
+        // SAFETY: cudarc's cross-stream event tracking (which would also record events inside
+        // graph capture) has nothing to synchronise here: the weights are written only on the
+        // model's stream, which is synchronised at the end of `upload` before any session
+        // exists, and are read-only afterwards; every session allocates, uses and frees its
+        // own buffers on its own stream only.
         unsafe { ctx.disable_event_tracking() };
         let device_name = ctx.name().map_err(gpu_err)?;
         // Graph capture needs a stream of its own (the legacy default stream cannot capture).

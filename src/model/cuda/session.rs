@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice};
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream};
 
 use super::kernels::{MatmulArgs, Prologue, RopeArgs, CHUNK};
 use super::{gpu_err, CudaLlama};
@@ -42,6 +42,8 @@ unsafe impl Send for StepGraph {}
 /// A sequence decoded on the GPU with a [`CudaLlama`].
 pub struct CudaSession {
     model: Arc<CudaLlama>,
+    /// This session's own stream (every kernel, copy and graph of the session runs on it).
+    stream: Arc<CudaStream>,
     kc: CudaSlice<f32>, // (layers, kv_heads, cap_alloc, head_dim)
     vc: CudaSlice<f32>, // (layers, kv_heads, cap_alloc, head_dim)
     len: usize,
@@ -68,12 +70,17 @@ impl CudaSession {
         let capacity = context.min(model.max_positions).max(1);
         let cap_alloc = capacity + MAX_ROWS;
         let n = c.num_layers * c.num_kv_heads * cap_alloc * c.head_dim;
-        let s = &model.stream;
+        // A stream of its own: sessions on one GPU (server requests, replicas of a device
+        // group) run and capture graphs independently; the weights they share are read-only
+        // and were uploaded (and synchronised) before any session exists.
+        let stream = model.stream.context().new_stream().map_err(gpu_err)?;
+        let s = &stream;
         let kc = s.alloc_zeros::<f32>(n).map_err(gpu_err)?;
         let vc = s.alloc_zeros::<f32>(n).map_err(gpu_err)?;
         let keep_idx = s.alloc_zeros::<i32>(64).map_err(gpu_err)?;
         Ok(Self {
             model,
+            stream,
             kc,
             vc,
             len: 0,
@@ -127,7 +134,7 @@ impl CudaSession {
         self.graphs.clear();
         self.bufs = None;
         let c = &self.model.config;
-        let s = &self.model.stream;
+        let s = &self.stream;
         let a = |n: usize| s.alloc_zeros::<f32>(n).map_err(gpu_err);
         let qkv_w = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
         self.bufs = Some(Buffers {
@@ -162,7 +169,7 @@ impl CudaSession {
         let m = &self.model;
         let c = &m.config;
         let k = &m.kernels;
-        let s = &m.stream;
+        let s = &self.stream;
         let b = self
             .bufs
             .as_ref()
@@ -313,7 +320,7 @@ impl CudaSession {
     /// Copies the step's inputs to the device (and, in dense-mask mode, its materialised mask).
     fn upload(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
         self.ensure_buffers(io.qb, io.rb)?;
-        let s = self.model.stream.clone();
+        let s = self.stream.clone();
         let dense = self.dense_mask.then(|| dense_mask(batch, self.len, io.qb));
         let b = self.bufs.as_mut().expect("buffers allocated");
         let mut dst = b.io.slice_mut(0..io.data.len());
@@ -329,7 +336,7 @@ impl CudaSession {
     fn run(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
         self.upload(io, batch)?;
         let splits = (self.len + io.qb).div_ceil(CHUNK);
-        let s = self.model.stream.clone();
+        let s = self.stream.clone();
         let no_marks = |_: &'static str| Ok(());
         if !self.use_graphs {
             return self.enqueue(io.qb, io.rb, splits, &no_marks);
@@ -369,7 +376,7 @@ impl CudaSession {
         let io = StepIo::pack(batch, self.len)?;
         self.upload(&io, batch)?;
         let splits = (self.len + io.qb).div_ceil(CHUNK);
-        let s = self.model.stream.clone();
+        let s = self.stream.clone();
         let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = s.record_event(timed).map_err(gpu_err)?;
         let marks: RefCell<Vec<(&'static str, CudaEvent)>> = RefCell::new(Vec::new());
@@ -412,7 +419,7 @@ impl CudaSession {
         self.run(&io, batch)?;
         self.len += q;
         let r = batch.logit_rows.len();
-        let s = &self.model.stream;
+        let s = &self.stream;
         let b = self.bufs.as_ref().expect("buffers allocated");
         let out = if r == 0 {
             RowsOut::Argmax(Vec::new())
@@ -537,7 +544,7 @@ impl CausalLm for CudaSession {
             )));
         }
         if rows.iter().enumerate().any(|(i, &r)| i != r) {
-            let s = self.model.stream.clone();
+            let s = self.stream.clone();
             if self.keep_idx.len() < rows.len() {
                 self.keep_idx = s.alloc_zeros::<i32>(rows.len()).map_err(gpu_err)?;
             }
