@@ -467,15 +467,17 @@ extern "C" __global__ void __launch_bounds__(128)
                        accumulate, BM, lda, nullptr);
 }
 
-// The qkv projection with the RoPE + cache-write epilogue (no row selection, no accumulate).
+// The qkv projection with the RoPE + cache-write epilogue: the parameters of `mma_matmul_1`,
+// then those of the epilogue (the caller passes no row selection and no accumulate).
 extern "C" __global__ void __launch_bounds__(128)
-    mma_matmul_rope(const float* x, int ldx, const unsigned short* w, const float* g, float eps,
-                    float* out, int M, int N, int K, int prologue, int BM, int lda,
-                    const int* io, int QB, const float* cos_t, const float* sin_t, float* kc,
-                    float* vc, int nh, int nkv, int hd, int cap) {
+    mma_matmul_rope(const float* x, int ldx, const int* rowsel, int has_rowsel,
+                    const unsigned short* w, const float* g, float eps, float* out, int M, int N,
+                    int K, int prologue, int accumulate, int BM, int lda, const int* io, int QB,
+                    const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,
+                    int nkv, int hd, int cap) {
     const RopeKv rk{io, QB, cos_t, sin_t, kc, vc, nh, nkv, hd, cap};
-    mma_matmul_impl<1>(x, ldx, nullptr, 0, w, g, eps, out, M, N, K, prologue, 0, BM, lda,
-                       &rk);
+    mma_matmul_impl<1>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,
+                       accumulate, BM, lda, &rk);
 }
 
 // Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes

@@ -212,7 +212,7 @@ impl Kernels {
     ) -> Result<()> {
         let bm_max = self.mma_rows_max(a.k);
         if bm_max >= 16 {
-            return self.mma_matmul(s, io, a, bm_max);
+            return self.mma_matmul(s, io, a, bm_max, None);
         }
         let r = staged_rows(a.k);
         let smem = (r * a.k * 4) as u32;
@@ -275,58 +275,21 @@ impl Kernels {
             self.matmul(s, io, a)?;
             return self.rope_kv(s, a.out, io, r.qb, r.cos, r.sin, r.kc, r.vc, r.heads, r.cap);
         }
-        let lda = mma_lda(a.k);
-        let bm = mma_block_rows(bm_max, a.m);
-        let smem = (2 * bm * lda * 4) as u32;
-        let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
-        let (pro, bm_i, lda_i) = (a.prologue as i32, bm as i32, lda as i32);
-        let (nh, nkv, hd) = (r.heads.0 as i32, r.heads.1 as i32, r.heads.2 as i32);
-        let (qb_i, cap_i) = (r.qb as i32, r.cap as i32);
-        let mut l = s.launch_builder(&self.mma_matmul_rope);
-        l.arg(a.x)
-            .arg(&ldx)
-            .arg(a.w)
-            .arg(a.g)
-            .arg(&a.eps)
-            .arg(a.out)
-            .arg(&m)
-            .arg(&n)
-            .arg(&k)
-            .arg(&pro)
-            .arg(&bm_i)
-            .arg(&lda_i)
-            .arg(io)
-            .arg(&qb_i)
-            .arg(r.cos)
-            .arg(r.sin)
-            .arg(r.kc)
-            .arg(r.vc)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&cap_i);
-        let grid = (a.n.div_ceil(8) as u32, a.m.div_ceil(bm).max(1) as u32, 1);
-        // SAFETY: the arguments match `mma_matmul_rope` in kernels.cu; as for `mma_matmul`,
-        // plus: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats, positions in `io` are
-        // below the rope tables (checked by `Batch::validate`), and L + qb <= cap (the session
-        // reserves a padded step of slack after its capacity).
-        unsafe { l.launch(cfg(grid, 128, smem)) }.map_err(gpu_err)?;
-        Ok(())
+        self.mma_matmul(s, io, a, bm_max, Some(r))
     }
 
-    /// The tensor-core matmul (see `mma_matmul_impl` in kernels.cu).
+    /// The tensor-core matmul (see `mma_matmul_impl` in kernels.cu), with the RoPE + cache
+    /// epilogue when `rope` is given.
     fn mma_matmul(
         &self,
         s: &Arc<CudaStream>,
         io: &CudaSlice<i32>,
         a: &MatmulArgs<'_>,
         bm_max: usize,
+        rope: Option<&RopeArgs<'_>>,
     ) -> Result<()> {
         let lda = mma_lda(a.k);
-        // Rows per block and n8 tiles per block: schedule only, the result of a row is the same
-        // for every choice.
         let bm = mma_block_rows(bm_max, a.m);
-        let (tiles, func) = (1, &self.mma_matmul);
         let smem = (2 * bm * lda * 4) as u32;
         let rowsel: CudaView<'_, i32> = match a.rowsel_off {
             Some(off) => io.slice(off..),
@@ -336,6 +299,20 @@ impl Kernels {
         let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
         let (pro, acc) = (a.prologue as i32, a.accumulate as i32);
         let (bm_i, lda_i) = (bm as i32, lda as i32);
+        let (qb_i, cap_i, nh, nkv, hd) = rope.map_or((0, 0, 0, 0, 0), |r| {
+            (
+                r.qb as i32,
+                r.cap as i32,
+                r.heads.0 as i32,
+                r.heads.1 as i32,
+                r.heads.2 as i32,
+            )
+        });
+        let func = if rope.is_some() {
+            &self.mma_matmul_rope
+        } else {
+            &self.mma_matmul
+        };
         let mut l = s.launch_builder(func);
         l.arg(a.x)
             .arg(&ldx)
@@ -352,16 +329,28 @@ impl Kernels {
             .arg(&acc)
             .arg(&bm_i)
             .arg(&lda_i);
-        let grid = (
-            a.n.div_ceil(8 * tiles) as u32,
-            a.m.div_ceil(bm).max(1) as u32,
-            1,
-        );
-        // SAFETY: the arguments match `mma_matmul_N` in kernels.cu; `x` has m rows of `ldx`
-        // floats (2k wide for SiluMul), `w` is (n, k) with k % 32 == 0 (16-byte aligned rows),
-        // `out` is (m, n), `g` has k entries when used, row indices in `io` are below the rows
-        // of `x`; shared memory is 2 * bm * lda words, within the limit set in `load`
-        // (`mma_rows_max`), and bm <= 64 rows.
+        if let Some(r) = rope {
+            l.arg(io)
+                .arg(&qb_i)
+                .arg(r.cos)
+                .arg(r.sin)
+                .arg(r.kc)
+                .arg(r.vc)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&cap_i);
+        }
+        // One n8 column tile per block; rows per block are schedule only.
+        let grid = (a.n.div_ceil(8) as u32, a.m.div_ceil(bm).max(1) as u32, 1);
+        // SAFETY: the arguments match `mma_matmul_1` (or `mma_matmul_rope`, which appends the
+        // epilogue's) in kernels.cu; `x` has m rows of `ldx` floats (2k wide for SiluMul), `w`
+        // is (n, k) with k % 32 == 0 (16-byte aligned rows), `out` is (m, n), `g` has k entries
+        // when used, row indices in `io` are below the rows of `x`; shared memory is
+        // 2 * bm * lda words, within the limit set in `load` (`mma_rows_max`), and bm <= 64
+        // rows. With the epilogue: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats,
+        // positions in `io` are below the rope tables (checked by `Batch::validate`), and
+        // L + qb <= cap (the session reserves a padded step of slack after its capacity).
         unsafe { l.launch(cfg(grid, 128, smem)) }.map_err(gpu_err)?;
         Ok(())
     }
