@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use lade::decode::auto::{fill_cache, timing_id};
 use lade::decode::lookahead::StepLayout;
 use lade::decode::LookaheadConfig;
-use lade::model::{AttentionMask, Batch, CausalLm};
+use lade::model::CausalLm;
 use serde_json::json;
 
 use super::ModelArgs;
@@ -51,10 +52,9 @@ fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>
     let mut out = Vec::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         if part == "plain" {
-            let id = (past * 7919 + 13) % vocab.max(1);
             out.push(Shape {
                 label: "plain".into(),
-                layout: StepLayout::candidates_only(id as u32, past as u32, &[]),
+                layout: StepLayout::candidates_only(timing_id(past, vocab), past as u32, &[]),
             });
             continue;
         }
@@ -70,21 +70,6 @@ fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>
     }
     anyhow::ensure!(!out.is_empty(), "--shapes is empty");
     Ok(out)
-}
-
-/// Fills the cache of `lm` with `past` arbitrary tokens.
-fn prefill(lm: &mut dyn CausalLm, past: usize) -> anyhow::Result<()> {
-    let vocab = lm.vocab_size().max(1);
-    let tokens: Vec<u32> = (0..past).map(|i| ((i * 31 + 7) % vocab) as u32).collect();
-    let positions: Vec<u32> = (0..past as u32).collect();
-    lm.truncate(0);
-    lm.forward(&Batch {
-        tokens: &tokens,
-        positions: &positions,
-        mask: &AttentionMask::Causal,
-        logit_rows: &[],
-    })?;
-    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -132,7 +117,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         "--dense-mask and --kernels need a GPU (a build with tools/build-cuda.sh)"
     );
     let mut lm = loaded.new_session(ctx)?;
-    prefill(lm.as_mut(), args.past)?;
+    fill_cache(lm.as_mut(), args.past)?;
     let mut rows = Vec::new();
     for s in &shapes {
         let ms = time_step(lm.as_mut(), &s.layout, args.past, args.repeat)?;
@@ -202,7 +187,7 @@ fn cuda_extras(
         });
     }
     if args.kernels {
-        prefill(&mut session, args.past)?;
+        fill_cache(&mut session, args.past)?;
         let mut table = Vec::new();
         for s in shapes {
             let mut runs = Vec::new();
@@ -227,7 +212,7 @@ fn cuda_extras(
     }
     if args.dense_mask {
         session.set_dense_mask(true);
-        prefill(&mut session, args.past)?;
+        fill_cache(&mut session, args.past)?;
         let steps = report["steps"].as_array_mut().expect("steps array");
         for (s, row) in shapes.iter().zip(steps.iter_mut()) {
             let ms = time_step(&mut session, &s.layout, args.past, args.repeat)?;

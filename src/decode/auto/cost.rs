@@ -79,19 +79,8 @@ impl ForwardCost {
             ));
         }
         let past = opts.past.min(context / 2);
-        // Any valid ids will do: the cost of a pass does not depend on them.
-        let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
-        lm.truncate(0);
-        if past > 0 {
-            let tokens: Vec<u32> = (0..past).map(id).collect();
-            let positions: Vec<u32> = (0..past as u32).collect();
-            lm.forward(&Batch {
-                tokens: &tokens,
-                positions: &positions,
-                mask: &AttentionMask::Causal,
-                logit_rows: &[],
-            })?;
-        }
+        let id = |i: usize| timing_id(i, vocab);
+        fill_cache(lm, past)?;
         // Climb the ladder of sizes until a pass costs too much. Each size is timed in
         // `repetitions` rounds, each next to a single-row pass, and keeps its minimum: load on
         // the machine then inflates single samples, not whole sizes, and the single-row time
@@ -211,6 +200,30 @@ fn time_rows(
     })?;
     lm.truncate(past);
     Ok(s.max(1e-9))
+}
+
+/// An arbitrary valid token id for timing (the cost of a pass does not depend on the ids).
+pub fn timing_id(i: usize, vocab: usize) -> u32 {
+    ((i * 7919 + 13) % vocab.max(1)) as u32
+}
+
+/// Empties the cache of `lm` and fills it with `past` arbitrary tokens ([`timing_id`]), so that
+/// passes can be timed after a realistic amount of context.
+pub fn fill_cache(lm: &mut dyn CausalLm, past: usize) -> Result<()> {
+    lm.truncate(0);
+    if past == 0 {
+        return Ok(());
+    }
+    let vocab = lm.vocab_size();
+    let tokens: Vec<u32> = (0..past).map(|i| timing_id(i, vocab)).collect();
+    let positions: Vec<u32> = (0..past as u32).collect();
+    lm.forward(&Batch {
+        tokens: &tokens,
+        positions: &positions,
+        mask: &AttentionMask::Causal,
+        logit_rows: &[],
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
-pub use cost::{CostSample, ForwardCost, MeasureOptions};
+pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
 pub use prior::{AcceptanceEntry, AcceptanceTable};
 
 use super::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
@@ -246,22 +246,12 @@ impl Measured {
 /// context; the cache is left empty.
 fn time_step(lm: &mut dyn CausalLm, config: &LookaheadConfig) -> Result<f64> {
     use super::lookahead::StepLayout;
-    use crate::model::{AttentionMask, Batch};
     let vocab = lm.vocab_size().max(1);
-    let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
     let (w, n, g) = wng(config);
     let past = MeasureOptions::default().past;
-    lm.truncate(0);
-    let prefix: Vec<u32> = (0..past).map(id).collect();
-    let positions: Vec<u32> = (0..past as u32).collect();
-    lm.forward(&Batch {
-        tokens: &prefix,
-        positions: &positions,
-        mask: &AttentionMask::Causal,
-        logit_rows: &[],
-    })?;
+    cost::fill_cache(lm, past)?;
     let layout = StepLayout::synthetic(w, n, g, past, vocab);
-    let single = StepLayout::candidates_only(id(past), past as u32, &[]);
+    let single = StepLayout::candidates_only(cost::timing_id(past, vocab), past as u32, &[]);
     let (mut step, mut one) = (f64::INFINITY, f64::INFINITY);
     for rep in 0..4 {
         for (layout, best) in [(&layout, &mut step), (&single, &mut one)] {

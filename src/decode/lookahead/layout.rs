@@ -192,7 +192,7 @@ impl StepLayout {
     /// and mask of a real step, for timing forward passes.
     pub fn synthetic(w: usize, n: usize, g: usize, past: usize, vocab: usize) -> Self {
         let vocab = vocab.max(1);
-        let id = |i: usize| ((i * 7919 + 13) % vocab) as u32;
+        let id = |i: usize| crate::decode::auto::timing_id(i, vocab);
         let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
         levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
         let window = JacobiWindow::from_levels(levels);
