@@ -9,7 +9,8 @@
 #            prompts, data, gguf wheel)
 # Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
-# shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), scaling (W,N grid).
+# shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), variants (step times
+# under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), scaling (W,N grid).
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -98,6 +99,18 @@ profile() {  # step time vs step shape, per-kernel breakdown, fused vs materiali
   echo "profile (fp32 matmul) rc=$?"; cat "$OUT/profile_fp32.md"; tail -3 "$OUT/profile_fp32.err"
 }
 
+variants() {  # lade profile (step times) under environment variants: VARIANTS="default;A=1 B=2"
+  local v name list assigns
+  IFS=';' read -ra list <<< "${VARIANTS:-default}"
+  for v in "${list[@]}"; do
+    name=$(echo "$v" | tr ' =' '__')
+    read -ra assigns <<< "${v/default/}"
+    env "${assigns[@]}" timeout ${PROFILE_TIMEOUT:-150} "$LADE" profile --device cuda --model "$M" -q \
+      ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile_$name.md" 2> "$OUT/profile_$name.err"
+    echo "profile [$v] rc=$?"; cat "$OUT/profile_$name.md"; tail -2 "$OUT/profile_$name.err"
+  done
+}
+
 scaling() {  # the W,N grid in wall-clock terms on this GPU
   timeout ${SCALING_TIMEOUT:-280} "$LADE" bench --device cuda --model "$M" --dataset .devbin/data/mt_bench.jsonl --chat \
     --limit "${SCALING_LIMIT:-5}" --max-tokens "${SCALING_TOKENS:-128}" --configs scaling --out "$OUT/scaling" -q \
@@ -118,6 +131,7 @@ case "$cmd" in
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         profile) profile ;;
+        variants) variants ;;
         scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;
@@ -131,6 +145,7 @@ case "$cmd" in
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         profile) profile ;;
+        variants) variants ;;
         scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;

@@ -184,6 +184,7 @@ fn cuda_extras(
         report["matmul"] = json!({
             "hidden": session.matmul_kind(c.hidden_size),
             "ffn": session.matmul_kind(c.intermediate_size),
+            "overlapped_launches": session.kernels_overlap(),
         });
     }
     if args.kernels {
@@ -245,8 +246,8 @@ fn print_markdown(r: &serde_json::Value) {
     }
     if let Some(m) = r.get("matmul") {
         println!(
-            "matmul kernels: hidden-size inputs {}, ffn inputs {}",
-            m["hidden"], m["ffn"]
+            "matmul kernels: hidden-size inputs {}, ffn inputs {}; kernels overlap their predecessor (programmatic dependent launch): {}",
+            m["hidden"], m["ffn"], m["overlapped_launches"]
         );
     }
     println!();

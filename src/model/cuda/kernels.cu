@@ -40,11 +40,31 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Programmatic dependent launch (sm_90+; the host sets the launch attribute). A kernel may
+// start while the previous one still runs; before this call it may only read what no earlier
+// kernel of the step writes (weights, the step's io block, cache rows of earlier steps) and
+// must write nothing. The call waits until the previous kernel has finished and its writes are
+// visible, then lets the next kernel start its own prologue. Every block calls it before it
+// exits, so "previous kernel finished" is transitive: when kernel k passes it, every kernel
+// before k has finished too. Without the attribute (or below sm_90) it is a no-op.
+__device__ __forceinline__ void wait_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // x[i, :] = embedding[token_i, :]; grid QB, block 256.
 extern "C" __global__ void embed(const int* io, int QB, const unsigned short* emb, float* x,
                                  int H) {
     int i = blockIdx.x;
     int tok = io_tokens(io, QB)[i];
+    wait_previous_kernel();
     for (int d = threadIdx.x; d < H; d += blockDim.x)
         x[(size_t)i * H + d] = h2f(emb[(size_t)tok * H + d]);
 }
@@ -62,6 +82,7 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
                                   int R, int cpw) {
     extern __shared__ float xs[];
     __shared__ float inv_rms[64];
+    wait_previous_kernel();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = (blockIdx.x * 8 + warp) * cpw;
     const int K2 = K / 2;
@@ -186,12 +207,14 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
 //
 // Each input value is split into two f16 halves, hi = f16(v) and lo = f16(v - hi) (about 22 bits
 // of the f32 value survive), and both are multiplied by the f16 weights on the tensor cores with
-// f32 accumulation (mma.sync m16n8k16). The K range is cut into k32 steps; warp s of the block
-// owns steps j = s, s + 4, s + 8, ... and runs, per step, mma(hi, k 0..15 of the step), mma(lo,
-// same), mma(hi, k 16..31), mma(lo, same) into its accumulator; the four warp partials are then
-// added as ((p0 + p1) + p2) + p3. That sequence depends on K alone: the rows-per-block (BM), the
-// columns-per-warp (NT) and a row's place inside its 16-row tile change the schedule, never a
-// row's arithmetic (an mma's output element depends only on its own row and column).
+// f32 accumulation (mma.sync m16n8k16). The K range is cut into k32 steps; warp s of the
+// block's W warps (4 or 8) owns steps j = s, s + W, s + 2W, ... and runs, per step,
+// mma(hi, k 0..15 of the step) and mma(hi, k 16..31) into its hi accumulator, mma(lo, same)
+// twice into its lo accumulator; its partial is hi + lo, and the W warp partials are then added
+// in warp order, ((p0 + p1) + p2) + .... That sequence depends on K and W alone: the
+// rows-per-block (BM), the columns-per-warp (NT) and a row's place inside its 16-row tile
+// change the schedule, never a row's arithmetic (an mma's output element depends only on its
+// own row and column).
 //
 // k order inside a step: lane (g = lane / 4, t = lane % 4) loads the 8 consecutive halves
 // k = 8t .. 8t + 7 of its weight row (one 16-byte load); halves 0..3 feed the first mma and 4..7
@@ -199,7 +222,7 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
 // layout. A and B use the same permutation, so each mma still sums matching products.
 //
 // Rows are read as float4: x and ldx (and K) must be multiples of 4 floats.
-// grid (ceil(N / (8 * NT)), ceil(M / BM)), block 128 (4 warps), dynamic shared memory
+// grid (ceil(N / (8 * NT)), ceil(M / BM)), block 32 W threads, dynamic shared memory
 // 2 * BM * lda words (staged rows, hi and lo; lda = K / 2 padded to 16 mod 32 words).
 // ---------------------------------------------------------------------------------------------
 __device__ __forceinline__ unsigned short f2h(float f) {
@@ -239,7 +262,7 @@ struct RopeKv {
     int nh, nkv, hd, cap;
 };
 
-template <int NT>
+template <int NT, int WARPS>
 __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const int* rowsel,
                                                 int has_rowsel, const unsigned short* w,
                                                 const float* g, float eps, float* out, int M,
@@ -247,7 +270,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
                                                 int BM, int lda, const RopeKv* rk) {
     extern __shared__ __align__(16) unsigned sm[];
     __shared__ float inv_rms[MMA_MT * 16];
-    constexpr int PD = MMA_PD / NT;
+    constexpr int PD = (MMA_PD * 4 / WARPS) / NT > 0 ? (MMA_PD * 4 / WARPS) / NT : 1;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int gq = lane >> 2, tq = lane & 3;
     const int m0 = blockIdx.y * BM;
@@ -258,7 +281,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     unsigned* ahi = sm;
     unsigned* alo = sm + BM * lda;
     const int steps = K >> 5;
-    const int cnt = warp < steps ? (steps - warp + 3) >> 2 : 0;
+    const int cnt = warp < steps ? (steps - warp + WARPS - 1) / WARPS : 0;
 
     // The first group of this warp's weight fragments, in flight while the rows are staged.
     uint4 bq[PD][NT];
@@ -268,17 +291,19 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
         for (int c = 0; c < NT; ++c) {
             const int n = nb + 8 * c + gq;
             bq[p][c] = (p < cnt && n < N)
-                           ? __ldg((const uint4*)(w + (size_t)n * K + 32 * (warp + 4 * p) + 8 * tq))
+                           ? __ldg((const uint4*)(w + (size_t)n * K + 32 * (warp + WARPS * p) + 8 * tq))
                            : make_uint4(0u, 0u, 0u, 0u);
         }
     }
+    // Everything below reads the previous kernels' output.
+    wait_previous_kernel();
 
     // Stage the block's rows as hi/lo f16 pairs: warp w takes rows w, w + 4, ...; lane l the
     // float4s l, l + 32, ... of a row, eight loads in flight per round. RmsNorm stages x * g and
     // scales each result row by 1/rms afterwards (a per-row scalar, so the same for every
     // batch); the row's sum of squares is accumulated in this same pass in a fixed order.
     const int K4 = K >> 2;
-    for (int r = warp; r < rows; r += 4) {
+    for (int r = warp; r < rows; r += WARPS) {
         uint2* dh = (uint2*)(ahi + r * lda);
         uint2* dl = (uint2*)(alo + r * lda);
         if (r >= rc) {
@@ -338,13 +363,14 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     }
     __syncthreads();
 
-    float acc[MMA_MT][NT][4];
+    // Two accumulators per tile (hi and lo products): two independent mma chains.
+    float acc[MMA_MT][NT][4], accl[MMA_MT][NT][4];
 #pragma unroll
     for (int i = 0; i < MMA_MT; ++i)
 #pragma unroll
         for (int c = 0; c < NT; ++c)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][c][e] = 0.f;
+            for (int e = 0; e < 4; ++e) acc[i][c][e] = accl[i][c][e] = 0.f;
 
     for (int t0 = 0; t0 < cnt; t0 += PD) {
         if (t0 > 0) {
@@ -353,7 +379,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
 #pragma unroll
                 for (int c = 0; c < NT; ++c) {
                     const int n = nb + 8 * c + gq;
-                    const int j = warp + 4 * (t0 + p);
+                    const int j = warp + WARPS * (t0 + p);
                     bq[p][c] = (t0 + p < cnt && n < N)
                                    ? __ldg((const uint4*)(w + (size_t)n * K + 32 * j + 8 * tq))
                                    : make_uint4(0u, 0u, 0u, 0u);
@@ -363,7 +389,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
 #pragma unroll
         for (int p = 0; p < PD; ++p) {
             if (t0 + p < cnt) {
-                const int j = warp + 4 * (t0 + p);
+                const int j = warp + WARPS * (t0 + p);
 #pragma unroll
                 for (int i = 0; i < MMA_MT; ++i) {
                     if (i < mt) {
@@ -376,9 +402,9 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
                         for (int c = 0; c < NT; ++c) {
                             const uint4 b = bq[p][c];
                             mma16816(acc[i][c], h0.x, h1.x, h0.y, h1.y, b.x, b.y);
-                            mma16816(acc[i][c], l0.x, l1.x, l0.y, l1.y, b.x, b.y);
+                            mma16816(accl[i][c], l0.x, l1.x, l0.y, l1.y, b.x, b.y);
                             mma16816(acc[i][c], h0.z, h1.z, h0.w, h1.w, b.z, b.w);
-                            mma16816(acc[i][c], l0.z, l1.z, l0.w, l1.w, b.z, b.w);
+                            mma16816(accl[i][c], l0.z, l1.z, l0.w, l1.w, b.z, b.w);
                         }
                     }
                 }
@@ -388,7 +414,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
 
     // Warp partials -> shared (the staged rows are no longer read), then summed in warp order.
     __syncthreads();
-    float* red = (float*)sm;  // (4 warps, rows, 8 * NT)
+    float* red = (float*)sm;  // (WARPS, rows, 8 * NT)
     const int ncol = 8 * NT;
 #pragma unroll
     for (int i = 0; i < MMA_MT; ++i) {
@@ -397,10 +423,10 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
             for (int c = 0; c < NT; ++c) {
                 const int r0 = 16 * i + gq, col = 8 * c + 2 * tq;
                 float* dst = red + ((size_t)warp * rows + r0) * ncol + col;
-                dst[0] = acc[i][c][0];
-                dst[1] = acc[i][c][1];
-                dst[8 * ncol] = acc[i][c][2];
-                dst[8 * ncol + 1] = acc[i][c][3];
+                dst[0] = acc[i][c][0] + accl[i][c][0];
+                dst[1] = acc[i][c][1] + accl[i][c][1];
+                dst[8 * ncol] = acc[i][c][2] + accl[i][c][2];
+                dst[8 * ncol + 1] = acc[i][c][3] + accl[i][c][3];
             }
         }
     }
@@ -416,8 +442,12 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
             const int n = nb + col;
             if (n >= N) continue;
             const float* src = red + (size_t)r * ncol + col;
-            float a = ((src[0] + src[plane]) + src[2 * plane]) + src[3 * plane];
-            float b = ((src[1] + src[plane + 1]) + src[2 * plane + 1]) + src[3 * plane + 1];
+            float a = src[0], b = src[1];
+#pragma unroll
+            for (int w2 = 1; w2 < WARPS; ++w2) {
+                a += src[w2 * plane];
+                b += src[w2 * plane + 1];
+            }
             if (prologue == 1) {
                 a *= inv_rms[r];
                 b *= inv_rms[r];
@@ -452,33 +482,46 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
         const int n = nb + col;
         if (n >= N) continue;
         const float* src = red + (size_t)r * ncol + col;
-        float v = ((src[0] + src[plane]) + src[2 * plane]) + src[3 * plane];
+        float v = src[0];
+#pragma unroll
+        for (int w2 = 1; w2 < WARPS; ++w2) v += src[w2 * plane];
         if (prologue == 1) v *= inv_rms[r];
         float* o = out + (size_t)(m0 + r) * N + n;
         *o = accumulate ? *o + v : v;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    mma_matmul_1(const float* x, int ldx, const int* rowsel, int has_rowsel,
-                 const unsigned short* w, const float* g, float eps, float* out, int M, int N,
-                 int K, int prologue, int accumulate, int BM, int lda) {
-    mma_matmul_impl<1>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,
-                       accumulate, BM, lda, nullptr);
-}
-
-// The qkv projection with the RoPE + cache-write epilogue: the parameters of `mma_matmul_1`,
-// then those of the epilogue (the caller passes no row selection and no accumulate).
-extern "C" __global__ void __launch_bounds__(128)
-    mma_matmul_rope(const float* x, int ldx, const int* rowsel, int has_rowsel,
-                    const unsigned short* w, const float* g, float eps, float* out, int M, int N,
-                    int K, int prologue, int accumulate, int BM, int lda, const int* io, int QB,
-                    const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,
-                    int nkv, int hd, int cap) {
-    const RopeKv rk{io, QB, cos_t, sin_t, kc, vc, nh, nkv, hd, cap};
-    mma_matmul_impl<1>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K, prologue,
-                       accumulate, BM, lda, &rk);
-}
+// Entry points: 4, 8 or 16 warps per block (`mma_matmul_1`, `..._w8`, `..._w16`; `2w8`: two n8
+// column tiles per warp, same arithmetic as `1w8`), chosen
+// by the host per inner dimension, never per row count (the warp count sets the reduction
+// order). The rope variants take the parameters of `mma_matmul_1`, then those of the epilogue
+// (the caller passes no row selection and no accumulate).
+#define MMA_ENTRY(name, nt, warps)                                                              \
+    extern "C" __global__ void __launch_bounds__(32 * warps)                                    \
+        name(const float* x, int ldx, const int* rowsel, int has_rowsel,                        \
+             const unsigned short* w, const float* g, float eps, float* out, int M, int N, int K, \
+             int prologue, int accumulate, int BM, int lda) {                                    \
+        mma_matmul_impl<nt, warps>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,         \
+                                   prologue, accumulate, BM, lda, nullptr);                      \
+    }
+#define MMA_ROPE_ENTRY(name, warps)                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * warps)                                    \
+        name(const float* x, int ldx, const int* rowsel, int has_rowsel,                        \
+             const unsigned short* w, const float* g, float eps, float* out, int M, int N, int K, \
+             int prologue, int accumulate, int BM, int lda, const int* io, int QB,               \
+             const float* cos_t, const float* sin_t, float* kc, float* vc, int nh, int nkv,      \
+             int hd, int cap) {                                                                  \
+        const RopeKv rk{io, QB, cos_t, sin_t, kc, vc, nh, nkv, hd, cap};                        \
+        mma_matmul_impl<1, warps>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,          \
+                                  prologue, accumulate, BM, lda, &rk);                           \
+    }
+MMA_ENTRY(mma_matmul_1, 1, 4)
+MMA_ENTRY(mma_matmul_1w8, 1, 8)
+MMA_ENTRY(mma_matmul_1w16, 1, 16)
+MMA_ENTRY(mma_matmul_2w8, 2, 8)
+MMA_ROPE_ENTRY(mma_matmul_rope, 4)
+MMA_ROPE_ENTRY(mma_matmul_rope_w8, 8)
+MMA_ROPE_ENTRY(mma_matmul_rope_w16, 16)
 
 // Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes
 // k, v to the cache at position L + i. qkv rows: [q (nh*hd) | k (nkv*hd) | v (nkv*hd)].
@@ -489,6 +532,7 @@ extern "C" __global__ void rope_kv(float* qkv, const int* io, int QB, const floa
     const int i = blockIdx.x;
     const int L = io[0];
     const int pos = io_pos(io, QB)[i];
+    wait_previous_kernel();
     const int ld = (nh + 2 * nkv) * hd;
     float* row = qkv + (size_t)i * ld;
     const int half = hd / 2;
@@ -516,79 +560,120 @@ __device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
     return L + (vn < 0 ? j - L : vl[j - L]);
 }
 
-// Flash-decoding partial: split s of row i, head h covers visible keys [s*CHUNK, (s+1)*CHUNK).
-// part[(i, h, s)] = (max score, sum of exp, unnormalised output[hd]).
-// grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK, hd % 4 == 0.
+// Flash-decoding attention of row i, head h, split s (visible keys [s*CHUNK, (s+1)*CHUNK)),
+// with the merge of the splits done by the last split block of (i, h) to finish.
+// grid (QB, nh, S), block CHUNK threads (one key each), hd <= CHUNK, hd % 4 == 0, CHUNK % hd == 0.
+//
+// part[(i, h, s)] = (max score, sum of exp, unnormalised output[hd]); done[(i, h)] counts the
+// finished splits (zero between launches: the merging block resets it). The merge walks the
+// splits in index order whichever block runs it, so out[i, h] does not depend on timing.
+//
+// `attn_partial_pre` loads keys of earlier steps before waiting for the qkv kernel, which only
+// writes this step's keys (see PRE below); both entry points compute the same values.
 //
 // mask: null for the fused path above. Otherwise the materialised mask of the step, row i's
 // L + QB bytes at mask + i * (L + QB) (1 = visible): the row then scores every key of the cache
 // and of the step and masks the hidden ones, the way attention with a dense mask works. Kept
 // only to measure what the fused path saves.
-extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB, const float* kc,
-                                        const float* vc, float* part, int nh, int nkv, int hd,
-                                        int cap, int S, float scale, const unsigned char* mask) {
+#define KPRE 16  // float4s of a key row held in registers across the wait (hd <= 64 whole)
+template <bool PRE>
+__device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int QB,
+                                          const float* kc, const float* vc, float* part,
+                                          int* done, float* out, int nh, int nkv, int hd,
+                                          int cap, int S, float scale,
+                                          const unsigned char* mask) {
     const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = io[0];
     const int vn = io_vn(io, QB)[i];
     const int* vl = io_vl(io, QB) + i * MAXV;
     const int n = mask ? L + QB : L + (vn < 0 ? i + 1 : vn);
     const unsigned char* mrow = mask ? mask + (size_t)i * (L + QB) : nullptr;
     const int start = s * CHUNK;
-    if (start >= n) return;
+    if (start >= n) {
+        wait_previous_kernel();
+        return;
+    }
     const int kvh = h / (nh / nkv);
+    const int h4 = hd >> 2;
     __shared__ float qs[CHUNK];
     __shared__ float sc[CHUNK];
-    __shared__ float red[CHUNK];
+    __shared__ float wred[CHUNK / 32];
+    __shared__ int last;
     const int ld = (nh + 2 * nkv) * hd;
-    if (threadIdx.x < hd) qs[threadIdx.x] = qkv[(size_t)i * ld + h * hd + threadIdx.x];
+    const int j = start + tid;
+    const bool live = j < n && (!mrow || mrow[j]);
+    const int kp = live ? (mrow ? j : key_pos(j, L, vn, vl)) : 0;
+    const float4* krow = (const float4*)(kc + ((size_t)kvh * cap + kp) * hd);
+    // PRE (steps of few rows, where the grid is small): a key of an earlier step is loaded into
+    // registers, and its value row prefetched to L2, while the qkv kernel still runs. Many-row
+    // steps skip this: their grid needs the occupancy, and their rows share keys anyway.
+    const bool early = PRE && live && kp < L;
+    float4 kpre[PRE ? KPRE : 1];
+#pragma unroll
+    for (int d4 = 0; d4 < (PRE ? KPRE : 1); ++d4)
+        kpre[d4] = early && d4 < h4 ? __ldg(krow + d4) : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (early) {
+        const char* vb = (const char*)(vc + ((size_t)kvh * cap + kp) * hd);
+        for (int b = 0; b < hd * 4; b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + b));
+    }
+    wait_previous_kernel();
+
+    if (tid < hd) qs[tid] = qkv[(size_t)i * ld + h * hd + tid];
     __syncthreads();
-    const int j = start + threadIdx.x;
     float score = -INFINITY;
-    int kp = 0;
-    if (j < n && (!mrow || mrow[j])) {
-        kp = mrow ? j : key_pos(j, L, vn, vl);
-        const float* krow = kc + ((size_t)kvh * cap + kp) * hd;
-        // Four independent partial dots (fixed split by d % 4), loads in flight together.
+    if (live) {
+        // Four independent partial dots (fixed split by d % 4).
+        // (d increasing in both branches: the same sums whichever entry point runs).
         float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+        if (PRE) {
+#pragma unroll
+            for (int d4 = 0; d4 < (PRE ? KPRE : 1); ++d4) {
+                if (d4 < h4) {
+                    const float4 kv = early ? kpre[d4] : krow[d4];
+                    d0 = fmaf(qs[4 * d4], kv.x, d0);
+                    d1 = fmaf(qs[4 * d4 + 1], kv.y, d1);
+                    d2 = fmaf(qs[4 * d4 + 2], kv.z, d2);
+                    d3 = fmaf(qs[4 * d4 + 3], kv.w, d3);
+                }
+            }
+        }
 #pragma unroll 4
-        for (int d = 0; d < hd; d += 4) {
-            float4 kv = *(const float4*)(krow + d);
-            d0 = fmaf(qs[d], kv.x, d0);
-            d1 = fmaf(qs[d + 1], kv.y, d1);
-            d2 = fmaf(qs[d + 2], kv.z, d2);
-            d3 = fmaf(qs[d + 3], kv.w, d3);
+        for (int d4 = PRE ? KPRE : 0; d4 < h4; ++d4) {
+            const float4 kv = krow[d4];
+            d0 = fmaf(qs[4 * d4], kv.x, d0);
+            d1 = fmaf(qs[4 * d4 + 1], kv.y, d1);
+            d2 = fmaf(qs[4 * d4 + 2], kv.z, d2);
+            d3 = fmaf(qs[4 * d4 + 3], kv.w, d3);
         }
         score = ((d0 + d1) + (d2 + d3)) * scale;
     }
-    sc[threadIdx.x] = score;
-    red[threadIdx.x] = score;
+    // Block max (exact in any order), then the exponentials and their sum: each warp's
+    // xor-shuffle tree, the warp sums added in warp order.
+    float m = warp_max(score);
+    if (lane == 0) wred[warp] = m;
     __syncthreads();
-    for (int st = CHUNK / 2; st > 0; st >>= 1) {
-        if (threadIdx.x < st) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + st]);
-        __syncthreads();
-    }
-    const float mx = red[0];
+    float mx = wred[0];
+    for (int w = 1; w < CHUNK / 32; ++w) mx = fmaxf(mx, wred[w]);
+    const float p = live ? expf(score - mx) : 0.f;
+    sc[tid] = p;
+    const float ps = warp_sum(p);
+    __syncthreads();  // every thread has read wred (max) and written sc
+    if (lane == 0) wred[warp] = ps;
     __syncthreads();
-    const float p = (j < n && (!mrow || mrow[j])) ? expf(sc[threadIdx.x] - mx) : 0.f;
-    sc[threadIdx.x] = p;
-    red[threadIdx.x] = p;
-    __syncthreads();
-    for (int st = CHUNK / 2; st > 0; st >>= 1) {
-        if (threadIdx.x < st) red[threadIdx.x] = red[threadIdx.x] + red[threadIdx.x + st];
-        __syncthreads();
-    }
     float* dst = part + (((size_t)i * nh + h) * S + s) * (hd + 2);
-    if (threadIdx.x == 0) {
+    if (tid == 0) {
+        float l = wred[0];
+        for (int w = 1; w < CHUNK / 32; ++w) l += wred[w];
         dst[0] = mx;
-        dst[1] = red[0];
+        dst[1] = l;
     }
     // Weighted sum of values: thread (grp, c) owns the float4 column c of the head and sums keys
-    // grp, grp + G, ... of the chunk (G = CHUNK / (hd / 4) groups, four loads in flight); the
-    // G group sums are then added in group order.
+    // grp, grp + G, ... of the chunk (G = CHUNK / (hd / 4) groups); the G group sums are then
+    // added in group order.
     const int end = min(n, start + CHUNK);
-    const int h4 = hd >> 2;
     const int groups = CHUNK / h4;
-    const int grp = threadIdx.x / h4, c4 = threadIdx.x - grp * h4;
+    const int grp = tid / h4, c4 = tid - grp * h4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
     for (int jj = start + grp; jj < end; jj += groups) {
@@ -601,38 +686,55 @@ extern "C" __global__ void attn_partial(const float* qkv, const int* io, int QB,
         acc.w = fmaf(w, v.w, acc.w);
     }
     __shared__ float4 vred[CHUNK];
-    vred[threadIdx.x] = acc;
+    vred[tid] = acc;
     __syncthreads();
-    if (threadIdx.x < hd) {
-        const int cc = threadIdx.x >> 2, e = threadIdx.x & 3;
+    if (tid < hd) {
+        const int cc = tid >> 2, e = tid & 3;
         float total = 0.f;
         for (int g2 = 0; g2 < groups; ++g2) {
             const float4 t = vred[g2 * h4 + cc];
             total += e == 0 ? t.x : (e == 1 ? t.y : (e == 2 ? t.z : t.w));
         }
-        dst[2 + threadIdx.x] = total;
+        dst[2 + tid] = total;
+    }
+
+    // The last split of (i, h) to finish merges all of them (threadFenceReduction pattern).
+    const int ns = (n + CHUNK - 1) / CHUNK;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(done + i * nh + h, 1) == ns - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (tid == 0) done[i * nh + h] = 0;
+    if (tid < hd) {
+        // Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
+        const float* base = part + ((size_t)i * nh + h) * S * (hd + 2);
+        float mall = -INFINITY;
+        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(base + s2 * (hd + 2)));
+        float l = 0.f, a = 0.f;
+        for (int s2 = 0; s2 < ns; ++s2) {
+            const float* p2 = base + s2 * (hd + 2);
+            const float e = expf(__ldcg(p2) - mall);
+            l = fmaf(__ldcg(p2 + 1), e, l);
+            a = fmaf(__ldcg(p2 + 2 + tid), e, a);
+        }
+        out[(size_t)i * nh * hd + h * hd + tid] = a / l;
     }
 }
 
-// Merges the splits of row i, head h in order. grid (QB, nh), block hd.
-extern "C" __global__ void attn_combine(const float* part, const int* io, int QB, float* out,
-                                        int nh, int hd, int S, int dense) {
-    const int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    const int L = io[0];
-    const int vn = io_vn(io, QB)[i];
-    const int n = dense ? L + QB : L + (vn < 0 ? i + 1 : vn);
-    const int ns = (n + CHUNK - 1) / CHUNK;
-    const float* base = part + ((size_t)i * nh + h) * S * (hd + 2);
-    float mx = -INFINITY;
-    for (int s = 0; s < ns; ++s) mx = fmaxf(mx, base[s * (hd + 2)]);
-    float l = 0.f, a = 0.f;
-    for (int s = 0; s < ns; ++s) {
-        const float* ps = base + s * (hd + 2);
-        float e = expf(ps[0] - mx);
-        l = fmaf(ps[1], e, l);
-        a = fmaf(ps[2 + d], e, a);
-    }
-    out[(size_t)i * nh * hd + h * hd + d] = a / l;
+extern "C" __global__ void __launch_bounds__(CHUNK) attn_partial(const float* qkv, const int* io, int QB, const float* kc,
+                                        const float* vc, float* part, int* done, float* out,
+                                        int nh, int nkv, int hd, int cap, int S, float scale,
+                                        const unsigned char* mask) {
+    attn_impl<false>(qkv, io, QB, kc, vc, part, done, out, nh, nkv, hd, cap, S, scale, mask);
+}
+extern "C" __global__ void attn_partial_pre(const float* qkv, const int* io, int QB,
+                                            const float* kc, const float* vc, float* part,
+                                            int* done, float* out, int nh, int nkv, int hd,
+                                            int cap, int S, float scale,
+                                            const unsigned char* mask) {
+    attn_impl<true>(qkv, io, QB, kc, vc, part, done, out, nh, nkv, hd, cap, S, scale, mask);
 }
 
 // Argmax of each logit row (lowest id on ties; NaN never wins; 0 if nothing beats -inf).
@@ -640,6 +742,7 @@ extern "C" __global__ void attn_combine(const float* part, const int* io, int QB
 extern "C" __global__ void argmax_rows(const float* logits, int V, int* out) {
     __shared__ float bv[1024];
     __shared__ int bi[1024];
+    wait_previous_kernel();
     const float* row = logits + (size_t)blockIdx.x * V;
     float best = -INFINITY;
     int idx = 0;
@@ -674,6 +777,7 @@ extern "C" __global__ void argmax_rows(const float* logits, int V, int* out) {
 // owns one dimension and walks the rows in order, so overlapping moves are safe.
 extern "C" __global__ void keep_rows(float* kc, float* vc, size_t layer_stride, int nkv, int cap,
                                      int hd, int start, const int* rows, int count) {
+    wait_previous_kernel();
     const int b = blockIdx.x;
     const int h = b % nkv;
     const int kv = (b / nkv) % 2;

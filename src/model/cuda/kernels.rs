@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig,
-    PushKernelArg,
+    result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr,
+    LaunchConfig,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 
@@ -15,6 +15,8 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 
 /// Keys per attention split (`CHUNK` in kernels.cu).
 pub const CHUNK: usize = 256;
+/// Outputs at least this wide (the LM head) may take two column tiles per warp.
+const WIDE_N: usize = 16384;
 /// Largest matmul inner dimension: 4 staged rows of it must fit in shared memory.
 pub const MAX_K: usize = 12288;
 /// Shared memory the matmul aims to use for staged input rows, in f32 elements (96 KiB; the
@@ -40,10 +42,20 @@ pub enum Prologue {
 pub struct Kernels {
     embed: CudaFunction,
     matmul: CudaFunction,
-    /// The tensor-core matmul (one n8 column tile per block).
-    mma_matmul: CudaFunction,
-    /// The same with the RoPE + KV-cache epilogue of the qkv projection.
-    mma_matmul_rope: CudaFunction,
+    /// The tensor-core matmul (one n8 column tile per block) and the same with the RoPE +
+    /// KV-cache epilogue of the qkv projection: [4, 8, 16 warps] per block.
+    mma_matmul: [CudaFunction; 3],
+    mma_matmul_rope: [CudaFunction; 3],
+    /// 8 warps, two n8 column tiles per warp (same arithmetic as 8 warps, one tile): the LM
+    /// head's thousands of column tiles in half the blocks.
+    mma_matmul_2w8: CudaFunction,
+    /// Warps per tensor-core block: 4, 8 or 16 (`LADE_CUDA_MMA_WARPS`), or 0 = mixed (the
+    /// default: 16 for inner dimensions of 1024 and more, else 8). Fixed per inner dimension
+    /// for the process, since it sets the reduction order.
+    mma_warps: usize,
+    /// Column tiles per warp for outputs of at least [`WIDE_N`] columns (`LADE_CUDA_WIDE_NT`,
+    /// 1 or 2 (default); 2 only with 8 warps). Schedule only.
+    wide_nt: usize,
     /// Dynamic shared memory one block may use (the device's opt-in limit).
     smem_optin: usize,
     /// Use the tensor-core matmul where the shape allows (`LADE_CUDA_MATMUL=fp32` turns it
@@ -51,9 +63,60 @@ pub struct Kernels {
     tensor_cores: bool,
     rope_kv: CudaFunction,
     attn_partial: CudaFunction,
-    attn_combine: CudaFunction,
+    /// The same attention, loading keys of earlier steps before the qkv kernel has finished
+    /// (more registers: for steps of at most `attn_preload_rows` rows,
+    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 16 by default; both compute the same values).
+    attn_partial_pre: CudaFunction,
+    attn_preload_rows: usize,
     argmax_rows: CudaFunction,
     keep_rows: CudaFunction,
+    /// Launch each kernel of a step with programmatic dependent launch (sm_90+), so that it
+    /// starts, and loads its weights, while the previous kernel finishes
+    /// (`wait_previous_kernel` in kernels.cu). `LADE_CUDA_PDL=0` turns it off, for comparison.
+    pdl: bool,
+    /// Rows per tensor-core block for steps of up to 64 rows (`LADE_CUDA_BLOCK_ROWS`, 16 by
+    /// default; schedule only).
+    small_block_rows: usize,
+}
+
+/// A kernel's arguments as the driver reads them: one 8-byte slot per argument, the value in
+/// its first bytes (the driver reads as many bytes as the parameter's type has).
+#[derive(Default)]
+struct Args(Vec<[u8; 8]>);
+
+impl Args {
+    fn push(&mut self, bytes: &[u8]) -> &mut Self {
+        let mut slot = [0u8; 8];
+        slot[..bytes.len()].copy_from_slice(bytes);
+        self.0.push(slot);
+        self
+    }
+    fn ptr<T>(&mut self, s: &CudaStream, buf: &impl DevicePtr<T>) -> &mut Self {
+        let (ptr, _record) = buf.device_ptr(s);
+        self.push(&ptr.to_ne_bytes())
+    }
+    fn null(&mut self) -> &mut Self {
+        self.push(&0u64.to_ne_bytes())
+    }
+    fn i32(&mut self, v: usize) -> &mut Self {
+        self.push(&(v as i32).to_ne_bytes())
+    }
+    fn f32(&mut self, v: f32) -> &mut Self {
+        self.push(&v.to_ne_bytes())
+    }
+    fn u64(&mut self, v: usize) -> &mut Self {
+        self.push(&(v as u64).to_ne_bytes())
+    }
+}
+
+/// How a launch relates to the kernel before it on the stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Starts after everything before it has finished (the first kernel of a step, and
+    /// kernels launched between steps).
+    Full,
+    /// May start while the previous kernel finishes (when the kernels allow it, see `pdl`).
+    Overlap,
 }
 
 fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
@@ -103,9 +166,9 @@ pub struct RopeArgs<'a> {
 /// Rows per tensor-core block for `m` rows (schedule only: a row's result is the same for every
 /// choice). Small blocks (16 or 32 rows) keep many blocks in flight and the per-block staging
 /// short; larger ones cut the weight re-reads of long prefills.
-fn mma_block_rows(bm_max: usize, m: usize) -> usize {
+fn mma_block_rows(bm_max: usize, small: usize, m: usize) -> usize {
     let want = match m {
-        0..=64 => 16,
+        0..=64 => small,
         65..=256 => 32,
         _ => 64,
     };
@@ -126,15 +189,47 @@ impl Kernels {
         let k = Kernels {
             embed: f("embed")?,
             matmul: f("matmul")?,
-            mma_matmul: f("mma_matmul_1")?,
-            mma_matmul_rope: f("mma_matmul_rope")?,
+            mma_matmul: [
+                f("mma_matmul_1")?,
+                f("mma_matmul_1w8")?,
+                f("mma_matmul_1w16")?,
+            ],
+            mma_matmul_rope: [
+                f("mma_matmul_rope")?,
+                f("mma_matmul_rope_w8")?,
+                f("mma_matmul_rope_w16")?,
+            ],
+            mma_matmul_2w8: f("mma_matmul_2w8")?,
+            mma_warps: match std::env::var("LADE_CUDA_MMA_WARPS").as_deref() {
+                Ok("4") => 4,
+                Ok("8") => 8,
+                Ok("16") => 16,
+                _ => 0,
+            },
+            wide_nt: match std::env::var("LADE_CUDA_WIDE_NT").as_deref() {
+                Ok("1") => 1,
+                _ => 2,
+            },
             smem_optin,
             tensor_cores,
             rope_kv: f("rope_kv")?,
             attn_partial: f("attn_partial")?,
-            attn_combine: f("attn_combine")?,
+            attn_partial_pre: f("attn_partial_pre")?,
+            attn_preload_rows: std::env::var("LADE_CUDA_ATTN_PRELOAD_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(16),
             argmax_rows: f("argmax_rows")?,
             keep_rows: f("keep_rows")?,
+            pdl: ctx
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+                .map_err(gpu_err)?
+                >= 9
+                && std::env::var("LADE_CUDA_PDL").map_or(true, |v| v != "0"),
+            small_block_rows: std::env::var("LADE_CUDA_BLOCK_ROWS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .map_or(16, |r| r.div_ceil(16).clamp(1, 4) * 16),
         };
         // Large inner dimensions stage 4 rows above the default 48 KiB of shared memory.
         let bytes = (4 * MAX_K * 4) as i32;
@@ -151,7 +246,12 @@ impl Kernels {
         // The tensor-core matmul stages whole rows (hi and lo halves) in shared memory.
         let static_smem = 4 * 64; // inv_rms
         let dynamic = smem_optin.saturating_sub(static_smem) as i32;
-        for func in [&k.mma_matmul, &k.mma_matmul_rope] {
+        for func in k
+            .mma_matmul
+            .iter()
+            .chain(&k.mma_matmul_rope)
+            .chain([&k.mma_matmul_2w8])
+        {
             // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
             unsafe {
                 result::function::set_function_attribute(
@@ -165,6 +265,67 @@ impl Kernels {
         Ok(k)
     }
 
+    /// Whether kernels of a step overlap their predecessor (programmatic dependent launch).
+    pub fn overlaps(&self) -> bool {
+        self.pdl
+    }
+
+    /// Launches `func` on `s` with `args`.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in number, order and type, and the kernel
+    /// must stay within the buffers it is given for this configuration (each caller states
+    /// why). With `Order::Overlap` the kernel must call `wait_previous_kernel` before it reads
+    /// anything an earlier kernel writes and before it writes anything.
+    unsafe fn launch(
+        &self,
+        s: &CudaStream,
+        func: &CudaFunction,
+        cfg: LaunchConfig,
+        args: &mut Args,
+        order: Order,
+    ) -> Result<()> {
+        s.context().bind_to_thread().map_err(gpu_err)?;
+        let mut params: Vec<*mut std::ffi::c_void> = args
+            .0
+            .iter_mut()
+            .map(|slot| slot.as_mut_ptr().cast())
+            .collect();
+        // SAFETY: an all-zero attribute is CU_LAUNCH_ATTRIBUTE_IGNORE with a zero value.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let overlap = self.pdl && order == Order::Overlap;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: s.cu_stream(),
+            attrs: if overlap {
+                &mut attr
+            } else {
+                std::ptr::null_mut()
+            },
+            numAttrs: u32::from(overlap),
+        };
+        // SAFETY: `config`, `attr` and `params` (pointers into `args`) outlive the call, which
+        // copies them; the caller guarantees the arguments match the kernel.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &config,
+                func.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(gpu_err)
+    }
+
     /// Which matmul kernel a shape runs on (fixed per inner dimension `k`, never per row
     /// count, so that a row's arithmetic does not depend on the batch).
     pub fn matmul_kind(&self, k: usize) -> &'static str {
@@ -175,10 +336,21 @@ impl Kernels {
         }
     }
 
+    /// Warps per tensor-core block for inner dimension `k`.
+    fn warps(&self, k: usize) -> usize {
+        match self.mma_warps {
+            0 if k >= 1024 => 16,
+            0 => 8,
+            w => w,
+        }
+    }
+
     /// Rows one tensor-core block can stage for inner dimension `k` (0: the shape does not fit
     /// or tensor cores are off).
     fn mma_rows_max(&self, k: usize) -> usize {
-        if !self.tensor_cores || k % 32 != 0 || k == 0 {
+        // (The warps reduce their partials in the staging buffer: it must hold 8 floats per warp
+        // and column tile, per row.)
+        if !self.tensor_cores || k % 32 != 0 || k == 0 || self.warps(k) * 16 > 2 * mma_lda(k) {
             return 0;
         }
         let dynamic = self.smem_optin.saturating_sub(4 * 64);
@@ -194,16 +366,24 @@ impl Kernels {
         x: &CudaSlice<f32>,
         hidden: usize,
     ) -> Result<()> {
-        let (qb_i, h) = (qb as i32, hidden as i32);
-        let mut l = s.launch_builder(&self.embed);
-        l.arg(io).arg(&qb_i).arg(emb).arg(x).arg(&h);
+        let mut a = Args::default();
+        a.ptr(s, io).i32(qb).ptr(s, emb).ptr(s, x).i32(hidden);
         // SAFETY: the arguments match `embed` in kernels.cu in number and type; `x` holds
         // qb * hidden floats and every token id in `io` is below the vocabulary (checked by
-        // `Batch::validate`; padding rows use id 0).
-        unsafe { l.launch(cfg((qb as u32, 1, 1), 256, 0)) }.map_err(gpu_err)?;
-        Ok(())
+        // `Batch::validate`; padding rows use id 0). First kernel of a step: full order.
+        unsafe {
+            self.launch(
+                s,
+                &self.embed,
+                cfg((qb as u32, 1, 1), 256, 0),
+                &mut a,
+                Order::Full,
+            )
+        }
     }
 
+    /// `out (+)= prologue(x) wᵀ` on the tensor-core kernel when it takes the shape, else on
+    /// the FP32-FMA kernel (the choice depends on `k` only).
     pub fn matmul(
         &self,
         s: &Arc<CudaStream>,
@@ -216,13 +396,6 @@ impl Kernels {
         }
         let r = staged_rows(a.k);
         let smem = (r * a.k * 4) as u32;
-        let rowsel: CudaView<'_, i32> = match a.rowsel_off {
-            Some(off) => io.slice(off..),
-            None => io.slice(0..0),
-        };
-        let has_rowsel = a.rowsel_off.is_some() as i32;
-        let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
-        let (pro, acc, r_i) = (a.prologue as i32, a.accumulate as i32, r as i32);
         // Columns per warp: one when few rows (more blocks in flight), up to four when many
         // (each block stages its input rows once for more columns). Results do not depend on
         // it, nor on how rows are split over blocks.
@@ -231,23 +404,8 @@ impl Kernels {
             17..=48 => 2,
             _ => 4,
         };
-        let cpw_i = cpw as i32;
-        let mut l = s.launch_builder(&self.matmul);
-        l.arg(a.x)
-            .arg(&ldx)
-            .arg(&rowsel)
-            .arg(&has_rowsel)
-            .arg(a.w)
-            .arg(a.g)
-            .arg(&a.eps)
-            .arg(a.out)
-            .arg(&m)
-            .arg(&n)
-            .arg(&k)
-            .arg(&pro)
-            .arg(&acc)
-            .arg(&r_i)
-            .arg(&cpw_i);
+        let mut args = self.matmul_args(s, io, a);
+        args.i32(r).i32(cpw);
         let grid = (
             a.n.div_ceil(8 * cpw) as u32,
             a.m.div_ceil(r).max(1) as u32,
@@ -256,9 +414,37 @@ impl Kernels {
         // SAFETY: the arguments match `matmul` in kernels.cu; `x` has m rows of `ldx` floats
         // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n), `g` has k entries when used,
         // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within
-        // the limit raised in `load`.
-        unsafe { l.launch(cfg(grid, 256, smem)) }.map_err(gpu_err)?;
-        Ok(())
+        // the limit raised in `load`. The kernel waits for its predecessor first thing.
+        unsafe {
+            self.launch(
+                s,
+                &self.matmul,
+                cfg(grid, 256, smem),
+                &mut args,
+                Order::Overlap,
+            )
+        }
+    }
+
+    /// The parameters both matmul kernels start with: x, ldx, rowsel, has_rowsel, w, g, eps,
+    /// out, M, N, K, prologue, accumulate.
+    fn matmul_args(&self, s: &CudaStream, io: &CudaSlice<i32>, a: &MatmulArgs<'_>) -> Args {
+        let mut args = Args::default();
+        args.ptr(s, a.x).i32(a.ldx);
+        match a.rowsel_off {
+            Some(off) => args.ptr(s, &io.slice(off..)).i32(1),
+            None => args.null().i32(0),
+        };
+        args.ptr(s, a.w)
+            .ptr(s, a.g)
+            .f32(a.eps)
+            .ptr(s, a.out)
+            .i32(a.m)
+            .i32(a.n)
+            .i32(a.k)
+            .i32(a.prologue as usize)
+            .i32(usize::from(a.accumulate));
+        args
     }
 
     /// The qkv projection followed by RoPE and the cache write, in one launch when the
@@ -273,7 +459,7 @@ impl Kernels {
         let bm_max = self.mma_rows_max(a.k);
         if bm_max < 16 || a.rowsel_off.is_some() || a.accumulate {
             self.matmul(s, io, a)?;
-            return self.rope_kv(s, a.out, io, r.qb, r.cos, r.sin, r.kc, r.vc, r.heads, r.cap);
+            return self.rope_kv(s, a.out, io, r);
         }
         self.mma_matmul(s, io, a, bm_max, Some(r))
     }
@@ -289,60 +475,44 @@ impl Kernels {
         rope: Option<&RopeArgs<'_>>,
     ) -> Result<()> {
         let lda = mma_lda(a.k);
-        let bm = mma_block_rows(bm_max, a.m);
+        let bm = mma_block_rows(bm_max, self.small_block_rows, a.m);
         let smem = (2 * bm * lda * 4) as u32;
-        let rowsel: CudaView<'_, i32> = match a.rowsel_off {
-            Some(off) => io.slice(off..),
-            None => io.slice(0..0),
-        };
-        let has_rowsel = a.rowsel_off.is_some() as i32;
-        let (ldx, m, n, k) = (a.ldx as i32, a.m as i32, a.n as i32, a.k as i32);
-        let (pro, acc) = (a.prologue as i32, a.accumulate as i32);
-        let (bm_i, lda_i) = (bm as i32, lda as i32);
-        let (qb_i, cap_i, nh, nkv, hd) = rope.map_or((0, 0, 0, 0, 0), |r| {
-            (
-                r.qb as i32,
-                r.cap as i32,
-                r.heads.0 as i32,
-                r.heads.1 as i32,
-                r.heads.2 as i32,
-            )
-        });
-        let func = if rope.is_some() {
-            &self.mma_matmul_rope
-        } else {
-            &self.mma_matmul
-        };
-        let mut l = s.launch_builder(func);
-        l.arg(a.x)
-            .arg(&ldx)
-            .arg(&rowsel)
-            .arg(&has_rowsel)
-            .arg(a.w)
-            .arg(a.g)
-            .arg(&a.eps)
-            .arg(a.out)
-            .arg(&m)
-            .arg(&n)
-            .arg(&k)
-            .arg(&pro)
-            .arg(&acc)
-            .arg(&bm_i)
-            .arg(&lda_i);
+        let mut args = self.matmul_args(s, io, a);
+        args.i32(bm).i32(lda);
         if let Some(r) = rope {
-            l.arg(io)
-                .arg(&qb_i)
-                .arg(r.cos)
-                .arg(r.sin)
-                .arg(r.kc)
-                .arg(r.vc)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd)
-                .arg(&cap_i);
+            args.ptr(s, io)
+                .i32(r.qb)
+                .ptr(s, r.cos)
+                .ptr(s, r.sin)
+                .ptr(s, r.kc)
+                .ptr(s, r.vc)
+                .i32(r.heads.0)
+                .i32(r.heads.1)
+                .i32(r.heads.2)
+                .i32(r.cap);
         }
-        // One n8 column tile per block; rows per block are schedule only.
-        let grid = (a.n.div_ceil(8) as u32, a.m.div_ceil(bm).max(1) as u32, 1);
+        let warps = self.warps(a.k);
+        let variant = match warps {
+            4 => 0,
+            8 => 1,
+            _ => 2,
+        };
+        let nt = if rope.is_none() && a.n >= WIDE_N && warps == 8 {
+            self.wide_nt
+        } else {
+            1
+        };
+        let func = match (rope.is_some(), nt) {
+            (true, _) => &self.mma_matmul_rope[variant],
+            (false, 2) => &self.mma_matmul_2w8,
+            (false, _) => &self.mma_matmul[variant],
+        };
+        // `nt` n8 column tiles per block; rows per block and `nt` are schedule only.
+        let grid = (
+            a.n.div_ceil(8 * nt) as u32,
+            a.m.div_ceil(bm).max(1) as u32,
+            1,
+        );
         // SAFETY: the arguments match `mma_matmul_1` (or `mma_matmul_rope`, which appends the
         // epilogue's) in kernels.cu; `x` has m rows of `ldx` floats (2k wide for SiluMul), `w`
         // is (n, k) with k % 32 == 0 (16-byte aligned rows), `out` is (m, n), `g` has k entries
@@ -351,45 +521,53 @@ impl Kernels {
         // rows. With the epilogue: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats,
         // positions in `io` are below the rope tables (checked by `Batch::validate`), and
         // L + qb <= cap (the session reserves a padded step of slack after its capacity).
-        unsafe { l.launch(cfg(grid, 128, smem)) }.map_err(gpu_err)?;
-        Ok(())
+        // Before its wait the kernel only loads weights.
+        unsafe {
+            self.launch(
+                s,
+                func,
+                cfg(grid, 32 * warps as u32, smem),
+                &mut args,
+                Order::Overlap,
+            )
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn rope_kv(
         &self,
         s: &Arc<CudaStream>,
         qkv: &CudaSlice<f32>,
         io: &CudaSlice<i32>,
-        qb: usize,
-        cos: &CudaSlice<f32>,
-        sin: &CudaSlice<f32>,
-        kc: &CudaView<'_, f32>,
-        vc: &CudaView<'_, f32>,
-        heads: (usize, usize, usize),
-        cap: usize,
+        r: &RopeArgs<'_>,
     ) -> Result<()> {
-        let (nh, nkv, hd) = (heads.0 as i32, heads.1 as i32, heads.2 as i32);
-        let (qb_i, cap_i) = (qb as i32, cap as i32);
-        let mut l = s.launch_builder(&self.rope_kv);
-        l.arg(qkv)
-            .arg(io)
-            .arg(&qb_i)
-            .arg(cos)
-            .arg(sin)
-            .arg(kc)
-            .arg(vc)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&cap_i);
+        let mut a = Args::default();
+        a.ptr(s, qkv)
+            .ptr(s, io)
+            .i32(r.qb)
+            .ptr(s, r.cos)
+            .ptr(s, r.sin)
+            .ptr(s, r.kc)
+            .ptr(s, r.vc)
+            .i32(r.heads.0)
+            .i32(r.heads.1)
+            .i32(r.heads.2)
+            .i32(r.cap);
         // SAFETY: arguments match `rope_kv`; positions in `io` are below the table length
         // (checked by `Batch::validate`), and L + qb <= cap (the session reserves qb rows of
-        // slack after its capacity).
-        unsafe { l.launch(cfg((qb as u32, 1, 1), 128, 0)) }.map_err(gpu_err)?;
-        Ok(())
+        // slack after its capacity). Before its wait the kernel only reads `io`.
+        unsafe {
+            self.launch(
+                s,
+                &self.rope_kv,
+                cfg((r.qb as u32, 1, 1), 128, 0),
+                &mut a,
+                Order::Overlap,
+            )
+        }
     }
 
+    /// Attention of the step's rows over the cache and their in-step chains, split-K over
+    /// chunks of [`CHUNK`] keys and merged in the same launch. `done` holds qb * heads zeros.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -400,60 +578,53 @@ impl Kernels {
         kc: &CudaView<'_, f32>,
         vc: &CudaView<'_, f32>,
         part: &CudaSlice<f32>,
+        done: &CudaSlice<i32>,
         out: &CudaSlice<f32>,
         heads: (usize, usize, usize),
         cap: usize,
         splits: usize,
         dense_mask: Option<&CudaSlice<u8>>,
-        mark: &dyn Fn(&'static str) -> Result<()>,
     ) -> Result<()> {
-        let (nh, nkv, hd) = (heads.0 as i32, heads.1 as i32, heads.2 as i32);
-        let (qb_i, cap_i, s_i) = (qb as i32, cap as i32, splits as i32);
         let scale = 1.0f32 / (heads.2 as f32).sqrt();
-        let null_mask: u64 = 0;
-        let dense = dense_mask.is_some() as i32;
-        let mut l = s.launch_builder(&self.attn_partial);
-        l.arg(qkv)
-            .arg(io)
-            .arg(&qb_i)
-            .arg(kc)
-            .arg(vc)
-            .arg(part)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&cap_i)
-            .arg(&s_i)
-            .arg(&scale);
+        let mut a = Args::default();
+        a.ptr(s, qkv)
+            .ptr(s, io)
+            .i32(qb)
+            .ptr(s, kc)
+            .ptr(s, vc)
+            .ptr(s, part)
+            .ptr(s, done)
+            .ptr(s, out)
+            .i32(heads.0)
+            .i32(heads.1)
+            .i32(heads.2)
+            .i32(cap)
+            .i32(splits)
+            .f32(scale);
         match dense_mask {
-            Some(m) => l.arg(m),
-            None => l.arg(&null_mask),
+            Some(m) => a.ptr(s, m),
+            None => a.null(),
         };
         // SAFETY: arguments match `attn_partial` (the mask pointer is a device pointer or 0);
         // `part` holds qb * nh * splits * (hd + 2) floats and splits * CHUNK covers every row's
-        // visible keys (L + qb <= splits * CHUNK); a dense mask holds qb * (L + qb) bytes.
+        // visible keys (L + qb <= splits * CHUNK); `done` holds qb * nh counters, zero between
+        // launches; `out` holds qb * nh * hd floats; a dense mask holds qb * (L + qb) bytes.
+        // Before its wait the kernel reads only `io`, the mask and cache rows below L, which
+        // earlier steps wrote.
+        let func = if qb <= self.attn_preload_rows {
+            &self.attn_partial_pre
+        } else {
+            &self.attn_partial
+        };
         unsafe {
-            l.launch(cfg(
-                (qb as u32, heads.0 as u32, splits as u32),
-                CHUNK as u32,
-                0,
-            ))
+            self.launch(
+                s,
+                func,
+                cfg((qb as u32, heads.0 as u32, splits as u32), CHUNK as u32, 0),
+                &mut a,
+                Order::Overlap,
+            )
         }
-        .map_err(gpu_err)?;
-        mark("attention: partial")?;
-        let mut l = s.launch_builder(&self.attn_combine);
-        l.arg(part)
-            .arg(io)
-            .arg(&qb_i)
-            .arg(out)
-            .arg(&nh)
-            .arg(&hd)
-            .arg(&s_i)
-            .arg(&dense);
-        // SAFETY: arguments match `attn_combine`; `out` holds qb * nh * hd floats.
-        unsafe { l.launch(cfg((qb as u32, heads.0 as u32, 1), heads.2 as u32, 0)) }
-            .map_err(gpu_err)?;
-        Ok(())
     }
 
     pub fn argmax_rows(
@@ -464,12 +635,19 @@ impl Kernels {
         vocab: usize,
         out: &CudaSlice<i32>,
     ) -> Result<()> {
-        let v = vocab as i32;
-        let mut l = s.launch_builder(&self.argmax_rows);
-        l.arg(logits).arg(&v).arg(out);
+        let mut a = Args::default();
+        a.ptr(s, logits).i32(vocab).ptr(s, out);
         // SAFETY: arguments match `argmax_rows`; `logits` is (rows, vocab), `out` has rows ints.
-        unsafe { l.launch(cfg((rows as u32, 1, 1), 1024, 0)) }.map_err(gpu_err)?;
-        Ok(())
+        // The kernel waits for its predecessor first thing.
+        unsafe {
+            self.launch(
+                s,
+                &self.argmax_rows,
+                cfg((rows as u32, 1, 1), 1024, 0),
+                &mut a,
+                Order::Overlap,
+            )
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -487,28 +665,26 @@ impl Kernels {
         rows: &CudaSlice<i32>,
         count: usize,
     ) -> Result<()> {
-        let (nkv_i, cap_i, hd_i, start_i, count_i) = (
-            nkv as i32,
-            cap as i32,
-            hd as i32,
-            start as i32,
-            count as i32,
-        );
-        let stride = layer_stride as u64;
-        let mut l = s.launch_builder(&self.keep_rows);
-        l.arg(kc)
-            .arg(vc)
-            .arg(&stride)
-            .arg(&nkv_i)
-            .arg(&cap_i)
-            .arg(&hd_i)
-            .arg(&start_i)
-            .arg(rows)
-            .arg(&count_i);
+        let mut a = Args::default();
+        a.ptr(s, kc)
+            .ptr(s, vc)
+            .u64(layer_stride)
+            .i32(nkv)
+            .i32(cap)
+            .i32(hd)
+            .i32(start)
+            .ptr(s, rows)
+            .i32(count);
         // SAFETY: arguments match `keep_rows`; start + rows[t] < cap for every t (checked by
-        // the session against its length).
-        unsafe { l.launch(cfg(((layers * 2 * nkv) as u32, 1, 1), hd as u32, 0)) }
-            .map_err(gpu_err)?;
-        Ok(())
+        // the session against its length). Runs between steps: full order.
+        unsafe {
+            self.launch(
+                s,
+                &self.keep_rows,
+                cfg(((layers * 2 * nkv) as u32, 1, 1), hd as u32, 0),
+                &mut a,
+                Order::Full,
+            )
+        }
     }
 }

@@ -25,6 +25,7 @@ struct Buffers {
     attn: CudaSlice<f32>,    // (qc, heads * head_dim)
     gate_up: CudaSlice<f32>, // (qc, 2 * ffn)
     part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 2) flash-decoding partials
+    done: CudaSlice<i32>,    // (qc, heads) finished splits, zero between launches
     logits: CudaSlice<f32>,  // (rc, vocab)
     argmax: CudaSlice<i32>,  // (rc,)
     /// Dense-mask mode only: the step's materialised mask, (qc, L + qc) bytes at most
@@ -104,6 +105,12 @@ impl CudaSession {
         }
     }
 
+    /// Whether each kernel of a step starts while its predecessor finishes (programmatic
+    /// dependent launch; for reports).
+    pub fn kernels_overlap(&self) -> bool {
+        self.model.kernels.overlaps()
+    }
+
     /// Which matmul kernel runs the projections of inner dimension `k` (for reports).
     pub fn matmul_kind(&self, k: usize) -> &'static str {
         self.model.kernels.matmul_kind(k)
@@ -146,6 +153,7 @@ impl CudaSession {
             attn: a(qc * c.num_heads * c.head_dim)?,
             gate_up: a(qc * 2 * c.intermediate_size)?,
             part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 2))?,
+            done: s.alloc_zeros::<i32>(qc * c.num_heads).map_err(gpu_err)?,
             logits: a(rc * c.vocab_size)?,
             argmax: s.alloc_zeros::<i32>(rc).map_err(gpu_err)?,
             mask: if self.dense_mask {
@@ -243,14 +251,14 @@ impl CudaSession {
                 &kc,
                 &vc,
                 &b.part,
+                &b.done,
                 &b.attn,
                 heads,
                 self.cap_alloc,
                 splits,
                 b.mask.as_ref(),
-                mark,
             )?;
-            mark("attention: combine")?;
+            mark("attention")?;
             // x += attn Woᵀ
             mm(
                 &b.attn,
