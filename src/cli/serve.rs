@@ -1,13 +1,18 @@
 //! `lade serve`: the OpenAI-compatible HTTP server (see `lade::server`).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lade::server::{serve, LookaheadMode, ModelLoader, ServerConfig};
+use lade::server::{
+    serve_with, DeviceSet, GroupDevice, LookaheadMode, ServedModel, ServedModelLoader, ServerConfig,
+};
 
+use super::model_args::{device_name, parse_devices};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -42,6 +47,47 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run after SIGTERM/SIGINT before they are ended.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
+    /// Lookahead Parallelism: one replica of the model per listed device (`cpu,cpu` or
+    /// `cuda:0,cuda:1`); every lookahead request runs on a device group of its own (one
+    /// session and host thread per device), its window columns and candidates split across
+    /// them. Plain requests run on the first device; `--lookahead auto` means 8,4,8 here. A
+    /// single entry is the same as `--device`.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
+}
+
+/// The devices of `--devices` (two or more): the first shares the server's model (loaded
+/// there), every other GPU gets one copy of its own, loaded once and shared by its entries.
+fn device_set(
+    model: &ModelArgs,
+    list: &[Option<usize>],
+    first: Option<usize>,
+) -> anyhow::Result<DeviceSet> {
+    let mut copies: HashMap<usize, Arc<lade::loader::LoadedModel>> = HashMap::new();
+    let mut devices = Vec::with_capacity(list.len());
+    for &d in list {
+        let own = match d {
+            Some(n) if d != first => Some(match copies.get(&n) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Arc::new(
+                        model
+                            .load_on(Some(n))
+                            .with_context(|| format!("loading the replica for cuda:{n}"))?,
+                    );
+                    copies.insert(n, m.clone());
+                    m
+                }
+            }),
+            _ => None,
+        };
+        devices.push(GroupDevice {
+            label: device_name(d),
+            gpu: d,
+            model: own,
+        });
+    }
+    Ok(DeviceSet::new(devices)?)
 }
 
 /// The model name of a GGUF file or checkpoint directory.
@@ -73,6 +119,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(!k.trim().is_empty(), "--api-key must not be empty");
     }
     let lookahead = LookaheadMode::parse(&args.lookahead).context("--lookahead")?;
+    let devices = args.devices.as_deref().map(parse_devices).transpose()?;
+    if let (Some(list), Some(s)) = (&devices, &args.devices) {
+        anyhow::ensure!(
+            list.iter().all(Option::is_none) || lade::loader::Backend::cuda_available(),
+            "--devices {s}: no CUDA device can be used (this lade was built without CUDA \
+             support, or no GPU is visible)"
+        );
+    }
     if args.model.ctx_size == Some(0) {
         anyhow::bail!("--ctx-size must be at least 1");
     }
@@ -95,10 +149,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         log: !args.model.quiet,
     };
     let model_args = args.model.clone();
-    let loader: ModelLoader = Box::new(move || {
-        let loaded = model_args.load()?;
+    let loader: ServedModelLoader = Box::new(move || {
+        let loaded = match &devices {
+            Some(list) => model_args.load_for_devices(list)?,
+            None => model_args.load()?,
+        };
         let context = model_args.context(loaded.model.config.max_position_embeddings)?;
-        Ok((loaded, context))
+        let devices = match devices.as_deref() {
+            Some(list) if list.len() > 1 => Some(device_set(
+                &model_args,
+                list,
+                list.iter().flatten().next().copied(),
+            )?),
+            _ => None,
+        };
+        Ok(ServedModel {
+            loaded,
+            context,
+            devices,
+        })
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +182,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // One line on stdout, for scripts and tests that start the server on port 0.
         println!("listening on http://{addr}");
         std::io::stdout().flush()?;
-        serve(listener, config, loader, shutdown_signal()).await
+        serve_with(listener, config, loader, shutdown_signal()).await
     });
     // A model still loading must not hold the process.
     rt.shutdown_timeout(Duration::from_secs(1));

@@ -3,6 +3,13 @@
 //! Every request gets its own session (KV cache) over the shared weights, on the backend the
 //! model was loaded to, and runs [`generate`] on a blocking thread. CPU kernels are
 //! batch-invariant, so what a request gets does not depend on what else runs.
+//!
+//! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
+//! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as
+//! the single-device one, each on its own host thread) and a [`ParallelLookaheadDecoder`].
+//! Requests never share a group, so concurrent requests cannot disturb each other's caches;
+//! only the weights are shared, read-only. Requests that decode plainly run on the first
+//! device alone, as without `--devices`.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -13,11 +20,12 @@ use super::error::ApiError;
 use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use crate::chat_template::ChatTemplate;
 use crate::decode::{
-    AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder, PlainDecoder,
+    AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
+    ParallelLookaheadDecoder, PlainDecoder,
 };
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
-use crate::model::CausalLm;
+use crate::model::{CausalLm, DeviceGroup};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
@@ -111,6 +119,76 @@ pub fn decoder_for(mode: LookaheadMode, seed: u64) -> Result<Box<dyn Decoder>> {
     }
 }
 
+/// One device of a [`DeviceSet`].
+#[derive(Clone)]
+pub struct GroupDevice {
+    /// Its name in logs and in `usage.lookahead.devices`, e.g. `cpu` or `cuda:1`.
+    pub label: String,
+    /// `None`: the CPU; `Some(n)`: CUDA device `n`.
+    pub gpu: Option<usize>,
+    /// The model its sessions are made from: `None` for the server's own model
+    /// ([`Ready::loaded`], which must live on this device or be the host weights of a CPU
+    /// device), else a copy loaded onto this device once at start-up (so that requests do
+    /// not upload weights).
+    pub model: Option<Arc<LoadedModel>>,
+}
+
+impl std::fmt::Debug for GroupDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupDevice")
+            .field("label", &self.label)
+            .field("gpu", &self.gpu)
+            .field("own_model", &self.model.is_some())
+            .finish()
+    }
+}
+
+/// The devices of Lookahead Parallelism (`lade serve --devices`): every lookahead request
+/// gets a [`DeviceGroup`] of one fresh session per device.
+#[derive(Debug, Clone)]
+pub struct DeviceSet {
+    devices: Vec<GroupDevice>,
+}
+
+impl DeviceSet {
+    /// At least two devices (one device is plain single-device serving).
+    pub fn new(devices: Vec<GroupDevice>) -> Result<Self> {
+        if devices.len() < 2 {
+            return Err(LadeError::InvalidArgument(format!(
+                "Lookahead Parallelism needs at least two devices, got {}",
+                devices.len()
+            )));
+        }
+        Ok(Self { devices })
+    }
+
+    pub fn devices(&self) -> &[GroupDevice] {
+        &self.devices
+    }
+
+    /// The device names, e.g. `["cpu", "cpu"]`.
+    pub fn labels(&self) -> Vec<String> {
+        self.devices.iter().map(|d| d.label.clone()).collect()
+    }
+
+    /// A new group for one sequence of `context` positions: one session per device (over
+    /// `primary`, the server's model, where the device has no model of its own), each on its
+    /// own thread until the group is dropped.
+    pub fn group(&self, primary: &LoadedModel, context: usize) -> Result<DeviceGroup> {
+        let sessions = self
+            .devices
+            .iter()
+            .map(|d| {
+                d.model
+                    .as_deref()
+                    .unwrap_or(primary)
+                    .new_session_on(d.gpu, context)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        DeviceGroup::new(sessions, self.labels())
+    }
+}
+
 /// A loaded model, ready to serve.
 pub struct Ready {
     /// Weights, tokenizer and backend (sessions are made with [`LoadedModel::new_session`],
@@ -122,6 +200,9 @@ pub struct Ready {
     pub context: usize,
     /// What [`LookaheadMode::Auto`] means on this model and device (never `Auto`).
     pub auto: LookaheadMode,
+    /// Lookahead Parallelism: the devices of every lookahead request's group (`None`: one
+    /// device, the model's).
+    pub devices: Option<DeviceSet>,
 }
 
 impl Ready {
@@ -138,7 +219,14 @@ impl Ready {
             template,
             context,
             auto,
+            devices: None,
         }
+    }
+
+    /// The same, decoding lookahead requests with Lookahead Parallelism over `devices`.
+    pub fn with_devices(mut self, devices: Option<DeviceSet>) -> Self {
+        self.devices = devices;
+        self
     }
 
     /// The decoding of a request: `mode` with `auto` resolved for this model.
@@ -266,6 +354,8 @@ pub struct Finished {
     pub decoder: String,
     /// The decoder's own statistics (lookahead only).
     pub decoder_stats: Option<Value>,
+    /// The devices of Lookahead Parallelism, when the request ran on a group.
+    pub devices: Option<Vec<String>>,
 }
 
 /// Runs `job` to the end (blocking); `on_text` receives the text as it becomes final.
@@ -274,8 +364,23 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
     let capacity = (job.prompt.len() + job.max_tokens + job.mode.scratch_positions())
         .min(ready.context)
         .max(job.prompt.len() + 1);
-    let mut session = ready.loaded.new_session(capacity)?;
-    let mut decoder = decoder_for(job.mode, job.sampling.seed)?;
+    // Lookahead requests on a device group: their own group (its threads end when it is
+    // dropped at the end of this function). Plain decoding has nothing to split: it runs on
+    // the first device alone.
+    let (mut session, mut decoder, devices): (Box<dyn CausalLm + Send>, Box<dyn Decoder>, _) =
+        match (job.mode, &ready.devices) {
+            (LookaheadMode::On(mut cfg), Some(set)) => {
+                cfg.seed = job.sampling.seed;
+                let decoder = ParallelLookaheadDecoder::new(cfg)?;
+                let group = set.group(&ready.loaded, capacity)?;
+                (Box::new(group), Box::new(decoder), Some(set.labels()))
+            }
+            _ => (
+                ready.loaded.new_session(capacity)?,
+                decoder_for(job.mode, job.sampling.seed)?,
+                None,
+            ),
+        };
     let sampler = Sampler::new(job.sampling)?;
     let rules = StopRules {
         max_tokens: job.max_tokens,
@@ -300,6 +405,7 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         generation,
         decoder: decoder.name(),
         decoder_stats: decoder.stats_json(),
+        devices,
     })
 }
 

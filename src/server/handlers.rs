@@ -278,7 +278,7 @@ fn usage(f: &Finished) -> Value {
     let g = &f.generation;
     let s = &g.stats;
     let completion = g.token_ids.len();
-    json!({
+    let mut v = json!({
         "prompt_tokens": g.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": g.prompt_tokens + completion,
@@ -292,7 +292,12 @@ fn usage(f: &Finished) -> Value {
             "accepted_per_step": s.accepted_per_step,
             "decode_tokens_per_s": s.decode_tokens_per_s,
         },
-    })
+    });
+    // Lookahead Parallelism only (`lade serve --devices`): the group's devices.
+    if let Some(d) = &f.devices {
+        v["lookahead"]["devices"] = json!(d);
+    }
+    v
 }
 
 fn sse(v: &Value) -> Event {
@@ -394,8 +399,12 @@ impl Run {
                 let g = &f.generation;
                 st.metrics
                     .generation(g.prompt_tokens, &g.stats, g.finish_reason, ttft, latency);
+                let on = f
+                    .devices
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" on {}", d.join(",")));
                 st.log(&format!(
-                    "{id}: {} prompt + {} tokens in {} steps ({}, compression {:.2}), \
+                    "{id}: {} prompt + {} tokens in {} steps ({}{on}, compression {:.2}), \
                      finish {:?}, {:.2} s",
                     g.prompt_tokens,
                     g.token_ids.len(),

@@ -9,6 +9,8 @@
 //! * A generation stops within one step when its client goes away (the response body is
 //!   dropped) and on shutdown after the grace period.
 //! * Every error is an OpenAI error object; bad input is a 4xx, never a 500.
+//! * With several devices ([`serve_with`] and a [`DeviceSet`], `lade serve --devices`),
+//!   every lookahead request runs Lookahead Parallelism on a device group of its own.
 
 pub mod auth;
 pub mod engine;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-pub use engine::{decoder_for, LookaheadMode, Ready};
+pub use engine::{decoder_for, DeviceSet, GroupDevice, LookaheadMode, Ready};
 pub use error::ApiError;
 
 use crate::loader::LoadedModel;
@@ -34,6 +36,19 @@ use metrics::{Gauges, Metrics};
 
 /// Loads the model (on a blocking thread) and says how many positions a request may use.
 pub type ModelLoader = Box<dyn FnOnce() -> anyhow::Result<(LoadedModel, usize)> + Send>;
+
+/// What a [`ServedModelLoader`] hands the server.
+pub struct ServedModel {
+    /// The model; with `devices`, it lives on the first device.
+    pub loaded: LoadedModel,
+    /// Positions a request may use.
+    pub context: usize,
+    /// Lookahead Parallelism over these devices (`None`: single-device serving).
+    pub devices: Option<DeviceSet>,
+}
+
+/// Loads the model and, for Lookahead Parallelism, its devices (on a blocking thread).
+pub type ServedModelLoader = Box<dyn FnOnce() -> anyhow::Result<ServedModel> + Send>;
 
 /// Settings of a server.
 #[derive(Debug, Clone)]
@@ -248,6 +263,29 @@ pub async fn serve(
     loader: ModelLoader,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let loader: ServedModelLoader = Box::new(move || {
+        let (loaded, context) = loader()?;
+        Ok(ServedModel {
+            loaded,
+            context,
+            devices: None,
+        })
+    });
+    serve_with(listener, config, loader, shutdown).await
+}
+
+/// [`serve`] with a loader that may also give devices for Lookahead Parallelism: then every
+/// request that decodes with lookahead runs [`crate::decode::ParallelLookaheadDecoder`] on a
+/// device group of its own, `--lookahead auto` means [`LookaheadConfig::DEFAULT`] (the
+/// measured cost model is single-device), and plain requests run on the first device.
+///
+/// [`LookaheadConfig::DEFAULT`]: crate::decode::LookaheadConfig::DEFAULT
+pub async fn serve_with(
+    listener: TcpListener,
+    config: ServerConfig,
+    loader: ServedModelLoader,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(config));
     let app = handlers::router(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -268,8 +306,21 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             match loader() {
-                Ok((loaded, context)) => {
-                    let auto = if state.config.lookahead == LookaheadMode::Auto {
+                Ok(ServedModel {
+                    loaded,
+                    context,
+                    devices,
+                }) => {
+                    let auto = if state.config.lookahead == LookaheadMode::Auto && devices.is_some()
+                    {
+                        let cfg = crate::decode::LookaheadConfig::DEFAULT;
+                        state.log(&format!(
+                            "--lookahead auto: {} (the measured cost model is single-device; \
+                             with --devices, auto means the default config)",
+                            cfg.label()
+                        ));
+                        LookaheadMode::On(cfg)
+                    } else if state.config.lookahead == LookaheadMode::Auto {
                         match engine::resolve_auto(&loaded, context) {
                             Ok((mode, why)) => {
                                 state.log(&format!("--lookahead auto: {why}"));
@@ -285,15 +336,24 @@ pub async fn serve(
                     } else {
                         LookaheadMode::Off
                     };
-                    let ready = Ready::new(loaded, context, auto);
+                    let ready = Ready::new(loaded, context, auto).with_devices(devices);
                     if let Err(e) = &ready.template {
                         state.log(&format!(
                             "warning: the chat template does not compile ({e}); \
                              /v1/chat/completions will fail"
                         ));
                     }
+                    let parallel = match &ready.devices {
+                        Some(set) => format!(
+                            "; lookahead requests run Lookahead Parallelism on {} \
+                             (a device group per request, host-channel exchange), \
+                             plain ones on the first device",
+                            set.labels().join(",")
+                        ),
+                        None => String::new(),
+                    };
                     state.log(&format!(
-                        "model ready in {:.1} s: `{}` on {}, context {} positions, default decoding {}",
+                        "model ready in {:.1} s: `{}` on {}, context {} positions, default decoding {}{parallel}",
                         t.elapsed().as_secs_f64(),
                         state.config.model_id,
                         ready.loaded.device_label(),
