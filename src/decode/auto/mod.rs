@@ -159,6 +159,16 @@ fn pick_checked(
 ) -> AutoChoice {
     let one = cost.seconds(1).unwrap_or(f64::INFINITY);
     let plain = 1.0 / one;
+    // Steps of the same number of rows run the same kernels on the same shapes, so the real
+    // time of a row count is the fastest step of that count tried: two configs of one shape
+    // are then told apart by their acceptance, not by the timing noise of separate trials.
+    let mut by_rows: HashMap<usize, f64> = HashMap::new();
+    for e in table.entries() {
+        if let Some(Some(s)) = checks.get(&wng(&e.config())) {
+            let t = by_rows.entry(e.rows()).or_insert(*s);
+            *t = t.min(*s);
+        }
+    }
     let mut best: Option<(LookaheadConfig, f64)> = None;
     for e in table.entries() {
         if e.rows() > opts.max_rows {
@@ -166,11 +176,13 @@ fn pick_checked(
         }
         // Beyond the measured range the cost already exceeded what any config can recoup.
         let seconds = match checks.get(&wng(&e.config())) {
-            Some(Some(s)) => *s,
             Some(None) => continue,
-            None => match cost.seconds(e.rows()) {
-                Some(s) => s,
-                None => continue,
+            _ => match by_rows.get(&e.rows()) {
+                Some(s) => *s,
+                None => match cost.seconds(e.rows()) {
+                    Some(s) => s,
+                    None => continue,
+                },
             },
         };
         let tps = e.expected() / seconds;
@@ -452,6 +464,36 @@ mod tests {
         assert_ne!(
             pick(&c, &t, &AutoOptions::default()).strategy,
             Strategy::Plain
+        );
+    }
+
+    #[test]
+    fn configs_of_one_shape_share_their_measured_step_time() {
+        // 1,5,1 and 2,3,2 are both 8-row steps; the trial of 2,3,2 happened to time faster.
+        let t = AcceptanceTable::from_prior(&[(1, 5, 1, 1.58), (2, 3, 2, 1.55)]);
+        let c = curve(|r| if r == 1 { 0.010 } else { 0.0106 }, 16);
+        let mut checks = StepChecks::new();
+        checks.insert((1, 5, 1), Some(0.0108));
+        checks.insert((2, 3, 2), Some(0.0104));
+        let a = pick_checked(&c, &checks, &t, &AutoOptions::default());
+        // Same shape, same cost (the faster trial): the better acceptance wins.
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(1, 5, 1))
+        );
+        assert!((a.expected_tokens_per_s - 1.58 / 0.0104).abs() < 1e-6);
+        // A config the device could not run stays out, and does not rule out its shape.
+        checks.insert((1, 5, 1), None);
+        let a = pick_checked(&c, &checks, &t, &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(2, 3, 2))
+        );
+        // Without trials the curve decides, the same for both: acceptance again.
+        let a = pick_checked(&c, &StepChecks::new(), &t, &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(1, 5, 1))
         );
     }
 
