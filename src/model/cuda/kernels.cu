@@ -576,13 +576,15 @@ __device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
 // and of the step and masks the hidden ones, the way attention with a dense mask works. Kept
 // only to measure what the fused path saves.
 #define KPRE 16  // float4s of a key row held in registers across the wait (hd <= 64 whole)
-template <bool PRE>
+// HG heads of one kv head per block (grouped-query models: the heads share every key and value
+// load). HG changes the schedule only: each (row, head) is computed exactly as with HG = 1.
+template <bool PRE, int HG>
 __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int QB,
                                           const float* kc, const float* vc, float* part,
                                           int* done, float* out, int nh, int nkv, int hd,
                                           int cap, int S, float scale,
                                           const unsigned char* mask) {
-    const int i = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    const int i = blockIdx.x, h0 = blockIdx.y * HG, s = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = io[0];
     const int vn = io_vn(io, QB)[i];
@@ -594,11 +596,11 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
         wait_previous_kernel();
         return;
     }
-    const int kvh = h / (nh / nkv);
+    const int kvh = h0 / (nh / nkv);
     const int h4 = hd >> 2;
-    __shared__ float qs[CHUNK];
-    __shared__ float sc[CHUNK];
-    __shared__ float wred[CHUNK / 32];
+    __shared__ float qs[HG * CHUNK];
+    __shared__ float sc[HG][CHUNK];
+    __shared__ float wred[HG][CHUNK / 32];
     __shared__ int last;
     const int ld = (nh + 2 * nkv) * hd;
     const int j = start + tid;
@@ -619,53 +621,81 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
     }
     wait_previous_kernel();
 
-    if (tid < hd) qs[tid] = qkv[(size_t)i * ld + h * hd + tid];
+    // The HG heads h0.. are consecutive in the qkv row.
+    for (int t = tid; t < HG * hd; t += CHUNK) qs[t] = qkv[(size_t)i * ld + h0 * hd + t];
     __syncthreads();
-    float score = -INFINITY;
+    float score[HG];
+#pragma unroll
+    for (int g = 0; g < HG; ++g) score[g] = -INFINITY;
     if (live) {
-        // Four independent partial dots (fixed split by d % 4).
-        // (d increasing in both branches: the same sums whichever entry point runs).
-        float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+        // Per head, four independent partial dots (fixed split by d % 4), d increasing in
+        // both loops: the same sums whichever entry point runs.
+        float dd[HG][4];
+#pragma unroll
+        for (int g = 0; g < HG; ++g) dd[g][0] = dd[g][1] = dd[g][2] = dd[g][3] = 0.f;
         if (PRE) {
 #pragma unroll
             for (int d4 = 0; d4 < (PRE ? KPRE : 1); ++d4) {
                 if (d4 < h4) {
                     const float4 kv = early ? kpre[d4] : krow[d4];
-                    d0 = fmaf(qs[4 * d4], kv.x, d0);
-                    d1 = fmaf(qs[4 * d4 + 1], kv.y, d1);
-                    d2 = fmaf(qs[4 * d4 + 2], kv.z, d2);
-                    d3 = fmaf(qs[4 * d4 + 3], kv.w, d3);
+#pragma unroll
+                    for (int g = 0; g < HG; ++g) {
+                        const float* q = qs + g * hd + 4 * d4;
+                        dd[g][0] = fmaf(q[0], kv.x, dd[g][0]);
+                        dd[g][1] = fmaf(q[1], kv.y, dd[g][1]);
+                        dd[g][2] = fmaf(q[2], kv.z, dd[g][2]);
+                        dd[g][3] = fmaf(q[3], kv.w, dd[g][3]);
+                    }
                 }
             }
         }
 #pragma unroll 4
         for (int d4 = PRE ? KPRE : 0; d4 < h4; ++d4) {
             const float4 kv = krow[d4];
-            d0 = fmaf(qs[4 * d4], kv.x, d0);
-            d1 = fmaf(qs[4 * d4 + 1], kv.y, d1);
-            d2 = fmaf(qs[4 * d4 + 2], kv.z, d2);
-            d3 = fmaf(qs[4 * d4 + 3], kv.w, d3);
+#pragma unroll
+            for (int g = 0; g < HG; ++g) {
+                const float* q = qs + g * hd + 4 * d4;
+                dd[g][0] = fmaf(q[0], kv.x, dd[g][0]);
+                dd[g][1] = fmaf(q[1], kv.y, dd[g][1]);
+                dd[g][2] = fmaf(q[2], kv.z, dd[g][2]);
+                dd[g][3] = fmaf(q[3], kv.w, dd[g][3]);
+            }
         }
-        score = ((d0 + d1) + (d2 + d3)) * scale;
+#pragma unroll
+        for (int g = 0; g < HG; ++g)
+            score[g] = ((dd[g][0] + dd[g][1]) + (dd[g][2] + dd[g][3])) * scale;
     }
-    // Block max (exact in any order), then the exponentials and their sum: each warp's
-    // xor-shuffle tree, the warp sums added in warp order.
-    float m = warp_max(score);
-    if (lane == 0) wred[warp] = m;
+    // Per head: block max (exact in any order), then the exponentials and their sum: each
+    // warp's xor-shuffle tree, the warp sums added in warp order.
+#pragma unroll
+    for (int g = 0; g < HG; ++g) {
+        const float m = warp_max(score[g]);
+        if (lane == 0) wred[g][warp] = m;
+    }
     __syncthreads();
-    float mx = wred[0];
-    for (int w = 1; w < CHUNK / 32; ++w) mx = fmaxf(mx, wred[w]);
-    const float p = live ? expf(score - mx) : 0.f;
-    sc[tid] = p;
-    const float ps = warp_sum(p);
+    float mx[HG], psum[HG];
+#pragma unroll
+    for (int g = 0; g < HG; ++g) {
+        mx[g] = wred[g][0];
+        for (int w = 1; w < CHUNK / 32; ++w) mx[g] = fmaxf(mx[g], wred[g][w]);
+        const float p = live ? expf(score[g] - mx[g]) : 0.f;
+        sc[g][tid] = p;
+        psum[g] = warp_sum(p);
+    }
     __syncthreads();  // every thread has read wred (max) and written sc
-    if (lane == 0) wred[warp] = ps;
+#pragma unroll
+    for (int g = 0; g < HG; ++g)
+        if (lane == 0) wred[g][warp] = psum[g];
     __syncthreads();
-    float* dst = part + (((size_t)i * nh + h) * S + s) * (hd + 2);
-    if (tid == 0) {
-        float l = wred[0];
-        for (int w = 1; w < CHUNK / 32; ++w) l += wred[w];
-        dst[0] = mx;
+    if (tid < HG) {
+        float l = wred[tid][0];
+        for (int w = 1; w < CHUNK / 32; ++w) l += wred[tid][w];
+        float* dst = part + (((size_t)i * nh + h0 + tid) * S + s) * (hd + 2);
+        float m2 = 0.f;
+#pragma unroll
+        for (int g = 0; g < HG; ++g)
+            if (g == tid) m2 = mx[g];
+        dst[0] = m2;
         dst[1] = l;
     }
     // Weighted sum of values: thread (grp, c) owns the float4 column c of the head and sums keys
@@ -674,42 +704,53 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
     const int end = min(n, start + CHUNK);
     const int groups = CHUNK / h4;
     const int grp = tid / h4, c4 = tid - grp * h4;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
+    float4 acc[HG];
+#pragma unroll
+    for (int g = 0; g < HG; ++g) acc[g] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll(HG == 1 ? 4 : 2)
     for (int jj = start + grp; jj < end; jj += groups) {
         const int pj = mrow ? jj : key_pos(jj, L, vn, vl);
-        const float w = sc[jj - start];
         const float4 v = *(const float4*)(vc + ((size_t)kvh * cap + pj) * hd + 4 * c4);
-        acc.x = fmaf(w, v.x, acc.x);
-        acc.y = fmaf(w, v.y, acc.y);
-        acc.z = fmaf(w, v.z, acc.z);
-        acc.w = fmaf(w, v.w, acc.w);
+#pragma unroll
+        for (int g = 0; g < HG; ++g) {
+            const float w = sc[g][jj - start];
+            acc[g].x = fmaf(w, v.x, acc[g].x);
+            acc[g].y = fmaf(w, v.y, acc[g].y);
+            acc[g].z = fmaf(w, v.z, acc[g].z);
+            acc[g].w = fmaf(w, v.w, acc[g].w);
+        }
     }
     __shared__ float4 vred[CHUNK];
-    vred[tid] = acc;
-    __syncthreads();
-    if (tid < hd) {
-        const int cc = tid >> 2, e = tid & 3;
-        float total = 0.f;
-        for (int g2 = 0; g2 < groups; ++g2) {
-            const float4 t = vred[g2 * h4 + cc];
-            total += e == 0 ? t.x : (e == 1 ? t.y : (e == 2 ? t.z : t.w));
+#pragma unroll
+    for (int g = 0; g < HG; ++g) {
+        vred[tid] = acc[g];
+        __syncthreads();
+        if (tid < hd) {
+            const int cc = tid >> 2, e = tid & 3;
+            float total = 0.f;
+            for (int g2 = 0; g2 < groups; ++g2) {
+                const float4 t = vred[g2 * h4 + cc];
+                total += e == 0 ? t.x : (e == 1 ? t.y : (e == 2 ? t.z : t.w));
+            }
+            part[(((size_t)i * nh + h0 + g) * S + s) * (hd + 2) + 2 + tid] = total;
         }
-        dst[2 + tid] = total;
+        __syncthreads();
     }
 
-    // The last split of (i, h) to finish merges all of them (threadFenceReduction pattern).
+    // The last split of (i, h0) to finish merges all of them for the HG heads
+    // (threadFenceReduction pattern).
     const int ns = (n + CHUNK - 1) / CHUNK;
     __threadfence();
     __syncthreads();
-    if (tid == 0) last = atomicAdd(done + i * nh + h, 1) == ns - 1;
+    if (tid == 0) last = atomicAdd(done + i * nh + h0, 1) == ns - 1;
     __syncthreads();
     if (!last) return;
     __threadfence();
-    if (tid == 0) done[i * nh + h] = 0;
-    if (tid < hd) {
+    if (tid == 0) done[i * nh + h0] = 0;
+    for (int t = tid; t < HG * hd; t += CHUNK) {
+        const int g = t / hd, d = t - g * hd;
         // Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
-        const float* base = part + ((size_t)i * nh + h) * S * (hd + 2);
+        const float* base = part + ((size_t)i * nh + h0 + g) * S * (hd + 2);
         float mall = -INFINITY;
         for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(base + s2 * (hd + 2)));
         float l = 0.f, a = 0.f;
@@ -717,25 +758,27 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
             const float* p2 = base + s2 * (hd + 2);
             const float e = expf(__ldcg(p2) - mall);
             l = fmaf(__ldcg(p2 + 1), e, l);
-            a = fmaf(__ldcg(p2 + 2 + tid), e, a);
+            a = fmaf(__ldcg(p2 + 2 + d), e, a);
         }
-        out[(size_t)i * nh * hd + h * hd + tid] = a / l;
+        out[(size_t)i * nh * hd + (h0 + g) * hd + d] = a / l;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(CHUNK) attn_partial(const float* qkv, const int* io, int QB, const float* kc,
-                                        const float* vc, float* part, int* done, float* out,
-                                        int nh, int nkv, int hd, int cap, int S, float scale,
-                                        const unsigned char* mask) {
-    attn_impl<false>(qkv, io, QB, kc, vc, part, done, out, nh, nkv, hd, cap, S, scale, mask);
-}
-extern "C" __global__ void attn_partial_pre(const float* qkv, const int* io, int QB,
-                                            const float* kc, const float* vc, float* part,
-                                            int* done, float* out, int nh, int nkv, int hd,
-                                            int cap, int S, float scale,
-                                            const unsigned char* mask) {
-    attn_impl<true>(qkv, io, QB, kc, vc, part, done, out, nh, nkv, hd, cap, S, scale, mask);
-}
+#define ATTN_ENTRY(name, pre, hg)                                                               \
+    extern "C" __global__ void __launch_bounds__(CHUNK)                                         \
+        name(const float* qkv, const int* io, int QB, const float* kc, const float* vc,         \
+             float* part, int* done, float* out, int nh, int nkv, int hd, int cap, int S,       \
+             float scale, const unsigned char* mask) {                                          \
+        attn_impl<pre, hg>(qkv, io, QB, kc, vc, part, done, out, nh, nkv, hd, cap, S, scale,    \
+                           mask);                                                               \
+    }
+// grid (QB, nh / hg, S). `_pre`: early key loads, one head per block. `_g2`..`_g4`: 2..4 heads
+// of one kv head per block.
+ATTN_ENTRY(attn_partial_pre, true, 1)
+ATTN_ENTRY(attn_partial, false, 1)
+ATTN_ENTRY(attn_partial_g2, false, 2)
+ATTN_ENTRY(attn_partial_g3, false, 3)
+ATTN_ENTRY(attn_partial_g4, false, 4)
 
 // Argmax of each logit row (lowest id on ties; NaN never wins; 0 if nothing beats -inf).
 // grid RB, block 1024.

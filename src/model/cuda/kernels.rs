@@ -65,9 +65,14 @@ pub struct Kernels {
     attn_partial: CudaFunction,
     /// The same attention, loading keys of earlier steps before the qkv kernel has finished
     /// (more registers: for steps of at most `attn_preload_rows` rows,
-    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 16 by default; both compute the same values).
+    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 8 by default; both compute the same values).
     attn_partial_pre: CudaFunction,
     attn_preload_rows: usize,
+    /// The attention with 2, 3 or 4 heads of one kv head per block (they share every key and
+    /// value load; the same values as one head per block), for steps of more rows than
+    /// `attn_preload_rows`. `LADE_CUDA_ATTN_GROUP=0` keeps one head per block.
+    attn_partial_group: [CudaFunction; 3],
+    attn_group: bool,
     argmax_rows: CudaFunction,
     keep_rows: CudaFunction,
     /// Launch each kernel of a step with programmatic dependent launch (sm_90+), so that it
@@ -215,10 +220,16 @@ impl Kernels {
             rope_kv: f("rope_kv")?,
             attn_partial: f("attn_partial")?,
             attn_partial_pre: f("attn_partial_pre")?,
+            attn_partial_group: [
+                f("attn_partial_g2")?,
+                f("attn_partial_g3")?,
+                f("attn_partial_g4")?,
+            ],
+            attn_group: std::env::var("LADE_CUDA_ATTN_GROUP").map_or(true, |v| v != "0"),
             attn_preload_rows: std::env::var("LADE_CUDA_ATTN_PRELOAD_ROWS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(16),
+                .unwrap_or(8),
             argmax_rows: f("argmax_rows")?,
             keep_rows: f("keep_rows")?,
             pdl: ctx
@@ -609,18 +620,31 @@ impl Kernels {
         // `part` holds qb * nh * splits * (hd + 2) floats and splits * CHUNK covers every row's
         // visible keys (L + qb <= splits * CHUNK); `done` holds qb * nh counters, zero between
         // launches; `out` holds qb * nh * hd floats; a dense mask holds qb * (L + qb) bytes.
-        // Before its wait the kernel reads only `io`, the mask and cache rows below L, which
-        // earlier steps wrote.
-        let func = if qb <= self.attn_preload_rows {
-            &self.attn_partial_pre
+        // `hg` divides the heads of a kv head, so a block's heads share one kv head. Before
+        // its wait the kernel reads only `io`, the mask and cache rows below L, which earlier
+        // steps wrote.
+        // Heads per block: one for small steps (more blocks in flight, early key loads),
+        // else the largest of 4, 3, 2 dividing the heads of a kv head.
+        let per_kv = heads.0 / heads.1.max(1);
+        let hg = if qb <= self.attn_preload_rows || !self.attn_group {
+            1
         } else {
-            &self.attn_partial
+            [4, 3, 2].into_iter().find(|g| per_kv % g == 0).unwrap_or(1)
+        };
+        let func = match hg {
+            1 if qb <= self.attn_preload_rows => &self.attn_partial_pre,
+            1 => &self.attn_partial,
+            g => &self.attn_partial_group[g - 2],
         };
         unsafe {
             self.launch(
                 s,
                 func,
-                cfg((qb as u32, heads.0 as u32, splits as u32), CHUNK as u32, 0),
+                cfg(
+                    (qb as u32, (heads.0 / hg) as u32, splits as u32),
+                    CHUNK as u32,
+                    0,
+                ),
                 &mut a,
                 Order::Overlap,
             )
