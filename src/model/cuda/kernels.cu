@@ -576,6 +576,21 @@ __device__ __forceinline__ int key_pos(int j, int L, int vn, const int* vl) {
 // and of the step and masks the hidden ones, the way attention with a dense mask works. Kept
 // only to measure what the fused path saves.
 #define KPRE 16  // float4s of a key row held in registers across the wait (hd <= 64 whole)
+// One float4 of a key against the HG query heads in `qs` (hd floats each): partial dot e of
+// head g accumulates the products of dimensions d = 4 d4 + e.
+template <int HG>
+__device__ __forceinline__ void dot_step(float (&dd)[HG][4], const float* qs, int hd, int d4,
+                                         float4 kv) {
+#pragma unroll
+    for (int g = 0; g < HG; ++g) {
+        const float* q = qs + g * hd + 4 * d4;
+        dd[g][0] = fmaf(q[0], kv.x, dd[g][0]);
+        dd[g][1] = fmaf(q[1], kv.y, dd[g][1]);
+        dd[g][2] = fmaf(q[2], kv.z, dd[g][2]);
+        dd[g][3] = fmaf(q[3], kv.w, dd[g][3]);
+    }
+}
+
 // HG heads of one kv head per block (grouped-query models: the heads share every key and value
 // load). HG changes the schedule only: each (row, head) is computed exactly as with HG = 1.
 template <bool PRE, int HG>
@@ -636,31 +651,11 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
         if (PRE) {
 #pragma unroll
             for (int d4 = 0; d4 < (PRE ? KPRE : 1); ++d4) {
-                if (d4 < h4) {
-                    const float4 kv = early ? kpre[d4] : krow[d4];
-#pragma unroll
-                    for (int g = 0; g < HG; ++g) {
-                        const float* q = qs + g * hd + 4 * d4;
-                        dd[g][0] = fmaf(q[0], kv.x, dd[g][0]);
-                        dd[g][1] = fmaf(q[1], kv.y, dd[g][1]);
-                        dd[g][2] = fmaf(q[2], kv.z, dd[g][2]);
-                        dd[g][3] = fmaf(q[3], kv.w, dd[g][3]);
-                    }
-                }
+                if (d4 < h4) dot_step<HG>(dd, qs, hd, d4, early ? kpre[d4] : krow[d4]);
             }
         }
 #pragma unroll 4
-        for (int d4 = PRE ? KPRE : 0; d4 < h4; ++d4) {
-            const float4 kv = krow[d4];
-#pragma unroll
-            for (int g = 0; g < HG; ++g) {
-                const float* q = qs + g * hd + 4 * d4;
-                dd[g][0] = fmaf(q[0], kv.x, dd[g][0]);
-                dd[g][1] = fmaf(q[1], kv.y, dd[g][1]);
-                dd[g][2] = fmaf(q[2], kv.z, dd[g][2]);
-                dd[g][3] = fmaf(q[3], kv.w, dd[g][3]);
-            }
-        }
+        for (int d4 = PRE ? KPRE : 0; d4 < h4; ++d4) dot_step<HG>(dd, qs, hd, d4, krow[d4]);
 #pragma unroll
         for (int g = 0; g < HG; ++g)
             score[g] = ((dd[g][0] + dd[g][1]) + (dd[g][2] + dd[g][3])) * scale;

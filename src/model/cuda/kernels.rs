@@ -112,6 +112,20 @@ impl Args {
     fn u64(&mut self, v: usize) -> &mut Self {
         self.push(&(v as u64).to_ne_bytes())
     }
+    /// The RoPE + cache-write parameters (`io, QB, cos, sin, kc, vc, nh, nkv, hd, cap`), as
+    /// `rope_kv` and the qkv epilogue take them.
+    fn rope(&mut self, s: &CudaStream, io: &CudaSlice<i32>, r: &RopeArgs<'_>) -> &mut Self {
+        self.ptr(s, io)
+            .i32(r.qb)
+            .ptr(s, r.cos)
+            .ptr(s, r.sin)
+            .ptr(s, r.kc)
+            .ptr(s, r.vc)
+            .i32(r.heads.0)
+            .i32(r.heads.1)
+            .i32(r.heads.2)
+            .i32(r.cap)
+    }
 }
 
 /// How a launch relates to the kernel before it on the stream.
@@ -491,16 +505,7 @@ impl Kernels {
         let mut args = self.matmul_args(s, io, a);
         args.i32(bm).i32(lda);
         if let Some(r) = rope {
-            args.ptr(s, io)
-                .i32(r.qb)
-                .ptr(s, r.cos)
-                .ptr(s, r.sin)
-                .ptr(s, r.kc)
-                .ptr(s, r.vc)
-                .i32(r.heads.0)
-                .i32(r.heads.1)
-                .i32(r.heads.2)
-                .i32(r.cap);
+            args.rope(s, io, r);
         }
         let warps = self.warps(a.k);
         let variant = match warps {
@@ -552,17 +557,7 @@ impl Kernels {
         r: &RopeArgs<'_>,
     ) -> Result<()> {
         let mut a = Args::default();
-        a.ptr(s, qkv)
-            .ptr(s, io)
-            .i32(r.qb)
-            .ptr(s, r.cos)
-            .ptr(s, r.sin)
-            .ptr(s, r.kc)
-            .ptr(s, r.vc)
-            .i32(r.heads.0)
-            .i32(r.heads.1)
-            .i32(r.heads.2)
-            .i32(r.cap);
+        a.ptr(s, qkv).rope(s, io, r);
         // SAFETY: arguments match `rope_kv`; positions in `io` are below the table length
         // (checked by `Batch::validate`), and L + qb <= cap (the session reserves qb rows of
         // slack after its capacity). Before its wait the kernel only reads `io`.
