@@ -14,6 +14,7 @@ use lade::decode::{
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::Sampler;
+use lade::LadeError;
 use serde_json::json;
 
 use super::bench_config::{BenchConfig, BenchStrategy};
@@ -169,10 +170,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut runs: Vec<Run> = Vec::new();
     let mut last_auto: Option<String> = None;
+    // Configs the device cannot run (a kernel limit, say): reported and left out, so that a
+    // sweep such as `scaling` still measures every config the device can run.
+    let mut not_run: Vec<(String, String)> = Vec::new();
     for (pi, p) in prompts.iter().enumerate() {
         let ids = prompt_ids(&loaded.tokenizer, p, args.chat, None)?;
         let mut greedy: Option<(Vec<u32>, f64)> = None;
-        for cfg in &order {
+        'configs: for cfg in &order {
+            if not_run.iter().any(|(label, _)| *label == cfg.label) {
+                continue;
+            }
             let mut auto_pick = None;
             let mut dec: Box<dyn Decoder> = match cfg.strategy {
                 BenchStrategy::Greedy => Box::new(PlainDecoder),
@@ -209,7 +216,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     (Some(grp), BenchStrategy::Lookahead(_)) => grp,
                     _ => session.as_mut(),
                 };
-                let g = generate(
+                let g = match generate(
                     lm,
                     dec.as_mut(),
                     &sampler,
@@ -217,7 +224,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     &rules,
                     None,
                     &mut |_, _| {},
-                )?;
+                ) {
+                    Ok(g) => g,
+                    Err(LadeError::Unsupported(why)) if !cfg.is_greedy() && pi == 0 => {
+                        eprintln!("warning: {} is not run on this device: {why}", cfg.label);
+                        not_run.push((cfg.label.clone(), why));
+                        continue 'configs;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if let Some(b) = &best {
                     anyhow::ensure!(
                         b.token_ids == g.token_ids,
@@ -270,6 +285,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             write_csv(&dir.join("runs.csv"), &runs)?;
         }
     }
+    let configs: Vec<BenchConfig> = configs
+        .into_iter()
+        .filter(|c| !not_run.iter().any(|(label, _)| *label == c.label))
+        .collect();
+    anyhow::ensure!(
+        configs.iter().any(|c| !c.is_greedy()) || not_run.is_empty(),
+        "no config of --configs could run on this device ({})",
+        not_run
+            .iter()
+            .map(|(label, why)| format!("{label}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let meta = Meta {
         dataset: dataset.display().to_string(),
         model: loaded.path.display().to_string(),
@@ -278,7 +306,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         chat: args.chat,
         prompts: prompts.len(),
     };
-    report(&args, &configs, &runs, &meta)
+    report(&args, &configs, &runs, &meta)?;
+    for (label, why) in &not_run {
+        println!("not run on this device: {label} ({why})");
+    }
+    Ok(())
 }
 
 /// `--from-runs`: the outputs of earlier runs, merged.
