@@ -263,3 +263,87 @@ fn profile_times_plain_and_lookahead_steps_on_the_cpu() {
     }
     assert!((steps[0]["vs_one_row"].as_f64().unwrap() - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn bench_runs_its_configs_side_by_side_and_writes_runs() {
+    let m = model();
+    let data = tmp(
+        "bench.jsonl",
+        b"{\"prompt\": \"def add(a, b):\\n    return\"}\n{\"prompt\": \"The capital of France is\"}\n",
+    );
+    let out_dir = std::env::temp_dir().join(format!("lade-cli-bench-{}", std::process::id()));
+    let (ok, out, err) = lade(&[
+        "bench",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "-q",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--max-tokens",
+        "12",
+        "--configs",
+        "greedy;lookahead:2,3,2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("not run on this device"), "{err}");
+    // One table row per config; the lookahead row decoded exactly what greedy did.
+    let row = |label: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no {label} row in {out}"))
+            .to_string()
+    };
+    assert!(row("greedy").ends_with("| 1.00 | yes |"), "{out}");
+    assert!(row("lookahead:2,3,2").ends_with("| yes |"), "{out}");
+    // runs.csv: 2 prompts x 2 configs, 12 tokens each, never more steps than tokens.
+    let csv = std::fs::read_to_string(out_dir.join("runs.csv")).expect("runs.csv");
+    // Fields split at commas outside quotes (the config labels hold commas).
+    let fields = |line: &str| -> Vec<String> {
+        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => out.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        out.push(cur);
+        out
+    };
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(fields).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows {
+        let (tokens, steps): (usize, usize) = (r[2].parse().unwrap(), r[3].parse().unwrap());
+        assert_eq!(tokens, 12, "{csv}");
+        assert!(steps >= 1 && steps <= tokens, "{csv}");
+        if r[1] == "lookahead:2,3,2" {
+            assert_eq!(r[7], "true", "{csv}");
+        }
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r[1] == "lookahead:2,3,2").count(),
+        2,
+        "{csv}"
+    );
+    std::fs::remove_dir_all(&out_dir).ok();
+    // A config the decoder rejects is an error before anything runs.
+    fails_with(
+        &[
+            "bench",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "-q",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--configs",
+            "greedy;lookahead:2,1,2",
+        ],
+        "lookahead",
+    );
+}
