@@ -272,7 +272,7 @@ fn bench_runs_its_configs_side_by_side_and_writes_runs() {
         b"{\"prompt\": \"def add(a, b):\\n    return\"}\n{\"prompt\": \"The capital of France is\"}\n",
     );
     let out_dir = std::env::temp_dir().join(format!("lade-cli-bench-{}", std::process::id()));
-    let (ok, out, err) = lade(&[
+    let base = [
         "bench",
         "--model",
         &m,
@@ -281,6 +281,11 @@ fn bench_runs_its_configs_side_by_side_and_writes_runs() {
         "-q",
         "--dataset",
         data.to_str().unwrap(),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let args = with(&[
         "--max-tokens",
         "12",
         "--configs",
@@ -288,6 +293,7 @@ fn bench_runs_its_configs_side_by_side_and_writes_runs() {
         "--out",
         out_dir.to_str().unwrap(),
     ]);
+    let (ok, out, err) = lade(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{err}");
     assert!(!err.contains("not run on this device"), "{err}");
     // One table row per config; the lookahead row decoded exactly what greedy did.
@@ -331,19 +337,9 @@ fn bench_runs_its_configs_side_by_side_and_writes_runs() {
     );
     std::fs::remove_dir_all(&out_dir).ok();
     // A config the decoder rejects is an error before anything runs.
+    let args = with(&["--configs", "greedy;lookahead:2,1,2"]);
     fails_with(
-        &[
-            "bench",
-            "--model",
-            &m,
-            "--device",
-            "cpu",
-            "-q",
-            "--dataset",
-            data.to_str().unwrap(),
-            "--configs",
-            "greedy;lookahead:2,1,2",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "lookahead",
     );
 }

@@ -123,6 +123,19 @@ fn check_caches(group: &DeviceGroup, mocks: &[Arc<Mutex<MockLm>>], committed: &[
     }
 }
 
+/// A probe step: `last` fed at the group's length on every replica; their next-token logits.
+fn probe_all(group: &mut DeviceGroup, last: u32) -> Vec<Logits> {
+    let at = group.cache_len() as u32;
+    group
+        .forward_all(&Batch {
+            tokens: &[last],
+            positions: &[at],
+            mask: &AttentionMask::Causal,
+            logit_rows: &[0],
+        })
+        .unwrap()
+}
+
 const GRID: &[(usize, usize, usize)] = &[
     (1, 2, 0),
     (1, 3, 2),
@@ -220,16 +233,7 @@ fn mock_caches_of_all_devices_stay_the_committed_sequence_after_every_step() {
             }
         }
         // A probe step: every replica gives the same logits.
-        let t0 = *tokens.last().unwrap();
-        let at = group.cache_len() as u32;
-        let all = group
-            .forward_all(&Batch {
-                tokens: &[t0],
-                positions: &[at],
-                mask: &AttentionMask::Causal,
-                logit_rows: &[0],
-            })
-            .unwrap();
+        let all = probe_all(&mut group, *tokens.last().unwrap());
         for l in &all[1..] {
             assert_eq!(l, &all[0]);
         }
@@ -387,16 +391,7 @@ fn real_model_equality(format: WeightFormat, grid: &[(usize, usize, usize)], tok
                 assert_eq!(par.token_ids, plain.token_ids, "{what}");
                 assert_eq!(par.stats.steps, single.stats.steps, "{what}: steps");
                 // Probe: every replica's cache gives the same next-token logits.
-                let t0 = *par.token_ids.last().unwrap();
-                let at = group.cache_len() as u32;
-                let all = group
-                    .forward_all(&Batch {
-                        tokens: &[t0],
-                        positions: &[at],
-                        mask: &AttentionMask::Causal,
-                        logit_rows: &[0],
-                    })
-                    .unwrap();
+                let all = probe_all(&mut group, *par.token_ids.last().unwrap());
                 for (d, l) in all.iter().enumerate().skip(1) {
                     let diff = common::max_abs_diff(l.row(0), all[0].row(0));
                     assert!(diff < 1e-3, "{what}: device {d} differs by {diff}");

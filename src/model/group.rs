@@ -340,6 +340,29 @@ impl DeviceGroup {
             .map_err(|_| device_error(d, "failed (its thread ended during the step)"))?
     }
 
+    /// Device `d` keeps, of its cache rows from `start`, those at the offsets `rows_of(d)`
+    /// (all devices at once, then every answer awaited); its length becomes `start` plus their
+    /// number.
+    fn keep_rows_each<'r>(
+        &mut self,
+        start: usize,
+        rows_of: impl Fn(usize) -> &'r [usize],
+    ) -> Result<()> {
+        let receivers = (0..self.devices.len())
+            .map(|d| {
+                let (reply, rx) = channel();
+                let rows = rows_of(d).to_vec();
+                self.send(d, Command::KeepRows { start, rows, reply })?;
+                Ok(rx)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (d, rx) in receivers.iter().enumerate() {
+            Self::receive(d, rx)?;
+            self.devices[d].len = start + rows_of(d).len();
+        }
+        Ok(())
+    }
+
     fn ensure_joined(&self, what: &str) -> Result<()> {
         if self.split {
             return Err(LadeError::InvalidArgument(format!(
@@ -408,26 +431,8 @@ impl DeviceGroup {
                 committed.len()
             )));
         }
-        let receivers = keep
-            .iter()
-            .enumerate()
-            .map(|(d, rows)| {
-                let (reply, rx) = channel();
-                self.send(
-                    d,
-                    Command::KeepRows {
-                        start,
-                        rows: rows.clone(),
-                        reply,
-                    },
-                )?;
-                Ok(rx)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (d, rx) in receivers.iter().enumerate() {
-            Self::receive(d, rx)?;
-            let dev = &mut self.devices[d];
-            dev.len = start + keep[d].len();
+        self.keep_rows_each(start, |d| &keep[d])?;
+        for (d, dev) in self.devices.iter_mut().enumerate() {
             dev.missing = committed[keep[d].len()..].to_vec();
         }
         self.len = start + committed.len();
@@ -523,24 +528,7 @@ impl CausalLm for DeviceGroup {
                     .into(),
             ));
         }
-        let receivers = (0..self.devices.len())
-            .map(|d| {
-                let (reply, rx) = channel();
-                self.send(
-                    d,
-                    Command::KeepRows {
-                        start,
-                        rows: rows.to_vec(),
-                        reply,
-                    },
-                )?;
-                Ok(rx)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (d, rx) in receivers.iter().enumerate() {
-            Self::receive(d, rx)?;
-            self.devices[d].len = start + rows.len();
-        }
+        self.keep_rows_each(start, |_| rows)?;
         self.len = start + rows.len();
         Ok(())
     }
