@@ -70,8 +70,9 @@ extern "C" __global__ void embed(const int* io, int QB, const unsigned short* em
 }
 
 // out[m, n] (= or +=) sum_k in[m, k] * w[n, k], w f16 (N, K), in/out f32.
-// prologue 0: in = x[m]; 1: in = rmsnorm(x[m]) * g; 2: in = silu(x[m, :K]) * x[m, K:2K]
-// (x rows of width 2K). If has_rowsel, input row m is x row rowsel[m].
+// prologue 0: in = x[m]; 1: in = rmsnorm(x[m]) * g; 2: in[k] = silu(x[m, 2k]) * x[m, 2k + 1]
+// (x rows of width 2K, gate and up interleaved). If has_rowsel, input row m is x row
+// rowsel[m].
 // grid (ceil(N / (8 * cpw)), ceil(M / R)), block 256 (8 warps x cpw columns), dynamic shared
 // R*K floats (R % 4 == 0). Element (m, n) is always reduced the same way: lane l sums the pairs
 // k = 2l + 64j in increasing j, then the xor-shuffle tree; cpw and R only change the schedule.
@@ -98,7 +99,7 @@ extern "C" __global__ void matmul(const float* x, int ldx, const int* rowsel, in
                 int src = has_rowsel ? rowsel[m0 + r] : m0 + r;
                 const float* row = x + (size_t)src * ldx;
                 if (prologue == 2) {
-                    float gt = row[k], up = row[K + k];
+                    float gt = row[2 * k], up = row[2 * k + 1];
                     v = gt / (1.f + expf(-gt)) * up;
                 } else {
                     v = row[k];
@@ -262,15 +263,21 @@ struct RopeKv {
     int nh, nkv, hd, cap;
 };
 
-template <int NT, int WARPS>
+template <int NT, int WARPS, int MT>
 __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const int* rowsel,
                                                 int has_rowsel, const unsigned short* w,
                                                 const float* g, float eps, float* out, int M,
                                                 int N, int K, int prologue, int accumulate,
-                                                int BM, int lda, const RopeKv* rk) {
+                                                int BM, int lda, int flat, int silu_pairs,
+                                                const RopeKv* rk) {
     extern __shared__ __align__(16) unsigned sm[];
-    __shared__ float inv_rms[MMA_MT * 16];
-    constexpr int PD = (MMA_PD * 4 / WARPS) / NT > 0 ? (MMA_PD * 4 / WARPS) / NT : 1;
+    __shared__ float inv_rms[MT * 16];
+    // Weight steps in flight per group. The wide variants (NT >= 4) keep up to 3 (a warp's
+    // whole share of K = 576 at 8 warps) within 24 (8 warps) or 8 (16 warps: 128 registers a
+    // thread) fragment registers per column tile count.
+    constexpr int PD0 = (MMA_PD * 4 / WARPS) / NT;
+    constexpr int PDW = (WARPS >= 16 ? 8 : 24) / NT;
+    constexpr int PD = NT >= 4 ? (PDW > 3 ? 3 : (PDW > 0 ? PDW : 1)) : (PD0 > 0 ? PD0 : 1);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int gq = lane >> 2, tq = lane & 3;
     const int m0 = blockIdx.y * BM;
@@ -303,7 +310,55 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     // scales each result row by 1/rms afterwards (a per-row scalar, so the same for every
     // batch); the row's sum of squares is accumulated in this same pass in a fixed order.
     const int K4 = K >> 2;
-    for (int r = warp; r < rows; r += WARPS) {
+    const bool flat_rows = (flat && prologue != 1) || prologue == 2;
+    if (flat_rows) {
+        // No row reduction to keep in order: the block's threads share the (row, float4) items
+        // of all its rows, so a step of a row or two keeps every warp loading (with one row
+        // per warp, a plain step's 16-warp block waited on warp 0 alone). `flat` = 0 keeps
+        // one row per warp (same values; for measuring).
+        const int items = rows * K4;
+        for (int b0 = tid; b0 < items; b0 += 32 * WARPS * 8) {
+            float4 va[8], vb[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int idx = b0 + 32 * WARPS * u;
+                const int r = idx / K4, q = idx - r * K4;
+                if (idx < items && r < rc) {
+                    const float4* row4 =
+                        (const float4*)(x + (size_t)(has_rowsel ? rowsel[m0 + r] : m0 + r) * ldx);
+                    if (prologue == 2) {
+                        va[u] = __ldg(row4 + 2 * q);
+                        vb[u] = __ldg(row4 + 2 * q + 1);
+                    } else {
+                        va[u] = __ldg(row4 + q);
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int idx = b0 + 32 * WARPS * u;
+                if (idx >= items) continue;
+                const int r = idx / K4, q = idx - r * K4;
+                uint2 h = make_uint2(0u, 0u), l = make_uint2(0u, 0u);
+                if (r < rc) {
+                    float4 v = va[u];
+                    if (prologue == 2) {
+                        const float4 a = va[u], b = vb[u];
+                        v.x = a.x / (1.f + expf(-a.x)) * a.y;
+                        v.y = a.z / (1.f + expf(-a.z)) * a.w;
+                        v.z = b.x / (1.f + expf(-b.x)) * b.y;
+                        v.w = b.z / (1.f + expf(-b.z)) * b.w;
+                    }
+                    split_pair(v.x, v.y, h.x, l.x);
+                    split_pair(v.z, v.w, h.y, l.y);
+                }
+                ((uint2*)(ahi + r * lda))[q] = h;
+                ((uint2*)(alo + r * lda))[q] = l;
+            }
+        }
+    }
+    // One row per warp (prologues 0 and 1; the silu prologue always stages flat).
+    for (int r = warp; !flat_rows && r < rows; r += WARPS) {
         uint2* dh = (uint2*)(ahi + r * lda);
         uint2* dl = (uint2*)(alo + r * lda);
         if (r >= rc) {
@@ -324,8 +379,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
                 const int q = q0 + 32 * u;
                 if (q < K4) {
                     va[u] = __ldg(row4 + q);
-                    vb[u] = prologue == 2 ? __ldg(row4 + K4 + q)
-                                          : (prologue == 1 ? __ldg(g4 + q) : va[u]);
+                    vb[u] = prologue == 1 ? __ldg(g4 + q) : va[u];
                 }
             }
 #pragma unroll
@@ -333,12 +387,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
                 const int q = q0 + 32 * u;
                 if (q < K4) {
                     float4 v = va[u];
-                    if (prologue == 2) {
-                        v.x = v.x / (1.f + expf(-v.x)) * vb[u].x;
-                        v.y = v.y / (1.f + expf(-v.y)) * vb[u].y;
-                        v.z = v.z / (1.f + expf(-v.z)) * vb[u].z;
-                        v.w = v.w / (1.f + expf(-v.w)) * vb[u].w;
-                    } else if (prologue == 1) {
+                    if (prologue == 1) {
                         ss = fmaf(v.x, v.x, ss);
                         ss = fmaf(v.y, v.y, ss);
                         ss = fmaf(v.z, v.z, ss);
@@ -364,9 +413,9 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     __syncthreads();
 
     // Two accumulators per tile (hi and lo products): two independent mma chains.
-    float acc[MMA_MT][NT][4], accl[MMA_MT][NT][4];
+    float acc[MT][NT][4], accl[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < MMA_MT; ++i)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int c = 0; c < NT; ++c)
 #pragma unroll
@@ -391,7 +440,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
             if (t0 + p < cnt) {
                 const int j = warp + WARPS * (t0 + p);
 #pragma unroll
-                for (int i = 0; i < MMA_MT; ++i) {
+                for (int i = 0; i < MT; ++i) {
                     if (i < mt) {
                         const int o = (16 * i + gq) * lda + 16 * j + 4 * tq;
                         const uint4 h0 = *(const uint4*)(ahi + o);
@@ -417,7 +466,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     float* red = (float*)sm;  // (WARPS, rows, 8 * NT)
     const int ncol = 8 * NT;
 #pragma unroll
-    for (int i = 0; i < MMA_MT; ++i) {
+    for (int i = 0; i < MT; ++i) {
         if (i < mt) {
 #pragma unroll
             for (int c = 0; c < NT; ++c) {
@@ -477,6 +526,29 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
         }
         return;
     }
+    if (silu_pairs) {
+        // Columns (2j, 2j + 1) are gate and up of FFN unit nb / 2 + j (the weight rows are
+        // interleaved at load): out row m (N / 2 wide) gets silu(gate) * up, the value the
+        // down projection's prologue 2 would compute from the two stored columns.
+        for (int idx = tid; idx < rc * (ncol / 2); idx += blockDim.x) {
+            const int r = idx / (ncol / 2), col = 2 * (idx - r * (ncol / 2));
+            const int n = nb + col;
+            if (n >= N) continue;
+            const float* src = red + (size_t)r * ncol + col;
+            float a = src[0], b = src[1];
+#pragma unroll
+            for (int w2 = 1; w2 < WARPS; ++w2) {
+                a += src[w2 * plane];
+                b += src[w2 * plane + 1];
+            }
+            if (prologue == 1) {
+                a *= inv_rms[r];
+                b *= inv_rms[r];
+            }
+            out[(size_t)(m0 + r) * (N / 2) + n / 2] = a / (1.f + expf(-a)) * b;
+        }
+        return;
+    }
     for (int idx = tid; idx < rc * ncol; idx += blockDim.x) {
         const int r = idx / ncol, col = idx - r * ncol;
         const int n = nb + col;
@@ -492,36 +564,55 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
 }
 
 // Entry points: 4, 8 or 16 warps per block (`mma_matmul_1`, `..._w8`, `..._w16`; `2w8`: two n8
-// column tiles per warp, same arithmetic as `1w8`), chosen
-// by the host per inner dimension, never per row count (the warp count sets the reduction
-// order). The rope variants take the parameters of `mma_matmul_1`, then those of the epilogue
-// (the caller passes no row selection and no accumulate).
-#define MMA_ENTRY(name, nt, warps)                                                              \
+// column tiles per warp, same arithmetic as `1w8`), chosen by the host per inner dimension,
+// never per row count (the warp count sets the reduction order). `{nt}w{warps}_t1`: nt n8
+// column tiles per warp and one 16-row tile per block (BM = 16), for steps of a few dozen rows:
+// every block stages its input rows, so wider blocks stage them for more columns at once; same
+// arithmetic as the one-tile entry of that warp count. The rope variants take the parameters of
+// `mma_matmul_1` (`flat`: stage rows by (row, float4) items over the whole block, see the
+// staging; `silu_pairs`: write silu(gate) * up of interleaved column pairs, N / 2 wide; the
+// rope variants ignore it), then those of the epilogue (the caller passes no row selection and no
+// accumulate).
+#define MMA_ENTRY(name, nt, warps, mt)                                                          \
     extern "C" __global__ void __launch_bounds__(32 * warps)                                    \
         name(const float* x, int ldx, const int* rowsel, int has_rowsel,                        \
              const unsigned short* w, const float* g, float eps, float* out, int M, int N, int K, \
-             int prologue, int accumulate, int BM, int lda) {                                    \
-        mma_matmul_impl<nt, warps>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,         \
-                                   prologue, accumulate, BM, lda, nullptr);                      \
+             int prologue, int accumulate, int BM, int lda, int flat, int silu_pairs) {          \
+        mma_matmul_impl<nt, warps, mt>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,     \
+                                       prologue, accumulate, BM, lda, flat, silu_pairs,          \
+                                       nullptr);                                                 \
     }
-#define MMA_ROPE_ENTRY(name, warps)                                                             \
+#define MMA_ROPE_ENTRY(name, nt, warps, mt)                                                     \
     extern "C" __global__ void __launch_bounds__(32 * warps)                                    \
         name(const float* x, int ldx, const int* rowsel, int has_rowsel,                        \
              const unsigned short* w, const float* g, float eps, float* out, int M, int N, int K, \
-             int prologue, int accumulate, int BM, int lda, const int* io, int QB,               \
+             int prologue, int accumulate, int BM, int lda, int flat, int silu_pairs,            \
+             const int* io, int QB,                                                              \
              const float* cos_t, const float* sin_t, float* kc, float* vc, int nh, int nkv,      \
              int hd, int cap) {                                                                  \
         const RopeKv rk{io, QB, cos_t, sin_t, kc, vc, nh, nkv, hd, cap};                        \
-        mma_matmul_impl<1, warps>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,          \
-                                  prologue, accumulate, BM, lda, &rk);                           \
+        mma_matmul_impl<nt, warps, mt>(x, ldx, rowsel, has_rowsel, w, g, eps, out, M, N, K,     \
+                                       prologue, accumulate, BM, lda, flat, 0, &rk);             \
     }
-MMA_ENTRY(mma_matmul_1, 1, 4)
-MMA_ENTRY(mma_matmul_1w8, 1, 8)
-MMA_ENTRY(mma_matmul_1w16, 1, 16)
-MMA_ENTRY(mma_matmul_2w8, 2, 8)
-MMA_ROPE_ENTRY(mma_matmul_rope, 4)
-MMA_ROPE_ENTRY(mma_matmul_rope_w8, 8)
-MMA_ROPE_ENTRY(mma_matmul_rope_w16, 16)
+MMA_ENTRY(mma_matmul_1, 1, 4, MMA_MT)
+MMA_ENTRY(mma_matmul_1w8, 1, 8, MMA_MT)
+MMA_ENTRY(mma_matmul_1w16, 1, 16, MMA_MT)
+MMA_ENTRY(mma_matmul_2w8, 2, 8, MMA_MT)
+MMA_ROPE_ENTRY(mma_matmul_rope, 1, 4, MMA_MT)
+MMA_ROPE_ENTRY(mma_matmul_rope_w8, 1, 8, MMA_MT)
+MMA_ROPE_ENTRY(mma_matmul_rope_w16, 1, 16, MMA_MT)
+MMA_ENTRY(mma_matmul_2w8_t1, 2, 8, 1)
+MMA_ENTRY(mma_matmul_4w8_t1, 4, 8, 1)
+MMA_ENTRY(mma_matmul_8w8_t1, 8, 8, 1)
+MMA_ENTRY(mma_matmul_2w16_t1, 2, 16, 1)
+MMA_ENTRY(mma_matmul_4w16_t1, 4, 16, 1)
+MMA_ENTRY(mma_matmul_8w16_t1, 8, 16, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_2w8_t1, 2, 8, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_4w8_t1, 4, 8, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_8w8_t1, 8, 8, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_2w16_t1, 2, 16, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_4w16_t1, 4, 16, 1)
+MMA_ROPE_ENTRY(mma_matmul_rope_8w16_t1, 8, 16, 1)
 
 // Rotates q and k of row i in place (interleaved pairs, GGUF layout) at its position and writes
 // k, v to the cache at position L + i. qkv rows: [q (nh*hd) | k (nkv*hd) | v (nkv*hd)].
@@ -607,6 +698,7 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
     const int n = mask ? L + QB : L + (vn < 0 ? i + 1 : vn);
     const unsigned char* mrow = mask ? mask + (size_t)i * (L + QB) : nullptr;
     const int start = s * CHUNK;
+    const int ns = (n + CHUNK - 1) / CHUNK;  // splits this row uses
     if (start >= n) {
         wait_previous_kernel();
         return;
@@ -682,7 +774,7 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
     for (int g = 0; g < HG; ++g)
         if (lane == 0) wred[g][warp] = psum[g];
     __syncthreads();
-    if (tid < HG) {
+    if (tid < HG && ns > 1) {
         float l = wred[tid][0];
         for (int w = 1; w < CHUNK / 32; ++w) l += wred[tid][w];
         float* dst = part + (((size_t)i * nh + h0 + tid) * S + s) * (hd + 2);
@@ -715,6 +807,9 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
             acc[g].w = fmaf(w, v.w, acc[g].w);
         }
     }
+    // A row whose visible keys fit one chunk has nothing to merge: its block writes the output
+    // with the merge's own arithmetic for one split (mall = m, e = exp(m - m)), so the value is
+    // the same bits the merge would give.
     __shared__ float4 vred[CHUNK];
 #pragma unroll
     for (int g = 0; g < HG; ++g) {
@@ -727,14 +822,22 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
                 const float4 t = vred[g2 * h4 + cc];
                 total += e == 0 ? t.x : (e == 1 ? t.y : (e == 2 ? t.z : t.w));
             }
-            part[(((size_t)i * nh + h0 + g) * S + s) * (hd + 2) + 2 + tid] = total;
+            if (ns == 1) {
+                float l = wred[g][0];
+                for (int w = 1; w < CHUNK / 32; ++w) l += wred[g][w];
+                const float ex = expf(mx[g] - mx[g]);
+                out[(size_t)i * nh * hd + (h0 + g) * hd + tid] =
+                    fmaf(total, ex, 0.f) / fmaf(l, ex, 0.f);
+            } else {
+                part[(((size_t)i * nh + h0 + g) * S + s) * (hd + 2) + 2 + tid] = total;
+            }
         }
         __syncthreads();
     }
+    if (ns == 1) return;
 
     // The last split of (i, h0) to finish merges all of them for the HG heads
     // (threadFenceReduction pattern).
-    const int ns = (n + CHUNK - 1) / CHUNK;
     __threadfence();
     __syncthreads();
     if (tid == 0) last = atomicAdd(done + i * nh + h0, 1) == ns - 1;
@@ -768,12 +871,15 @@ __device__ __forceinline__ void attn_impl(const float* qkv, const int* io, int Q
                            mask);                                                               \
     }
 // grid (QB, nh / hg, S). `_pre`: early key loads, one head per block. `_g2`..`_g4`: 2..4 heads
-// of one kv head per block.
+// of one kv head per block; `_pre_g2`..`_pre_g4`: both.
 ATTN_ENTRY(attn_partial_pre, true, 1)
 ATTN_ENTRY(attn_partial, false, 1)
 ATTN_ENTRY(attn_partial_g2, false, 2)
 ATTN_ENTRY(attn_partial_g3, false, 3)
 ATTN_ENTRY(attn_partial_g4, false, 4)
+ATTN_ENTRY(attn_partial_pre_g2, true, 2)
+ATTN_ENTRY(attn_partial_pre_g3, true, 3)
+ATTN_ENTRY(attn_partial_pre_g4, true, 4)
 
 // Argmax of each logit row (lowest id on ties; NaN never wins; 0 if nothing beats -inf).
 // grid RB, block 1024.

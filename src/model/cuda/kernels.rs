@@ -35,7 +35,7 @@ pub enum Prologue {
     None = 0,
     /// RMS-normalise each row and scale it by a weight vector.
     RmsNorm = 1,
-    /// `silu(row[..k]) * row[k..2k]` of rows twice as wide.
+    /// `silu(row[2i]) * row[2i + 1]` of rows twice as wide (gate and up interleaved).
     SiluMul = 2,
 }
 
@@ -49,6 +49,16 @@ pub struct Kernels {
     /// 8 warps, two n8 column tiles per warp (same arithmetic as 8 warps, one tile): the LM
     /// head's thousands of column tiles in half the blocks.
     mma_matmul_2w8: CudaFunction,
+    /// One 16-row tile per block and 2, 4 or 8 n8 column tiles per warp, [8, 16 warps][nt 2, 4,
+    /// 8] (same arithmetic as one tile per warp at that warp count), without and with the RoPE
+    /// epilogue: for steps whose rows fit one tile, where staging the rows in every block of
+    /// 8 columns would re-read them hundreds of times.
+    mma_matmul_wide: [[CudaFunction; 3]; 2],
+    mma_matmul_rope_wide: [[CudaFunction; 3]; 2],
+    /// Column tiles per warp by step rows for steps of one 16-row tile per block
+    /// (`LADE_CUDA_NT`, e.g. `1:1,16:4,64:8`: up to 1 row 1, up to 16 rows 4, up to 64 rows
+    /// 8). Schedule only.
+    nt_by_rows: Vec<(usize, usize)>,
     /// Warps per tensor-core block: 4, 8 or 16 (`LADE_CUDA_MMA_WARPS`), or 0 = mixed (the
     /// default: 16 for inner dimensions of 1024 and more, else 8). Fixed per inner dimension
     /// for the process, since it sets the reduction order.
@@ -65,20 +75,33 @@ pub struct Kernels {
     attn_partial: CudaFunction,
     /// The same attention, loading keys of earlier steps before the qkv kernel has finished
     /// (more registers: for steps of at most `attn_preload_rows` rows,
-    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 8 by default; both compute the same values).
+    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 32 by default; both compute the same values).
     attn_partial_pre: CudaFunction,
     attn_preload_rows: usize,
     /// The attention with 2, 3 or 4 heads of one kv head per block (they share every key and
     /// value load; the same values as one head per block), for steps of more rows than
-    /// `attn_preload_rows`. `LADE_CUDA_ATTN_GROUP=0` keeps one head per block.
+    /// `attn_group_rows`. `LADE_CUDA_ATTN_GROUP=0` keeps one head per block.
     attn_partial_group: [CudaFunction; 3],
     attn_group: bool,
+    /// Both at once (early key loads, heads of a kv head per block).
+    attn_partial_pre_group: [CudaFunction; 3],
+    /// Steps of more rows than this put the heads of a kv head in one block
+    /// (`LADE_CUDA_ATTN_GROUP_ROWS`, 8 by default).
+    attn_group_rows: usize,
     argmax_rows: CudaFunction,
     keep_rows: CudaFunction,
     /// Launch each kernel of a step with programmatic dependent launch (sm_90+), so that it
     /// starts, and loads its weights, while the previous kernel finishes
     /// (`wait_previous_kernel` in kernels.cu). `LADE_CUDA_PDL=0` turns it off, for comparison.
     pdl: bool,
+    /// Stage a tensor-core block's input rows over all its threads, where no row reduction
+    /// needs one warp per row, for steps of at most this many rows (`LADE_CUDA_FLAT_STAGE`,
+    /// 64 by default, 0 = never; same values). Measured on the H100 (docs/benchmarks.md): a
+    /// plain step 0.945 -> 0.92 ms, 16 rows 1.226 -> 1.21 ms.
+    flat_stage_rows: usize,
+    /// Let the gate/up matmul apply silu(gate) * up in its epilogue (`LADE_CUDA_FUSE_SILU=0`
+    /// leaves it to the down projection's prologue; same values).
+    fuse_silu: bool,
     /// Rows per tensor-core block for steps of up to 64 rows (`LADE_CUDA_BLOCK_ROWS`, 16 by
     /// default; schedule only).
     small_block_rows: usize,
@@ -161,6 +184,10 @@ pub struct MatmulArgs<'a> {
     pub k: usize,
     pub prologue: Prologue,
     pub accumulate: bool,
+    /// The weight rows are gate and up interleaved (unit i: rows 2i, 2i + 1). Where
+    /// [`Kernels::fuses_silu`] holds, `out` gets `silu(gate) * up`, n / 2 columns; elsewhere it
+    /// gets the n interleaved columns, for a [`Prologue::SiluMul`] consumer.
+    pub silu_pairs: bool,
 }
 
 /// u32 words per staged row of the tensor-core matmul: k/2 padded to 16 mod 32, so that the
@@ -180,6 +207,33 @@ pub struct RopeArgs<'a> {
     /// (heads, kv heads, head dim)
     pub heads: (usize, usize, usize),
     pub cap: usize,
+}
+
+/// Column tiles per warp by step rows, for steps whose rows fit one 16-row tile per block
+/// (`LADE_CUDA_NT` overrides it): (up to this many rows, n8 tiles per warp). Two tiles at
+/// every row count up to 64 were measured best on the H100 (docs/benchmarks.md): a plain step
+/// 1.04 -> 0.92 ms, 42 rows 2.39 -> 1.82 ms; 4 and 8 tiles gain at 24-32 rows only.
+const DEFAULT_NT_BY_ROWS: [(usize, usize); 1] = [(64, 2)];
+
+/// `LADE_CUDA_NT`: `rows:nt` pairs, comma separated, nt in 1, 2, 4, 8 (None if malformed).
+fn parse_nt_by_rows(spec: &str) -> Option<Vec<(usize, usize)>> {
+    spec.split(',')
+        .map(|pair| {
+            let (rows, nt) = pair.trim().split_once(':')?;
+            let nt: usize = nt.trim().parse().ok()?;
+            [1, 2, 4, 8]
+                .contains(&nt)
+                .then_some((rows.trim().parse().ok()?, nt))
+        })
+        .collect()
+}
+
+/// The first rule whose row bound covers `m` (1 when none does).
+fn nt_for_rows(rules: &[(usize, usize)], m: usize) -> usize {
+    rules
+        .iter()
+        .find(|&&(rows, _)| m <= rows)
+        .map_or(1, |&(_, nt)| nt)
 }
 
 /// Rows per tensor-core block for `m` rows (schedule only: a row's result is the same for every
@@ -219,6 +273,34 @@ impl Kernels {
                 f("mma_matmul_rope_w16")?,
             ],
             mma_matmul_2w8: f("mma_matmul_2w8")?,
+            mma_matmul_wide: [
+                [
+                    f("mma_matmul_2w8_t1")?,
+                    f("mma_matmul_4w8_t1")?,
+                    f("mma_matmul_8w8_t1")?,
+                ],
+                [
+                    f("mma_matmul_2w16_t1")?,
+                    f("mma_matmul_4w16_t1")?,
+                    f("mma_matmul_8w16_t1")?,
+                ],
+            ],
+            mma_matmul_rope_wide: [
+                [
+                    f("mma_matmul_rope_2w8_t1")?,
+                    f("mma_matmul_rope_4w8_t1")?,
+                    f("mma_matmul_rope_8w8_t1")?,
+                ],
+                [
+                    f("mma_matmul_rope_2w16_t1")?,
+                    f("mma_matmul_rope_4w16_t1")?,
+                    f("mma_matmul_rope_8w16_t1")?,
+                ],
+            ],
+            nt_by_rows: std::env::var("LADE_CUDA_NT")
+                .ok()
+                .and_then(|v| parse_nt_by_rows(&v))
+                .unwrap_or_else(|| DEFAULT_NT_BY_ROWS.to_vec()),
             mma_warps: match std::env::var("LADE_CUDA_MMA_WARPS").as_deref() {
                 Ok("4") => 4,
                 Ok("8") => 8,
@@ -240,10 +322,19 @@ impl Kernels {
                 f("attn_partial_g4")?,
             ],
             attn_group: std::env::var("LADE_CUDA_ATTN_GROUP").map_or(true, |v| v != "0"),
-            attn_preload_rows: std::env::var("LADE_CUDA_ATTN_PRELOAD_ROWS")
+            attn_partial_pre_group: [
+                f("attn_partial_pre_g2")?,
+                f("attn_partial_pre_g3")?,
+                f("attn_partial_pre_g4")?,
+            ],
+            attn_group_rows: std::env::var("LADE_CUDA_ATTN_GROUP_ROWS")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(8),
+            attn_preload_rows: std::env::var("LADE_CUDA_ATTN_PRELOAD_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32),
             argmax_rows: f("argmax_rows")?,
             keep_rows: f("keep_rows")?,
             pdl: ctx
@@ -251,6 +342,11 @@ impl Kernels {
                 .map_err(gpu_err)?
                 >= 9
                 && std::env::var("LADE_CUDA_PDL").map_or(true, |v| v != "0"),
+            fuse_silu: std::env::var("LADE_CUDA_FUSE_SILU").map_or(true, |v| v != "0"),
+            flat_stage_rows: std::env::var("LADE_CUDA_FLAT_STAGE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
             small_block_rows: std::env::var("LADE_CUDA_BLOCK_ROWS")
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
@@ -276,6 +372,8 @@ impl Kernels {
             .iter()
             .chain(&k.mma_matmul_rope)
             .chain([&k.mma_matmul_2w8])
+            .chain(k.mma_matmul_wide.iter().flatten())
+            .chain(k.mma_matmul_rope_wide.iter().flatten())
         {
             // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
             unsafe {
@@ -361,6 +459,13 @@ impl Kernels {
         }
     }
 
+    /// Whether a matmul of inner dimension `k` with [`MatmulArgs::silu_pairs`] writes
+    /// `silu(gate) * up` itself (the tensor-core kernel's epilogue) rather than the interleaved
+    /// gate and up columns (the FP32-FMA kernel).
+    pub fn fuses_silu(&self, k: usize) -> bool {
+        self.fuse_silu && self.mma_rows_max(k) >= 16
+    }
+
     /// Warps per tensor-core block for inner dimension `k`.
     fn warps(&self, k: usize) -> usize {
         match self.mma_warps {
@@ -437,7 +542,8 @@ impl Kernels {
             1,
         );
         // SAFETY: the arguments match `matmul` in kernels.cu; `x` has m rows of `ldx` floats
-        // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n), `g` has k entries when used,
+        // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n) (this kernel
+        // never fuses the silu: `silu_pairs` leaves the n columns), `g` has k entries when used,
         // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within
         // the limit raised in `load`. The kernel waits for its predecessor first thing.
         unsafe {
@@ -501,27 +607,45 @@ impl Kernels {
     ) -> Result<()> {
         let lda = mma_lda(a.k);
         let bm = mma_block_rows(bm_max, self.small_block_rows, a.m);
-        let smem = (2 * bm * lda * 4) as u32;
+        let warps = self.warps(a.k);
+        let mut nt = if rope.is_none() && a.n >= WIDE_N && warps == 8 {
+            self.wide_nt
+        } else {
+            1
+        };
+        if bm == 16 && warps != 4 {
+            nt = nt.max(nt_for_rows(&self.nt_by_rows, a.m));
+        }
+        // Staged rows (hi and lo), then the warp partials, in the same buffer.
+        let words = |nt: usize| (2 * bm * lda).max(warps * bm * 8 * nt);
+        if 4 * words(nt) > self.smem_optin.saturating_sub(4 * 64) {
+            nt = 1;
+        }
+        let smem = (4 * words(nt)) as u32;
         let mut args = self.matmul_args(s, io, a);
-        args.i32(bm).i32(lda);
+        args.i32(bm)
+            .i32(lda)
+            .i32(usize::from(a.m <= self.flat_stage_rows))
+            .i32(usize::from(a.silu_pairs && self.fuse_silu));
         if let Some(r) = rope {
             args.rope(s, io, r);
         }
-        let warps = self.warps(a.k);
         let variant = match warps {
             4 => 0,
             8 => 1,
             _ => 2,
         };
-        let nt = if rope.is_none() && a.n >= WIDE_N && warps == 8 {
-            self.wide_nt
-        } else {
-            1
+        let wide_index = |nt: usize| match nt {
+            2 => 0,
+            4 => 1,
+            _ => 2,
         };
-        let func = match (rope.is_some(), nt) {
-            (true, _) => &self.mma_matmul_rope[variant],
-            (false, 2) => &self.mma_matmul_2w8,
-            (false, _) => &self.mma_matmul[variant],
+        let func = match (rope.is_some(), nt, bm) {
+            (true, 1, _) => &self.mma_matmul_rope[variant],
+            (false, 1, _) => &self.mma_matmul[variant],
+            (false, 2, b) if b > 16 => &self.mma_matmul_2w8,
+            (true, nt, _) => &self.mma_matmul_rope_wide[variant - 1][wide_index(nt)],
+            (false, nt, _) => &self.mma_matmul_wide[variant - 1][wide_index(nt)],
         };
         // `nt` n8 column tiles per block; rows per block and `nt` are schedule only.
         let grid = (
@@ -531,10 +655,12 @@ impl Kernels {
         );
         // SAFETY: the arguments match `mma_matmul_1` (or `mma_matmul_rope`, which appends the
         // epilogue's) in kernels.cu; `x` has m rows of `ldx` floats (2k wide for SiluMul), `w`
-        // is (n, k) with k % 32 == 0 (16-byte aligned rows), `out` is (m, n), `g` has k entries
+        // is (n, k) with k % 32 == 0 (16-byte aligned rows), `out` is (m, n)
+        // ((m, n / 2) with `silu_pairs`, n even), `g` has k entries
         // when used, row indices in `io` are below the rows of `x`; shared memory is
-        // 2 * bm * lda words, within the limit set in `load` (`mma_rows_max`), and bm <= 64
-        // rows. With the epilogue: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats,
+        // max(2 * bm * lda, warps * bm * 8 * nt) words (staged rows, then warp partials),
+        // within the limit set in `load` (checked above), and bm <= 64 rows (16 for the wide
+        // entries, whose `nt` is 2, 4 or 8). With the epilogue: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats,
         // positions in `io` are below the rope tables (checked by `Batch::validate`), and
         // L + qb <= cap (the session reserves a padded step of slack after its capacity).
         // Before its wait the kernel only loads weights.
@@ -618,18 +744,21 @@ impl Kernels {
         // `hg` divides the heads of a kv head, so a block's heads share one kv head. Before
         // its wait the kernel reads only `io`, the mask and cache rows below L, which earlier
         // steps wrote.
-        // Heads per block: one for small steps (more blocks in flight, early key loads),
-        // else the largest of 4, 3, 2 dividing the heads of a kv head.
+        // Heads per block: one for small steps (more blocks in flight), else the largest of
+        // 4, 3, 2 dividing the heads of a kv head; early key loads up to `attn_preload_rows`
+        // (past that the grid needs the occupancy more).
         let per_kv = heads.0 / heads.1.max(1);
-        let hg = if qb <= self.attn_preload_rows || !self.attn_group {
+        let hg = if qb <= self.attn_group_rows || !self.attn_group {
             1
         } else {
             [4, 3, 2].into_iter().find(|g| per_kv % g == 0).unwrap_or(1)
         };
-        let func = match hg {
-            1 if qb <= self.attn_preload_rows => &self.attn_partial_pre,
-            1 => &self.attn_partial,
-            g => &self.attn_partial_group[g - 2],
+        let pre = qb <= self.attn_preload_rows;
+        let func = match (hg, pre) {
+            (1, true) => &self.attn_partial_pre,
+            (1, false) => &self.attn_partial,
+            (g, true) => &self.attn_partial_pre_group[g - 2],
+            (g, false) => &self.attn_partial_group[g - 2],
         };
         unsafe {
             self.launch(

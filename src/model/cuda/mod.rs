@@ -42,7 +42,7 @@ struct BlockWeights {
     wqkv: CudaSlice<u16>,      // f16 ((heads + 2 kv_heads) * head_dim, hidden)
     wo: CudaSlice<u16>,        // f16 (hidden, heads * head_dim)
     ffn_norm: CudaSlice<f32>,  // (hidden,)
-    w_gate_up: CudaSlice<u16>, // f16 (2 * ffn, hidden)
+    w_gate_up: CudaSlice<u16>, // f16 (2 * ffn, hidden), rows gate_0, up_0, gate_1, up_1, ..
     w_down: CudaSlice<u16>,    // f16 (hidden, ffn)
 }
 
@@ -98,6 +98,18 @@ fn linear_f16(l: &Linear) -> Result<Vec<u16>> {
     }
 }
 
+/// Rows [gate_0 .. gate_{f-1}, up_0 .. up_{f-1}] of a (2f, cols) matrix reordered to
+/// [gate_0, up_0, gate_1, up_1, ..]: the FFN's gate and up outputs of one unit become adjacent
+/// columns, so one matmul block can apply silu(gate) * up itself (`MatmulArgs::silu_pairs`).
+fn interleave_halves(w: Vec<u16>, cols: usize) -> Vec<u16> {
+    let f = w.len() / cols / 2;
+    let (gate, up) = w.split_at(f * cols);
+    gate.chunks_exact(cols)
+        .zip(up.chunks_exact(cols))
+        .flat_map(|(g, u)| g.iter().chain(u).copied())
+        .collect()
+}
+
 fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
@@ -142,7 +154,7 @@ impl CudaLlama {
                 wqkv: up16(linear_f16(&b.wqkv)?)?,
                 wo: up16(linear_f16(&b.wo)?)?,
                 ffn_norm: up32(tensor_f32(&b.ffn_norm)?)?,
-                w_gate_up: up16(linear_f16(&b.w_gate_up)?)?,
+                w_gate_up: up16(interleave_halves(linear_f16(&b.w_gate_up)?, c.hidden_size))?,
                 w_down: up16(linear_f16(&b.w_down)?)?,
             });
             progress(Self::f16_block_bytes(&model.config) as u64);

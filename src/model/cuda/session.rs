@@ -193,7 +193,7 @@ impl CudaSession {
         for (l, w) in m.blocks.iter().enumerate() {
             let kc = self.kc.slice(l * ls..(l + 1) * ls);
             let vc = self.vc.slice(l * ls..(l + 1) * ls);
-            let mm = |x, ldx, w, g, out, n, kk, prologue, accumulate| {
+            let mm = |x, ldx, w, g, out, n, kk, prologue, accumulate, silu_pairs| {
                 k.matmul(
                     s,
                     &b.io,
@@ -210,6 +210,7 @@ impl CudaSession {
                         k: kk,
                         prologue,
                         accumulate,
+                        silu_pairs,
                     },
                 )
             };
@@ -230,6 +231,7 @@ impl CudaSession {
                     k: h,
                     prologue: Prologue::RmsNorm,
                     accumulate: false,
+                    silu_pairs: false,
                 },
                 &RopeArgs {
                     qb,
@@ -270,9 +272,12 @@ impl CudaSession {
                 attn_w,
                 Prologue::None,
                 true,
+                false,
             )?;
             mark("o: matmul + residual")?;
-            // gate_up = rmsnorm(x) W_gate_upᵀ: (qb, 2 ffn)
+            // act = silu(gate) * up of rmsnorm(x) W_gate_upᵀ (rows interleaved: gate, up per
+            // unit): (qb, ffn) where the matmul fuses it, else the (qb, 2 ffn) pairs.
+            let fused = k.fuses_silu(h);
             mm(
                 &b.x,
                 h,
@@ -283,21 +288,36 @@ impl CudaSession {
                 h,
                 Prologue::RmsNorm,
                 false,
+                true,
             )?;
-            mark("gate/up: rmsnorm + matmul")?;
-            // x += (silu(gate) * up) W_downᵀ
+            mark(if fused {
+                "gate/up: rmsnorm + matmul + silu*up"
+            } else {
+                "gate/up: rmsnorm + matmul"
+            })?;
+            // x += act W_downᵀ
+            let (ldx, prologue) = if fused {
+                (f, Prologue::None)
+            } else {
+                (2 * f, Prologue::SiluMul)
+            };
             mm(
                 &b.gate_up,
-                2 * f,
+                ldx,
                 &w.w_down,
                 &w.ffn_norm,
                 &b.x,
                 h,
                 f,
-                Prologue::SiluMul,
+                prologue,
                 true,
+                false,
             )?;
-            mark("down: silu*up + matmul + residual")?;
+            mark(if fused {
+                "down: matmul + residual"
+            } else {
+                "down: silu*up + matmul + residual"
+            })?;
         }
         if rb > 0 {
             k.matmul(
@@ -316,6 +336,7 @@ impl CudaSession {
                     k: h,
                     prologue: Prologue::RmsNorm,
                     accumulate: false,
+                    silu_pairs: false,
                 },
             )?;
             mark("lm head: rmsnorm + matmul")?;
