@@ -87,6 +87,59 @@ const GRID: &[(usize, usize, usize)] = &[
     (15, 5, 15),
 ];
 
+/// A model that repeats its context with period 6: the next token is the one 6 positions back
+/// (token 0 while the context is shorter). Token 1 has two different successors in a period.
+fn periodic(ctx: &[u32], vocab: usize) -> Vec<f32> {
+    let next = ctx.len().checked_sub(6).map_or(0, |i| ctx[i]) as usize;
+    let mut l = vec![0f32; vocab];
+    l[next] = 5.0;
+    l
+}
+
+#[test]
+fn context_match_finds_the_repeated_continuation() {
+    // Two periods of the prompt: every later step has a 2-3 token context seen before, whose
+    // continuation is exactly what the model does next. With one candidate per step the
+    // one-token-key pool keeps only the latest successor of token 1, which is wrong half the
+    // time; the context match is never wrong here.
+    let period = [1u32, 2, 1, 3, 4, 5];
+    let p: Vec<u32> = period.iter().chain(&period).copied().collect();
+    let plain = run_table(
+        periodic,
+        &mut PlainDecoder,
+        &p,
+        SamplingParams::greedy(),
+        &rules(60),
+        512,
+    );
+    let mut steps = Vec::new();
+    for ctx in [false, true] {
+        let mut cfg = LookaheadConfig::new(1, 5, 1);
+        cfg.context_match = ctx;
+        let mut dec = LookaheadDecoder::new(cfg).unwrap();
+        let la = run_table(
+            periodic,
+            &mut dec,
+            &p,
+            SamplingParams::greedy(),
+            &rules(60),
+            512,
+        );
+        assert_eq!(la.token_ids, plain.token_ids, "ctx={ctx}");
+        steps.push(la.stats.steps);
+    }
+    // With the context match every step confirms its 4 draft tokens and the bonus token.
+    assert_eq!(
+        steps[1],
+        60 / 5,
+        "steps without / with context match: {steps:?}"
+    );
+    assert!(
+        steps[0] > steps[1],
+        "steps without / with context match: {steps:?}"
+    );
+}
+
 #[test]
 fn greedy_lookahead_equals_plain_greedy_on_a_grid() {
     let mut best_compression = 0f64;
@@ -102,18 +155,19 @@ fn greedy_lookahead_equals_plain_greedy_on_a_grid() {
         assert_eq!(plain.stats.compression, 1.0);
         for &(w, n, g) in GRID {
             for compat in [false, true] {
-                for pool in [false, true] {
+                for (pool, ctx) in [(false, false), (true, false), (false, true), (true, true)] {
                     if compat && n < 3 {
                         continue;
                     }
                     let mut cfg = LookaheadConfig::new(w, n, g);
                     cfg.reference_compat = compat;
                     cfg.pool_from_prompt = pool;
+                    cfg.context_match = ctx;
                     let mut dec = LookaheadDecoder::new(cfg).unwrap();
                     let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(80), 512);
                     assert_eq!(
                         la.token_ids, plain.token_ids,
-                        "W={w} N={n} G={g} compat={compat} pool={pool} prompt {seed}"
+                        "W={w} N={n} G={g} compat={compat} pool={pool} ctx={ctx} prompt {seed}"
                     );
                     // E3: tokens per step within [1, N] (or [1, N-1] in reference mode).
                     let cap = if compat { n - 1 } else { n };

@@ -44,7 +44,7 @@ pub const ABLATION: [(&str, &str); 4] = [
     ),
 ];
 
-const SYNTAX: &str = "greedy, auto, lookahead:W,N,G[-pool][+ref], prompt-lookup:N,G, \
+const SYNTAX: &str = "greedy, auto, lookahead:W,N,G[-pool][-ctx][+ref], prompt-lookup:N,G, \
                       or a preset: scaling, ablation";
 
 impl BenchConfig {
@@ -130,11 +130,16 @@ impl BenchConfig {
     }
 }
 
-/// `W,N,G` with the `-pool` (no prompt n-grams) and `+ref` (authors' mode) suffixes.
+/// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate) and
+/// `+ref` (authors' mode) suffixes, in this order.
 fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     let (wng, compat) = match spec.strip_suffix("+ref") {
         Some(x) => (x, true),
         None => (spec, false),
+    };
+    let (wng, no_ctx) = match wng.strip_suffix("-ctx") {
+        Some(x) => (x, true),
+        None => (wng, false),
     };
     let (wng, no_pool) = match wng.strip_suffix("-pool") {
         Some(x) => (x, true),
@@ -144,6 +149,7 @@ fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     let mut cfg = LookaheadConfig::new(w, n, g);
     cfg.reference_compat = compat;
     cfg.pool_from_prompt = !no_pool;
+    cfg.context_match = !no_ctx;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -165,6 +171,10 @@ mod tests {
         assert!(l.pool_from_prompt && !l.reference_compat);
         assert!(c[2].lookahead().unwrap().reference_compat);
         assert!(!c[3].lookahead().unwrap().pool_from_prompt);
+        assert!(l.context_match && c[3].lookahead().unwrap().context_match);
+        let no_ctx = BenchConfig::parse("lookahead:1,5,1-pool-ctx+ref").unwrap();
+        let n = no_ctx.lookahead().unwrap();
+        assert!(!n.context_match && !n.pool_from_prompt && n.reference_compat);
         assert_eq!(c[4].strategy, BenchStrategy::Auto);
         assert_eq!(
             c[5].strategy,

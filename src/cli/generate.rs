@@ -95,6 +95,10 @@ pub struct LookaheadArgs {
     /// Do not seed the n-gram pool with the prompt and the committed output.
     #[arg(long)]
     pub no_pool_from_prompt: bool,
+    /// Do not put the continuation of the longest matching earlier context (prompt lookup
+    /// with a 2-3 token key) among the candidates.
+    #[arg(long)]
+    pub no_context_match: bool,
     /// Reproduce the authors' choices (at most N-1 tokens per step) for comparison.
     #[arg(long)]
     pub reference_compat: bool,
@@ -126,6 +130,7 @@ impl LookaheadArgs {
         DecoderOptions {
             pool_from_prompt: !self.no_pool_from_prompt,
             reference_compat: self.reference_compat,
+            context_match: !self.no_context_match,
             seed,
         }
     }
@@ -140,6 +145,7 @@ impl LookaheadArgs {
         let mut cfg = LookaheadConfig::new(w, n, g);
         cfg.pool_from_prompt = !self.no_pool_from_prompt;
         cfg.reference_compat = self.reference_compat;
+        cfg.context_match = !self.no_context_match;
         cfg.seed = seed;
         Ok(Box::new(LookaheadDecoder::new(cfg)?))
     }
@@ -162,6 +168,7 @@ impl LookaheadArgs {
         };
         cfg.pool_from_prompt = !self.no_pool_from_prompt;
         cfg.reference_compat = self.reference_compat;
+        cfg.context_match = !self.no_context_match;
         cfg.seed = seed;
         Ok((Box::new(ParallelLookaheadDecoder::new(cfg)?), auto))
     }

@@ -71,6 +71,7 @@ pub struct AutoChoice {
 pub struct DecoderOptions {
     pub pool_from_prompt: bool,
     pub reference_compat: bool,
+    pub context_match: bool,
     /// Seed of the window initialisation.
     pub seed: u64,
 }
@@ -80,6 +81,7 @@ impl Default for DecoderOptions {
         Self {
             pool_from_prompt: LookaheadConfig::DEFAULT.pool_from_prompt,
             reference_compat: LookaheadConfig::DEFAULT.reference_compat,
+            context_match: LookaheadConfig::DEFAULT.context_match,
             seed: 0,
         }
     }
@@ -93,6 +95,7 @@ impl AutoChoice {
             Strategy::Lookahead(mut c) => {
                 c.pool_from_prompt = opts.pool_from_prompt;
                 c.reference_compat = opts.reference_compat;
+                c.context_match = opts.context_match;
                 c.seed = opts.seed;
                 Some(c)
             }
@@ -504,10 +507,12 @@ mod tests {
         let opts = DecoderOptions {
             pool_from_prompt: false,
             reference_compat: true,
+            context_match: false,
             seed: 9,
         };
         let cfg = a.lookahead_config(&opts).unwrap();
         assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);
+        assert!(!cfg.context_match);
         assert_eq!(a.decoder(&opts).unwrap().name(), cfg.label());
         let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
         assert_eq!(plain.decoder(&opts).unwrap().name(), "plain");

@@ -18,6 +18,9 @@ pub struct LookaheadConfig {
     /// Reproduce the authors' choices: at most N-1 tokens per step (the bonus token after a
     /// fully matched candidate is dropped).
     pub reference_compat: bool,
+    /// Put the continuation of the longest matching earlier context of the committed text
+    /// first among the candidates (see [`super::ContextIndex`]).
+    pub context_match: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,
 }
@@ -31,6 +34,7 @@ impl LookaheadConfig {
         guesses: 8,
         pool_from_prompt: true,
         reference_compat: false,
+        context_match: true,
         seed: 0,
     };
 

@@ -5,6 +5,7 @@
 //! moves one Jacobi iteration forward and its diagonals feed the pool.
 
 pub mod config;
+pub mod context_match;
 pub mod layout;
 pub mod parallel;
 pub mod pool;
@@ -19,6 +20,7 @@ use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
+pub use context_match::ContextIndex;
 pub use layout::StepLayout;
 pub use parallel::{ParallelLookaheadDecoder, Partition};
 pub use pool::NgramPool;
@@ -44,6 +46,8 @@ pub struct LookaheadDecoder {
     config: LookaheadConfig,
     window: Option<JacobiWindow>,
     pool: NgramPool,
+    /// Contexts of the committed text, for the context-matched candidate (`context_match`).
+    context: ContextIndex,
     stats: LookaheadStats,
 }
 
@@ -54,6 +58,7 @@ impl LookaheadDecoder {
             config,
             window: None,
             pool: NgramPool::new(config.ngram - 1, config.guesses),
+            context: ContextIndex::new(config.ngram - 1),
             stats: LookaheadStats::default(),
         })
     }
@@ -93,7 +98,7 @@ impl LookaheadDecoder {
     ) -> Result<StepOutcome> {
         self.stats.fallback_steps += 1;
         let out = PlainDecoder.step(lm, seq, sampler)?;
-        self.pool_committed(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
+        self.commit(&[seq.tokens, &out.tokens].concat(), out.tokens.len());
         Ok(out)
     }
 
@@ -115,7 +120,7 @@ impl LookaheadDecoder {
             }
             window.advance(new_top);
         }
-        self.pool_committed(
+        self.commit(
             &[seq.tokens, &verdict.tokens].concat(),
             verdict.tokens.len(),
         );
@@ -128,9 +133,13 @@ impl LookaheadDecoder {
         }
     }
 
-    /// Adds the n-grams that end in the newly committed tokens (`committed` = whole sequence,
-    /// the last `new` of which are new), when the pool takes them (`pool_from_prompt`).
-    fn pool_committed(&mut self, committed: &[u32], new: usize) {
+    /// Takes note of newly committed tokens (`committed` = whole sequence, the last `new` of
+    /// which are new): the n-grams that end in them go to the pool (`pool_from_prompt`), their
+    /// contexts to the context index (`context_match`).
+    fn commit(&mut self, committed: &[u32], new: usize) {
+        if self.config.context_match {
+            self.context.extend(committed);
+        }
         if !self.config.pool_from_prompt {
             return;
         }
@@ -141,6 +150,34 @@ impl LookaheadDecoder {
                 self.pool.insert(gram[0], &gram[1..]);
             }
         }
+    }
+
+    /// The candidates of a step whose committed text is `tokens` (its last token pending): the
+    /// pool's tuples for the pending token once the window is warm (oldest first), preceded by
+    /// the context-matched continuation when there is one (`context_match`); at most G, each
+    /// once. The oldest pool tuple makes room for the context match.
+    fn candidates(&self, tokens: &[u32], window_warm: bool) -> Vec<Vec<u32>> {
+        let g = self.config.guesses;
+        let Some(&pending) = tokens.last() else {
+            return Vec::new();
+        };
+        let mut pool: Vec<Vec<u32>> = if window_warm {
+            self.pool.get(pending).to_vec()
+        } else {
+            Vec::new()
+        };
+        let matched = if self.config.context_match && g > 0 {
+            self.context.lookup(tokens)
+        } else {
+            None
+        };
+        let Some(m) = matched else { return pool };
+        pool.retain(|v| v.as_slice() != m);
+        let drop = (pool.len() + 1).saturating_sub(g);
+        let mut out = Vec::with_capacity(g);
+        out.push(m.to_vec());
+        out.extend(pool.into_iter().skip(drop));
+        out
     }
 }
 
@@ -156,9 +193,13 @@ impl Decoder for LookaheadDecoder {
         let c = &self.config;
         self.window = Some(JacobiWindow::from_prompt(prompt, c.window, c.ngram, c.seed));
         self.pool = NgramPool::new(c.ngram - 1, c.guesses);
+        self.context = ContextIndex::new(c.ngram - 1);
         self.stats = LookaheadStats::default();
         if c.pool_from_prompt {
             self.pool.insert_sequence(prompt);
+        }
+        if c.context_match {
+            self.context.extend(prompt);
         }
         Ok(())
     }
@@ -180,11 +221,7 @@ impl Decoder for LookaheadDecoder {
             .last()
             .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
         let p = lm.cache_len();
-        let candidates: Vec<Vec<u32>> = if window.is_warm() {
-            self.pool.get(pending).to_vec()
-        } else {
-            Vec::new()
-        };
+        let candidates = self.candidates(seq.tokens, window.is_warm());
         let layout = StepLayout::build(pending, p as u32, window, &candidates);
         // Near the context limit the whole batch may not fit: decode one token plainly.
         if p + layout.len() > lm.context_size() {
@@ -229,6 +266,7 @@ impl Decoder for LookaheadDecoder {
             "ngram": c.ngram,
             "guesses": c.guesses,
             "pool_from_prompt": c.pool_from_prompt,
+            "context_match": c.context_match,
             "reference_compat": c.reference_compat,
             "pool_size": self.pool.len(),
             "lookahead_steps": self.stats.lookahead_steps,

@@ -138,11 +138,7 @@ impl Decoder for ParallelLookaheadDecoder {
             ));
         };
         let p = lm.cache_len();
-        let candidates: Vec<Vec<u32>> = if window.is_warm() {
-            self.inner.pool.get(pending).to_vec()
-        } else {
-            Vec::new()
-        };
+        let candidates = self.inner.candidates(seq.tokens, window.is_warm());
         let arity = self.inner.config.ngram - 1;
         // The same rule as one device, so that both take the same steps: near the context
         // limit, one token by plain decoding (every device runs it).
