@@ -10,7 +10,9 @@
 # Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
 # shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), variants (step times
-# under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), scaling (W,N grid).
+# under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
+# variant with the least summed step time over PICK_SHAPES is exported for the later phases),
+# scaling (W,N grid).
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -111,6 +113,33 @@ variants() {  # lade profile (step times) under environment variants: VARIANTS="
   done
 }
 
+pick() {  # the fastest of the variants on PICK_SHAPES (summed step ms) -> $OUT/picked.env
+  # (the default unless another saves more than 1 %)
+  python3 - "$OUT" "${PICK_SHAPES:-lookahead 1,5,1}" "${VARIANTS:-default}" <<'EOF' | tee "$OUT/picked.txt"
+import sys
+out, shapes, variants = sys.argv[1], sys.argv[2].split(";"), sys.argv[3].split(";")
+best, results = None, []
+for v in variants:
+    name = v.replace(" ", "_").replace("=", "_")
+    total = 0.0
+    for line in open(f"{out}/profile_{name}.md"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in shapes:
+            total += float(cells[3])
+    print(f"{v}: {total:.3f} ms over {shapes}")
+    results.append((v, total))
+    if best is None or total < best[1]:
+        best = (v, total)
+# a variant replaces the default only when it saves more than 1 % (the noise of one run)
+totals = dict(r for r in results)
+if best[0] != "default" and "default" in totals and best[1] > 0.99 * totals["default"]:
+    best = ("default", totals["default"])
+print(f"picked: {best[0]}")
+env = "" if best[0] == "default" else " ".join(f"export {a};" for a in best[0].split())
+open(f"{out}/picked.env", "w").write(env + "\n")
+EOF
+}
+
 scaling() {  # the W,N grid in wall-clock terms on this GPU
   timeout ${SCALING_TIMEOUT:-280} "$LADE" bench --device cuda --model "$M" --dataset .devbin/data/mt_bench.jsonl --chat \
     --limit "${SCALING_LIMIT:-5}" --max-tokens "${SCALING_TOKENS:-128}" --configs scaling --out "$OUT/scaling" -q \
@@ -132,6 +161,7 @@ case "$cmd" in
         graphs) graphs ;;
         profile) profile ;;
         variants) variants ;;
+        pick) pick; . "$OUT/picked.env" ;;
         scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;
@@ -146,6 +176,7 @@ case "$cmd" in
         graphs) graphs ;;
         profile) profile ;;
         variants) variants ;;
+        pick) pick; . "$OUT/picked.env" ;;
         scaling) scaling ;;
         hf) hf ;;
         *) echo "unknown phase $phase" ;;
