@@ -141,6 +141,8 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
         (5, 3, 0),
         (1, 3, 4),
         (8, 2, 8),
+        (1, 5, 1),
+        (0, 8, 1),
     ];
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);

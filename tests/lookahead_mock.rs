@@ -75,6 +75,8 @@ fn lookahead(w: usize, n: usize, g: usize) -> LookaheadDecoder {
 }
 
 const GRID: &[(usize, usize, usize)] = &[
+    (0, 3, 2),
+    (0, 8, 1),
     (1, 2, 0),
     (1, 2, 2),
     (3, 2, 3),

@@ -132,3 +132,54 @@ fn candidates_are_continuations_of_t0_in_the_committed_text() {
         "{with_candidates} steps had candidates"
     );
 }
+
+#[test]
+fn lookahead_without_a_window_is_prompt_lookup_plus_the_context_match() {
+    // W = 0 without the context match runs the same steps as the prompt lookup decoder (an
+    // independent implementation of that step); with it, the same tokens in no more steps
+    // here, where the output repeats itself.
+    use lade::decode::{LookaheadConfig, LookaheadDecoder};
+    let mut fewer = 0;
+    for table in [markov2 as Table, sticky as Table] {
+        for s in 0..5 {
+            let p = prompt(s, 6 + 3 * s as usize);
+            let plain = run(
+                &mut mock(table, 512),
+                &mut PlainDecoder,
+                &p,
+                SamplingParams::greedy(),
+                70,
+            );
+            for (n, g) in [(2, 1), (3, 3), (8, 1), (5, 15)] {
+                let pld_cfg = PromptLookupConfig::new(n, g);
+                let pld = run(
+                    &mut mock(table, 512),
+                    &mut PromptLookupDecoder::new(pld_cfg).unwrap(),
+                    &p,
+                    SamplingParams::greedy(),
+                    70,
+                );
+                let mut steps = Vec::new();
+                for ctx in [false, true] {
+                    let mut cfg = LookaheadConfig::new(0, n, g);
+                    cfg.context_match = ctx;
+                    let out = run(
+                        &mut mock(table, 512),
+                        &mut LookaheadDecoder::new(cfg).unwrap(),
+                        &p,
+                        SamplingParams::greedy(),
+                        70,
+                    );
+                    assert_eq!(out.token_ids, plain.token_ids, "0,{n},{g} ctx={ctx}");
+                    steps.push(out.stats.steps);
+                }
+                assert_eq!(
+                    steps[0], pld.stats.steps,
+                    "0,{n},{g} = prompt-lookup:{n},{g}"
+                );
+                fewer += usize::from(steps[1] < steps[0]);
+            }
+        }
+    }
+    assert!(fewer > 0, "the context match never helped");
+}

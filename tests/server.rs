@@ -751,7 +751,7 @@ async fn bad_input_is_a_4xx_openai_error() {
         ),
         (
             "/v1/chat/completions",
-            user(json!({"lookahead": {"w": 0, "n": 3, "g": 1}})),
+            user(json!({"lookahead": {"w": 0, "n": 3, "g": 0}})),
             400,
             Some("lookahead"),
             None,

@@ -365,11 +365,11 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         .min(ready.context)
         .max(job.prompt.len() + 1);
     // Lookahead requests on a device group: their own group (its threads end when it is
-    // dropped at the end of this function). Plain decoding has nothing to split: it runs on
-    // the first device alone.
+    // dropped at the end of this function). Plain decoding, and lookahead without a window
+    // (W = 0), have nothing to split: they run on the first device alone.
     let (mut session, mut decoder, devices): (Box<dyn CausalLm + Send>, Box<dyn Decoder>, _) =
         match (job.mode, &ready.devices) {
-            (LookaheadMode::On(mut cfg), Some(set)) => {
+            (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
                 cfg.seed = job.sampling.seed;
                 let decoder = ParallelLookaheadDecoder::new(cfg)?;
                 let group = set.group(&ready.loaded, capacity)?;

@@ -688,7 +688,7 @@ mod tests {
                 r#""stream_options":{"include_usage":true}"#,
                 "stream_options",
             ),
-            (r#""lookahead":{"w":0,"n":3,"g":1}"#, "lookahead"),
+            (r#""lookahead":{"w":0,"n":3,"g":0}"#, "lookahead"),
             (r#""lookahead":{"w":512,"n":32,"g":512}"#, "lookahead"),
             (r#""lookahead":{"x":1}"#, "lookahead"),
             (r#""lookahead":"on""#, "lookahead"),

@@ -17,8 +17,11 @@ use crate::{LadeError, Result};
 /// output was identical to plain greedy, so the compression is the algorithm's, not the
 /// device's. 1,5,1, 2,5,2, 1,5,3, 4,3,4 and 7,4,7 are the H200 run of docs/benchmarks.md with
 /// the context-matched candidate (the default); the others are the H100 runs without it, which
-/// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with).
+/// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1 (no window:
+/// one 7-token candidate from the prompt, the output and the context match) is the H200 run of
+/// `prompt-lookup:8,1`, which is the same step without the context match.
 const MEASURED: &[(usize, usize, usize, f64)] = &[
+    (0, 8, 1, 1.67),
     (1, 5, 1, 1.63),
     (2, 3, 2, 1.55),
     (3, 3, 3, 1.76),
@@ -63,9 +66,10 @@ impl AcceptanceEntry {
             / (PRIOR_WEIGHT_STEPS + self.observed_steps as f64)
     }
 
-    /// Query rows of a steady-state step with all G candidates: `(W + G)(N - 1)`.
+    /// Query rows of a steady-state step with all G candidates: `(W + G)(N - 1)`, or
+    /// `1 + G(N - 1)` without a window.
     pub fn rows(&self) -> usize {
-        (self.window + self.guesses) * (self.ngram - 1)
+        self.config().step_tokens(self.guesses)
     }
 
     /// The lookahead config (default policy switches).

@@ -7,7 +7,9 @@ use crate::{LadeError, Result};
 /// Configuration of [`super::LookaheadDecoder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LookaheadConfig {
-    /// Window columns: Jacobi guesses kept per level.
+    /// Window columns: Jacobi guesses kept per level. 0 runs no lookahead branch: the
+    /// candidates then come from the prompt, the output and the context match only (the
+    /// paper's "prompt as reference" without lookahead, Table 3).
     pub window: usize,
     /// N-gram size: the window has N-1 levels and a step commits at most N tokens.
     pub ngram: usize,
@@ -68,8 +70,12 @@ impl LookaheadConfig {
     /// Rejects configurations the algorithm cannot run.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LadeError::InvalidArgument(m));
-        if self.window == 0 {
-            return bad("lookahead window W must be at least 1".into());
+        if self.window == 0 && self.guesses == 0 {
+            return bad(
+                "lookahead needs a window (W ≥ 1) or candidates (W = 0 with G ≥ 1); use \
+                 --no-lookahead for plain decoding"
+                    .into(),
+            );
         }
         if self.ngram < 2 {
             return bad(format!(
@@ -86,13 +92,35 @@ impl LookaheadConfig {
         Ok(())
     }
 
-    /// Tokens fed per steady-state step with `c` candidates: `W*(N-1) + c*(N-1)`.
+    /// Tokens fed per steady-state step with `c` candidates: `W*(N-1) + c*(N-1)` (the pending
+    /// token is column 0 of level 0), or `1 + c*(N-1)` without a window.
     pub fn step_tokens(&self, candidates: usize) -> usize {
-        (self.window + candidates) * (self.ngram - 1)
+        if self.window == 0 {
+            1 + candidates * (self.ngram - 1)
+        } else {
+            (self.window + candidates) * (self.ngram - 1)
+        }
     }
 
     /// Short label, e.g. `lookahead(15,5,15)`.
     pub fn label(&self) -> String {
         format!("lookahead({},{},{})", self.window, self.ngram, self.guesses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_needs_a_window_or_candidates() {
+        assert!(LookaheadConfig::new(0, 8, 1).validate().is_ok());
+        assert!(LookaheadConfig::new(1, 5, 0).validate().is_ok());
+        let e = LookaheadConfig::new(0, 5, 0).validate().unwrap_err();
+        assert!(e.to_string().contains("W = 0 with G ≥ 1"), "{e}");
+        // Without a window the pending token is the only extra row.
+        assert_eq!(LookaheadConfig::new(0, 8, 1).step_tokens(1), 8);
+        assert_eq!(LookaheadConfig::new(1, 5, 1).step_tokens(1), 8);
+        assert_eq!(LookaheadConfig::new(2, 3, 2).step_tokens(2), 8);
     }
 }

@@ -193,12 +193,15 @@ impl StepLayout {
     pub fn synthetic(w: usize, n: usize, g: usize, past: usize, vocab: usize) -> Self {
         let vocab = vocab.max(1);
         let id = |i: usize| crate::decode::auto::timing_id(i, vocab);
-        let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
-        levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
-        let window = JacobiWindow::from_levels(levels);
         let candidates: Vec<Vec<u32>> = (0..g)
             .map(|c| (0..n - 1).map(|i| id(past + 97 * c + i)).collect())
             .collect();
+        if w == 0 {
+            return Self::candidates_only(id(past), past as u32, &candidates);
+        }
+        let mut levels = vec![(1..w).map(|j| id(past + j)).collect::<Vec<u32>>()];
+        levels.extend((1..n - 1).map(|l| (0..w).map(|j| id(past + 31 * l + j)).collect()));
+        let window = JacobiWindow::from_levels(levels);
         Self::build(id(past), past as u32, &window, &candidates)
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Each step is ONE forward pass over the pending token, the 2D Jacobi window and up to G
 //! candidate n-grams from the pool; the model's own choices verify the candidates, the window
-//! moves one Jacobi iteration forward and its diagonals feed the pool.
+//! moves one Jacobi iteration forward and its diagonals feed the pool. With W = 0 there is no
+//! window: the step verifies candidates from the prompt, the output and the context match only.
 
 pub mod config;
 pub mod context_match;
@@ -44,6 +45,9 @@ pub struct LookaheadStats {
 #[derive(Debug, Clone)]
 pub struct LookaheadDecoder {
     config: LookaheadConfig,
+    /// Set by `begin`.
+    begun: bool,
+    /// The Jacobi window (none with W = 0).
     window: Option<JacobiWindow>,
     pool: NgramPool,
     /// Contexts of the committed text, for the context-matched candidate (`context_match`).
@@ -56,6 +60,7 @@ impl LookaheadDecoder {
         config.validate()?;
         Ok(Self {
             config,
+            begun: false,
             window: None,
             pool: NgramPool::new(config.ngram - 1, config.guesses),
             context: ContextIndex::new(config.ngram - 1),
@@ -191,7 +196,9 @@ impl Decoder for LookaheadDecoder {
             return Err(LadeError::InvalidArgument("the prompt is empty".into()));
         }
         let c = &self.config;
-        self.window = Some(JacobiWindow::from_prompt(prompt, c.window, c.ngram, c.seed));
+        self.begun = true;
+        self.window =
+            (c.window > 0).then(|| JacobiWindow::from_prompt(prompt, c.window, c.ngram, c.seed));
         self.pool = NgramPool::new(c.ngram - 1, c.guesses);
         self.context = ContextIndex::new(c.ngram - 1);
         self.stats = LookaheadStats::default();
@@ -211,18 +218,22 @@ impl Decoder for LookaheadDecoder {
         sampler: &Sampler,
     ) -> Result<StepOutcome> {
         let max_match = self.max_match();
-        let Some(window) = self.window.as_ref() else {
+        if !self.begun {
             return Err(LadeError::InvalidArgument(
                 "lookahead step before begin".into(),
             ));
-        };
+        }
         let pending = *seq
             .tokens
             .last()
             .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
         let p = lm.cache_len();
-        let candidates = self.candidates(seq.tokens, window.is_warm());
-        let layout = StepLayout::build(pending, p as u32, window, &candidates);
+        let window = self.window.as_ref();
+        let candidates = self.candidates(seq.tokens, window.is_none_or(JacobiWindow::is_warm));
+        let layout = match window {
+            Some(w) => StepLayout::build(pending, p as u32, w, &candidates),
+            None => StepLayout::candidates_only(pending, p as u32, &candidates),
+        };
         // Near the context limit the whole batch may not fit: decode one token plainly.
         if p + layout.len() > lm.context_size() {
             return self.fallback(lm, seq, sampler);

@@ -98,6 +98,13 @@ pub struct ParallelLookaheadDecoder {
 
 impl ParallelLookaheadDecoder {
     pub fn new(config: LookaheadConfig) -> Result<Self> {
+        if config.window == 0 {
+            return Err(LadeError::InvalidArgument(
+                "Lookahead Parallelism splits the window's columns over the devices: it needs \
+                 W ≥ 1"
+                    .into(),
+            ));
+        }
         Ok(Self {
             inner: LookaheadDecoder::new(config)?,
             stats: ParallelStats::default(),
@@ -286,6 +293,12 @@ impl Decoder for ParallelLookaheadDecoder {
 mod tests {
     use super::*;
     use crate::decode::lookahead::JacobiWindow;
+
+    #[test]
+    fn no_window_no_parallelism() {
+        let e = ParallelLookaheadDecoder::new(LookaheadConfig::new(0, 8, 1)).unwrap_err();
+        assert!(e.to_string().contains("W ≥ 1"), "{e}");
+    }
 
     #[test]
     fn split_covers_every_index_once_in_order() {
