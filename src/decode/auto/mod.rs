@@ -188,7 +188,7 @@ fn pick_checked(
                 },
             },
         };
-        let tps = e.expected() / seconds;
+        let tps = table.expected(e) / seconds;
         if best.is_none_or(|(_, b)| tps > b) {
             best = Some((e.config(), tps));
         }
