@@ -161,34 +161,42 @@ impl AcceptanceTable {
         }
     }
 
-    /// How the observed generations compare with the prior, over every config that ran:
-    /// observed tokens over the tokens the prior expected in those steps, blended with 1
-    /// (the prior) counted as [`PRIOR_WEIGHT_STEPS`] steps.
-    fn workload_ratio(&self) -> f64 {
-        let (mut ratio_steps, mut steps) = (PRIOR_WEIGHT_STEPS, PRIOR_WEIGHT_STEPS);
-        for e in &self.entries {
-            ratio_steps += e.observed_tokens as f64 / e.prior;
-            steps += e.observed_steps as f64;
-        }
-        ratio_steps / steps
+    /// Observed tokens over the tokens the prior expected in the same steps, summed over every
+    /// config that ran, and those steps (0 and 0 before any observation).
+    fn observed_ratio_steps(&self) -> (f64, f64) {
+        self.entries.iter().fold((0.0, 0.0), |(r, s), e| {
+            (
+                r + e.observed_tokens as f64 / e.prior,
+                s + e.observed_steps as f64,
+            )
+        })
     }
 
-    /// Expected tokens per step of `e`: its prior times a ratio that starts at the workload
-    /// ratio (how much more or less every config has accepted than its prior so far) and moves
-    /// towards `e`'s own observed ratio as its steps outweigh [`PRIOR_WEIGHT_STEPS`].
+    /// Expected tokens per step of `e`: prior × workload ratio × deviation.
+    ///
+    /// * The workload ratio says how much more or less the generations so far accepted than
+    ///   the prior expected, over every config that ran, blended with 1 (the prior) counted as
+    ///   [`PRIOR_WEIGHT_STEPS`] steps. It scales every config alike.
+    /// * The deviation says how `e` did against that ratio, blended with 1 likewise: it stays
+    ///   1 while a single config has run, and lets configs observed to differ change places.
     ///
     /// Only the config that runs gathers evidence. Blending each config with its own prior
     /// alone let one prompt that accepted little push the pick below a same-shape sibling
     /// whose prior was a few percent lower, and `auto` stayed there (2,3,2 instead of 1,5,1 on
-    /// the H100, 1,5,1 instead of 0,8,1 on HumanEval on the H200, both slower). A hard prompt
-    /// says as much about the siblings as about the pick, so the workload ratio scales them
-    /// all: the ranking of the prior holds until configs are observed to differ from it, and
-    /// the evidence still decides whether lookahead pays at all.
+    /// the H100; 1,5,1 instead of 0,8,1 on HumanEval on the H200, both slower). A hard prompt
+    /// says as much about the siblings as about the pick; the evidence still decides whether
+    /// lookahead pays at all.
     pub fn expected(&self, e: &AcceptanceEntry) -> f64 {
-        let own = e.observed_tokens as f64 / e.prior;
-        let ratio = (self.workload_ratio() * PRIOR_WEIGHT_STEPS + own)
-            / (PRIOR_WEIGHT_STEPS + e.observed_steps as f64);
-        e.prior * ratio
+        let (ratio_steps, steps) = self.observed_ratio_steps();
+        let workload = (PRIOR_WEIGHT_STEPS + ratio_steps) / (PRIOR_WEIGHT_STEPS + steps);
+        let observed = if steps > 0.0 {
+            ratio_steps / steps
+        } else {
+            1.0
+        };
+        let own = e.observed_tokens as f64 / e.prior / observed;
+        let deviation = (PRIOR_WEIGHT_STEPS + own) / (PRIOR_WEIGHT_STEPS + e.observed_steps as f64);
+        e.prior * workload * deviation
     }
 
     /// Highest expected tokens per step in the table (1 when empty).
@@ -212,11 +220,10 @@ mod tests {
         assert_eq!(e(&t, 0), 2.0);
         assert_eq!(e(&t, 1), 1.5);
         // As many observed steps as the prior weighs, at 1.0 token per step (half the prior):
-        // the workload ratio is 0.75, the observed config's ratio (0.75 + 0.5) / 2.
+        // the workload ratio is (1 + 0.5) / 2, and with one config observed it scales both.
         let steps = PRIOR_WEIGHT_STEPS as usize;
         t.record(&c, steps, steps);
-        assert!((e(&t, 0) - 2.0 * 0.625).abs() < 1e-12, "{}", e(&t, 0));
-        // The sibling that did not run is scaled by the workload ratio.
+        assert!((e(&t, 0) - 2.0 * 0.75).abs() < 1e-12, "{}", e(&t, 0));
         assert!((e(&t, 1) - 1.5 * 0.75).abs() < 1e-12, "{}", e(&t, 1));
         // Much more evidence: close to the observed rate, and the sibling to its prior times
         // the same ratio, so the prior's ranking holds.
@@ -231,6 +238,27 @@ mod tests {
         t.record(&r, 10, 1);
         assert_eq!((e(&t, 0), e(&t, 1)), before);
         assert_eq!(t.entries()[1].rows(), 48);
+    }
+
+    #[test]
+    fn one_hard_prompt_keeps_the_pick_of_the_prior() {
+        // H200, HumanEval prompt 0: 0,8,1 committed 256 tokens in 218 steps (1.17 per step
+        // against its prior 1.67). 1,5,1, of the same shape and a lower prior, must not
+        // overtake it on that evidence alone.
+        let mut t = AcceptanceTable::measured();
+        let find = |t: &AcceptanceTable, w, n, g| {
+            let e = t
+                .entries()
+                .iter()
+                .find(|e| (e.window, e.ngram, e.guesses) == (w, n, g));
+            t.expected(e.unwrap())
+        };
+        t.record(&LookaheadConfig::new(0, 8, 1), 256, 218);
+        assert!(find(&t, 0, 8, 1) > find(&t, 1, 5, 1));
+        assert!(
+            find(&t, 0, 8, 1) < 1.67,
+            "the hard prompt lowers the estimate"
+        );
     }
 
     #[test]
