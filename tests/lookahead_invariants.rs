@@ -6,7 +6,8 @@
 //! column of the window plus the new top token; candidates are the entries under `t0`; shape
 //! of every stored value), E9 (warm-up and window shift), E11 (acceptance rate of sampled
 //! verification = the probability mass of the distinct draft tokens) and E15 (ids at both
-//! ends of the vocabulary).
+//! ends of the vocabulary); with the context match on, the candidates are its continuation
+//! (found by scanning the committed text) followed by the pool's values.
 //!
 //! Every oracle here is computed from the mock's table and the spec's definitions, never from
 //! the decoder's own helpers.
@@ -42,6 +43,44 @@ fn pool_entries(dec: &LookaheadDecoder) -> Vec<(u32, Vec<u32>)> {
         .collect()
 }
 
+/// The context-matched candidate from its definition: the `arity` tokens after the latest
+/// earlier end of the sequence's last 3 tokens (else its last 2) whose continuation is
+/// committed.
+fn context_candidate(seq: &[u32], arity: usize) -> Option<Vec<u32>> {
+    let len = seq.len();
+    for k in (2..=3.min(len)).rev() {
+        let tail = &seq[len - k..];
+        for end in (k - 1..len.saturating_sub(arity)).rev() {
+            if &seq[end + 1 - k..=end] == tail {
+                return Some(seq[end + 1..=end + arity].to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// A step's candidates: the pool's values under `t0` once warm (oldest first), led by the
+/// context match when on and found (each once, the oldest pool value dropped beyond G).
+fn expected_candidates(
+    cfg: &LookaheadConfig,
+    seq: &[u32],
+    pool: &[Vec<u32>],
+    warm: bool,
+) -> Vec<Vec<u32>> {
+    let mut pool: Vec<Vec<u32>> = if warm { pool.to_vec() } else { Vec::new() };
+    let found = if cfg.context_match && cfg.guesses > 0 {
+        context_candidate(seq, cfg.ngram - 1)
+    } else {
+        None
+    };
+    let Some(m) = found else { return pool };
+    pool.retain(|v| *v != m);
+    while pool.len() + 1 > cfg.guesses {
+        pool.remove(0);
+    }
+    std::iter::once(m).chain(pool).collect()
+}
+
 /// The window after one step per spec a.6, written from the definition.
 fn shifted(before: &JacobiWindow, new_top: &[u32], depth: usize) -> Vec<Vec<u32>> {
     let levels = before.levels();
@@ -69,6 +108,7 @@ struct Seen {
     later_candidate_won: usize,
     nothing_matched: usize,
     harvested: usize,
+    context_matched: usize,
 }
 
 /// Runs `steps` greedy steps of `cfg` on `table` and checks E2, E3, E6, E7, E8 and E9 after
@@ -97,7 +137,7 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
         let pending = *seq.last().unwrap();
         let before = dec.window().unwrap().clone();
         let pool_before = pool_entries(&dec);
-        let candidates: Vec<Vec<u32>> = dec.pool().get(pending).to_vec();
+        let candidates = expected_candidates(&cfg, &seq, dec.pool().get(pending), before.is_warm());
         let cached = rec.cache_len();
         assert_eq!(cached, seq.len() - 1, "E7: cache = committed prefix");
         let out = dec
@@ -126,24 +166,28 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
             let c = candidates.len();
             assert!(c <= g, "E8: at most G candidates");
             assert_eq!(pass.tokens.len(), (w + c) * (n - 1), "E6 {ctx}");
-            // Each candidate under t0 is fed as its own chain t0, v0, .., v(N-2).
-            for cand in &candidates {
-                let want: Vec<u32> = std::iter::once(pending).chain(cand.clone()).collect();
-                assert!(
-                    (0..pass.tokens.len()).any(|r| pass.chain(r) == want),
-                    "E8: candidate {cand:?} under {pending} not fed {ctx}"
-                );
-            }
             seen.steps_with_candidates += usize::from(c > 0);
         } else {
             warm_up_steps += 1;
+            // No pool candidates in warm-up; the context match may already offer one.
             assert_eq!(
                 pass.tokens.len(),
-                window_rows,
-                "E9: no candidates in warm-up"
+                window_rows + candidates.len() * (n - 1),
+                "E9: no pool candidates in warm-up {ctx}"
             );
-            assert_eq!(out.tokens.len(), 1, "E9: one token per warm-up step");
+            if candidates.is_empty() {
+                assert_eq!(out.tokens.len(), 1, "E9: one token per warm-up step");
+            }
         }
+        // Each candidate under t0 is fed as its own chain t0, v0, .., v(N-2).
+        for cand in &candidates {
+            let want: Vec<u32> = std::iter::once(pending).chain(cand.clone()).collect();
+            assert!(
+                (0..pass.tokens.len()).any(|r| pass.chain(r) == want),
+                "E8: candidate {cand:?} under {pending} not fed {ctx}"
+            );
+        }
+        seen.context_matched += usize::from(cfg.context_match && !candidates.is_empty());
 
         // E3: y_i (i >= 1) is the argmax at a row whose chain is t0, y0, .., y(i-1).
         let k = out.tokens.len() - 1;
@@ -159,7 +203,7 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
             assert!(ok, "E3: token {i} of {:?} not verified {ctx}", out.tokens);
         }
         // Which candidate won: the first with the longest verified prefix.
-        if warm && !candidates.is_empty() {
+        if !candidates.is_empty() {
             let matched = |cand: &Vec<u32>| {
                 (0..cand.len())
                     .take_while(|&i| cand[i] == out.tokens[i] && i < k)
@@ -258,10 +302,11 @@ fn every_step_follows_the_spec() {
         (7, 5, 7),
         (3, 6, 5),
     ] {
-        for pool in [false, true] {
+        for (pool, context) in [(false, false), (true, false), (false, true), (true, true)] {
             for (s, table) in [(0u32, markov2 as Table), (1, sticky as Table)] {
                 let mut cfg = LookaheadConfig::new(w, n, g);
                 cfg.pool_from_prompt = pool;
+                cfg.context_match = context;
                 check_steps(table, cfg, &prompt(s + w as u32, 14), 60, &mut seen);
             }
         }
@@ -271,6 +316,7 @@ fn every_step_follows_the_spec() {
     assert!(seen.later_candidate_won > 0, "{seen:?}");
     assert!(seen.nothing_matched > 0, "{seen:?}");
     assert!(seen.harvested > 100, "{seen:?}");
+    assert!(seen.context_matched > 50, "{seen:?}");
 }
 
 /// Exact probability that a sampled step commits 1, 2 or 3 tokens, from the candidates and
@@ -342,7 +388,7 @@ fn sampled_acceptance_rate_is_the_mass_of_the_distinct_draft_tokens() {
             .unwrap();
             let pending = *seq.last().unwrap();
             if law.is_none() {
-                let cands = dec.pool().get(pending).to_vec();
+                let cands = expected_candidates(&cfg, &seq, dec.pool().get(pending), true);
                 law = Some(acceptance_law(table, &sampler, &seq, &cands));
             }
             let out = dec
