@@ -130,21 +130,17 @@ impl BenchConfig {
     }
 }
 
+/// `s` without `suffix`, and whether it had it.
+fn take_suffix<'a>(s: &'a str, suffix: &str) -> (&'a str, bool) {
+    s.strip_suffix(suffix).map_or((s, false), |x| (x, true))
+}
+
 /// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate) and
 /// `+ref` (authors' mode) suffixes, in this order.
 fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
-    let (wng, compat) = match spec.strip_suffix("+ref") {
-        Some(x) => (x, true),
-        None => (spec, false),
-    };
-    let (wng, no_ctx) = match wng.strip_suffix("-ctx") {
-        Some(x) => (x, true),
-        None => (wng, false),
-    };
-    let (wng, no_pool) = match wng.strip_suffix("-pool") {
-        Some(x) => (x, true),
-        None => (wng, false),
-    };
+    let (wng, compat) = take_suffix(spec, "+ref");
+    let (wng, no_ctx) = take_suffix(wng, "-ctx");
+    let (wng, no_pool) = take_suffix(wng, "-pool");
     let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
     let mut cfg = LookaheadConfig::new(w, n, g);
     cfg.reference_compat = compat;
