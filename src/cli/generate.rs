@@ -142,11 +142,9 @@ impl LookaheadArgs {
             return Ok(Box::new(PlainDecoder));
         }
         let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
-        let mut cfg = LookaheadConfig::new(w, n, g);
-        cfg.pool_from_prompt = !self.no_pool_from_prompt;
-        cfg.reference_compat = self.reference_compat;
-        cfg.context_match = !self.no_context_match;
-        cfg.seed = seed;
+        let cfg = self
+            .decoder_options(seed)
+            .apply(LookaheadConfig::new(w, n, g));
         Ok(Box::new(LookaheadDecoder::new(cfg)?))
     }
 
@@ -160,16 +158,13 @@ impl LookaheadArgs {
              (or list one device)"
         );
         let auto = self.is_auto();
-        let mut cfg = if auto {
+        let wng = if auto {
             LookaheadConfig::DEFAULT
         } else {
             let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
             LookaheadConfig::new(w, n, g)
         };
-        cfg.pool_from_prompt = !self.no_pool_from_prompt;
-        cfg.reference_compat = self.reference_compat;
-        cfg.context_match = !self.no_context_match;
-        cfg.seed = seed;
+        let cfg = self.decoder_options(seed).apply(wng);
         Ok((Box::new(ParallelLookaheadDecoder::new(cfg)?), auto))
     }
 

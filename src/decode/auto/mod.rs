@@ -87,18 +87,23 @@ impl Default for DecoderOptions {
     }
 }
 
+impl DecoderOptions {
+    /// `config` (its W, N, G) with these switches and seed.
+    pub fn apply(&self, mut config: LookaheadConfig) -> LookaheadConfig {
+        config.pool_from_prompt = self.pool_from_prompt;
+        config.reference_compat = self.reference_compat;
+        config.context_match = self.context_match;
+        config.seed = self.seed;
+        config
+    }
+}
+
 impl AutoChoice {
     /// The picked lookahead config with `opts` applied, or `None` for plain decoding.
     pub fn lookahead_config(&self, opts: &DecoderOptions) -> Option<LookaheadConfig> {
         match self.strategy {
             Strategy::Plain => None,
-            Strategy::Lookahead(mut c) => {
-                c.pool_from_prompt = opts.pool_from_prompt;
-                c.reference_compat = opts.reference_compat;
-                c.context_match = opts.context_match;
-                c.seed = opts.seed;
-                Some(c)
-            }
+            Strategy::Lookahead(c) => Some(opts.apply(c)),
         }
     }
 
