@@ -46,7 +46,7 @@ pub struct BenchArgs {
     pub chat: bool,
     /// Configs separated by `;`: `greedy`, `auto` (what `--lookahead auto` picks),
     /// `lookahead:W,N,G` (suffix `-pool`: no prompt n-grams, `-ctx`: no context-matched
-    /// candidate, `+ref`: the authors' mode),
+    /// candidate, `-adapt`: with W = 0 a fixed N-1-token draft, `+ref`: the authors' mode),
     /// `prompt-lookup:N,G` (candidates from prompt and output n-grams only, no window), or a
     /// preset: `scaling` (G = W, N in 3,5,7,11, W in 1..64) or `ablation` (the paper's
     /// Table 3). Greedy, the baseline of speedups, runs first and is added when missing.

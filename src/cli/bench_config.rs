@@ -135,10 +135,11 @@ fn take_suffix<'a>(s: &'a str, suffix: &str) -> (&'a str, bool) {
     s.strip_suffix(suffix).map_or((s, false), |x| (x, true))
 }
 
-/// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate) and
-/// `+ref` (authors' mode) suffixes, in this order.
+/// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate),
+/// `-adapt` (W = 0: fixed N-1-token drafts) and `+ref` (authors' mode) suffixes, in this order.
 fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     let (wng, compat) = take_suffix(spec, "+ref");
+    let (wng, no_adapt) = take_suffix(wng, "-adapt");
     let (wng, no_ctx) = take_suffix(wng, "-ctx");
     let (wng, no_pool) = take_suffix(wng, "-pool");
     let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
@@ -146,6 +147,7 @@ fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     cfg.reference_compat = compat;
     cfg.pool_from_prompt = !no_pool;
     cfg.context_match = !no_ctx;
+    cfg.adaptive_draft = !no_adapt;
     cfg.validate()?;
     Ok(cfg)
 }

@@ -99,6 +99,10 @@ pub struct LookaheadArgs {
     /// with a 2-3 token key) among the candidates.
     #[arg(long)]
     pub no_context_match: bool,
+    /// Without a window (W = 0): verify one N-1-token context-matched candidate every step
+    /// instead of one whose length follows how much context matched.
+    #[arg(long)]
+    pub fixed_draft: bool,
     /// Reproduce the authors' choices (at most N-1 tokens per step) for comparison.
     #[arg(long)]
     pub reference_compat: bool,
@@ -131,6 +135,7 @@ impl LookaheadArgs {
             pool_from_prompt: !self.no_pool_from_prompt,
             reference_compat: self.reference_compat,
             context_match: !self.no_context_match,
+            adaptive_draft: !self.fixed_draft,
             seed,
         }
     }

@@ -72,6 +72,7 @@ pub struct DecoderOptions {
     pub pool_from_prompt: bool,
     pub reference_compat: bool,
     pub context_match: bool,
+    pub adaptive_draft: bool,
     /// Seed of the window initialisation.
     pub seed: u64,
 }
@@ -82,6 +83,7 @@ impl Default for DecoderOptions {
             pool_from_prompt: LookaheadConfig::DEFAULT.pool_from_prompt,
             reference_compat: LookaheadConfig::DEFAULT.reference_compat,
             context_match: LookaheadConfig::DEFAULT.context_match,
+            adaptive_draft: LookaheadConfig::DEFAULT.adaptive_draft,
             seed: 0,
         }
     }
@@ -93,6 +95,7 @@ impl DecoderOptions {
         config.pool_from_prompt = self.pool_from_prompt;
         config.reference_compat = self.reference_compat;
         config.context_match = self.context_match;
+        config.adaptive_draft = self.adaptive_draft;
         config.seed = self.seed;
         config
     }
@@ -513,11 +516,12 @@ mod tests {
             pool_from_prompt: false,
             reference_compat: true,
             context_match: false,
+            adaptive_draft: false,
             seed: 9,
         };
         let cfg = a.lookahead_config(&opts).unwrap();
         assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);
-        assert!(!cfg.context_match);
+        assert!(!cfg.context_match && !cfg.adaptive_draft);
         assert_eq!(a.decoder(&opts).unwrap().name(), cfg.label());
         let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
         assert_eq!(plain.decoder(&opts).unwrap().name(), "plain");

@@ -23,6 +23,11 @@ pub struct LookaheadConfig {
     /// Put the continuation of the longest matching earlier context of the committed text
     /// first among the candidates (see [`super::ContextIndex`]).
     pub context_match: bool,
+    /// Without a window (W = 0) and with the context match: the context-matched candidate's
+    /// length follows the evidence of the match, from 3 tokens after a one-token context up to
+    /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
+    /// (see [`super::ContextIndex::draft`]). Off: one N-1-token candidate every step.
+    pub adaptive_draft: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,
 }
@@ -37,6 +42,7 @@ impl LookaheadConfig {
         pool_from_prompt: true,
         reference_compat: false,
         context_match: true,
+        adaptive_draft: true,
         seed: 0,
     };
 

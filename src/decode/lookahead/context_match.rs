@@ -69,6 +69,87 @@ impl ContextIndex {
     }
 }
 
+/// Draft length after a match of `matched` context tokens, at most `max`: 3 / 7 / 15 / 31
+/// tokens (steps of 4 / 8 / 16 / 32 rows with the pending token) after 1 / 2-3 / 4-15 / 16+
+/// matching tokens. Tuned on the H200's step costs (docs/benchmarks.md): the longer the match,
+/// the more of its continuation is accepted.
+pub fn draft_len(matched: usize, max: usize) -> usize {
+    let len = match matched {
+        0 => 0,
+        1 => 3,
+        2..=3 => 7,
+        4..=15 => 15,
+        _ => 31,
+    };
+    len.min(max)
+}
+
+/// Latest earlier end of every 1- to 6-token context with at least one committed follower,
+/// for drafts whose length follows the match (`LookaheadConfig::adaptive_draft`).
+#[derive(Debug, Clone)]
+pub struct DraftIndex {
+    /// Longest draft.
+    max_draft: usize,
+    /// Context tokens → latest end index with a follower.
+    latest: HashMap<Vec<u32>, usize>,
+    indexed: usize,
+}
+
+/// Longest context indexed by [`DraftIndex`].
+const DRAFT_CONTEXT: usize = 6;
+/// Matched tokens counted back from a found end (the longest threshold of [`draft_len`]).
+const MATCH_CAP: usize = 16;
+
+impl DraftIndex {
+    pub fn new(max_draft: usize) -> Self {
+        Self {
+            max_draft,
+            latest: HashMap::new(),
+            indexed: 0,
+        }
+    }
+
+    /// Indexes every end of `tokens` (the committed text, which only grows) that has a
+    /// committed follower.
+    pub fn extend(&mut self, tokens: &[u32]) {
+        let complete = tokens.len().saturating_sub(1);
+        for end in self.indexed..complete {
+            for k in 1..=DRAFT_CONTEXT.min(end + 1) {
+                self.latest.insert(tokens[end + 1 - k..=end].to_vec(), end);
+            }
+        }
+        self.indexed = self.indexed.max(complete);
+    }
+
+    /// The draft after `tokens`: the latest earlier end of the longest indexed context of
+    /// `tokens`'s end, the number of tokens matching backwards from there (at most 16), and
+    /// [`draft_len`] of that many tokens of what followed it. Where the continuation reaches
+    /// the end of the text it repeats with the distance between the two ends as its period
+    /// (an overlapping copy, as in LZ77), so a loop in the text yields a full-length draft.
+    pub fn draft(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+        let len = tokens.len();
+        let end = (1..=DRAFT_CONTEXT.min(len))
+            .rev()
+            .find_map(|k| self.latest.get(&tokens[len - k..]))
+            .copied()?;
+        let matched = (0..MATCH_CAP.min(end + 1))
+            .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
+            .count();
+        let period = len - 1 - end;
+        let mut draft: Vec<u32> = Vec::new();
+        for j in 0..draft_len(matched, self.max_draft) {
+            let src = end + 1 + j;
+            let t = if src < len {
+                tokens[src]
+            } else {
+                draft[j - period]
+            };
+            draft.push(t);
+        }
+        (!draft.is_empty()).then_some(draft)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +214,70 @@ mod tests {
             }
             assert!(found > 50, "the test text must exercise matches");
         }
+    }
+
+    /// The draft oracle: scan back for the latest end of the longest context (6..1 tokens)
+    /// with a follower, count matching tokens back, copy with overlap.
+    fn brute_force_draft(tokens: &[u32], max: usize) -> Option<Vec<u32>> {
+        let len = tokens.len();
+        for k in (1..=6.min(len)).rev() {
+            let ctx = &tokens[len - k..];
+            for end in (k - 1..len.saturating_sub(1)).rev() {
+                if &tokens[end + 1 - k..=end] == ctx {
+                    let mut m = 0;
+                    while m < 16 && m <= end && tokens[end - m] == tokens[len - 1 - m] {
+                        m += 1;
+                    }
+                    let mut ext = tokens.to_vec();
+                    for j in 0..draft_len(m, max) {
+                        let t = ext[end + 1 + j];
+                        ext.push(t);
+                    }
+                    return Some(ext[len..].to_vec()).filter(|d| !d.is_empty());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn drafts_agree_with_a_brute_force_scan_and_grow_with_the_match() {
+        let mut s = 99u64;
+        let mut text: Vec<u32> = Vec::new();
+        for i in 0..700 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Random text with a repeated loop in its second half.
+            text.push(if i > 400 && i % 37 < 20 {
+                10 + (i % 37) as u32
+            } else {
+                ((s >> 33) % 7) as u32
+            });
+        }
+        for max in [3, 7, 31] {
+            let mut idx = DraftIndex::new(max);
+            let (mut len, mut long) = (1, 0);
+            while len <= text.len() {
+                idx.extend(&text[..len]);
+                let got = idx.draft(&text[..len]);
+                assert_eq!(
+                    got,
+                    brute_force_draft(&text[..len], max),
+                    "max {max}, len {len}"
+                );
+                long += usize::from(got.as_ref().is_some_and(|d| d.len() == max));
+                len += 1 + len % 3;
+            }
+            assert!(long > 20, "the text must exercise full-length drafts");
+        }
+        // A loop of period 2: the draft continues it past the end of the text.
+        let text = [9, 1, 2, 1, 2, 1, 2, 1];
+        let mut idx = DraftIndex::new(7);
+        idx.extend(&text);
+        assert_eq!(idx.draft(&text), Some(vec![2, 1, 2, 1, 2, 1, 2]));
+        assert_eq!(draft_len(1, 31), 3);
+        assert_eq!(draft_len(20, 7), 7);
     }
 
     #[test]

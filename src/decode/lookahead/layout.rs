@@ -1,8 +1,9 @@
 //! The batch of one lookahead step: which token sits in which row, at which position, and who
 //! sees whom.
 //!
-//! Rows: the pending token `t0`, then the candidates (each N-1 tokens), then the window (level
-//! 0 without `t0`, then levels 1.. column by column). Every row sees the whole KV cache; among
+//! Rows: the pending token `t0`, then the candidates (N-1 tokens each with a window; without
+//! one their lengths may differ), then the window (level 0 without `t0`, then levels 1.. column
+//! by column). Every row sees the whole KV cache; among
 //! the new rows, each one sees a chain of strictly consecutive positions `p, p+1, ..., pos(row)`
 //! holding one token each: a candidate sees `t0` and its own prefix; window level `l`,
 //! column `j` walks level 0 up to column `j`, then climbs column `j`.
@@ -33,8 +34,10 @@ pub struct StepLayout {
     pub mask: AttentionMask,
     /// Batch rows whose logits are computed: `t0`, every candidate token, the top level.
     pub logit_rows: Vec<usize>,
-    arity: usize,
-    num_candidates: usize,
+    /// Batch row of each candidate's first token.
+    candidate_starts: Vec<usize>,
+    /// Batch row of the window's top level, column `first` (after the last candidate).
+    top_start: usize,
     top_columns: usize,
 }
 
@@ -72,7 +75,8 @@ impl StepLayout {
     }
 
     /// Lays out `pending` at position `p` and `candidates` only, with no Jacobi window (prompt
-    /// lookup): the rows are `t0` and the candidate chains, [`Self::top_columns`] is 0.
+    /// lookup): the rows are `t0` and the candidate chains (of any lengths, each at least one
+    /// token), [`Self::top_columns`] is 0.
     pub fn candidates_only(pending: u32, p: u32, candidates: &[Vec<u32>]) -> Self {
         Self::lay_out(pending, p, None, candidates, 0..1)
     }
@@ -84,7 +88,6 @@ impl StepLayout {
         candidates: &[Vec<u32>],
         columns: std::ops::Range<usize>,
     ) -> Self {
-        let arity = candidates.first().map_or(0, Vec::len);
         // Without a window only level 0, column 0 (the pending token) remains. Level 0 is laid
         // out for columns `0..cols`, the levels above it for `columns` only (`upper` of them).
         let cols = columns.end.max(1);
@@ -92,8 +95,16 @@ impl StepLayout {
         let first = columns.start;
         let levels = window.map_or(1, JacobiWindow::num_levels);
         let window_token = |l: usize, j: usize| window.map_or(pending, |w| w.token(l, j, pending));
-        let cand_row = |c: usize, i: usize| 1 + c * arity + i;
-        let base0 = 1 + candidates.len() * arity;
+        let candidate_starts: Vec<usize> = candidates
+            .iter()
+            .scan(1, |row, c| {
+                let start = *row;
+                *row += c.len();
+                Some(start)
+            })
+            .collect();
+        let cand_row = |c: usize, i: usize| candidate_starts[c] + i;
+        let base0 = 1 + candidates.iter().map(Vec::len).sum::<usize>();
         let win_row = |l: usize, j: usize| -> usize {
             match (l, j) {
                 (0, 0) => 0,
@@ -144,8 +155,8 @@ impl StepLayout {
             positions,
             mask: AttentionMask::Block { q, visible },
             logit_rows,
-            arity,
-            num_candidates: candidates.len(),
+            candidate_starts,
+            top_start: base0,
             top_columns,
         }
     }
@@ -174,13 +185,13 @@ impl StepLayout {
 
     /// Index (into the returned logits) of candidate `c`, token `i`; also its batch row.
     pub fn candidate_logits(&self, c: usize, i: usize) -> usize {
-        1 + c * self.arity + i
+        self.candidate_starts[c] + i
     }
 
     /// Index (into the returned logits) of the top level's column `j` (of a share: its `j`-th
     /// column).
     pub fn top_logits(&self, j: usize) -> usize {
-        1 + self.num_candidates * self.arity + j
+        self.top_start + j
     }
 
     pub fn top_columns(&self) -> usize {
@@ -314,6 +325,24 @@ mod tests {
             vec![0, 4, 5],
             "the second chain never sees the first"
         );
+        for (c, cand) in cands.iter().enumerate() {
+            for (i, &t) in cand.iter().enumerate() {
+                assert_eq!(l.tokens[l.candidate_logits(c, i)], t);
+            }
+        }
+        // Chains of different lengths: each starts where the previous one ends.
+        let cands = vec![vec![5u32], vec![8, 9, 10], vec![11, 12]];
+        let l = StepLayout::candidates_only(3, p, &cands);
+        assert_eq!(l.tokens, vec![3, 5, 8, 9, 10, 11, 12]);
+        assert_eq!(l.positions, vec![20, 21, 21, 22, 23, 21, 22]);
+        assert_eq!(l.logit_rows, (0..7).collect::<Vec<_>>());
+        let AttentionMask::Block { q, visible } = &l.mask else {
+            panic!("block mask expected");
+        };
+        let seen = |r: usize| -> Vec<usize> { (0..*q).filter(|&c| visible[r * q + c]).collect() };
+        assert_eq!(seen(1), vec![0, 1]);
+        assert_eq!(seen(4), vec![0, 2, 3, 4]);
+        assert_eq!(seen(6), vec![0, 5, 6]);
         for (c, cand) in cands.iter().enumerate() {
             for (i, &t) in cand.iter().enumerate() {
                 assert_eq!(l.tokens[l.candidate_logits(c, i)], t);
