@@ -26,7 +26,7 @@ pub struct LookaheadConfig {
     /// Without a window (W = 0) and with the context match: the context-matched candidate's
     /// length follows the evidence of the match, from 3 tokens after a one-token context up to
     /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
-    /// (see [`super::ContextIndex::draft`]). Off: one N-1-token candidate every step.
+    /// (see [`super::DraftIndex::draft`]). Off: one N-1-token candidate every step.
     pub adaptive_draft: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,
