@@ -1,6 +1,7 @@
 //! The generation loop shared by every decoding strategy: prefill, steps, stop rules, streaming
 //! and statistics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::decode::{Decoder, SequenceView};
-use crate::model::{AttentionMask, Batch, CausalLm};
+use crate::model::{AttentionMask, Batch, CausalLm, TimedLm};
 use crate::sampling::Sampler;
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
 use crate::{LadeError, Result};
@@ -58,11 +59,24 @@ pub struct GenerationStats {
     pub compression: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Of `decode_ms`, the wall time spent in the model's forward passes and cache moves
+    /// (the device's work and the wait for it); the rest is host work between them (the
+    /// decoder, detokenizing; a device group's steps count as host work).
+    pub model_ms: f64,
     pub decode_tokens_per_s: f64,
     /// `accepted_per_step[k]`: steps that committed `k` tokens (index 0 unused).
     pub accepted_per_step: Vec<usize>,
     /// Tokens that came from verified draft n-grams.
     pub drafted_tokens_accepted: usize,
+    /// `steps_by_rows[r]`: steps whose forward pass ran `r` query rows.
+    pub steps_by_rows: BTreeMap<usize, usize>,
+}
+
+impl GenerationStats {
+    /// Query rows of all steps' forward passes.
+    pub fn rows(&self) -> usize {
+        self.steps_by_rows.iter().map(|(r, n)| r * n).sum()
+    }
 }
 
 /// The result of [`generate`].
@@ -228,6 +242,7 @@ pub fn generate(
     let mut tokens = prompt.to_vec();
     let mut finish = None;
     let mut hit_context_limit = false;
+    let mut lm = TimedLm::new(lm);
     let t = Instant::now();
     while finish.is_none() {
         if rules.cancelled() {
@@ -243,8 +258,9 @@ pub fn generate(
             tokens: &tokens,
             prompt_len: prompt.len(),
         };
-        let outcome = decoder.step(lm, view, sampler)?;
+        let outcome = decoder.step(&mut lm, view, sampler)?;
         stats.steps += 1;
+        *stats.steps_by_rows.entry(outcome.rows).or_default() += 1;
         let mut committed = 0;
         for (i, &tok) in outcome.tokens.iter().enumerate() {
             committed += 1;
@@ -273,6 +289,7 @@ pub fn generate(
         stats.accepted_per_step[committed] += 1;
     }
     stats.decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    stats.model_ms = lm.spent.as_secs_f64() * 1e3;
     text.finish(sink)?;
     if stats.steps > 0 {
         stats.compression = stats.generated_tokens as f64 / stats.steps as f64;

@@ -143,6 +143,9 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
         (8, 2, 8),
         (1, 5, 1),
         (0, 8, 1),
+        // Adaptive drafts: up to 31 tokens after a long match, 32 in-step keys (MAXV).
+        (0, 32, 1),
+        (0, 16, 2),
     ];
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);

@@ -193,7 +193,12 @@ fn choose_measures_once_per_key_and_learns_from_runs() {
         panic!("a flat device should get lookahead: {}", first.describe());
     };
     let before = auto::current_table();
-    auto::record(&cfg, 100_000, 100_000);
+    let rows = cfg.step_tokens(cfg.guesses);
+    auto::record(
+        &cfg,
+        100_000,
+        &std::collections::BTreeMap::from([(rows, 100_000)]),
+    );
     let after = auto::current_table();
     let e = |t: &AcceptanceTable| {
         t.entries()

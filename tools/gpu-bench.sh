@@ -74,6 +74,9 @@ bench() {
     --limit "$LIMIT" --max-tokens "$TOKENS" --configs "$CONFIGS" --out "$OUT/$name" -q \
     > "$OUT/$name.txt" 2> "$OUT/$name.err"
   echo "bench $name rc=$?"; cat "$OUT/$name.txt"; tail -3 "$OUT/$name.err"
+  # steps by query rows per config (what auto's prior needs of configs whose steps vary)
+  python3 -c 'import json,sys; [print(s["config"], "rows/step %.2f host ms/step %.4f" % (s["rows_per_step"], s["host_ms_per_step"]), dict(sorted((int(k), v) for k, v in s["steps_by_rows"].items()))) for s in json.load(open(sys.argv[1]))["summary"]]' \
+    "$OUT/$name/summary.json" 2>&1 | tail -20
 }
 
 graphs() {

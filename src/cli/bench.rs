@@ -251,7 +251,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let g = best.expect("at least one run");
             let s = &g.stats;
             if let Some(c) = auto_pick {
-                auto::record(&c, s.generated_tokens, s.steps);
+                auto::record(&c, s.generated_tokens, &s.steps_by_rows);
             }
             let (identical, speedup) = match &greedy {
                 Some((toks, tps)) if !cfg.is_greedy() => (
@@ -278,6 +278,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 identical_to_greedy: identical,
                 speedup,
                 decoder: dec.name(),
+                rows: s.rows(),
+                steps_by_rows: s.steps_by_rows.clone(),
+                model_ms: s.model_ms,
             });
         }
         // Runs so far, so that a long benchmark stopped midway still leaves its results.

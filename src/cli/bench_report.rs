@@ -25,10 +25,16 @@ pub struct Run {
     pub speedup: Option<f64>,
     /// The decoder that ran (what `auto` picked, say); empty in old CSV files.
     pub decoder: String,
+    /// Query rows of all forward passes after the prefill (0 in old CSV files).
+    pub rows: usize,
+    /// Of `decode_ms`, the time in the model (0 in old CSV files).
+    pub model_ms: f64,
+    /// Steps by their query rows (not in the CSV: empty when read back).
+    pub steps_by_rows: BTreeMap<usize, usize>,
 }
 
 const CSV_HEADER: &str =
-    "prompt,config,tokens,steps,decode_ms,tokens_per_s,compression,identical_to_greedy,speedup,decoder";
+    "prompt,config,tokens,steps,decode_ms,tokens_per_s,compression,identical_to_greedy,speedup,decoder,rows,model_ms";
 
 /// Writes runs as CSV (labels contain no commas: `;`-free config syntax uses `,` inside
 /// W,N,G, so the config and decoder columns are quoted).
@@ -36,7 +42,7 @@ pub fn write_csv(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
     let mut csv = format!("{CSV_HEADER}\n");
     for r in runs {
         csv.push_str(&format!(
-            "{},\"{}\",{},{},{:.3},{:.3},{:.4},{},{},\"{}\"\n",
+            "{},\"{}\",{},{},{:.3},{:.3},{:.4},{},{},\"{}\",{},{:.3}\n",
             r.prompt,
             r.config,
             r.tokens,
@@ -48,6 +54,8 @@ pub fn write_csv(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
                 .map_or(String::new(), |b| b.to_string()),
             r.speedup.map_or(String::new(), |x| format!("{x:.4}")),
             r.decoder,
+            r.rows,
+            r.model_ms,
         ));
     }
     std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))
@@ -119,6 +127,19 @@ pub fn read_csv(path: &Path) -> anyhow::Result<Vec<Run>> {
                 .transpose()
                 .with_context(ctx)?,
             decoder: f.get(9).cloned().unwrap_or_default(),
+            rows: f
+                .get(10)
+                .map(|s| s.parse())
+                .transpose()
+                .with_context(ctx)?
+                .unwrap_or(0),
+            model_ms: f
+                .get(11)
+                .map(|s| s.parse())
+                .transpose()
+                .with_context(ctx)?
+                .unwrap_or(0.0),
+            steps_by_rows: BTreeMap::new(),
         });
     }
     Ok(runs)
@@ -147,6 +168,15 @@ pub struct Summary {
     pub median_speedup_vs_greedy: Option<f64>,
     /// All tokens over all steps.
     pub compression: f64,
+    /// All query rows over all steps: the step's size, what a step costs on the device
+    /// (0 when the runs did not record it).
+    pub rows_per_step: f64,
+    /// Host time per step in ms (decode time outside the model, over all steps): the
+    /// decoder's own work, which a lookahead step adds to the model's.
+    pub host_ms_per_step: f64,
+    /// Steps by their query rows, over all prompts (what `auto`'s prior needs of a config
+    /// whose steps vary in size).
+    pub steps_by_rows: BTreeMap<usize, usize>,
     pub all_identical_to_greedy: bool,
     /// Decoders that ran under this label with their prompt counts (e.g. `plain: 20` for auto).
     pub decoders: BTreeMap<String, usize>,
@@ -160,8 +190,14 @@ pub fn summarize(configs: &[BenchConfig], runs: &[Run]) -> Vec<Summary> {
             let mine: Vec<&Run> = runs.iter().filter(|r| r.config == cfg.label).collect();
             let tokens: usize = mine.iter().map(|r| r.tokens).sum();
             let steps: usize = mine.iter().map(|r| r.steps).sum();
+            let rows: usize = mine.iter().map(|r| r.rows).sum();
+            let host_ms: f64 = mine.iter().map(|r| r.decode_ms - r.model_ms).sum();
             let speedups: Vec<f64> = mine.iter().filter_map(|r| r.speedup).collect();
             let mut decoders = BTreeMap::new();
+            let mut steps_by_rows = BTreeMap::new();
+            for (&r, &n) in mine.iter().flat_map(|r| &r.steps_by_rows) {
+                *steps_by_rows.entry(r).or_insert(0) += n;
+            }
             for r in mine.iter().filter(|r| !r.decoder.is_empty()) {
                 *decoders.entry(r.decoder.clone()).or_insert(0) += 1;
             }
@@ -171,6 +207,9 @@ pub fn summarize(configs: &[BenchConfig], runs: &[Run]) -> Vec<Summary> {
                 median_tokens_per_s: median(mine.iter().map(|r| r.tokens_per_s).collect()),
                 median_speedup_vs_greedy: (!speedups.is_empty()).then(|| median(speedups)),
                 compression: tokens as f64 / steps.max(1) as f64,
+                rows_per_step: rows as f64 / steps.max(1) as f64,
+                host_ms_per_step: host_ms / steps.max(1) as f64,
+                steps_by_rows,
                 all_identical_to_greedy: mine.iter().all(|r| r.identical_to_greedy.unwrap_or(true)),
                 decoders,
             }
@@ -185,8 +224,8 @@ fn speedup_cell(s: Option<f64>) -> String {
 /// The main table: one row per config.
 pub fn summary_markdown(summary: &[Summary]) -> String {
     let mut t = String::from(
-        "| config | median tok/s | median speedup vs greedy | compression (tokens/step) | identical to greedy |\n\
-         | --- | --- | --- | --- | --- |\n",
+        "| config | median tok/s | median speedup vs greedy | compression (tokens/step) | rows/step | identical to greedy |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
     );
     for s in summary {
         let picked = if s.config == "auto" && !s.decoders.is_empty() {
@@ -200,11 +239,12 @@ pub fn summary_markdown(summary: &[Summary]) -> String {
             String::new()
         };
         t.push_str(&format!(
-            "| {}{picked} | {:.1} | {} | {:.2} | {} |\n",
+            "| {}{picked} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
             s.config,
             s.median_tokens_per_s,
             speedup_cell(s.median_speedup_vs_greedy),
             s.compression,
+            s.rows_per_step,
             if s.all_identical_to_greedy {
                 "yes"
             } else {
@@ -267,6 +307,10 @@ mod tests {
             identical_to_greedy: speedup.map(|_| true),
             speedup,
             decoder: String::new(),
+            // Lookahead runs: steps of three rows.
+            rows: if speedup.is_some() { 3 * steps } else { steps },
+            steps_by_rows: BTreeMap::new(),
+            model_ms: 900.0,
         }
     }
 
@@ -326,7 +370,7 @@ mod tests {
         assert!((s[1].median_speedup_vs_greedy.unwrap() - 0.3).abs() < 1e-12);
         let md = summary_markdown(&s);
         assert!(
-            md.contains("| lookahead:4,3,4 | 10.0 | 0.30× | 2.00 | yes |"),
+            md.contains("| lookahead:4,3,4 | 10.0 | 0.30× | 2.00 | 3.00 | yes |"),
             "{md}"
         );
         let configs = BenchConfig::parse_list("ablation").unwrap();

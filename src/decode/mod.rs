@@ -39,6 +39,9 @@ pub struct StepOutcome {
     pub tokens: Vec<u32>,
     /// How many of `tokens` (after the first) came from verified draft n-grams.
     pub from_draft: usize,
+    /// Query rows of the step's forward pass (1 for plain decoding; on a device group, the
+    /// rows of the whole step, summed over the devices).
+    pub rows: usize,
 }
 
 /// A decoding strategy (plain, lookahead, ...).

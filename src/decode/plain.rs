@@ -40,6 +40,7 @@ impl Decoder for PlainDecoder {
         Ok(StepOutcome {
             tokens: vec![token],
             from_draft: 0,
+            rows: 1,
         })
     }
 }

@@ -153,6 +153,7 @@ impl Decoder for PromptLookupDecoder {
         Ok(StepOutcome {
             tokens: verdict.tokens,
             from_draft: verdict.matched,
+            rows: layout.len(),
         })
     }
 

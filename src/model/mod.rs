@@ -11,6 +11,7 @@ pub mod llama;
 pub mod mask;
 pub mod rope;
 pub mod step_io;
+pub mod timed;
 pub mod weights;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use group::{DeviceGroup, Pick, Share};
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use mask::AttentionMask;
+pub use timed::TimedLm;
 pub use weights::{Linear, WeightFormat};
 
 use crate::{LadeError, Result};

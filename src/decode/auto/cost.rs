@@ -138,6 +138,16 @@ impl ForwardCost {
         Some(lo.seconds + f * (hi.seconds - lo.seconds))
     }
 
+    /// [`Self::seconds`], and beyond the measured range the last point's time in proportion
+    /// to rows: an estimate for the few largest steps of a config whose steps vary in size
+    /// (the curve stops once a pass costs more than any config can recoup in every step).
+    pub fn seconds_extrapolated(&self, rows: usize) -> f64 {
+        self.seconds(rows).unwrap_or_else(|| {
+            let last = self.samples[self.samples.len() - 1];
+            last.seconds * rows as f64 / last.rows as f64
+        })
+    }
+
     /// `seconds(rows) / seconds(1)`: a step of `rows` rows in single-token steps.
     pub fn relative(&self, rows: usize) -> Option<f64> {
         Some(self.seconds(rows)? / self.samples[0].seconds)
@@ -247,6 +257,8 @@ mod tests {
         assert!((c.seconds(3).unwrap() - 0.016).abs() < 1e-12);
         assert!((c.seconds(6).unwrap() - 0.03).abs() < 1e-12);
         assert_eq!(c.seconds(9), None);
+        assert!((c.seconds_extrapolated(16) - 0.08).abs() < 1e-12);
+        assert_eq!(c.seconds_extrapolated(6), c.seconds(6).unwrap());
         assert!((c.relative(8).unwrap() - 4.0).abs() < 1e-12);
         assert_eq!(c.max_rows(), 8);
     }

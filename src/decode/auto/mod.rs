@@ -1,7 +1,8 @@
 //! `--lookahead auto`: pick the decoding config with the highest expected tokens per second.
 //!
 //! Expected speed of a lookahead config = expected tokens per step ([`AcceptanceTable`]) /
-//! the measured time of a forward pass over its `(W + G)(N - 1)` rows ([`ForwardCost`]);
+//! the measured time of a forward pass over its `(W + G)(N - 1)` rows ([`ForwardCost`]), or
+//! over its mix of row counts where steps vary in size (W = 0: the draft follows the match);
 //! plain decoding makes one token per single-row pass. A lookahead config is picked only when
 //! it beats plain decoding by [`AutoOptions::min_gain`]. On a CPU, where every extra row costs
 //! about as much as a decoded token, this means plain decoding; on a GPU, where a pass costs
@@ -14,7 +15,7 @@
 pub mod cost;
 pub mod prior;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
@@ -185,16 +186,31 @@ fn pick_checked(
         if e.rows() > opts.max_rows {
             continue;
         }
-        // Beyond the measured range the cost already exceeded what any config can recoup.
-        let seconds = match checks.get(&wng(&e.config())) {
-            Some(None) => continue,
-            _ => match by_rows.get(&e.rows()) {
-                Some(s) => *s,
-                None => match cost.seconds(e.rows()) {
-                    Some(s) => s,
-                    None => continue,
-                },
-            },
+        if let Some(None) = checks.get(&wng(&e.config())) {
+            continue;
+        }
+        // A step's time: its row count's real time where one was tried, else the curve's.
+        // Configs whose steps vary in size (W = 0 drafts follow the match) cost their mix of
+        // row counts; their rare largest steps may lie beyond the measured range, which is
+        // then extrapolated. For a config of one step size, the cost there already exceeded
+        // what it can recoup.
+        let mix = e.row_mix();
+        let varying = mix.len() > 1;
+        let seconds: Option<f64> = mix
+            .iter()
+            .map(|&(rows, f)| {
+                let t = by_rows.get(&rows).copied().or(cost.seconds(rows));
+                Some(
+                    f * if varying {
+                        t.unwrap_or_else(|| cost.seconds_extrapolated(rows))
+                    } else {
+                        t?
+                    },
+                )
+            })
+            .sum();
+        let Some(seconds) = seconds else {
+            continue;
         };
         let tps = table.expected(e) / seconds;
         if best.is_none_or(|(_, b)| tps > b) {
@@ -378,10 +394,10 @@ pub fn current_table() -> AcceptanceTable {
     lock(table()).clone()
 }
 
-/// Feeds a finished generation of `config` (its generated tokens and steps) into the
-/// process-wide acceptance table.
-pub fn record(config: &LookaheadConfig, tokens: usize, steps: usize) {
-    lock(table()).record(config, tokens, steps);
+/// Feeds a finished generation of `config` (its generated tokens, its steps by query rows)
+/// into the process-wide acceptance table.
+pub fn record(config: &LookaheadConfig, tokens: usize, steps_by_rows: &BTreeMap<usize, usize>) {
+    lock(table()).record(config, tokens, steps_by_rows);
 }
 
 /// Measured cost curve cached for `key`, if any.
@@ -430,6 +446,70 @@ mod tests {
         let (cfg, tps) = a.best_lookahead.unwrap();
         assert_eq!((cfg.window, cfg.ngram), (4, 3));
         assert!(tps < 20.0);
+    }
+
+    #[test]
+    fn steps_of_varying_size_cost_their_mix_of_rows() {
+        // H200-like: 8 rows 1.1x a single row, 16 rows 1.3x, 32 rows 1.7x (1 ms per row-1
+        // step; linear in between).
+        let c = curve(
+            |r| match r {
+                1 | 2 | 4 => 1e-3,
+                8 => 1.1e-3,
+                16 => 1.3e-3,
+                _ => 1.7e-3,
+            },
+            32,
+        );
+        let mut t = AcceptanceTable::from_prior(&[(0, 8, 1, 1.7), (0, 32, 1, 1.8)]);
+        // Priced at its largest step, 0,32,1 (1.8 / 1.7 ms) loses to 0,8,1 (1.7 / 1.1 ms).
+        let a = pick(&c, &t, &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(0, 8, 1))
+        );
+        // Half of its steps without a draft, 40 % of 8 rows, 10 % of 32: 1.11 ms a step.
+        t = t.with_row_mix((0, 32, 1), &[(1, 0.5), (8, 0.4), (32, 0.1)]);
+        let a = pick(&c, &t, &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(0, 32, 1))
+        );
+        assert!(
+            (a.expected_tokens_per_s - 1.8 / 1.11e-3).abs() < 1e-6,
+            "{a:?}"
+        );
+        // Generations whose steps all ran 32 rows (at the prior's acceptance) move the mix
+        // towards them, and 0,8,1 wins again.
+        let c32 = LookaheadConfig::new(0, 32, 1);
+        let steps = 4 * prior::PRIOR_WEIGHT_STEPS as usize;
+        t.record(&c32, steps * 18 / 10, &BTreeMap::from([(32, steps)]));
+        let a = pick(&c, &t, &AutoOptions::default());
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(0, 8, 1))
+        );
+    }
+
+    #[test]
+    fn the_measured_prior_on_the_h200_curve_picks_the_longest_drafts() {
+        // Step times of session 7's H200 profile (1 / 4 / 8 / 16 / 32 rows, relative to one).
+        let rel = [
+            (1, 1.0),
+            (2, 1.01),
+            (4, 1.02),
+            (8, 1.11),
+            (16, 1.32),
+            (32, 1.67),
+        ];
+        let c = curve(|r| 1e-3 * rel.iter().find(|p| p.0 == r).unwrap().1, 32);
+        let a = pick(&c, &AcceptanceTable::measured(), &AutoOptions::default());
+        // 0,32,1: 1.76 tokens a step at 1.04 single-row times (most steps have 1 or 4 rows).
+        assert_eq!(
+            a.strategy,
+            Strategy::Lookahead(LookaheadConfig::new(0, 32, 1))
+        );
+        assert!((1650.0..1720.0).contains(&a.expected_tokens_per_s), "{a:?}");
     }
 
     #[test]

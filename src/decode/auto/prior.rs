@@ -7,6 +7,8 @@
 //! it is a rough guide (`--lookahead-prior` takes one measured on them): the running statistics
 //! rescale it to the workload, and reorder configs only once they are observed to differ.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::decode::LookaheadConfig;
@@ -17,11 +19,14 @@ use crate::{LadeError, Result};
 /// output was identical to plain greedy, so the compression is the algorithm's, not the
 /// device's. 1,5,1, 2,5,2, 1,5,3, 4,3,4 and 7,4,7 are the H200 run of docs/benchmarks.md with
 /// the context-matched candidate (the default); the others are the H100 runs without it, which
-/// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1 (no window:
-/// one 7-token candidate from the prompt, the output and the context match) is the H200 run
-/// of the W = 0 decoder (1.67 without the context match, as `prompt-lookup:8,1`).
+/// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1, 0,16,1 and
+/// 0,32,1 (no window: one draft from the prompt and the output, as long as the context match
+/// suggests, at most N-1) are the H200 run of session 7 (0,8,1 with fixed 7-token drafts:
+/// 1.72; without the context match, as `prompt-lookup:8,1`: 1.67).
 const MEASURED: &[(usize, usize, usize, f64)] = &[
-    (0, 8, 1, 1.72),
+    (0, 8, 1, 1.70),
+    (0, 16, 1, 1.74),
+    (0, 32, 1, 1.76),
     (1, 5, 1, 1.63),
     (2, 3, 2, 1.55),
     (3, 3, 3, 1.76),
@@ -38,20 +43,51 @@ const MEASURED: &[(usize, usize, usize, f64)] = &[
     (20, 5, 20, 2.45),
 ];
 
+/// `(W, N, G)`.
+type Wng = (usize, usize, usize);
+
+/// `((W, N, G), [(query rows, steps)])` of configs whose steps vary in size: the
+/// W = 0 configs, whose draft follows the context match (3 / 7 / 15 / 31 tokens after a
+/// 1 / 2-3 / 4-15 / 16+ token match, none without one): steps by query rows in the same H200
+/// run (40 MT-Bench prompts × 256 tokens; docs/benchmarks.md, session 7). A config not listed
+/// has steps of [`AcceptanceEntry::rows`] rows.
+const MEASURED_ROWS: &[(Wng, &[(usize, f64)])] = &[
+    ((0, 8, 1), &[(1, 2486.0), (4, 2381.0), (8, 1169.0)]),
+    (
+        (0, 16, 1),
+        &[(1, 2486.0), (4, 2381.0), (8, 625.0), (16, 384.0)],
+    ),
+    (
+        (0, 32, 1),
+        &[
+            (1, 2486.0),
+            (4, 2381.0),
+            (8, 625.0),
+            (16, 264.0),
+            (32, 71.0),
+        ],
+    ),
+];
+
 /// How many steps of evidence the prior counts for when it is blended with observed steps.
-const PRIOR_WEIGHT_STEPS: f64 = 256.0;
+pub(crate) const PRIOR_WEIGHT_STEPS: f64 = 256.0;
 
 /// One config of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AcceptanceEntry {
     pub window: usize,
     pub ngram: usize,
     pub guesses: usize,
     /// Prior tokens per step.
     pub prior: f64,
+    /// Prior fractions of steps by query rows (summing to 1); empty: every step has
+    /// [`Self::rows`] rows.
+    pub prior_rows: Vec<(usize, f64)>,
     /// Tokens and steps observed since the process started.
     pub observed_tokens: usize,
     pub observed_steps: usize,
+    /// Observed steps by query rows.
+    pub observed_rows: BTreeMap<usize, usize>,
 }
 
 impl AcceptanceEntry {
@@ -59,6 +95,25 @@ impl AcceptanceEntry {
     /// `1 + G(N - 1)` without a window.
     pub fn rows(&self) -> usize {
         self.config().step_tokens(self.guesses)
+    }
+
+    /// Expected fractions of steps by query rows: the prior's (as [`PRIOR_WEIGHT_STEPS`]
+    /// steps) blended with the observed steps, increasing in rows.
+    pub fn row_mix(&self) -> Vec<(usize, f64)> {
+        let prior = if self.prior_rows.is_empty() {
+            vec![(self.rows(), 1.0)]
+        } else {
+            self.prior_rows.clone()
+        };
+        let mut weights: BTreeMap<usize, f64> = BTreeMap::new();
+        for (r, f) in prior {
+            *weights.entry(r).or_default() += f * PRIOR_WEIGHT_STEPS;
+        }
+        for (&r, &n) in &self.observed_rows {
+            *weights.entry(r).or_default() += n as f64;
+        }
+        let total: f64 = weights.values().sum();
+        weights.into_iter().map(|(r, w)| (r, w / total)).collect()
     }
 
     /// The lookahead config (default policy switches).
@@ -86,7 +141,25 @@ impl Default for AcceptanceTable {
 impl AcceptanceTable {
     /// The prior measured on the default model.
     pub fn measured() -> Self {
-        Self::from_prior(MEASURED)
+        MEASURED_ROWS
+            .iter()
+            .fold(Self::from_prior(MEASURED), |t, &(wng, mix)| {
+                t.with_row_mix(wng, mix)
+            })
+    }
+
+    /// Gives the entry of `(W, N, G)` (if any) a prior mix of step sizes: `(query rows,
+    /// weight)`, e.g. steps counted by rows (normalised to fractions here).
+    pub fn with_row_mix(mut self, wng: Wng, mix: &[(usize, f64)]) -> Self {
+        let total: f64 = mix.iter().map(|&(_, w)| w).sum();
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| (e.window, e.ngram, e.guesses) == wng)
+        {
+            e.prior_rows = mix.iter().map(|&(r, w)| (r, w / total)).collect();
+        }
+        self
     }
 
     /// A table from `(W, N, G, tokens per step)` rows.
@@ -99,8 +172,10 @@ impl AcceptanceTable {
                     ngram,
                     guesses,
                     prior,
+                    prior_rows: Vec::new(),
                     observed_tokens: 0,
                     observed_steps: 0,
+                    observed_rows: BTreeMap::new(),
                 })
                 .collect(),
         }
@@ -149,15 +224,24 @@ impl AcceptanceTable {
         &self.entries
     }
 
-    /// Adds the outcome of a generation that ran with `config` (ignored for configs not in
-    /// the table, and for reference-compatible runs, which accept less by design).
-    pub fn record(&mut self, config: &LookaheadConfig, tokens: usize, steps: usize) {
+    /// Adds the outcome of a generation that ran with `config`: its tokens and its steps by
+    /// query rows (ignored for configs not in the table, and for reference-compatible runs,
+    /// which accept less by design).
+    pub fn record(
+        &mut self,
+        config: &LookaheadConfig,
+        tokens: usize,
+        steps_by_rows: &BTreeMap<usize, usize>,
+    ) {
         if config.reference_compat {
             return;
         }
         if let Some(e) = self.entries.iter_mut().find(|e| e.is(config)) {
             e.observed_tokens += tokens;
-            e.observed_steps += steps;
+            for (&r, &n) in steps_by_rows {
+                e.observed_steps += n;
+                *e.observed_rows.entry(r).or_default() += n;
+            }
         }
     }
 
@@ -212,6 +296,11 @@ impl AcceptanceTable {
 mod tests {
     use super::*;
 
+    /// `n` steps of `c`'s full size.
+    fn full_steps(c: &LookaheadConfig, n: usize) -> BTreeMap<usize, usize> {
+        BTreeMap::from([(c.step_tokens(c.guesses), n)])
+    }
+
     #[test]
     fn observations_scale_every_config_and_pull_the_observed_one() {
         let mut t = AcceptanceTable::from_prior(&[(4, 3, 4, 2.0), (8, 4, 8, 1.5)]);
@@ -222,20 +311,24 @@ mod tests {
         // As many observed steps as the prior weighs, at 1.0 token per step (half the prior):
         // the workload ratio is (1 + 0.5) / 2, and with one config observed it scales both.
         let steps = PRIOR_WEIGHT_STEPS as usize;
-        t.record(&c, steps, steps);
+        t.record(&c, steps, &full_steps(&c, steps));
         assert!((e(&t, 0) - 2.0 * 0.75).abs() < 1e-12, "{}", e(&t, 0));
         assert!((e(&t, 1) - 1.5 * 0.75).abs() < 1e-12, "{}", e(&t, 1));
         // Much more evidence: close to the observed rate, and the sibling to its prior times
         // the same ratio, so the prior's ranking holds.
-        t.record(&c, 100 * steps, 100 * steps);
+        t.record(&c, 100 * steps, &full_steps(&c, 100 * steps));
         assert!(e(&t, 0) < 1.01);
         assert!(e(&t, 1) < 0.76 && e(&t, 1) < e(&t, 0), "{}", e(&t, 1));
         // Unknown configs and reference mode change nothing.
         let before = (e(&t, 0), e(&t, 1));
-        t.record(&LookaheadConfig::new(5, 5, 5), 10, 1);
+        t.record(
+            &LookaheadConfig::new(5, 5, 5),
+            10,
+            &full_steps(&LookaheadConfig::new(5, 5, 5), 1),
+        );
         let mut r = LookaheadConfig::new(8, 4, 8);
         r.reference_compat = true;
-        t.record(&r, 10, 1);
+        t.record(&r, 10, &full_steps(&r, 1));
         assert_eq!((e(&t, 0), e(&t, 1)), before);
         assert_eq!(t.entries()[1].rows(), 48);
     }
@@ -253,10 +346,15 @@ mod tests {
                 .find(|e| (e.window, e.ngram, e.guesses) == (w, n, g));
             t.expected(e.unwrap())
         };
-        t.record(&LookaheadConfig::new(0, 8, 1), 256, 218);
+        let prior = find(&t, 0, 8, 1);
+        t.record(
+            &LookaheadConfig::new(0, 8, 1),
+            256,
+            &full_steps(&LookaheadConfig::new(0, 8, 1), 218),
+        );
         assert!(find(&t, 0, 8, 1) > find(&t, 1, 5, 1));
         assert!(
-            find(&t, 0, 8, 1) < 1.72,
+            find(&t, 0, 8, 1) < prior,
             "the hard prompt lowers the estimate"
         );
     }
@@ -267,8 +365,16 @@ mod tests {
         // outweighs the prior.
         let mut t = AcceptanceTable::from_prior(&[(1, 5, 1, 1.7), (2, 3, 2, 1.6)]);
         let steps = 10 * PRIOR_WEIGHT_STEPS as usize;
-        t.record(&LookaheadConfig::new(1, 5, 1), steps * 3 / 2, steps);
-        t.record(&LookaheadConfig::new(2, 3, 2), steps * 9 / 5, steps);
+        t.record(
+            &LookaheadConfig::new(1, 5, 1),
+            steps * 3 / 2,
+            &full_steps(&LookaheadConfig::new(1, 5, 1), steps),
+        );
+        t.record(
+            &LookaheadConfig::new(2, 3, 2),
+            steps * 9 / 5,
+            &full_steps(&LookaheadConfig::new(2, 3, 2), steps),
+        );
         let e = |i: usize| t.expected(&t.entries()[i]);
         assert!(e(1) > e(0), "{} {}", e(0), e(1));
     }
@@ -303,6 +409,9 @@ mod tests {
                 e.prior >= 1.0 && e.prior <= e.ngram as f64,
                 "{e:?}: a step commits 1..=N tokens"
             );
+            let mix = e.row_mix();
+            assert!((mix.iter().map(|&(_, f)| f).sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(mix.iter().all(|&(r, _)| r >= 1 && r <= e.rows()), "{e:?}");
         }
     }
 }

@@ -144,6 +144,7 @@ impl LookaheadDecoder {
         StepOutcome {
             tokens: verdict.tokens,
             from_draft: verdict.matched,
+            rows: batch_tokens,
         }
     }
 
