@@ -14,19 +14,63 @@
 
 use std::collections::HashMap;
 
-/// Latest end position of every short context in the committed text.
+use super::LookaheadConfig;
+
+/// The latest end (index of the last token) of every context of `shortest..=longest` tokens
+/// in the committed text that has `followers` committed tokens after it.
+#[derive(Debug, Clone)]
+struct LatestEnds {
+    shortest: usize,
+    longest: usize,
+    followers: usize,
+    /// Context tokens → latest end index.
+    latest: HashMap<Vec<u32>, usize>,
+    /// End indices below this are indexed.
+    indexed: usize,
+}
+
+impl LatestEnds {
+    fn new(shortest: usize, longest: usize, followers: usize) -> Self {
+        Self {
+            shortest,
+            longest,
+            followers,
+            latest: HashMap::new(),
+            indexed: 0,
+        }
+    }
+
+    /// Indexes every end of `tokens` (the whole committed text, which only grows) with its
+    /// followers committed. Without followers there is nothing to offer, and nothing is kept.
+    fn extend(&mut self, tokens: &[u32]) {
+        if self.followers == 0 {
+            return;
+        }
+        let complete = tokens.len().saturating_sub(self.followers);
+        for end in self.indexed..complete {
+            for k in self.shortest..=self.longest.min(end + 1) {
+                self.latest.insert(tokens[end + 1 - k..=end].to_vec(), end);
+            }
+        }
+        self.indexed = self.indexed.max(complete);
+    }
+
+    /// The latest end of the longest indexed context that `tokens` ends with.
+    fn latest_end(&self, tokens: &[u32]) -> Option<usize> {
+        let len = tokens.len();
+        (self.shortest..=self.longest.min(len))
+            .rev()
+            .find_map(|k| self.latest.get(&tokens[len - k..]))
+            .copied()
+    }
+}
+
+/// Latest end position of every 2- and 3-token context whose N-1 followers are committed.
 #[derive(Debug, Clone)]
 pub struct ContextIndex {
     /// Tokens per candidate (N-1).
     arity: usize,
-    /// Shortest context that counts as a match.
-    min_context: usize,
-    /// Longest context looked up.
-    max_context: usize,
-    /// Context tokens → latest end index (the index of the context's last token).
-    latest: HashMap<Vec<u32>, usize>,
-    /// End indices below this are indexed.
-    indexed: usize,
+    ends: LatestEnds,
 }
 
 impl ContextIndex {
@@ -35,37 +79,22 @@ impl ContextIndex {
     pub fn new(arity: usize) -> Self {
         Self {
             arity,
-            min_context: 2,
-            max_context: 3,
-            latest: HashMap::new(),
-            indexed: 0,
+            ends: LatestEnds::new(2, 3, arity),
         }
     }
 
     /// Indexes every end position of `tokens` (the whole committed text, which only grows)
     /// whose `arity` following tokens are committed.
     pub fn extend(&mut self, tokens: &[u32]) {
-        if self.arity == 0 {
-            return;
-        }
-        let complete = tokens.len().saturating_sub(self.arity);
-        for end in self.indexed..complete {
-            for k in self.min_context..=self.max_context.min(end + 1) {
-                self.latest.insert(tokens[end + 1 - k..=end].to_vec(), end);
-            }
-        }
-        self.indexed = self.indexed.max(complete);
+        self.ends.extend(tokens);
     }
 
     /// The `arity` tokens that followed the latest earlier occurrence of the longest matching
     /// context of `tokens`'s end, if any (`tokens` = the committed text the index was extended
     /// with, or a longer one).
     pub fn lookup<'a>(&self, tokens: &'a [u32]) -> Option<&'a [u32]> {
-        let len = tokens.len();
-        (self.min_context..=self.max_context.min(len))
-            .rev()
-            .find_map(|k| self.latest.get(&tokens[len - k..]))
-            .map(|&end| &tokens[end + 1..=end + self.arity])
+        let end = self.ends.latest_end(tokens)?;
+        Some(&tokens[end + 1..=end + self.arity])
     }
 }
 
@@ -90,9 +119,7 @@ pub fn draft_len(matched: usize, max: usize) -> usize {
 pub struct DraftIndex {
     /// Longest draft.
     max_draft: usize,
-    /// Context tokens → latest end index with a follower.
-    latest: HashMap<Vec<u32>, usize>,
-    indexed: usize,
+    ends: LatestEnds,
 }
 
 /// Longest context indexed by [`DraftIndex`].
@@ -104,21 +131,14 @@ impl DraftIndex {
     pub fn new(max_draft: usize) -> Self {
         Self {
             max_draft,
-            latest: HashMap::new(),
-            indexed: 0,
+            ends: LatestEnds::new(1, DRAFT_CONTEXT, 1),
         }
     }
 
     /// Indexes every end of `tokens` (the committed text, which only grows) that has a
     /// committed follower.
     pub fn extend(&mut self, tokens: &[u32]) {
-        let complete = tokens.len().saturating_sub(1);
-        for end in self.indexed..complete {
-            for k in 1..=DRAFT_CONTEXT.min(end + 1) {
-                self.latest.insert(tokens[end + 1 - k..=end].to_vec(), end);
-            }
-        }
-        self.indexed = self.indexed.max(complete);
+        self.ends.extend(tokens);
     }
 
     /// The draft after `tokens`: the latest earlier end of the longest indexed context of
@@ -128,10 +148,7 @@ impl DraftIndex {
     /// (an overlapping copy, as in LZ77), so a loop in the text yields a full-length draft.
     pub fn draft(&self, tokens: &[u32]) -> Option<Vec<u32>> {
         let len = tokens.len();
-        let end = (1..=DRAFT_CONTEXT.min(len))
-            .rev()
-            .find_map(|k| self.latest.get(&tokens[len - k..]))
-            .copied()?;
+        let end = self.ends.latest_end(tokens)?;
         let matched = (0..MATCH_CAP.min(end + 1))
             .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
             .count();
@@ -147,6 +164,53 @@ impl DraftIndex {
             draft.push(t);
         }
         (!draft.is_empty()).then_some(draft)
+    }
+}
+
+/// The context-matched candidate of a decoder: off, a fixed N-1-token continuation
+/// ([`ContextIndex`]) or a draft whose length follows the match ([`DraftIndex`]; W = 0 with
+/// `adaptive_draft`).
+#[derive(Debug, Clone)]
+pub enum ContextMatch {
+    Off,
+    Fixed(ContextIndex),
+    Adaptive(DraftIndex),
+}
+
+impl ContextMatch {
+    /// What `config` asks for (nothing without candidates, G = 0).
+    pub fn for_config(config: &LookaheadConfig) -> Self {
+        let arity = config.ngram - 1;
+        if !config.context_match || config.guesses == 0 {
+            Self::Off
+        } else if config.window == 0 && config.adaptive_draft {
+            Self::Adaptive(DraftIndex::new(arity))
+        } else {
+            Self::Fixed(ContextIndex::new(arity))
+        }
+    }
+
+    /// Whether drafts follow the match.
+    pub fn is_adaptive(&self) -> bool {
+        matches!(self, Self::Adaptive(_))
+    }
+
+    /// Indexes the committed text `tokens` (which only grows).
+    pub fn extend(&mut self, tokens: &[u32]) {
+        match self {
+            Self::Off => {}
+            Self::Fixed(index) => index.extend(tokens),
+            Self::Adaptive(index) => index.extend(tokens),
+        }
+    }
+
+    /// The candidate after the committed text `tokens`, if its end matches.
+    pub fn candidate(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+        match self {
+            Self::Off => None,
+            Self::Fixed(index) => index.lookup(tokens).map(<[u32]>::to_vec),
+            Self::Adaptive(index) => index.draft(tokens),
+        }
     }
 }
 

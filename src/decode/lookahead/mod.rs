@@ -21,7 +21,7 @@ use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
-pub use context_match::{ContextIndex, DraftIndex};
+pub use context_match::{ContextIndex, ContextMatch, DraftIndex};
 pub use layout::StepLayout;
 pub use parallel::{ParallelLookaheadDecoder, Partition};
 pub use pool::NgramPool;
@@ -50,10 +50,9 @@ pub struct LookaheadDecoder {
     /// The Jacobi window (none with W = 0).
     window: Option<JacobiWindow>,
     pool: NgramPool,
-    /// Contexts of the committed text, for the context-matched candidate (`context_match`).
-    context: ContextIndex,
-    /// Contexts for drafts whose length follows the match (W = 0, `adaptive_draft`).
-    drafts: DraftIndex,
+    /// Contexts of the committed text, for the context-matched candidate (`context_match`;
+    /// with W = 0 and `adaptive_draft`, drafts whose length follows the match).
+    context: ContextMatch,
     stats: LookaheadStats,
 }
 
@@ -65,8 +64,7 @@ impl LookaheadDecoder {
             begun: false,
             window: None,
             pool: NgramPool::new(config.ngram - 1, config.guesses),
-            context: ContextIndex::new(config.ngram - 1),
-            drafts: DraftIndex::new(config.ngram - 1),
+            context: ContextMatch::for_config(&config),
             stats: LookaheadStats::default(),
         })
     }
@@ -85,12 +83,6 @@ impl LookaheadDecoder {
 
     pub fn stats(&self) -> &LookaheadStats {
         &self.stats
-    }
-
-    /// Whether the context-matched candidate's length follows the match (W = 0 only).
-    fn adaptive(&self) -> bool {
-        let c = &self.config;
-        c.window == 0 && c.context_match && c.adaptive_draft && c.guesses > 0
     }
 
     /// Most draft tokens a step may confirm.
@@ -152,11 +144,7 @@ impl LookaheadDecoder {
     /// which are new): the n-grams that end in them go to the pool (`pool_from_prompt`), their
     /// contexts to the context index (`context_match`).
     fn commit(&mut self, committed: &[u32], new: usize) {
-        if self.adaptive() {
-            self.drafts.extend(committed);
-        } else if self.config.context_match {
-            self.context.extend(committed);
-        }
+        self.context.extend(committed);
         if !self.config.pool_from_prompt {
             return;
         }
@@ -183,14 +171,9 @@ impl LookaheadDecoder {
         } else {
             Vec::new()
         };
-        let matched = if self.adaptive() {
-            self.drafts.draft(tokens)
-        } else if self.config.context_match && g > 0 {
-            self.context.lookup(tokens).map(<[u32]>::to_vec)
-        } else {
-            None
+        let Some(m) = self.context.candidate(tokens) else {
+            return pool;
         };
-        let Some(m) = matched else { return pool };
         pool.retain(|v| v.as_slice() != m);
         let drop = (pool.len() + 1).saturating_sub(g);
         let mut out = Vec::with_capacity(g);
@@ -214,17 +197,12 @@ impl Decoder for LookaheadDecoder {
         self.window =
             (c.window > 0).then(|| JacobiWindow::from_prompt(prompt, c.window, c.ngram, c.seed));
         self.pool = NgramPool::new(c.ngram - 1, c.guesses);
-        self.context = ContextIndex::new(c.ngram - 1);
-        self.drafts = DraftIndex::new(c.ngram - 1);
+        self.context = ContextMatch::for_config(c);
         self.stats = LookaheadStats::default();
         if c.pool_from_prompt {
             self.pool.insert_sequence(prompt);
         }
-        if self.adaptive() {
-            self.drafts.extend(prompt);
-        } else if c.context_match {
-            self.context.extend(prompt);
-        }
+        self.context.extend(prompt);
         Ok(())
     }
 
@@ -295,7 +273,7 @@ impl Decoder for LookaheadDecoder {
             "guesses": c.guesses,
             "pool_from_prompt": c.pool_from_prompt,
             "context_match": c.context_match,
-            "adaptive_draft": self.adaptive(),
+            "adaptive_draft": self.context.is_adaptive(),
             "reference_compat": c.reference_compat,
             "pool_size": self.pool.len(),
             "lookahead_steps": self.stats.lookahead_steps,
