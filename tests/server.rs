@@ -129,6 +129,13 @@ async fn endpoints_streaming_and_lookahead() {
     assert!(lu["steps"].as_u64().unwrap() <= la["steps"].as_u64().unwrap());
     assert!(lu["compression"].as_f64().unwrap() >= 1.0);
     assert!(lu["mean_accepted"].as_f64().unwrap() >= 1.0);
+    // The decoder's own counters, and the steps by query rows (a step of 4,3,4 has at most
+    // (W + G)(N - 1) = 16).
+    assert_eq!(lu["decoder_stats"]["window"], 4);
+    let by_rows = lu["steps_by_rows"].as_object().unwrap();
+    let steps: u64 = by_rows.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(steps, lu["steps"].as_u64().unwrap());
+    assert!(by_rows.keys().all(|r| r.parse::<usize>().unwrap() <= 16));
     lb["lookahead"] = json!(false);
     let off = ok_json(post(&c, &s, "/v1/chat/completions", &lb).await).await;
     assert_eq!(chat_text(&off), text);

@@ -291,8 +291,13 @@ fn usage(f: &Finished) -> Value {
             "drafted_tokens_accepted": s.drafted_tokens_accepted,
             "accepted_per_step": s.accepted_per_step,
             "decode_tokens_per_s": s.decode_tokens_per_s,
+            "steps_by_rows": s.steps_by_rows,
         },
     });
+    // The decoder's own counters (lookahead: its config, pool, candidates verified).
+    if let Some(d) = &f.decoder_stats {
+        v["lookahead"]["decoder_stats"] = d.clone();
+    }
     // Lookahead Parallelism only (`lade serve --devices`): the group's devices.
     if let Some(d) = &f.devices {
         v["lookahead"]["devices"] = json!(d);
