@@ -12,7 +12,8 @@
 # shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
-# scaling (W,N grid).
+# scaling (W,N grid), oneshot (one generation per process, graph captures included;
+# ONESHOT_VARIANTS="default;ENV=1").
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -77,6 +78,21 @@ bench() {
   # steps by query rows per config (what auto's prior needs of configs whose steps vary)
   python3 -c 'import json,sys; [print(s["config"], "rows/step %.2f host ms/step %.4f" % (s["rows_per_step"], s["host_ms_per_step"]), dict(sorted((int(k), v) for k, v in s["steps_by_rows"].items()))) for s in json.load(open(sys.argv[1]))["summary"]]' \
     "$OUT/$name/summary.json" 2>&1 | tail -20
+}
+
+oneshot() {  # one generation per process (what a user of lade generate sees): graph captures included
+  python3 -c 'import json; [print(json.loads(l)["prompt"]) for l in list(open(".devbin/data/mt_bench.jsonl"))[:3]]' > "$OUT/oneshot_prompts.txt"
+  local i=0 v cfg list
+  IFS=';' read -ra list <<< "${ONESHOT_VARIANTS:-default}"
+  while read -r p; do
+    for v in "${list[@]}"; do
+      for cfg in "--no-lookahead" "--lookahead 0,32,1"; do
+        env ${v/default/} timeout 60 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n "$TOKENS" --json -q $cfg < /dev/null 2>/dev/null |
+          python3 -c 'import json,sys; s=json.load(sys.stdin)["stats"]; print(sys.argv[1], sys.argv[2], sys.argv[3], "%d tokens %d steps %.1f ms decode %.1f tok/s (model %.1f ms)" % (s["generated_tokens"], s["steps"], s["decode_ms"], s["decode_tokens_per_s"], s["model_ms"]))' "prompt $i" "[$v]" "$cfg"
+      done
+    done
+    i=$((i + 1))
+  done < "$OUT/oneshot_prompts.txt"
 }
 
 graphs() {
@@ -162,6 +178,7 @@ case "$cmd" in
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
+        oneshot) oneshot ;;
         profile) profile ;;
         variants) variants ;;
         pick) pick; . "$OUT/picked.env" ;;
@@ -177,6 +194,7 @@ case "$cmd" in
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
+        oneshot) oneshot ;;
         profile) profile ;;
         variants) variants ;;
         pick) pick; . "$OUT/picked.env" ;;

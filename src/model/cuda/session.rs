@@ -12,6 +12,16 @@ use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
 use crate::{LadeError, Result};
 
+/// Rows and logit rows the step buffers are made for at least (`LADE_CUDA_MIN_STEP_ROWS`, 64 by
+/// default; 1 = exactly what the steps so far needed).
+fn min_step_rows() -> usize {
+    std::env::var("LADE_CUDA_MIN_STEP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+        .clamp(1, MAX_ROWS)
+}
+
 /// Largest row bucket one forward pass runs; longer causal prefills are cut into pieces.
 pub const MAX_ROWS: usize = 2048;
 
@@ -126,7 +136,9 @@ impl CudaSession {
     }
 
     /// Makes sure the buffers hold a step of `qb` rows and `rb` logit rows. Growing them moves
-    /// them, so every captured graph is dropped.
+    /// them, so every captured graph is dropped; they are therefore made for at least
+    /// [`min_step_rows`] rows and logit rows from the start (a lookahead generation's steps
+    /// grow from 1 to 32 logit rows, which would otherwise drop the graphs at each size).
     fn ensure_buffers(&mut self, qb: usize, rb: usize) -> Result<()> {
         if let Some(b) = &self.bufs {
             if b.qc >= qb && b.rc >= rb {
@@ -137,7 +149,8 @@ impl CudaSession {
             Some(b) => (b.qc.max(qb), b.rc.max(rb)),
             None => (qb, rb),
         };
-        let (qc, rc) = (qc.max(1), rc.max(1));
+        let least = min_step_rows();
+        let (qc, rc) = (qc.max(least), rc.max(least));
         self.graphs.clear();
         self.bufs = None;
         let c = &self.model.config;
