@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// single entry is the same as `--device`.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
+    /// Give every request a fresh session (KV cache, and on a GPU its captured step graphs)
+    /// instead of reusing a finished request's that fits (up to --max-concurrent are kept).
+    #[arg(long)]
+    pub fresh_sessions: bool,
 }
 
 /// The devices of `--devices` (two or more): the first shares the server's model (loaded
@@ -147,6 +151,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
         log: !args.model.quiet,
+        reuse_sessions: !args.fresh_sessions,
     };
     let model_args = args.model.clone();
     let loader: ServedModelLoader = Box::new(move || {

@@ -1,7 +1,8 @@
 //! The model side of the server: prompts, the decoder of a request, and one generation.
 //!
 //! Every request gets its own session (KV cache) over the shared weights, on the backend the
-//! model was loaded to, and runs [`generate`] on a blocking thread. CPU kernels are
+//! model was loaded to, and runs [`generate`] on a blocking thread. A finished request's
+//! session is kept for a later one that fits in it ([`SessionPool`]; never two at once). CPU kernels are
 //! batch-invariant, so what a request gets does not depend on what else runs.
 //!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::request::{Endpoint, LookaheadRequest, PromptInput};
+use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
 use crate::decode::{
     AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
@@ -203,6 +205,8 @@ pub struct Ready {
     /// Lookahead Parallelism: the devices of every lookahead request's group (`None`: one
     /// device, the model's).
     pub devices: Option<DeviceSet>,
+    /// Single-device sessions of finished requests, for later ones.
+    pub sessions: SessionPool,
 }
 
 impl Ready {
@@ -220,7 +224,14 @@ impl Ready {
             context,
             auto,
             devices: None,
+            sessions: SessionPool::new(0),
         }
+    }
+
+    /// The same, keeping up to `keep` finished sessions for later requests (0: none).
+    pub fn with_session_pool(mut self, keep: usize) -> Self {
+        self.sessions = SessionPool::new(keep);
+        self
     }
 
     /// The same, decoding lookahead requests with Lookahead Parallelism over `devices`.
@@ -367,6 +378,8 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
     // Lookahead requests on a device group: their own group (its threads end when it is
     // dropped at the end of this function). Plain decoding, and lookahead without a window
     // (W = 0), have nothing to split: they run on the first device alone.
+    // (A device group is the request's own; a single-device session may come from the pool
+    // and goes back to it.)
     let (mut session, mut decoder, devices): (Box<dyn CausalLm + Send>, Box<dyn Decoder>, _) =
         match (job.mode, &ready.devices) {
             (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
@@ -376,7 +389,9 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
                 (Box::new(group), Box::new(decoder), Some(set.labels()))
             }
             _ => (
-                ready.loaded.new_session(capacity)?,
+                ready
+                    .sessions
+                    .take(capacity, ready.context, |n| ready.loaded.new_session(n))?,
                 decoder_for(job.mode, job.sampling.seed)?,
                 None,
             ),
@@ -401,6 +416,9 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         Some(ready.tokenizer()),
         &mut |piece, _| on_text(piece),
     )?;
+    if devices.is_none() {
+        ready.sessions.put(session);
+    }
     Ok(Finished {
         generation,
         decoder: decoder.name(),

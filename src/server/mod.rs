@@ -18,6 +18,7 @@ pub mod error;
 mod handlers;
 pub mod metrics;
 pub mod request;
+pub mod session_pool;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +70,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log lines on stderr.
     pub log: bool,
+    /// Keep finished requests' sessions (up to `max_concurrent`) for later requests that fit
+    /// in them ([`session_pool`]); false: a fresh session per request.
+    pub reuse_sessions: bool,
 }
 
 impl ServerConfig {
@@ -83,6 +87,7 @@ impl ServerConfig {
             max_body_bytes: 4 << 20,
             shutdown_grace: Duration::from_secs(30),
             log: true,
+            reuse_sessions: true,
         }
     }
 }
@@ -336,7 +341,14 @@ pub async fn serve_with(
                     } else {
                         LookaheadMode::Off
                     };
-                    let ready = Ready::new(loaded, context, auto).with_devices(devices);
+                    let pooled = if state.config.reuse_sessions {
+                        state.config.max_concurrent.max(1)
+                    } else {
+                        0
+                    };
+                    let ready = Ready::new(loaded, context, auto)
+                        .with_devices(devices)
+                        .with_session_pool(pooled);
                     if let Err(e) = &ready.template {
                         state.log(&format!(
                             "warning: the chat template does not compile ({e}); \
