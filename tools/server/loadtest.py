@@ -150,12 +150,15 @@ def main():
     ap.add_argument("--queue", type=int, default=8)
     ap.add_argument("--deadline", type=float, default=1800.0, help="seconds for the whole run")
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument of lade serve (repeatable), e.g. --fresh-sessions")
     a = ap.parse_args()
 
     server_args = ["--quiet", "--lookahead", a.lookahead, "--max-concurrent",
                    str(a.max_concurrent), "--queue", str(a.queue)]
     if a.model:
         server_args += ["--model", a.model]
+    server_args += a.server_arg
     with LadeServer(a.bin, server_args) as server:
         u = urlparse(server.base)
         stats = Stats()
@@ -193,6 +196,7 @@ def main():
     summary = {
         "lookahead": a.lookahead, "clients": a.clients, "requests_per_client": a.requests,
         "max_tokens": a.max_tokens, "max_concurrent": a.max_concurrent, "queue": a.queue,
+        "server_args": a.server_arg,
         "succeeded": stats.ok, "expected": expected, "rejected_429": stats.rejected,
         "errors": len(errors), "wall_s": round(wall, 1),
         "requests_per_s": round(stats.ok / wall, 3), "tokens_per_s": round(tokens / wall, 1),
