@@ -1,7 +1,8 @@
 //! The CUDA path against independent oracles: Hugging Face transformers (f32) logits and greedy
 //! tokens, plain greedy decoding on the same GPU, and single-row forwards. Built only with
 //! `--features cuda`; run on a GPU machine (tools/gpu-bench.sh `gputest`), with `LADE_MODEL`
-//! and `LADE_DATA_DIR` pointing at the model and the shared datasets.
+//! pointing at the model and `LADE_DATA_DIR` at the prompt sets (the binary was built
+//! elsewhere, so the checkout's `tests/fixtures/prompts` is not where it looks).
 #![cfg(feature = "cuda")]
 
 mod common;

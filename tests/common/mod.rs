@@ -58,16 +58,22 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-/// The first `n` prompts of a shared dataset (`../shared/data/NAME.jsonl`), as token ids:
-/// chat datasets through the model's chat template, code prompts raw.
+/// The first `n` prompts of a benchmark prompt set (`tests/fixtures/prompts/NAME.jsonl`: the
+/// first 10 rows of the shared sets; `$LADE_DATA_DIR/NAME.jsonl` instead where that is set),
+/// as token ids: chat datasets through the model's chat template, code prompts raw.
 pub fn dataset_prompts(model: &LoadedModel, name: &str, n: usize, chat: bool) -> Vec<Vec<u32>> {
-    // `$LADE_DATA_DIR` where the shared datasets are not beside the checkout (GPU machine).
     let dir = std::env::var_os("LADE_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prompts"));
     let path = dir.join(format!("{name}.jsonl"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let rows = text.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(
+        n <= rows,
+        "{} has {rows} prompts, {n} wanted",
+        path.display()
+    );
     let tok = &model.tokenizer;
     text.lines()
         .take(n)
