@@ -310,7 +310,7 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
     // scales each result row by 1/rms afterwards (a per-row scalar, so the same for every
     // batch); the row's sum of squares is accumulated in this same pass in a fixed order.
     const int K4 = K >> 2;
-    const bool flat_rows = ((flat & 1) && prologue != 1) || prologue == 2;
+    const bool flat_rows = (flat && prologue != 1) || prologue == 2;
     if (flat_rows) {
         // No row reduction to keep in order: the block's threads share the (row, float4) items
         // of all its rows, so a step of a row or two keeps every warp loading (with one row
@@ -357,72 +357,57 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
             }
         }
     }
-    // One row per warp (prologues 0 and 1; the silu prologue always stages flat). With
-    // `flat & 2` a warp loads two of its rows (r and r + WARPS) before converting either, so a
-    // step of up to 2 * WARPS rows waits for one round of loads, not two. Each row's arithmetic
-    // (the order of its sum of squares: lane l takes the float4s l, l + 32, ... in turn, then
-    // the xor tree) is the same either way.
-    const int per = (flat & 2) ? 2 : 1;
-    const float4* g4 = (const float4*)g;
-    for (int r0 = warp; !flat_rows && r0 < rows; r0 += per * WARPS) {
-        float ss[2] = {0.f, 0.f};
+    // One row per warp (prologues 0 and 1; the silu prologue always stages flat).
+    for (int r = warp; !flat_rows && r < rows; r += WARPS) {
+        uint2* dh = (uint2*)(ahi + r * lda);
+        uint2* dl = (uint2*)(alo + r * lda);
+        if (r >= rc) {
+            for (int q = lane; q < K4; q += 32) {
+                dh[q] = make_uint2(0u, 0u);
+                dl[q] = make_uint2(0u, 0u);
+            }
+            continue;
+        }
+        const float4* row4 =
+            (const float4*)(x + (size_t)(has_rowsel ? rowsel[m0 + r] : m0 + r) * ldx);
+        const float4* g4 = (const float4*)g;
+        float ss = 0.f;
         for (int q0 = lane; q0 < K4; q0 += 32 * 8) {
-            float4 va[2][8], vg[8];
+            float4 va[8], vb[8];
 #pragma unroll
             for (int u = 0; u < 8; ++u) {
                 const int q = q0 + 32 * u;
-                if (q < K4 && prologue == 1) vg[u] = __ldg(g4 + q);
-#pragma unroll
-                for (int rr = 0; rr < 2; ++rr) {
-                    const int r = r0 + rr * WARPS;
-                    if (rr < per && r < rc && q < K4) {
-                        const float4* row4 = (const float4*)(x + (size_t)(has_rowsel ? rowsel[m0 + r]
-                                                                                   : m0 + r) *
-                                                                     ldx);
-                        va[rr][u] = __ldg(row4 + q);
-                    }
+                if (q < K4) {
+                    va[u] = __ldg(row4 + q);
+                    vb[u] = prologue == 1 ? __ldg(g4 + q) : va[u];
                 }
             }
 #pragma unroll
-            for (int rr = 0; rr < 2; ++rr) {
-                const int r = r0 + rr * WARPS;
-                if (rr >= per || r >= rows) continue;
-                uint2* dh = (uint2*)(ahi + r * lda);
-                uint2* dl = (uint2*)(alo + r * lda);
-#pragma unroll
-                for (int u = 0; u < 8; ++u) {
-                    const int q = q0 + 32 * u;
-                    if (q >= K4) continue;
-                    uint2 h = make_uint2(0u, 0u), l = make_uint2(0u, 0u);
-                    if (r < rc) {
-                        float4 v = va[rr][u];
-                        if (prologue == 1) {
-                            ss[rr] = fmaf(v.x, v.x, ss[rr]);
-                            ss[rr] = fmaf(v.y, v.y, ss[rr]);
-                            ss[rr] = fmaf(v.z, v.z, ss[rr]);
-                            ss[rr] = fmaf(v.w, v.w, ss[rr]);
-                            v.x *= vg[u].x;
-                            v.y *= vg[u].y;
-                            v.z *= vg[u].z;
-                            v.w *= vg[u].w;
-                        }
-                        split_pair(v.x, v.y, h.x, l.x);
-                        split_pair(v.z, v.w, h.y, l.y);
+            for (int u = 0; u < 8; ++u) {
+                const int q = q0 + 32 * u;
+                if (q < K4) {
+                    float4 v = va[u];
+                    if (prologue == 1) {
+                        ss = fmaf(v.x, v.x, ss);
+                        ss = fmaf(v.y, v.y, ss);
+                        ss = fmaf(v.z, v.z, ss);
+                        ss = fmaf(v.w, v.w, ss);
+                        v.x *= vb[u].x;
+                        v.y *= vb[u].y;
+                        v.z *= vb[u].z;
+                        v.w *= vb[u].w;
                     }
+                    uint2 h, l;
+                    split_pair(v.x, v.y, h.x, l.x);
+                    split_pair(v.z, v.w, h.y, l.y);
                     dh[q] = h;
                     dl[q] = l;
                 }
             }
         }
         if (prologue == 1) {
-#pragma unroll
-            for (int rr = 0; rr < 2; ++rr) {
-                const int r = r0 + rr * WARPS;  // the same for every lane: warp_sum is safe
-                if (rr < per && r < rc) {
-                    const float t = warp_sum(ss[rr]);
-                    if (lane == 0) inv_rms[r] = rsqrtf(t / (float)K + eps);
-                }
-            }
+            ss = warp_sum(ss);
+            if (lane == 0) inv_rms[r] = rsqrtf(ss / (float)K + eps);
         }
     }
     __syncthreads();
@@ -584,10 +569,9 @@ __device__ __forceinline__ void mma_matmul_impl(const float* x, int ldx, const i
 // column tiles per warp and one 16-row tile per block (BM = 16), for steps of a few dozen rows:
 // every block stages its input rows, so wider blocks stage them for more columns at once; same
 // arithmetic as the one-tile entry of that warp count. The rope variants take the parameters of
-// `mma_matmul_1` (`flat`: bit 0 stages rows by (row, float4) items over the whole block, bit 1
-// loads two rows per warp at a time where a warp stages whole rows, see the staging;
-// `silu_pairs`: write silu(gate) * up of interleaved column pairs, N / 2 wide; the rope
-// variants ignore it), then those of the epilogue (the caller passes no row selection and no
+// `mma_matmul_1` (`flat`: stage rows by (row, float4) items over the whole block, see the
+// staging; `silu_pairs`: write silu(gate) * up of interleaved column pairs, N / 2 wide; the
+// rope variants ignore it), then those of the epilogue (the caller passes no row selection and no
 // accumulate).
 #define MMA_ENTRY(name, nt, warps, mt)                                                          \
     extern "C" __global__ void __launch_bounds__(32 * warps)                                    \

@@ -99,10 +99,6 @@ pub struct Kernels {
     /// 64 by default, 0 = never; same values). Measured on the H100 (docs/benchmarks.md): a
     /// plain step 0.945 -> 0.92 ms, 16 rows 1.226 -> 1.21 ms.
     flat_stage_rows: usize,
-    /// Where a warp stages whole rows (the RmsNorm prologue keeps one row's sum of squares in
-    /// one warp), load two of its rows before converting either (`LADE_CUDA_STAGE_PAIRS=0`
-    /// loads one at a time; same values).
-    stage_pairs: bool,
     /// Let the gate/up matmul apply silu(gate) * up in its epilogue (`LADE_CUDA_FUSE_SILU=0`
     /// leaves it to the down projection's prologue; same values).
     fuse_silu: bool,
@@ -347,7 +343,6 @@ impl Kernels {
                 >= 9
                 && std::env::var("LADE_CUDA_PDL").map_or(true, |v| v != "0"),
             fuse_silu: std::env::var("LADE_CUDA_FUSE_SILU").map_or(true, |v| v != "0"),
-            stage_pairs: std::env::var("LADE_CUDA_STAGE_PAIRS").map_or(true, |v| v != "0"),
             flat_stage_rows: std::env::var("LADE_CUDA_FLAT_STAGE")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -630,7 +625,7 @@ impl Kernels {
         let mut args = self.matmul_args(s, io, a);
         args.i32(bm)
             .i32(lda)
-            .i32(usize::from(a.m <= self.flat_stage_rows) | (usize::from(self.stage_pairs) << 1))
+            .i32(usize::from(a.m <= self.flat_stage_rows))
             .i32(usize::from(a.silu_pairs && self.fuse_silu));
         if let Some(r) = rope {
             args.rope(s, io, r);
