@@ -83,10 +83,9 @@ pub struct AcceptanceEntry {
     /// Prior fractions of steps by query rows (summing to 1); empty: every step has
     /// [`Self::rows`] rows.
     pub prior_rows: Vec<(usize, f64)>,
-    /// Tokens and steps observed since the process started.
+    /// Tokens observed since the process started.
     pub observed_tokens: usize,
-    pub observed_steps: usize,
-    /// Observed steps by query rows.
+    /// Steps observed since the process started, by query rows.
     pub observed_rows: BTreeMap<usize, usize>,
 }
 
@@ -95,6 +94,11 @@ impl AcceptanceEntry {
     /// `1 + G(N - 1)` without a window.
     pub fn rows(&self) -> usize {
         self.config().step_tokens(self.guesses)
+    }
+
+    /// Steps observed since the process started.
+    pub fn observed_steps(&self) -> usize {
+        self.observed_rows.values().sum()
     }
 
     /// Expected fractions of steps by query rows: the prior's (as [`PRIOR_WEIGHT_STEPS`]
@@ -174,7 +178,6 @@ impl AcceptanceTable {
                     prior,
                     prior_rows: Vec::new(),
                     observed_tokens: 0,
-                    observed_steps: 0,
                     observed_rows: BTreeMap::new(),
                 })
                 .collect(),
@@ -239,7 +242,6 @@ impl AcceptanceTable {
         if let Some(e) = self.entries.iter_mut().find(|e| e.is(config)) {
             e.observed_tokens += tokens;
             for (&r, &n) in steps_by_rows {
-                e.observed_steps += n;
                 *e.observed_rows.entry(r).or_default() += n;
             }
         }
@@ -251,7 +253,7 @@ impl AcceptanceTable {
         self.entries.iter().fold((0.0, 0.0), |(r, s), e| {
             (
                 r + e.observed_tokens as f64 / e.prior,
-                s + e.observed_steps as f64,
+                s + e.observed_steps() as f64,
             )
         })
     }
@@ -279,7 +281,8 @@ impl AcceptanceTable {
             1.0
         };
         let own = e.observed_tokens as f64 / e.prior / observed;
-        let deviation = (PRIOR_WEIGHT_STEPS + own) / (PRIOR_WEIGHT_STEPS + e.observed_steps as f64);
+        let deviation =
+            (PRIOR_WEIGHT_STEPS + own) / (PRIOR_WEIGHT_STEPS + e.observed_steps() as f64);
         e.prior * workload * deviation
     }
 
