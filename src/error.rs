@@ -27,6 +27,8 @@ pub enum LadeError {
     Device(String),
     #[error("GPU error: {0}")]
     Gpu(String),
+    #[error("bad draft corpus {origin}: {reason}")]
+    BadDraftCorpus { origin: String, reason: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -343,3 +343,25 @@ fn bench_runs_its_configs_side_by_side_and_writes_runs() {
         "lookahead",
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_gets_no_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // A long output whose reader hangs up after 16 bytes (as `| head -c 16` does).
+    let text = "word ".repeat(20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(["tokenize", "--model", &model(), "--json", &text])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // stdout is closed here: the rest of the output meets a broken pipe.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(head.starts_with(b"{\"ids\":["));
+}

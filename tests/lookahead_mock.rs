@@ -483,3 +483,72 @@ fn compression_counts_steps_after_the_prefill() {
         "n_accept = committed tokens - steps"
     );
 }
+
+#[test]
+fn corpus_drafts_are_verified_like_any_draft() {
+    use lade::decode::DraftCorpus;
+    use std::sync::Arc;
+    // The corpus: what plain greedy decoding wrote after other prompts (the model's own text),
+    // plus a text of noise that drafts wrong tokens.
+    let mut texts: Vec<Vec<u32>> = (10..16)
+        .map(|s| {
+            let p = prompt(s, 3);
+            let g = run(
+                &mut PlainDecoder,
+                &p,
+                SamplingParams::greedy(),
+                &rules(60),
+                512,
+            );
+            [p, g.token_ids].concat()
+        })
+        .collect();
+    texts.push((0..200).map(|i| (i * 5 + i / 7) % VOCAB as u32).collect());
+    let corpus = Arc::new(DraftCorpus::from_texts(texts.iter().map(Vec::as_slice)));
+    let with = |cfg: LookaheadConfig| {
+        LookaheadDecoder::new(cfg)
+            .unwrap()
+            .with_corpus(Some(corpus.clone()))
+    };
+    let (mut steps_with, mut steps_without, mut from_corpus) = (0, 0, 0);
+    for params in [
+        SamplingParams::greedy(),
+        SamplingParams {
+            temperature: 0.8,
+            seed: 3,
+            ..SamplingParams::greedy()
+        },
+    ] {
+        for s in 0..6 {
+            let p = prompt(s, 2);
+            let plain = run(&mut PlainDecoder, &p, params, &rules(40), 512);
+            for &(w, n, g) in &[(0, 8, 1), (0, 4, 2), (1, 3, 1)] {
+                let mut dec = with(LookaheadConfig::new(w, n, g));
+                let la = run(&mut dec, &p, params, &rules(40), 512);
+                assert_eq!(
+                    la.token_ids, plain.token_ids,
+                    "{params:?} W={w} N={n} G={g} prompt {s}"
+                );
+                let stats = dec.stats();
+                assert!(stats.corpus_drafts <= stats.lookahead_steps);
+                assert!(stats.corpus_tokens_accepted <= stats.corpus_drafts * (n - 1));
+                from_corpus += stats.corpus_tokens_accepted;
+                if (w, params.temperature) == (0, 0.0) {
+                    steps_with += la.stats.steps;
+                    let mut off = LookaheadConfig::new(w, n, g);
+                    off.corpus_drafts = false;
+                    let mut dec = with(off);
+                    let la = run(&mut dec, &p, params, &rules(40), 512);
+                    assert_eq!(la.token_ids, plain.token_ids);
+                    assert!(dec.corpus().is_none(), "the switch turns the corpus off");
+                    steps_without += la.stats.steps;
+                }
+            }
+        }
+    }
+    assert!(from_corpus > 20, "corpus tokens accepted: {from_corpus}");
+    assert!(
+        steps_with < steps_without,
+        "steps with / without the corpus: {steps_with} / {steps_without}"
+    );
+}

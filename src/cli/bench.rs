@@ -23,6 +23,7 @@ use super::bench_report::{
     ablation_markdown, ablation_rows, read_csv, summarize, summary_markdown, write_csv, Run,
     Summary,
 };
+use super::corpus_args::CorpusArgs;
 use super::generate::{load_lookahead_prior, prompt_ids};
 use super::model_args::{device_group, parse_devices};
 use super::ModelArgs;
@@ -46,7 +47,8 @@ pub struct BenchArgs {
     pub chat: bool,
     /// Configs separated by `;`: `greedy`, `auto` (what `--lookahead auto` picks),
     /// `lookahead:W,N,G` (suffix `-pool`: no prompt n-grams, `-ctx`: no context-matched
-    /// candidate, `-adapt`: with W = 0 a fixed N-1-token draft, `+ref`: the authors' mode),
+    /// candidate, `-adapt`: with W = 0 a fixed N-1-token draft, `-corpus`: no drafts from the
+    /// draft corpus, `+ref`: the authors' mode),
     /// `prompt-lookup:N,G` (candidates from prompt and output n-grams only, no window), or a
     /// preset: `scaling` (G = W, N in 3,5,7,11, W in 1..64) or `ablation` (the paper's
     /// Table 3). Greedy, the baseline of speedups, runs first and is added when missing.
@@ -77,6 +79,8 @@ pub struct BenchArgs {
     /// baseline of speedups, included) run on the first device alone.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
 }
 
 /// What the reports say about the runs.
@@ -109,7 +113,7 @@ impl Meta {
     }
 }
 
-fn read_prompts(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<String>> {
+pub fn read_prompts(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut prompts = Vec::new();
@@ -149,6 +153,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
+    let corpus = args.corpus.load(&loaded, &|l| args.model.log(l))?;
     let mut session = loaded.new_session(context)?;
     let mut group = match &devices {
         Some(list) if list.len() > 1 => Some(device_group(&loaded, list, context)?),
@@ -163,6 +168,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let auto_key = format!("{}|{:?}|{device}", loaded.path.display(), args.model.dtype);
     let device = match &group {
         Some(g) => format!("{device}; lookahead on {} (parallel)", g.labels().join(",")),
+        None => device,
+    };
+    // What the runs drafted from, beside the device in the report's header.
+    let device = match &corpus {
+        Some(c) => format!(
+            "{device}; draft corpus of {} texts, {} tokens (configs without `-corpus`)",
+            c.texts(),
+            c.tokens()
+        ),
         None => device,
     };
     // Greedy (the baseline) first, then the configs as listed.
@@ -185,9 +199,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut dec: Box<dyn Decoder> = match cfg.strategy {
                 BenchStrategy::Greedy => Box::new(PlainDecoder),
                 BenchStrategy::Lookahead(c) if group.is_some() => {
-                    Box::new(ParallelLookaheadDecoder::new(c)?)
+                    Box::new(ParallelLookaheadDecoder::new(c)?.with_corpus(corpus.clone()))
                 }
-                BenchStrategy::Lookahead(c) => Box::new(LookaheadDecoder::new(c)?),
+                BenchStrategy::Lookahead(c) => {
+                    Box::new(LookaheadDecoder::new(c)?.with_corpus(corpus.clone()))
+                }
                 BenchStrategy::PromptLookup(c) => Box::new(PromptLookupDecoder::new(c)?),
                 BenchStrategy::Auto => {
                     let opts = AutoOptions {
@@ -207,7 +223,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     if let Strategy::Lookahead(c) = choice.strategy {
                         auto_pick = Some(c);
                     }
-                    choice.decoder(&DecoderOptions::default())?
+                    choice.decoder(&DecoderOptions {
+                        corpus: corpus.clone(),
+                        ..DecoderOptions::default()
+                    })?
                 }
             };
             // The fastest of `--repeat` runs (the tokens are the same every time).

@@ -44,7 +44,8 @@ pub const ABLATION: [(&str, &str); 4] = [
     ),
 ];
 
-const SYNTAX: &str = "greedy, auto, lookahead:W,N,G[-pool][-ctx][+ref], prompt-lookup:N,G, \
+const SYNTAX: &str =
+    "greedy, auto, lookahead:W,N,G[-pool][-ctx][-adapt][-corpus][+ref], prompt-lookup:N,G, \
                       or a preset: scaling, ablation";
 
 impl BenchConfig {
@@ -136,9 +137,11 @@ fn take_suffix<'a>(s: &'a str, suffix: &str) -> (&'a str, bool) {
 }
 
 /// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate),
-/// `-adapt` (W = 0: fixed N-1-token drafts) and `+ref` (authors' mode) suffixes, in this order.
+/// `-adapt` (W = 0: fixed N-1-token drafts), `-corpus` (no drafts from the draft corpus) and
+/// `+ref` (authors' mode) suffixes, in this order.
 fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     let (wng, compat) = take_suffix(spec, "+ref");
+    let (wng, no_corpus) = take_suffix(wng, "-corpus");
     let (wng, no_adapt) = take_suffix(wng, "-adapt");
     let (wng, no_ctx) = take_suffix(wng, "-ctx");
     let (wng, no_pool) = take_suffix(wng, "-pool");
@@ -148,6 +151,7 @@ fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
     cfg.pool_from_prompt = !no_pool;
     cfg.context_match = !no_ctx;
     cfg.adaptive_draft = !no_adapt;
+    cfg.corpus_drafts = !no_corpus;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -170,6 +174,11 @@ mod tests {
         assert!(c[2].lookahead().unwrap().reference_compat);
         assert!(!c[3].lookahead().unwrap().pool_from_prompt);
         assert!(l.context_match && c[3].lookahead().unwrap().context_match);
+        let no_corpus = BenchConfig::parse("lookahead:0,32,1-adapt-corpus").unwrap();
+        match no_corpus.strategy {
+            BenchStrategy::Lookahead(c) => assert!(!c.corpus_drafts && !c.adaptive_draft),
+            _ => panic!("lookahead expected"),
+        }
         let no_ctx = BenchConfig::parse("lookahead:1,5,1-pool-ctx+ref").unwrap();
         let n = no_ctx.lookahead().unwrap();
         assert!(!n.context_match && !n.pool_from_prompt && n.reference_compat);

@@ -2,12 +2,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
-    AutoChoice, AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
+    AutoChoice, AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig,
     ParallelLookaheadDecoder, PlainDecoder,
 };
 use lade::generate::{generate, StopRules};
@@ -17,6 +18,7 @@ use lade::sampling::{Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
 use serde_json::json;
 
+use super::corpus_args::CorpusArgs;
 use super::model_args::{device_group, device_name, parse_devices};
 use super::ModelArgs;
 
@@ -68,6 +70,8 @@ pub struct GenerateArgs {
     pub json: bool,
     #[command(flatten)]
     pub lookahead: LookaheadArgs,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Lookahead Parallelism: one replica of the model per listed device (`cpu,cpu` or
     /// `cuda:0,cuda:1`), one host thread each; every step's window columns and candidates
     /// are split across them and only token ids are exchanged. Needs lookahead (`auto`
@@ -129,34 +133,41 @@ impl LookaheadArgs {
         !self.no_lookahead && self.lookahead.trim() == "auto"
     }
 
-    /// The policy switches of these options, for a config `auto` picks.
-    pub fn decoder_options(&self, seed: u64) -> DecoderOptions {
+    /// The policy switches of these options and the draft corpus, for a config `auto` picks.
+    pub fn decoder_options(&self, seed: u64, corpus: Option<Arc<DraftCorpus>>) -> DecoderOptions {
         DecoderOptions {
             pool_from_prompt: !self.no_pool_from_prompt,
             reference_compat: self.reference_compat,
             context_match: !self.no_context_match,
             adaptive_draft: !self.fixed_draft,
             seed,
+            corpus,
         }
     }
 
     /// The decoder these options ask for; `seed` seeds the window initialisation. Without a
     /// model to measure, `auto` means plain decoding: see [`Self::decoder_for`].
-    pub fn decoder(&self, seed: u64) -> anyhow::Result<Box<dyn Decoder>> {
+    pub fn decoder(
+        &self,
+        seed: u64,
+        corpus: Option<Arc<DraftCorpus>>,
+    ) -> anyhow::Result<Box<dyn Decoder>> {
         if self.no_lookahead || self.is_auto() {
             return Ok(Box::new(PlainDecoder));
         }
         let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
-        let cfg = self
-            .decoder_options(seed)
-            .apply(LookaheadConfig::new(w, n, g));
-        Ok(Box::new(LookaheadDecoder::new(cfg)?))
+        let opts = self.decoder_options(seed, corpus);
+        Ok(Box::new(opts.lookahead(LookaheadConfig::new(w, n, g))?))
     }
 
     /// The decoder of Lookahead Parallelism over several devices: the W,N,G given, or
     /// [`LookaheadConfig::DEFAULT`] for `auto` (the measured cost model is single-device).
     /// Also says whether `auto` was replaced.
-    pub fn parallel_decoder(&self, seed: u64) -> anyhow::Result<(Box<dyn Decoder>, bool)> {
+    pub fn parallel_decoder(
+        &self,
+        seed: u64,
+        corpus: Option<Arc<DraftCorpus>>,
+    ) -> anyhow::Result<(Box<dyn Decoder>, bool)> {
         anyhow::ensure!(
             !self.no_lookahead,
             "--devices with several devices runs Lookahead Parallelism: drop --no-lookahead \
@@ -169,8 +180,9 @@ impl LookaheadArgs {
             let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
             LookaheadConfig::new(w, n, g)
         };
-        let cfg = self.decoder_options(seed).apply(wng);
-        Ok((Box::new(ParallelLookaheadDecoder::new(cfg)?), auto))
+        let cfg = self.decoder_options(seed, None).apply(wng);
+        let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(corpus);
+        Ok((Box::new(decoder), auto))
     }
 
     /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
@@ -179,11 +191,12 @@ impl LookaheadArgs {
     pub fn decoder_for(
         &self,
         seed: u64,
+        corpus: Option<Arc<DraftCorpus>>,
         loaded: &LoadedModel,
         max_rows: usize,
     ) -> anyhow::Result<(Box<dyn Decoder>, Option<AutoChoice>)> {
         if !self.is_auto() {
-            return Ok((self.decoder(seed)?, None));
+            return Ok((self.decoder(seed, corpus)?, None));
         }
         load_lookahead_prior(self.lookahead_prior.as_deref())?;
         let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
@@ -196,7 +209,7 @@ impl LookaheadArgs {
             |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
             &opts,
         )?;
-        let decoder = choice.decoder(&self.decoder_options(seed))?;
+        let decoder = choice.decoder(&self.decoder_options(seed, corpus))?;
         Ok((decoder, Some(choice)))
     }
 }
@@ -259,7 +272,8 @@ pub fn prompt_ids(
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let sampling = args.sampling();
     sampling.validate()?;
-    let mut decoder = args.lookahead.decoder(args.seed)?;
+    // The lookahead options are checked before the model loads.
+    args.lookahead.decoder(args.seed, None)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     let text = args.prompt_text()?;
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
@@ -270,12 +284,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let tok = &loaded.tokenizer;
     let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
+    let corpus = if args.lookahead.no_lookahead {
+        None
+    } else {
+        args.corpus.load(&loaded, &|l| args.model.log(l))?
+    };
+    let mut decoder = args.lookahead.decoder(args.seed, corpus.clone())?;
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
     let mut auto = None;
     let mut session: Box<dyn CausalLm + Send> = if let Some(list) = parallel {
-        let (par, defaulted) = args.lookahead.parallel_decoder(args.seed)?;
+        let (par, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus.clone())?;
         decoder = par;
         let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
         args.model.log(&format!(
@@ -292,6 +312,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         let (auto_decoder, choice) = args.lookahead.decoder_for(
             args.seed,
+            corpus.clone(),
             &loaded,
             context.saturating_sub(ids.len() + args.max_tokens),
         )?;

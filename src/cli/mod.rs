@@ -4,6 +4,8 @@ mod bench;
 mod bench_config;
 mod bench_plot;
 mod bench_report;
+mod corpus_args;
+mod draft_corpus;
 mod generate;
 mod model_args;
 mod profile;
@@ -34,6 +36,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Time one decode step per step shape (plain, lookahead W,N,G) and, on a GPU, each kernel.
     Profile(profile::ProfileArgs),
+    /// Decode a prompt set greedily and write the texts as a draft corpus (--draft-corpus).
+    DraftCorpus(draft_corpus::DraftCorpusArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Profile(a) => profile::run(a),
+        Command::DraftCorpus(a) => draft_corpus::run(a),
     }
 }

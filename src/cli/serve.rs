@@ -12,6 +12,7 @@ use lade::server::{
     serve_with, DeviceSet, GroupDevice, LookaheadMode, ServedModel, ServedModelLoader, ServerConfig,
 };
 
+use super::corpus_args::CorpusArgs;
 use super::model_args::{device_name, parse_devices};
 use super::ModelArgs;
 
@@ -19,6 +20,8 @@ use super::ModelArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -154,6 +157,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         reuse_sessions: !args.fresh_sessions,
     };
     let model_args = args.model.clone();
+    let corpus_args = args.corpus.clone();
     let loader: ServedModelLoader = Box::new(move || {
         let loaded = match &devices {
             Some(list) => model_args.load_for_devices(list)?,
@@ -168,10 +172,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             )?),
             _ => None,
         };
+        let corpus = corpus_args.load(&loaded, &|l| model_args.log(l))?;
         Ok(ServedModel {
             loaded,
             context,
             devices,
+            corpus,
         })
     });
 

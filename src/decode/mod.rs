@@ -2,6 +2,8 @@
 //! per step, and knows nothing about kernels: it talks to a [`CausalLm`].
 
 pub mod auto;
+pub mod corpus;
+pub mod corpus_file;
 pub mod lookahead;
 pub mod plain;
 pub mod prompt_lookup;
@@ -11,6 +13,8 @@ use crate::sampling::Sampler;
 use crate::Result;
 
 pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
+pub use corpus::DraftCorpus;
+pub use corpus_file::CorpusFile;
 pub use lookahead::{LookaheadConfig, LookaheadDecoder, ParallelLookaheadDecoder};
 pub use plain::PlainDecoder;
 pub use prompt_lookup::{PromptLookupConfig, PromptLookupDecoder};

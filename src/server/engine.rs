@@ -22,7 +22,7 @@ use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
 use crate::decode::{
-    AutoOptions, Decoder, DecoderOptions, LookaheadConfig, LookaheadDecoder,
+    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, LookaheadDecoder,
     ParallelLookaheadDecoder, PlainDecoder,
 };
 use crate::generate::{generate, Generation, StopRules};
@@ -110,13 +110,17 @@ pub fn resolve_auto(loaded: &LoadedModel, context: usize) -> Result<(LookaheadMo
 
 /// The decoder of one request: the single place where a mode becomes a strategy (`Auto`
 /// should be resolved first with [`Ready::mode`]; unresolved, it decodes plainly).
-/// `seed` seeds the lookahead window initialisation.
-pub fn decoder_for(mode: LookaheadMode, seed: u64) -> Result<Box<dyn Decoder>> {
+/// `seed` seeds the lookahead window initialisation; `corpus` is its draft corpus.
+pub fn decoder_for(
+    mode: LookaheadMode,
+    seed: u64,
+    corpus: Option<Arc<DraftCorpus>>,
+) -> Result<Box<dyn Decoder>> {
     match mode {
         LookaheadMode::Auto | LookaheadMode::Off => Ok(Box::new(PlainDecoder)),
         LookaheadMode::On(mut cfg) => {
             cfg.seed = seed;
-            Ok(Box::new(LookaheadDecoder::new(cfg)?))
+            Ok(Box::new(LookaheadDecoder::new(cfg)?.with_corpus(corpus)))
         }
     }
 }
@@ -207,6 +211,8 @@ pub struct Ready {
     pub devices: Option<DeviceSet>,
     /// Single-device sessions of finished requests, for later ones.
     pub sessions: SessionPool,
+    /// Drafts for lookahead steps whose text has none.
+    pub corpus: Option<Arc<DraftCorpus>>,
 }
 
 impl Ready {
@@ -225,7 +231,14 @@ impl Ready {
             auto,
             devices: None,
             sessions: SessionPool::new(0),
+            corpus: None,
         }
+    }
+
+    /// The same, lookahead requests drafting from `corpus` where their text has no draft.
+    pub fn with_corpus(mut self, corpus: Option<Arc<DraftCorpus>>) -> Self {
+        self.corpus = corpus;
+        self
     }
 
     /// The same, keeping up to `keep` finished sessions for later requests (0: none).
@@ -384,7 +397,7 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         match (job.mode, &ready.devices) {
             (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
                 cfg.seed = job.sampling.seed;
-                let decoder = ParallelLookaheadDecoder::new(cfg)?;
+                let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(ready.corpus.clone());
                 let group = set.group(&ready.loaded, capacity)?;
                 (Box::new(group), Box::new(decoder), Some(set.labels()))
             }
@@ -392,7 +405,7 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
                 ready
                     .sessions
                     .take(capacity, ready.context, |n| ready.loaded.new_session(n))?,
-                decoder_for(job.mode, job.sampling.seed)?,
+                decoder_for(job.mode, job.sampling.seed, ready.corpus.clone())?,
                 None,
             ),
         };
@@ -444,7 +457,10 @@ mod tests {
         let on = LookaheadMode::On(LookaheadConfig::new(4, 3, 2));
         assert_eq!(on.resolve(LookaheadRequest::Off), LookaheadMode::Off);
         assert_eq!(on.resolve(LookaheadRequest::ServerDefault), on);
-        assert_eq!(decoder_for(LookaheadMode::Auto, 0).unwrap().name(), "plain");
-        assert_eq!(decoder_for(on, 0).unwrap().name(), "lookahead(4,3,2)");
+        assert_eq!(
+            decoder_for(LookaheadMode::Auto, 0, None).unwrap().name(),
+            "plain"
+        );
+        assert_eq!(decoder_for(on, 0, None).unwrap().name(), "lookahead(4,3,2)");
     }
 }

@@ -46,6 +46,8 @@ pub struct ServedModel {
     pub context: usize,
     /// Lookahead Parallelism over these devices (`None`: single-device serving).
     pub devices: Option<DeviceSet>,
+    /// Drafts for lookahead steps whose text has none (see [`crate::decode::DraftCorpus`]).
+    pub corpus: Option<Arc<crate::decode::DraftCorpus>>,
 }
 
 /// Loads the model and, for Lookahead Parallelism, its devices (on a blocking thread).
@@ -274,6 +276,7 @@ pub async fn serve(
             loaded,
             context,
             devices: None,
+            corpus: None,
         })
     });
     serve_with(listener, config, loader, shutdown).await
@@ -315,6 +318,7 @@ pub async fn serve_with(
                     loaded,
                     context,
                     devices,
+                    corpus,
                 }) => {
                     let auto = if state.config.lookahead == LookaheadMode::Auto && devices.is_some()
                     {
@@ -348,7 +352,8 @@ pub async fn serve_with(
                     };
                     let ready = Ready::new(loaded, context, auto)
                         .with_devices(devices)
-                        .with_session_pool(pooled);
+                        .with_session_pool(pooled)
+                        .with_corpus(corpus);
                     if let Err(e) = &ready.template {
                         state.log(&format!(
                             "warning: the chat template does not compile ({e}); \

@@ -291,6 +291,23 @@ impl TextTokenizer {
         &self.description
     }
 
+    /// A 64-bit FNV-1a hash of every id's vocabulary piece, in id order: two tokenizers with
+    /// the same fingerprint map ids to the same pieces (used to match draft corpora to models).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        for id in 0..self.vocab_size as u32 {
+            for b in self.token_text(id).unwrap_or_default().bytes() {
+                eat(b);
+            }
+            eat(0xff); // not a byte of UTF-8: separates the pieces
+        }
+        h
+    }
+
     /// The underlying `tokenizers` object.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
@@ -352,6 +369,9 @@ pub(crate) mod tests {
         assert!(t.description().contains("smollm"), "{}", t.description());
         let tmpl = t.chat_template().expect("chat template");
         assert!(tmpl.contains("named SmolLM"));
+        // Same tokenizer, same fingerprint; one piece changed, another.
+        assert_eq!(t.fingerprint(), smollm().fingerprint());
+        assert_ne!(t.fingerprint(), 0xcbf2_9ce4_8422_2325);
     }
 
     #[test]

@@ -16,14 +16,14 @@ pub mod cost;
 pub mod prior;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
 pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
 pub use prior::{AcceptanceEntry, AcceptanceTable};
 
-use super::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use super::{Decoder, DraftCorpus, LookaheadConfig, LookaheadDecoder, PlainDecoder};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -67,8 +67,9 @@ pub struct AutoChoice {
     pub cost: ForwardCost,
 }
 
-/// Policy switches a caller applies to the picked lookahead config.
-#[derive(Debug, Clone, Copy)]
+/// Policy switches a caller applies to the picked lookahead config, and the draft corpus its
+/// decoder gets.
+#[derive(Debug, Clone)]
 pub struct DecoderOptions {
     pub pool_from_prompt: bool,
     pub reference_compat: bool,
@@ -76,6 +77,8 @@ pub struct DecoderOptions {
     pub adaptive_draft: bool,
     /// Seed of the window initialisation.
     pub seed: u64,
+    /// Drafts for steps whose text has none (see [`LookaheadDecoder::with_corpus`]).
+    pub corpus: Option<Arc<DraftCorpus>>,
 }
 
 impl Default for DecoderOptions {
@@ -86,6 +89,7 @@ impl Default for DecoderOptions {
             context_match: LookaheadConfig::DEFAULT.context_match,
             adaptive_draft: LookaheadConfig::DEFAULT.adaptive_draft,
             seed: 0,
+            corpus: None,
         }
     }
 }
@@ -99,6 +103,11 @@ impl DecoderOptions {
         config.adaptive_draft = self.adaptive_draft;
         config.seed = self.seed;
         config
+    }
+
+    /// A lookahead decoder for `config` (its W, N, G) with these switches and corpus.
+    pub fn lookahead(&self, config: LookaheadConfig) -> Result<LookaheadDecoder> {
+        Ok(LookaheadDecoder::new(self.apply(config))?.with_corpus(self.corpus.clone()))
     }
 }
 
@@ -115,7 +124,7 @@ impl AutoChoice {
     pub fn decoder(&self, opts: &DecoderOptions) -> Result<Box<dyn Decoder + Send>> {
         Ok(match self.lookahead_config(opts) {
             None => Box::new(PlainDecoder),
-            Some(c) => Box::new(LookaheadDecoder::new(c)?),
+            Some(c) => Box::new(LookaheadDecoder::new(c)?.with_corpus(opts.corpus.clone())),
         })
     }
 
@@ -598,6 +607,7 @@ mod tests {
             context_match: false,
             adaptive_draft: false,
             seed: 9,
+            corpus: None,
         };
         let cfg = a.lookahead_config(&opts).unwrap();
         assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);

@@ -28,6 +28,9 @@ pub struct LookaheadConfig {
     /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
     /// (see [`super::DraftIndex::draft`]). Off: one N-1-token candidate every step.
     pub adaptive_draft: bool,
+    /// When the committed text offers no context-matched candidate, draft from the decoder's
+    /// draft corpus, if it has one (see [`crate::decode::DraftCorpus`]).
+    pub corpus_drafts: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,
 }
@@ -43,6 +46,7 @@ impl LookaheadConfig {
         reference_compat: false,
         context_match: true,
         adaptive_draft: true,
+        corpus_drafts: true,
         seed: 0,
     };
 

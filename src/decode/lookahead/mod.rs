@@ -13,8 +13,11 @@ pub mod pool;
 pub mod verify;
 pub mod window;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use super::corpus::DraftCorpus;
 use super::{Decoder, PlainDecoder, SequenceView, StepOutcome};
 use crate::model::{CausalLm, RowOutputs};
 use crate::sampling::Sampler;
@@ -39,7 +42,16 @@ pub struct LookaheadStats {
     pub candidates_verified: usize,
     /// Tokens per forward pass, summed over lookahead steps.
     pub batch_tokens: usize,
+    /// Steps that verified a draft of the draft corpus.
+    pub corpus_drafts: usize,
+    /// Draft tokens of the corpus confirmed.
+    pub corpus_tokens_accepted: usize,
 }
+
+/// Longest draft taken from the draft corpus (at most N-1): 4-row steps with the pending
+/// token, which cost about 1.01 single-row steps on the H200. Replayed on greedy texts, 7
+/// tokens confirmed no more (docs/benchmarks.md): the corpus predicts the next token or two.
+pub const CORPUS_DRAFT_LEN: usize = 3;
 
 /// The lookahead decoder of one sequence.
 #[derive(Debug, Clone)]
@@ -53,6 +65,8 @@ pub struct LookaheadDecoder {
     /// Contexts of the committed text, for the context-matched candidate (`context_match`;
     /// with W = 0 and `adaptive_draft`, drafts whose length follows the match).
     context: ContextMatch,
+    /// Drafts for steps the committed text has none for (`corpus_drafts`).
+    corpus: Option<Arc<DraftCorpus>>,
     stats: LookaheadStats,
 }
 
@@ -65,8 +79,21 @@ impl LookaheadDecoder {
             window: None,
             pool: NgramPool::new(config.ngram - 1, config.guesses),
             context: ContextMatch::for_config(&config),
+            corpus: None,
             stats: LookaheadStats::default(),
         })
+    }
+
+    /// This decoder drafting from `corpus` where the committed text has no candidate (when
+    /// the config's `corpus_drafts` is on).
+    pub fn with_corpus(mut self, corpus: Option<Arc<DraftCorpus>>) -> Self {
+        self.corpus = corpus.filter(|_| self.config.corpus_drafts && self.config.guesses > 0);
+        self
+    }
+
+    /// The draft corpus in use.
+    pub fn corpus(&self) -> Option<&Arc<DraftCorpus>> {
+        self.corpus.as_ref()
     }
 
     pub fn config(&self) -> &LookaheadConfig {
@@ -110,16 +137,23 @@ impl LookaheadDecoder {
 
     /// What follows a lookahead forward pass once `new_top` (the model's choices at the top
     /// level) and the verdict are known: harvest the window's n-grams, move the window, pool
-    /// the committed tokens, count.
+    /// the committed tokens, count. `candidates`: how many were verified, and whether the
+    /// first came from the draft corpus.
     fn after_step(
         &mut self,
         pending: u32,
         new_top: &[u32],
         seq: SequenceView<'_>,
         verdict: Verdict,
-        candidates: usize,
+        (candidates, corpus_first): (usize, bool),
         batch_tokens: usize,
     ) -> StepOutcome {
+        if corpus_first {
+            self.stats.corpus_drafts += 1;
+            if verdict.winner == Some(0) {
+                self.stats.corpus_tokens_accepted += verdict.matched;
+            }
+        }
         if let Some(window) = self.window.as_mut() {
             for gram in window.ngrams(pending, new_top) {
                 self.pool.insert(gram[0], &gram[1..]);
@@ -160,26 +194,37 @@ impl LookaheadDecoder {
     /// The candidates of a step whose committed text is `tokens` (its last token pending): the
     /// pool's tuples for the pending token once the window is warm (oldest first), preceded by
     /// the context-matched continuation when there is one (`context_match`); at most G, each
-    /// once. The oldest pool tuple makes room for the context match.
-    fn candidates(&self, tokens: &[u32], window_warm: bool) -> Vec<Vec<u32>> {
+    /// once. The oldest pool tuple makes room for the context match. Without a context match
+    /// and with a draft corpus, the corpus draft takes its place; the flag says so.
+    fn candidates(&self, tokens: &[u32], window_warm: bool) -> (Vec<Vec<u32>>, bool) {
         let g = self.config.guesses;
         let Some(&pending) = tokens.last() else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let mut pool: Vec<Vec<u32>> = if window_warm {
             self.pool.get(pending).to_vec()
         } else {
             Vec::new()
         };
-        let Some(m) = self.context.candidate(tokens) else {
-            return pool;
+        let from_text = self.context.candidate(tokens);
+        let from_corpus = || {
+            let corpus = self.corpus.as_ref()?;
+            let d = corpus.draft(tokens, CORPUS_DRAFT_LEN.min(self.max_match()));
+            (!d.is_empty()).then_some(d)
+        };
+        let (m, corpus) = match from_text {
+            Some(m) => (m, false),
+            None => match from_corpus() {
+                Some(d) => (d, true),
+                None => return (pool, false),
+            },
         };
         pool.retain(|v| v.as_slice() != m);
         let drop = (pool.len() + 1).saturating_sub(g);
         let mut out = Vec::with_capacity(g);
         out.push(m);
         out.extend(pool.into_iter().skip(drop));
-        out
+        (out, corpus)
     }
 }
 
@@ -224,7 +269,8 @@ impl Decoder for LookaheadDecoder {
             .ok_or_else(|| LadeError::InvalidArgument("empty sequence".into()))?;
         let p = lm.cache_len();
         let window = self.window.as_ref();
-        let candidates = self.candidates(seq.tokens, window.is_none_or(JacobiWindow::is_warm));
+        let (candidates, corpus_first) =
+            self.candidates(seq.tokens, window.is_none_or(JacobiWindow::is_warm));
         let layout = match window {
             Some(w) => StepLayout::build(pending, p as u32, w, &candidates),
             None => StepLayout::candidates_only(pending, p as u32, &candidates),
@@ -260,7 +306,7 @@ impl Decoder for LookaheadDecoder {
             &new_top,
             seq,
             verdict,
-            candidates.len(),
+            (candidates.len(), corpus_first),
             layout.len(),
         ))
     }
@@ -279,6 +325,12 @@ impl Decoder for LookaheadDecoder {
             "lookahead_steps": self.stats.lookahead_steps,
             "fallback_steps": self.stats.fallback_steps,
             "candidates_verified": self.stats.candidates_verified,
+            "corpus": self.corpus.as_ref().map(|c| serde_json::json!({
+                "texts": c.texts(),
+                "tokens": c.tokens(),
+            })),
+            "corpus_drafts": self.stats.corpus_drafts,
+            "corpus_tokens_accepted": self.stats.corpus_tokens_accepted,
             "mean_batch_tokens": if self.stats.lookahead_steps > 0 {
                 self.stats.batch_tokens as f64 / self.stats.lookahead_steps as f64
             } else {

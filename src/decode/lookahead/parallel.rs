@@ -111,6 +111,15 @@ impl ParallelLookaheadDecoder {
         })
     }
 
+    /// This decoder drafting from `corpus` (see [`LookaheadDecoder::with_corpus`]).
+    pub fn with_corpus(
+        mut self,
+        corpus: Option<std::sync::Arc<crate::decode::DraftCorpus>>,
+    ) -> Self {
+        self.inner = self.inner.with_corpus(corpus);
+        self
+    }
+
     /// The single-device state (window, pool, counters), identical to what a
     /// [`LookaheadDecoder`] has after the same steps.
     pub fn inner(&self) -> &LookaheadDecoder {
@@ -145,7 +154,7 @@ impl Decoder for ParallelLookaheadDecoder {
             ));
         };
         let p = lm.cache_len();
-        let candidates = self.inner.candidates(seq.tokens, window.is_warm());
+        let (candidates, corpus_first) = self.inner.candidates(seq.tokens, window.is_warm());
         let arity = self.inner.config.ngram - 1;
         // The same rule as one device, so that both take the same steps: near the context
         // limit, one token by plain decoding (every device runs it).
@@ -267,9 +276,14 @@ impl Decoder for ParallelLookaheadDecoder {
         self.stats.parallel_steps += 1;
         self.stats.max_share_tokens += layouts.iter().map(StepLayout::len).max().unwrap_or(0);
         self.stats.all_share_tokens += layouts.iter().map(StepLayout::len).sum::<usize>() + missing;
-        Ok(self
-            .inner
-            .after_step(pending, &new_top, seq, verdict, candidates.len(), full))
+        Ok(self.inner.after_step(
+            pending,
+            &new_top,
+            seq,
+            verdict,
+            (candidates.len(), corpus_first),
+            full,
+        ))
     }
 
     fn stats_json(&self) -> Option<serde_json::Value> {

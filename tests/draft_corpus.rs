@@ -1,0 +1,170 @@
+//! `lade draft-corpus` and `--draft-corpus` end to end on the default model: the corpus file
+//! is written, drafts from it are used, the output equals plain greedy decoding, and bad or
+//! foreign corpus files get a clear error (never a panic).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lade::decode::CorpusFile;
+
+fn lade(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(args)
+        .env_remove("LADE_MODEL")
+        .output()
+        .expect("run lade");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lade-corpus-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prompts/mt_bench.jsonl")
+}
+
+fn generate_json(extra: &[&str]) -> serde_json::Value {
+    let model = common::model_path().display().to_string();
+    let mut args = vec![
+        "generate",
+        "--model",
+        &model,
+        "-q",
+        "--chat",
+        "--json",
+        "-n",
+        "48",
+        "-p",
+        "Write a short note to a friend about your weekend, then list three things you did.",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = lade(&args);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_built_corpus_drafts_without_changing_the_output() {
+    let model = common::model_path().display().to_string();
+    let file = dir().join("mt.corpus");
+    let file_s = file.display().to_string();
+    let fixtures = fixtures().display().to_string();
+    let (ok, _, err) = lade(&[
+        "draft-corpus",
+        "--model",
+        &model,
+        "--dataset",
+        &fixtures,
+        "--chat",
+        "--skip",
+        "2",
+        "--limit",
+        "3",
+        "--max-tokens",
+        "64",
+        "--out",
+        &file_s,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("3 texts"), "{err}");
+    let corpus = CorpusFile::read(&file).unwrap();
+    assert_eq!(corpus.texts.len(), 3);
+    let tok = lade::loader::load_tokenizer(&common::model_path()).unwrap();
+    corpus.check_tokenizer(&tok, "mt.corpus").unwrap();
+    // --append adds to it.
+    let (ok, _, err) = lade(&[
+        "draft-corpus",
+        "--model",
+        &model,
+        "--dataset",
+        &fixtures,
+        "--chat",
+        "--skip",
+        "5",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "16",
+        "--append",
+        "--out",
+        &file_s,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(CorpusFile::read(&file).unwrap().texts.len(), 4);
+
+    let plain = generate_json(&["--no-lookahead"]);
+    let with = generate_json(&["--lookahead", "0,8,1", "--draft-corpus", &file_s]);
+    let without = generate_json(&["--lookahead", "0,8,1", "--no-draft-corpus"]);
+    assert_eq!(with["token_ids"], plain["token_ids"]);
+    assert_eq!(without["token_ids"], plain["token_ids"]);
+    let la = &with["stats"]["lookahead"];
+    assert_eq!(la["corpus"]["texts"], 4, "{la}");
+    assert!(la["corpus_drafts"].as_u64().unwrap() > 0, "{la}");
+    assert!(without["stats"]["lookahead"]["corpus"].is_null());
+    assert_eq!(without["stats"]["lookahead"]["corpus_drafts"], 0);
+}
+
+#[test]
+fn bad_and_foreign_corpora_are_refused_clearly() {
+    let model = common::model_path().display().to_string();
+    let fails = |path: &Path, needle: &str| {
+        let p = path.display().to_string();
+        let (ok, _, err) = lade(&[
+            "generate",
+            "--model",
+            &model,
+            "-q",
+            "-n",
+            "4",
+            "-p",
+            "hi",
+            "--lookahead",
+            "0,8,1",
+            "--draft-corpus",
+            &p,
+        ]);
+        assert!(!ok && !err.contains("panicked"), "{err}");
+        let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+        assert!(line.contains(needle), "{line:?} lacks {needle:?}: {err}");
+    };
+    let d = dir();
+    let junk = d.join("junk.corpus");
+    std::fs::write(&junk, b"not a corpus at all").unwrap();
+    fails(&junk, "bad magic");
+    let tok = lade::loader::load_tokenizer(&common::model_path()).unwrap();
+    let mut file = CorpusFile::for_tokenizer(&tok);
+    file.texts.push(vec![1, 2, 3]);
+    let good = file.to_bytes();
+    let cut = d.join("cut.corpus");
+    std::fs::write(&cut, &good[..good.len() - 2]).unwrap();
+    fails(&cut, "truncated");
+    file.fingerprint ^= 1;
+    let foreign = d.join("foreign.corpus");
+    file.write(&foreign).unwrap();
+    fails(&foreign, "another tokenizer");
+    fails(&d.join("missing.corpus"), "missing.corpus");
+    // The builder refuses a prompt set it would leave empty.
+    let fixtures = fixtures().display().to_string();
+    let out = d.join("x.corpus").display().to_string();
+    let (ok, _, err) = lade(&[
+        "draft-corpus",
+        "--model",
+        &model,
+        "--dataset",
+        &fixtures,
+        "--skip",
+        "100",
+        "--out",
+        &out,
+    ]);
+    assert!(!ok && err.contains("left out by --skip"), "{err}");
+}
