@@ -7,7 +7,8 @@
 #   call 2:  tools/gpu-bench.sh stage              (carry .devbin/model.part.ab, .devbin/lade.xz)
 #   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
 #            prompts, data, gguf wheel)
-# Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps), graphs (CUDA
+# Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
+# with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
 # shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
@@ -72,7 +73,7 @@ EOF
 bench() {
   local name=$1 data=$2 chat=$3
   timeout ${BENCH_TIMEOUT:-280} "$LADE" bench --device cuda --model "$M" --dataset "$data" $chat \
-    --limit "$LIMIT" --max-tokens "$TOKENS" --configs "$CONFIGS" --out "$OUT/$name" -q \
+    --limit "$LIMIT" --max-tokens "$TOKENS" --configs "$CONFIGS" --out "$OUT/$name" -q ${BENCH_ARGS:-} \
     > "$OUT/$name.txt" 2> "$OUT/$name.err"
   echo "bench $name rc=$?"; cat "$OUT/$name.txt"; tail -3 "$OUT/$name.err"
   # steps by query rows per config (what auto's prior needs of configs whose steps vary)
@@ -177,6 +178,8 @@ case "$cmd" in
         smoke) smoke ;;
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
+                   BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         oneshot) oneshot ;;
         profile) profile ;;
@@ -193,6 +196,8 @@ case "$cmd" in
         smoke) smoke ;;
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
+                   BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
         oneshot) oneshot ;;
         profile) profile ;;

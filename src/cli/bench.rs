@@ -39,9 +39,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Tokens to generate per prompt (end-of-generation ids are ignored so that every config
-    /// decodes the same length).
+    /// decodes the same length, unless --stop-at-eos).
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
+    /// End each generation at the model's first end-of-generation token, as a user's request
+    /// ends (every config still decodes the same tokens; short answers make noisy rates).
+    #[arg(long)]
+    pub stop_at_eos: bool,
     /// Wrap prompts in the model's chat template.
     #[arg(long)]
     pub chat: bool,
@@ -92,6 +96,9 @@ struct Meta {
     max_tokens: usize,
     chat: bool,
     prompts: usize,
+    /// Generations ended at the first end-of-generation token (`--stop-at-eos`).
+    #[serde(default)]
+    stop_at_eos: bool,
 }
 
 impl Meta {
@@ -162,6 +169,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let sampler = Sampler::new(Default::default())?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
+        stop_ids: if args.stop_at_eos {
+            loaded.tokenizer.eog_ids().to_vec()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let device = loaded.device_label();
@@ -328,6 +340,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         chat: args.chat,
         prompts: prompts.len(),
+        stop_at_eos: args.stop_at_eos,
     };
     report(&args, &configs, &runs, &meta)?;
     for (label, why) in &not_run {
@@ -373,6 +386,7 @@ fn replot(args: &BenchArgs) -> anyhow::Result<()> {
         max_tokens: runs.iter().map(|r| r.tokens).max().unwrap_or(0),
         chat: false,
         prompts,
+        stop_at_eos: false,
     });
     report(args, &configs, &runs, &Meta { prompts, ..meta })
 }
@@ -395,10 +409,15 @@ fn report(
         "summary": summary,
     });
     let table = format!(
-        "device: {}; {} prompts; {} new tokens each\n{}",
+        "device: {}; {} prompts; {} new tokens each{}\n{}",
         meta.device,
         meta.prompts,
         meta.max_tokens,
+        if meta.stop_at_eos {
+            " at most, ended at the end-of-generation token"
+        } else {
+            ""
+        },
         summary_markdown(&summary)
     );
     if let Some(dir) = &args.out {
