@@ -5,18 +5,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn lade(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lade"))
-        .args(args)
-        .env_remove("LADE_MODEL")
-        .output()
-        .expect("run lade");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run_lade as lade;
 
 /// Fails cleanly: non-zero exit, an `error:` line mentioning `needle`, no panic.
 fn fails_with(args: &[&str], needle: &str) {

@@ -5,22 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run_lade as lade;
 use lade::decode::CorpusFile;
-
-fn lade(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lade"))
-        .args(args)
-        .env_remove("LADE_MODEL")
-        .output()
-        .expect("run lade");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("lade-corpus-test-{}", std::process::id()));
@@ -30,6 +17,15 @@ fn dir() -> PathBuf {
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prompts/mt_bench.jsonl")
+}
+
+/// `lade draft-corpus` on the MT-Bench fixtures with `extra` options.
+fn draft_corpus(extra: &[&str]) -> (bool, String, String) {
+    let model = common::model_path().display().to_string();
+    let fixtures = fixtures().display().to_string();
+    let mut args = vec!["draft-corpus", "--model", &model, "--dataset", &fixtures];
+    args.extend_from_slice(extra);
+    lade(&args)
 }
 
 fn generate_json(extra: &[&str]) -> serde_json::Value {
@@ -54,16 +50,9 @@ fn generate_json(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_built_corpus_drafts_without_changing_the_output() {
-    let model = common::model_path().display().to_string();
     let file = dir().join("mt.corpus");
     let file_s = file.display().to_string();
-    let fixtures = fixtures().display().to_string();
-    let (ok, _, err) = lade(&[
-        "draft-corpus",
-        "--model",
-        &model,
-        "--dataset",
-        &fixtures,
+    let (ok, _, err) = draft_corpus(&[
         "--chat",
         "--skip",
         "2",
@@ -81,12 +70,7 @@ fn a_built_corpus_drafts_without_changing_the_output() {
     let tok = lade::loader::load_tokenizer(&common::model_path()).unwrap();
     corpus.check_tokenizer(&tok, "mt.corpus").unwrap();
     // --append adds to it.
-    let (ok, _, err) = lade(&[
-        "draft-corpus",
-        "--model",
-        &model,
-        "--dataset",
-        &fixtures,
+    let (ok, _, err) = draft_corpus(&[
         "--chat",
         "--skip",
         "5",
@@ -153,18 +137,7 @@ fn bad_and_foreign_corpora_are_refused_clearly() {
     fails(&foreign, "another tokenizer");
     fails(&d.join("missing.corpus"), "missing.corpus");
     // The builder refuses a prompt set it would leave empty.
-    let fixtures = fixtures().display().to_string();
     let out = d.join("x.corpus").display().to_string();
-    let (ok, _, err) = lade(&[
-        "draft-corpus",
-        "--model",
-        &model,
-        "--dataset",
-        &fixtures,
-        "--skip",
-        "100",
-        "--out",
-        &out,
-    ]);
+    let (ok, _, err) = draft_corpus(&["--skip", "100", "--out", &out]);
     assert!(!ok && err.contains("left out by --skip"), "{err}");
 }

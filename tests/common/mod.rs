@@ -20,6 +20,20 @@ pub fn model_path() -> PathBuf {
         .expect("the default model must be available (run the README's first command)")
 }
 
+/// Runs the `lade` binary with `args` (`$LADE_MODEL` unset): success, stdout, stderr.
+pub fn run_lade(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(args)
+        .env_remove("LADE_MODEL")
+        .output()
+        .expect("run lade");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The default model in `format`, loaded once per test binary.
 pub fn model(format: WeightFormat) -> Arc<LoadedModel> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<LoadedModel>>>> = OnceLock::new();
