@@ -42,10 +42,9 @@ impl CorpusArgs {
             None => {
                 let file = CorpusFile::parse(DEFAULT_MODEL_CORPUS, "(embedded)")?;
                 // The embedded corpus belongs to the default model's tokenizer only.
-                if file.texts.is_empty()
-                    || file
-                        .check_tokenizer(&loaded.tokenizer, "(embedded)")
-                        .is_err()
+                if file
+                    .check_tokenizer(&loaded.tokenizer, "(embedded)")
+                    .is_err()
                 {
                     return Ok(None);
                 }

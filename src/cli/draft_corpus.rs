@@ -1,13 +1,12 @@
 //! `lade draft-corpus`: decode a prompt set greedily and write the texts (prompt + output
 //! ids) as a draft corpus for `--draft-corpus` (see `lade::decode::DraftCorpus`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lade::decode::{CorpusFile, PlainDecoder};
 use lade::generate::{generate, StopRules};
+use lade::loader::progress::LoadProgress;
 use lade::sampling::Sampler;
 
 use super::bench::read_prompts;
@@ -79,7 +78,7 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let bar = progress(prompts.len() as u64, !args.model.quiet);
+    let bar = LoadProgress::counting(prompts.len() as u64, "decoding prompts", !args.model.quiet);
     let mut generated = 0;
     for (i, p) in prompts.iter().enumerate() {
         let ids = prompt_ids(tok, p, args.chat, None)?;
@@ -101,9 +100,9 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
         )?;
         generated += g.token_ids.len();
         corpus.texts.push([ids, g.token_ids].concat());
-        bar.inc(1);
+        bar.advance(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     corpus.write(&args.out)?;
     let index = corpus.index();
     args.model.log(&format!(
@@ -115,17 +114,4 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
         index.contexts()
     ));
     Ok(())
-}
-
-/// A prompt-counting progress bar on stderr (hidden with --quiet or off a terminal).
-fn progress(total: u64, show: bool) -> ProgressBar {
-    if !(show && std::io::stderr().is_terminal()) {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("decoding prompts [{bar:40}] {pos}/{len} ({eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar
 }

@@ -289,41 +289,39 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         args.corpus.load(&loaded, &|l| args.model.log(l))?
     };
-    let mut decoder = args.lookahead.decoder(args.seed, corpus.clone())?;
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
     let mut auto = None;
-    let mut session: Box<dyn CausalLm + Send> = if let Some(list) = parallel {
-        let (par, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus.clone())?;
-        decoder = par;
-        let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
-        args.model.log(&format!(
-            "lookahead parallelism: {} on {} (host-channel exchange){}",
-            decoder.name(),
-            names.join(","),
-            if defaulted {
-                "; --lookahead auto is single-device, using the default config"
-            } else {
-                ""
+    let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
+        if let Some(list) = parallel {
+            let (decoder, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus)?;
+            let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
+            args.model.log(&format!(
+                "lookahead parallelism: {} on {} (host-channel exchange){}",
+                decoder.name(),
+                names.join(","),
+                if defaulted {
+                    "; --lookahead auto is single-device, using the default config"
+                } else {
+                    ""
+                }
+            ));
+            (decoder, Box::new(device_group(&loaded, list, context)?))
+        } else {
+            let (decoder, choice) = args.lookahead.decoder_for(
+                args.seed,
+                corpus,
+                &loaded,
+                context.saturating_sub(ids.len() + args.max_tokens),
+            )?;
+            if let Some(choice) = &choice {
+                args.model
+                    .log(&format!("lookahead auto: {}", choice.describe()));
             }
-        ));
-        Box::new(device_group(&loaded, list, context)?)
-    } else {
-        let (auto_decoder, choice) = args.lookahead.decoder_for(
-            args.seed,
-            corpus.clone(),
-            &loaded,
-            context.saturating_sub(ids.len() + args.max_tokens),
-        )?;
-        if let Some(choice) = &choice {
-            decoder = auto_decoder;
-            args.model
-                .log(&format!("lookahead auto: {}", choice.describe()));
-        }
-        auto = choice;
-        loaded.new_session(context)?
-    };
+            auto = choice;
+            (decoder, loaded.new_session(context)?)
+        };
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,

@@ -30,20 +30,14 @@ fn key(context: &[u32]) -> ContextKey {
     (context.len() as u8, k)
 }
 
-/// The most frequent follower of a context; ties go to the follower seen first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Follower {
-    token: u32,
-    count: u32,
-}
-
 /// Follower counts of one context while a corpus is indexed, in order of first appearance.
 type Counts = Vec<(u32, u32)>;
 
 /// The index of a draft corpus (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct DraftCorpus {
-    best: HashMap<ContextKey, Follower>,
+    /// The most frequent follower of each context (the first seen on ties).
+    best: HashMap<ContextKey, u32>,
     texts: usize,
     tokens: usize,
 }
@@ -71,17 +65,11 @@ impl DraftCorpus {
             .into_iter()
             .map(|(k, c)| {
                 // The first of the most frequent (max_by_key would keep the last).
-                let (token, count) = c.iter().fold(
+                let (token, _) = c.iter().fold(
                     (0, 0),
-                    |best, &(t, n)| {
-                        if n > best.1 {
-                            (t, n)
-                        } else {
-                            best
-                        }
-                    },
+                    |best, &(t, n)| if n > best.1 { (t, n) } else { best },
                 );
-                (k, Follower { token, count })
+                (k, token)
             })
             .collect();
         Self {
@@ -112,7 +100,7 @@ impl DraftCorpus {
         (1..=ORDER.min(tokens.len())).rev().find_map(|k| {
             self.best
                 .get(&key(&tokens[tokens.len() - k..]))
-                .map(|f| (f.token, k))
+                .map(|&t| (t, k))
         })
     }
 

@@ -19,13 +19,13 @@ use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
 
 const MAGIC: &[u8; 8] = b"LADECORP";
+const VERSION: u32 = 1;
 
 /// The draft corpus of the embedded default model (SmolLM2-135M-Instruct): its greedy outputs
 /// on prompts that no benchmark of docs/benchmarks.md decodes (`tools/build-draft-corpus.sh`;
 /// what it holds is in `assets/draft-corpus/README.md`).
 pub const DEFAULT_MODEL_CORPUS: &[u8] =
     include_bytes!("../../assets/draft-corpus/SmolLM2-135M-Instruct.corpus");
-const VERSION: u32 = 1;
 
 /// The texts of a draft corpus and the tokenizer they were written with.
 #[derive(Debug, Clone, PartialEq, Eq)]

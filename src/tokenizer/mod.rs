@@ -369,7 +369,8 @@ pub(crate) mod tests {
         assert!(t.description().contains("smollm"), "{}", t.description());
         let tmpl = t.chat_template().expect("chat template");
         assert!(tmpl.contains("named SmolLM"));
-        // Same tokenizer, same fingerprint; one piece changed, another.
+        // Deterministic, and not the empty hash (the pieces were hashed). A corpus carrying
+        // another fingerprint is refused: tests/draft_corpus.rs.
         assert_eq!(t.fingerprint(), smollm().fingerprint());
         assert_ne!(t.fingerprint(), 0xcbf2_9ce4_8422_2325);
     }

@@ -122,9 +122,9 @@ impl AutoChoice {
 
     /// A fresh decoder for one request.
     pub fn decoder(&self, opts: &DecoderOptions) -> Result<Box<dyn Decoder + Send>> {
-        Ok(match self.lookahead_config(opts) {
-            None => Box::new(PlainDecoder),
-            Some(c) => Box::new(LookaheadDecoder::new(c)?.with_corpus(opts.corpus.clone())),
+        Ok(match self.strategy {
+            Strategy::Plain => Box::new(PlainDecoder),
+            Strategy::Lookahead(c) => Box::new(opts.lookahead(c)?),
         })
     }
 

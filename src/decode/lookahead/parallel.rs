@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{LookaheadConfig, LookaheadDecoder, StepLayout};
-use crate::decode::{Decoder, SequenceView, StepOutcome};
+use crate::decode::{Decoder, DraftCorpus, SequenceView, StepOutcome};
 use crate::model::{CausalLm, Pick, Share};
 use crate::sampling::Sampler;
 use crate::{LadeError, Result};
@@ -112,10 +112,7 @@ impl ParallelLookaheadDecoder {
     }
 
     /// This decoder drafting from `corpus` (see [`LookaheadDecoder::with_corpus`]).
-    pub fn with_corpus(
-        mut self,
-        corpus: Option<std::sync::Arc<crate::decode::DraftCorpus>>,
-    ) -> Self {
+    pub fn with_corpus(mut self, corpus: Option<Arc<DraftCorpus>>) -> Self {
         self.inner = self.inner.with_corpus(corpus);
         self
     }
