@@ -141,3 +141,76 @@ fn bad_and_foreign_corpora_are_refused_clearly() {
     let (ok, _, err) = draft_corpus(&["--skip", "100", "--out", &out]);
     assert!(!ok && err.contains("left out by --skip"), "{err}");
 }
+
+#[test]
+fn self_prompts_are_user_turns_the_model_writes_and_answers() {
+    let model = common::model_path().display().to_string();
+    let d = dir();
+    let build = |name: &str, seed: &str| -> (PathBuf, String) {
+        let out = d.join(name);
+        let out_s = out.display().to_string();
+        let (ok, _, err) = lade(&[
+            "draft-corpus",
+            "--model",
+            &model,
+            "--self-prompts",
+            "3",
+            "--self-prompt-seed",
+            seed,
+            "--max-tokens",
+            "12",
+            "--out",
+            &out_s,
+        ]);
+        assert!(ok, "{err}");
+        (out, err)
+    };
+    let (a, log) = build("self-a.corpus", "1");
+    let texts = CorpusFile::read(&a).unwrap().texts;
+    assert!(!texts.is_empty() && texts.len() <= 3, "{log}");
+    assert!(log.contains(&format!("{} new", texts.len())), "{log}");
+    let tok = lade::loader::load_tokenizer(&common::model_path()).unwrap();
+    let mut users = Vec::new();
+    for t in &texts {
+        let s = tok.decode_with_specials(t).unwrap();
+        // The chat template's user turn, written by the model, then the assistant's answer.
+        let user = s.split("<|im_start|>user\n").nth(1).expect(&s);
+        let (question, answer) = user
+            .split_once("<|im_end|>\n<|im_start|>assistant\n")
+            .expect(&s);
+        assert!(!question.trim().is_empty() && !answer.is_empty(), "{s:?}");
+        users.push(question.to_string());
+    }
+    users.dedup();
+    assert_eq!(
+        users.len(),
+        texts.len(),
+        "each seed writes its own prompt: {users:?}"
+    );
+    // The same seeds write the same corpus; other seeds another.
+    let (b, _) = build("self-b.corpus", "1");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let (c, _) = build("self-c.corpus", "7");
+    assert_ne!(CorpusFile::read(&c).unwrap().texts, texts);
+
+    let out = d.join("never.corpus").display().to_string();
+    for (args, needle) in [
+        (
+            vec!["--self-prompts", "0"],
+            "--self-prompts must be at least 1",
+        ),
+        (
+            vec!["--self-prompts", "2", "--self-prompt-temperature", "0"],
+            "--self-prompt-temperature must be above 0",
+        ),
+        (vec![], "--dataset"),
+    ] {
+        let mut all = vec!["draft-corpus", "--model", &model, "--out", &out];
+        all.extend(args);
+        let (ok, _, err) = lade(&all);
+        assert!(
+            !ok && !err.contains("panicked") && err.contains(needle),
+            "{all:?}: {err}"
+        );
+    }
+}

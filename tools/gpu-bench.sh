@@ -14,7 +14,9 @@
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
-# ONESHOT_VARIANTS="default;ENV=1").
+# ONESHOT_VARIANTS="default;ENV=1"), selfcorpus (lade draft-corpus --self-prompts $SELF_N from seed
+# $SELF_SEED, appended to $D/self.corpus, which starts as a copy of $SELF_BASE when set; copied to
+# $OUT).
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -167,6 +169,15 @@ scaling() {  # the W,N grid in wall-clock terms on this GPU
   echo "scaling rc=$?"; cat "$OUT/scaling.txt"; tail -3 "$OUT/scaling.err"
 }
 
+selfcorpus() {
+  if [ ! -e "$D/self.corpus" ] && [ -n "${SELF_BASE:-}" ]; then cp "$SELF_BASE" "$D/self.corpus"; fi
+  local t0=$SECONDS
+  timeout ${SELF_TIMEOUT:-500} "$LADE" draft-corpus --device cuda --model "$M" --self-prompts "${SELF_N:-500}" \
+    --self-prompt-seed "${SELF_SEED:-1}" --append --out "$D/self.corpus" > "$OUT/selfcorpus.txt" 2>&1
+  echo "selfcorpus rc=$? in $((SECONDS - t0)) s"; tail -3 "$OUT/selfcorpus.txt"
+  cp "$D/self.corpus" "$OUT/self.corpus"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -187,6 +198,7 @@ case "$cmd" in
         pick) pick; . "$OUT/picked.env" ;;
         scaling) scaling ;;
         hf) hf ;;
+        selfcorpus) selfcorpus ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;
@@ -205,6 +217,7 @@ case "$cmd" in
         pick) pick; . "$OUT/picked.env" ;;
         scaling) scaling ;;
         hf) hf ;;
+        selfcorpus) selfcorpus ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;

@@ -188,14 +188,16 @@ impl LookaheadArgs {
     /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
     /// measured cost model (measured on a throwaway sequence once per process; `max_rows`
     /// bounds the step size the context leaves room for). Also returns the `auto` decision.
+    /// `corpus` loads the draft corpus; it is called only for a lookahead decoder.
     pub fn decoder_for(
         &self,
         seed: u64,
-        corpus: Option<Arc<DraftCorpus>>,
+        corpus: &dyn Fn() -> anyhow::Result<Option<Arc<DraftCorpus>>>,
         loaded: &LoadedModel,
         max_rows: usize,
     ) -> anyhow::Result<(Box<dyn Decoder>, Option<AutoChoice>)> {
         if !self.is_auto() {
+            let corpus = if self.no_lookahead { None } else { corpus()? };
             return Ok((self.decoder(seed, corpus)?, None));
         }
         load_lookahead_prior(self.lookahead_prior.as_deref())?;
@@ -209,6 +211,10 @@ impl LookaheadArgs {
             |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
             &opts,
         )?;
+        let plain = choice
+            .lookahead_config(&self.decoder_options(seed, None))
+            .is_none();
+        let corpus = if plain { None } else { corpus()? };
         let decoder = choice.decoder(&self.decoder_options(seed, corpus))?;
         Ok((decoder, Some(choice)))
     }
@@ -284,18 +290,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let tok = &loaded.tokenizer;
     let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
-    let corpus = if args.lookahead.no_lookahead {
-        None
-    } else {
-        args.corpus.load(&loaded, &|l| args.model.log(l))?
-    };
+    // Indexed only for a decoder that drafts (auto on the CPU decodes plainly).
+    let corpus = || args.corpus.load(&loaded, &|l| args.model.log(l));
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
     let mut auto = None;
     let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
         if let Some(list) = parallel {
-            let (decoder, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus)?;
+            let (decoder, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus()?)?;
             let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
             args.model.log(&format!(
                 "lookahead parallelism: {} on {} (host-channel exchange){}",
@@ -311,7 +314,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         } else {
             let (decoder, choice) = args.lookahead.decoder_for(
                 args.seed,
-                corpus,
+                &corpus,
                 &loaded,
                 context.saturating_sub(ids.len() + args.max_tokens),
             )?;

@@ -9,6 +9,7 @@ mod draft_corpus;
 mod generate;
 mod model_args;
 mod profile;
+mod self_prompts;
 mod serve;
 mod tokenize;
 

@@ -17,27 +17,63 @@
 //! with `c`, and `b c` then continues it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-/// Longest context indexed, in tokens.
-pub const ORDER: usize = 4;
+use rayon::slice::ParallelSliceMut;
 
-/// A context of 1..=ORDER tokens, zero-padded (its length disambiguates the padding).
-type ContextKey = (u8, [u32; ORDER]);
+/// Longest context indexed, in tokens. Six tokens tell a code text's `    return` from a
+/// chat text's; with four, the chat majority of a mixed corpus wins short contexts in code.
+pub const ORDER: usize = 6;
 
-fn key(context: &[u32]) -> ContextKey {
-    let mut k = [0u32; ORDER];
-    k[..context.len()].copy_from_slice(context);
-    (context.len() as u8, k)
+/// The key of a context: a 64-bit hash of its tokens, read backwards from its last one (so
+/// the keys of a position's 1- to ORDER-token contexts are one running hash). Two contexts
+/// sharing a key (about one pair in 10^7 for a million contexts) would merge their
+/// followers: a worse draft, never a wrong output, since drafts are verified.
+type ContextKey = u64;
+
+/// The key of the context `context[..]` extended backwards by `token`.
+fn extend_key(key: ContextKey, token: u32) -> ContextKey {
+    // splitmix64's finaliser over the running key and the token.
+    let mut z = key ^ (u64::from(token) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
-/// Follower counts of one context while a corpus is indexed, in order of first appearance.
-type Counts = Vec<(u32, u32)>;
+/// The key of the empty context, the start of every running key.
+const EMPTY_KEY: ContextKey = 0x6C61_6465_636F_7270; // "ladecorp"
+
+/// The keys of the 1- to `ORDER`-token contexts that end `tokens`, shortest first.
+fn context_keys(tokens: &[u32]) -> impl Iterator<Item = ContextKey> + '_ {
+    tokens.iter().rev().take(ORDER).scan(EMPTY_KEY, |key, &t| {
+        *key = extend_key(*key, t);
+        Some(*key)
+    })
+}
+
+/// Keys are hashes already: the map uses them as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// The index of a draft corpus (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct DraftCorpus {
     /// The most frequent follower of each context (the first seen on ties).
-    best: HashMap<ContextKey, u32>,
+    best: HashMap<ContextKey, u32, BuildHasherDefault<KeyIsHash>>,
     texts: usize,
     tokens: usize,
 }
@@ -45,40 +81,40 @@ pub struct DraftCorpus {
 impl DraftCorpus {
     /// Indexes `texts` (token sequences; each is a separate text: no context spans two).
     pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a [u32]>) -> Self {
-        let mut counts: HashMap<ContextKey, Counts> = HashMap::new();
+        // Every (context, follower, position) of the corpus, sorted by context and follower:
+        // then each run is one follower's count and first position, and each context's runs
+        // are side by side.
+        let mut seen: Vec<(ContextKey, u32, u32)> = Vec::new();
         let (mut n_texts, mut n_tokens) = (0, 0);
         for text in texts {
             n_texts += 1;
-            n_tokens += text.len();
             for i in 1..text.len() {
-                let next = text[i];
-                for k in 1..=ORDER.min(i) {
-                    let c = counts.entry(key(&text[i - k..i])).or_default();
-                    match c.iter_mut().find(|(t, _)| *t == next) {
-                        Some((_, n)) => *n += 1,
-                        None => c.push((next, 1)),
-                    }
+                let at = (n_tokens + i) as u32;
+                seen.extend(context_keys(&text[..i]).map(|k| (k, text[i], at)));
+            }
+            n_tokens += text.len();
+        }
+        seen.par_sort_unstable();
+        let mut best = HashMap::default();
+        for context in seen.chunk_by(|a, b| a.0 == b.0) {
+            // (count, first position, follower) of the best follower of this context.
+            let mut top = (0usize, u32::MAX, 0u32);
+            for run in context.chunk_by(|a, b| a.1 == b.1) {
+                // Sorted by position within the run: its first is where it was seen first.
+                let candidate = (run.len(), run[0].2, run[0].1);
+                if candidate.0 > top.0 || (candidate.0 == top.0 && candidate.1 < top.1) {
+                    top = candidate;
                 }
             }
+            best.insert(context[0].0, top.2);
         }
-        let best = counts
-            .into_iter()
-            .map(|(k, c)| {
-                // The first of the most frequent (max_by_key would keep the last).
-                let (token, _) = c.iter().fold(
-                    (0, 0),
-                    |best, &(t, n)| if n > best.1 { (t, n) } else { best },
-                );
-                (k, token)
-            })
-            .collect();
+        best.shrink_to_fit();
         Self {
             best,
             texts: n_texts,
             tokens: n_tokens,
         }
     }
-
     /// Texts indexed.
     pub fn texts(&self) -> usize {
         self.texts
@@ -97,11 +133,15 @@ impl DraftCorpus {
     /// The most frequent follower of the longest indexed context that `tokens` ends with, and
     /// that context's length.
     pub fn next(&self, tokens: &[u32]) -> Option<(u32, usize)> {
-        (1..=ORDER.min(tokens.len())).rev().find_map(|k| {
-            self.best
-                .get(&key(&tokens[tokens.len() - k..]))
-                .map(|&t| (t, k))
-        })
+        let mut keys = [EMPTY_KEY; ORDER];
+        let mut n = 0;
+        for (slot, k) in keys.iter_mut().zip(context_keys(tokens)) {
+            *slot = k;
+            n += 1;
+        }
+        (0..n)
+            .rev()
+            .find_map(|i| self.best.get(&keys[i]).map(|&t| (t, i + 1)))
     }
 
     /// Up to `len` tokens that the corpus predicts after `tokens`, each the [`Self::next`] of
@@ -131,7 +171,7 @@ mod tests {
     /// The oracle: scan every text for every occurrence of the longest context (ORDER..1
     /// tokens) that has a follower, count followers, take the most frequent (first seen on
     /// ties).
-    fn brute_next(texts: &[Vec<u32>], tokens: &[u32]) -> Option<u32> {
+    fn brute_next(texts: &[Vec<u32>], tokens: &[u32]) -> Option<(u32, usize)> {
         for k in (1..=ORDER.min(tokens.len())).rev() {
             let ctx = &tokens[tokens.len() - k..];
             let mut seen: Vec<(u32, u32)> = Vec::new();
@@ -146,7 +186,7 @@ mod tests {
                 }
             }
             if let Some(max) = seen.iter().map(|s| s.1).max() {
-                return seen.iter().find(|s| s.1 == max).map(|s| s.0);
+                return seen.iter().find(|s| s.1 == max).map(|s| (s.0, k));
             }
         }
         None
@@ -174,17 +214,31 @@ mod tests {
         let corpus = DraftCorpus::from_texts(texts.iter().map(Vec::as_slice));
         assert_eq!(corpus.texts(), 6);
         assert_eq!(corpus.tokens(), 720);
-        let queries = random_texts(8, 200, 5, 7); // symbol 6 never occurs in the corpus
-        let mut found = 0;
+        // Longer than ORDER, so that every context length is tried; symbol 6 never occurs in
+        // the corpus. Random queries rarely repeat 6 tokens of it: stretches of the corpus
+        // with a random token in front are queries too.
+        let mut queries = random_texts(8, 200, ORDER + 2, 7);
+        let fronts = random_texts(9, 1, 60, 7).remove(0);
+        for (i, &front) in fronts.iter().enumerate() {
+            let text = &texts[i % texts.len()];
+            let at = (i * 17) % (text.len() - ORDER);
+            queries.push([&[front][..], &text[at..at + ORDER]].concat());
+        }
+        let (mut by_order, mut misses) = ([0usize; ORDER + 1], 0);
         for q in &queries {
             for end in 1..=q.len() {
-                let got = corpus.next(&q[..end]).map(|(t, _)| t);
+                let got = corpus.next(&q[..end]);
                 assert_eq!(got, brute_next(&texts, &q[..end]), "query {:?}", &q[..end]);
-                found += usize::from(got.is_some());
+                match got {
+                    Some((_, k)) => by_order[k] += 1,
+                    None => misses += 1,
+                }
             }
         }
-        assert!(found > 500, "the queries must exercise matches");
-        assert!(found < 1000, "and misses");
+        assert!(misses > 100, "the queries must exercise misses: {misses}");
+        for (k, n) in by_order.iter().enumerate().skip(1) {
+            assert!(*n > 10, "and matches of every length: {k} tokens {n} times");
+        }
     }
 
     #[test]

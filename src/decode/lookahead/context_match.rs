@@ -147,6 +147,11 @@ impl DraftIndex {
     /// the end of the text it repeats with the distance between the two ends as its period
     /// (an overlapping copy, as in LZ77), so a loop in the text yields a full-length draft.
     pub fn draft(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+        self.draft_and_match(tokens).map(|d| d.tokens)
+    }
+
+    /// [`Self::draft`] and how many tokens matched backwards.
+    pub fn draft_and_match(&self, tokens: &[u32]) -> Option<TextDraft> {
         let len = tokens.len();
         let end = self.ends.latest_end(tokens)?;
         let matched = (0..MATCH_CAP.min(end + 1))
@@ -163,8 +168,20 @@ impl DraftIndex {
             };
             draft.push(t);
         }
-        (!draft.is_empty()).then_some(draft)
+        (!draft.is_empty()).then_some(TextDraft {
+            tokens: draft,
+            matched: Some(matched),
+        })
     }
+}
+
+/// A candidate from the committed text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextDraft {
+    pub tokens: Vec<u32>,
+    /// Tokens before it that matched backwards (at most 16), for a draft whose length follows
+    /// the match; `None` for a fixed-length continuation.
+    pub matched: Option<usize>,
 }
 
 /// The context-matched candidate of a decoder: off, a fixed N-1-token continuation
@@ -205,11 +222,14 @@ impl ContextMatch {
     }
 
     /// The candidate after the committed text `tokens`, if its end matches.
-    pub fn candidate(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+    pub fn candidate(&self, tokens: &[u32]) -> Option<TextDraft> {
         match self {
             Self::Off => None,
-            Self::Fixed(index) => index.lookup(tokens).map(<[u32]>::to_vec),
-            Self::Adaptive(index) => index.draft(tokens),
+            Self::Fixed(index) => index.lookup(tokens).map(|c| TextDraft {
+                tokens: c.to_vec(),
+                matched: None,
+            }),
+            Self::Adaptive(index) => index.draft_and_match(tokens),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 
 pub use config::LookaheadConfig;
-pub use context_match::{ContextIndex, ContextMatch, DraftIndex};
+pub use context_match::{ContextIndex, ContextMatch, DraftIndex, TextDraft};
 pub use layout::StepLayout;
 pub use parallel::{ParallelLookaheadDecoder, Partition};
 pub use pool::NgramPool;
@@ -48,10 +48,22 @@ pub struct LookaheadStats {
     pub corpus_tokens_accepted: usize,
 }
 
-/// Longest draft taken from the draft corpus (at most N-1): 4-row steps with the pending
-/// token, which cost about 1.01 single-row steps on the H200. Replayed on greedy texts, 7
-/// tokens confirmed no more (docs/benchmarks.md): the corpus predicts the next token or two.
-pub const CORPUS_DRAFT_LEN: usize = 3;
+/// Tokens drafted from the draft corpus (at most N-1) when the context it matched is
+/// `order` tokens long: 3 (a 4-row step with the pending token, about 1.01 single-row steps
+/// on the H200) after a short context, 7 (8 rows, 1.09) after 4 or more tokens, which the
+/// corpus continues further (replayed on greedy texts, docs/benchmarks.md).
+pub fn corpus_draft_len(order: usize) -> usize {
+    if order >= 4 {
+        7
+    } else {
+        3
+    }
+}
+
+/// A corpus draft replaces the committed text's draft when its context is at least this many
+/// tokens longer than the text's backward match: the text's latest occurrence of a short
+/// context is a worse guess than what the model usually wrote after a long one.
+pub const CORPUS_OVER_TEXT_MARGIN: usize = 2;
 
 /// The lookahead decoder of one sequence.
 #[derive(Debug, Clone)]
@@ -194,8 +206,10 @@ impl LookaheadDecoder {
     /// The candidates of a step whose committed text is `tokens` (its last token pending): the
     /// pool's tuples for the pending token once the window is warm (oldest first), preceded by
     /// the context-matched continuation when there is one (`context_match`); at most G, each
-    /// once. The oldest pool tuple makes room for the context match. Without a context match
-    /// and with a draft corpus, the corpus draft takes its place; the flag says so.
+    /// once. The oldest pool tuple makes room for the context match. With a draft corpus, the
+    /// corpus draft takes its place where there is no context match, or where the corpus
+    /// matched a context [`CORPUS_OVER_TEXT_MARGIN`] tokens longer than a match-following
+    /// draft did; the flag says so.
     fn candidates(&self, tokens: &[u32], window_warm: bool) -> (Vec<Vec<u32>>, bool) {
         let g = self.config.guesses;
         let Some(&pending) = tokens.last() else {
@@ -207,17 +221,31 @@ impl LookaheadDecoder {
             Vec::new()
         };
         let from_text = self.context.candidate(tokens);
-        let from_corpus = || {
-            let corpus = self.corpus.as_ref()?;
-            let d = corpus.draft(tokens, CORPUS_DRAFT_LEN.min(self.max_match()));
-            (!d.is_empty()).then_some(d)
+        // The corpus's longest context for `tokens`, when its draft is to be used: where the
+        // text has no draft, or only one matched by a context shorter by the margin.
+        let corpus_order = self
+            .corpus
+            .as_ref()
+            .and_then(|c| c.next(tokens))
+            .map(|n| n.1);
+        let use_corpus = match (&from_text, corpus_order) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(t), Some(order)) => t
+                .matched
+                .is_some_and(|m| order >= m + CORPUS_OVER_TEXT_MARGIN),
         };
-        let (m, corpus) = match from_text {
-            Some(m) => (m, false),
-            None => match from_corpus() {
-                Some(d) => (d, true),
-                None => return (pool, false),
-            },
+        let from_corpus = match (&self.corpus, corpus_order) {
+            (Some(c), Some(order)) if use_corpus => {
+                Some(c.draft(tokens, corpus_draft_len(order).min(self.max_match())))
+            }
+            _ => None,
+        }
+        .filter(|d| !d.is_empty());
+        let (m, corpus) = match (from_corpus, from_text) {
+            (Some(d), _) => (d, true),
+            (None, Some(t)) => (t.tokens, false),
+            (None, None) => return (pool, false),
         };
         pool.retain(|v| v.as_slice() != m);
         let drop = (pool.len() + 1).saturating_sub(g);
@@ -337,5 +365,59 @@ impl Decoder for LookaheadDecoder {
                 0.0
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candidates of the first step after `prompt` with W = 0, N = 32, G = 1 and a corpus
+    /// of one text, `10 11 … 20`.
+    fn first_candidates(prompt: &[u32], with_corpus: bool) -> (Vec<Vec<u32>>, bool) {
+        let corpus: Vec<u32> = (10..=20).collect();
+        let corpus = Arc::new(DraftCorpus::from_texts([corpus.as_slice()]));
+        let mut d = LookaheadDecoder::new(LookaheadConfig::new(0, 32, 1))
+            .unwrap()
+            .with_corpus(with_corpus.then_some(corpus));
+        d.begin(prompt).unwrap();
+        d.candidates(prompt, false)
+    }
+
+    #[test]
+    fn the_corpus_drafts_where_the_text_matched_a_much_shorter_context() {
+        let corpus_after =
+            |first: u32, len: usize| -> Vec<u32> { (first..first + len as u32).collect() };
+        // No earlier 12 in the text: the corpus's `11 12` (2 tokens) gives 3 tokens.
+        assert_eq!(
+            first_candidates(&[5, 11, 12], true),
+            (vec![corpus_after(13, 3)], true)
+        );
+        assert_eq!(first_candidates(&[5, 11, 12], false), (vec![], false));
+        // The text's 13 matched 1 token back (`1 13 50`), the corpus's `10 11 12 13` 4
+        // tokens: 4 >= 1 + 2, so 7 tokens from the corpus (a 4-token context).
+        let p = [1, 13, 50, 10, 11, 12, 13];
+        assert_eq!(
+            first_candidates(&p, true),
+            (vec![corpus_after(14, 7)], true)
+        );
+        assert_eq!(
+            first_candidates(&p, false).0[0][0],
+            50,
+            "without a corpus: the text"
+        );
+        // Matched 2 back (`12 13 50`): 4 >= 2 + 2, still the corpus.
+        let p = [7, 12, 13, 50, 10, 11, 12, 13];
+        assert_eq!(
+            first_candidates(&p, true),
+            (vec![corpus_after(14, 7)], true)
+        );
+        // Matched 3 back (`11 12 13 50`): the text's draft (7 tokens after a 3-token match,
+        // repeating the 5-token loop `50 10 11 12 13`).
+        let p = [11, 12, 13, 50, 10, 11, 12, 13];
+        assert_eq!(
+            first_candidates(&p, true),
+            (vec![vec![50, 10, 11, 12, 13, 50, 10]], false)
+        );
     }
 }
