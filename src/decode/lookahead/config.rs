@@ -28,8 +28,10 @@ pub struct LookaheadConfig {
     /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
     /// (see [`super::DraftIndex::draft`]). Off: one N-1-token candidate every step.
     pub adaptive_draft: bool,
-    /// When the committed text offers no context-matched candidate, draft from the decoder's
-    /// draft corpus, if it has one (see [`crate::decode::DraftCorpus`]).
+    /// When the committed text offers no context-matched candidate, or (with
+    /// `adaptive_draft`) only one after a match much shorter than the corpus's context, draft
+    /// from the decoder's draft corpus, if it has one (see [`crate::decode::DraftCorpus`] and
+    /// [`super::CORPUS_OVER_TEXT_MARGIN`]).
     pub corpus_drafts: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,

@@ -221,27 +221,20 @@ impl LookaheadDecoder {
             Vec::new()
         };
         let from_text = self.context.candidate(tokens);
-        // The corpus's longest context for `tokens`, when its draft is to be used: where the
-        // text has no draft, or only one matched by a context shorter by the margin.
-        let corpus_order = self
-            .corpus
-            .as_ref()
-            .and_then(|c| c.next(tokens))
-            .map(|n| n.1);
-        let use_corpus = match (&from_text, corpus_order) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(t), Some(order)) => t
-                .matched
-                .is_some_and(|m| order >= m + CORPUS_OVER_TEXT_MARGIN),
-        };
-        let from_corpus = match (&self.corpus, corpus_order) {
-            (Some(c), Some(order)) if use_corpus => {
-                Some(c.draft(tokens, corpus_draft_len(order).min(self.max_match())))
-            }
-            _ => None,
-        }
-        .filter(|d| !d.is_empty());
+        // The corpus's draft where the text has none, or only one after a match shorter by
+        // the margin than the corpus's context.
+        let from_corpus = self.corpus.as_ref().and_then(|c| {
+            let (_, order) = c.next(tokens)?;
+            let wanted = match &from_text {
+                None => true,
+                Some(t) => t
+                    .matched
+                    .is_some_and(|m| order >= m + CORPUS_OVER_TEXT_MARGIN),
+            };
+            let draft =
+                wanted.then(|| c.draft(tokens, corpus_draft_len(order).min(self.max_match())))?;
+            (!draft.is_empty()).then_some(draft)
+        });
         let (m, corpus) = match (from_corpus, from_text) {
             (Some(d), _) => (d, true),
             (None, Some(t)) => (t.tokens, false),
