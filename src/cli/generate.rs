@@ -211,11 +211,11 @@ impl LookaheadArgs {
             |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
             &opts,
         )?;
-        let plain = choice
-            .lookahead_config(&self.decoder_options(seed, None))
-            .is_none();
-        let corpus = if plain { None } else { corpus()? };
-        let decoder = choice.decoder(&self.decoder_options(seed, corpus))?;
+        let mut opts = self.decoder_options(seed, None);
+        if choice.lookahead_config(&opts).is_some() {
+            opts.corpus = corpus()?;
+        }
+        let decoder = choice.decoder(&opts)?;
         Ok((decoder, Some(choice)))
     }
 }
@@ -253,26 +253,34 @@ pub fn prompt_ids(
     system: Option<&str>,
 ) -> anyhow::Result<Vec<u32>> {
     let rendered = if chat {
-        let template = ChatTemplate::from_tokenizer(tok)?;
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(ChatMessage::new("system", s));
-        }
-        messages.push(ChatMessage::new("user", text));
-        template.render(
-            &messages,
-            true,
-            tok.bos_token().as_deref().unwrap_or(""),
-            tok.eos_token().as_deref().unwrap_or(""),
-        )?
+        render_user_turn(tok, text, system)?
     } else {
         text.to_string()
     };
-    // Templates that write the BOS text themselves must not get a second one.
-    let starts_with_bos = tok.bos_token().is_some_and(|b| rendered.starts_with(&b));
-    let ids = tok.encode(&rendered, tok.add_bos_default() && !starts_with_bos)?;
+    let ids = tok.encode_prompt(&rendered)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
     Ok(ids)
+}
+
+/// The prompt text of a user turn `text` (after a system turn `system`, if given) in the
+/// model's chat template, ending with the opening of the assistant's turn.
+pub fn render_user_turn(
+    tok: &TextTokenizer,
+    text: &str,
+    system: Option<&str>,
+) -> anyhow::Result<String> {
+    let template = ChatTemplate::from_tokenizer(tok)?;
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.push(ChatMessage::new("user", text));
+    Ok(template.render(
+        &messages,
+        true,
+        tok.bos_token().as_deref().unwrap_or(""),
+        tok.eos_token().as_deref().unwrap_or(""),
+    )?)
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {

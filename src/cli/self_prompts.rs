@@ -6,12 +6,13 @@
 //! prompts that come from no benchmark or dataset. `draft-corpus` then answers each one
 //! greedily like any dataset prompt.
 
-use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::PlainDecoder;
 use lade::generate::{generate, FinishReason, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
+
+use super::generate::render_user_turn;
 
 /// Stands in for the user's message while the template is rendered; the prefix is what comes
 /// before it.
@@ -31,19 +32,11 @@ pub struct SelfPromptRules {
 /// The token ids of the chat template up to where a user's message starts (the system turn,
 /// if the template writes a default one, and the user turn's header).
 pub fn user_turn_prefix(tok: &TextTokenizer) -> anyhow::Result<Vec<u32>> {
-    let template = ChatTemplate::from_tokenizer(tok)?;
-    let rendered = template.render(
-        &[ChatMessage::new("user", MARKER)],
-        true,
-        tok.bos_token().as_deref().unwrap_or(""),
-        tok.eos_token().as_deref().unwrap_or(""),
-    )?;
+    let rendered = render_user_turn(tok, MARKER, None)?;
     let at = rendered
         .find(MARKER)
         .ok_or_else(|| anyhow::anyhow!("the chat template does not write the user's message"))?;
-    let prefix = &rendered[..at];
-    let starts_with_bos = tok.bos_token().is_some_and(|b| prefix.starts_with(&b));
-    let ids = tok.encode(prefix, tok.add_bos_default() && !starts_with_bos)?;
+    let ids = tok.encode_prompt(&rendered[..at])?;
     anyhow::ensure!(
         !ids.is_empty(),
         "the chat template writes nothing before the user's message"

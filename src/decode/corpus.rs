@@ -3,12 +3,12 @@
 //!
 //! With W = 0 a step drafts from the committed text (prompt + output) only, and about 40 % of
 //! the steps find nothing there: the pending token has not occurred yet (many more find only
-//! its latest occurrence). A small model's text
-//! is formulaic across requests (the same openings, code idioms, list markers), so what it
-//! wrote for other prompts predicts many of those steps. The corpus is a set of token texts
-//! (typically the model's greedy outputs on prompts unrelated to the ones being served, or on
-//! prompts it wrote itself, see `lade draft-corpus`); this index keeps, for every context of 1 to [`ORDER`] tokens in it,
-//! the follower seen most often. A draft extends the sequence by that follower of its longest
+//! its latest occurrence). A small model's text is formulaic across requests (the same
+//! openings, code idioms, list markers), so what it wrote for other prompts predicts many of
+//! those steps. The corpus is a set of token texts (typically the model's greedy outputs on
+//! prompts unrelated to the ones being served, or on prompts it wrote itself, see `lade
+//! draft-corpus`); this index keeps, for every context of 1 to [`ORDER`] tokens in it, the
+//! follower seen most often. A draft extends the sequence by that follower of its longest
 //! indexed context, then repeats from the extended sequence (a back-off n-gram model, as
 //! llama.cpp's lookup cache). The decoder verifies a corpus draft like any candidate, so the
 //! output never depends on the corpus — only how many tokens a step confirms.
@@ -116,6 +116,7 @@ impl DraftCorpus {
             tokens: n_tokens,
         }
     }
+
     /// Texts indexed.
     pub fn texts(&self) -> usize {
         self.texts

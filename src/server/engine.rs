@@ -349,11 +349,9 @@ impl Ready {
     }
 }
 
-/// Encodes text the way `lade generate` does: templates that write the BOS text themselves
-/// do not get a second one.
+/// Encodes prompt text the way `lade generate` does ([`TextTokenizer::encode_prompt`]).
 fn encode(tok: &TextTokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
-    let starts_with_bos = tok.bos_token().is_some_and(|b| text.starts_with(&b));
-    tok.encode(text, tok.add_bos_default() && !starts_with_bos)
+    tok.encode_prompt(text)
         .map_err(|e| ApiError::internal(format!("tokenizing the prompt failed: {e}")))
 }
 

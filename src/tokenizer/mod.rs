@@ -266,6 +266,14 @@ impl TextTokenizer {
         self.add_bos
     }
 
+    /// Token ids of prompt text: [`Self::encode`] with the model's BOS default, except that
+    /// text starting with the BOS token's text (a chat template that writes it) gets no
+    /// second one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let starts_with_bos = self.bos_token().is_some_and(|b| text.starts_with(&b));
+        self.encode(text, self.add_bos && !starts_with_bos)
+    }
+
     /// All end-of-generation ids, sorted and deduplicated: eos/eot/eom from
     /// the metadata plus the added tokens named in [`EOG_TOKEN_TEXTS`].
     pub fn eog_ids(&self) -> &[u32] {

@@ -146,12 +146,8 @@ impl DraftIndex {
     /// [`draft_len`] of that many tokens of what followed it. Where the continuation reaches
     /// the end of the text it repeats with the distance between the two ends as its period
     /// (an overlapping copy, as in LZ77), so a loop in the text yields a full-length draft.
-    pub fn draft(&self, tokens: &[u32]) -> Option<Vec<u32>> {
-        self.draft_and_match(tokens).map(|d| d.tokens)
-    }
-
-    /// [`Self::draft`] and how many tokens matched backwards.
-    pub fn draft_and_match(&self, tokens: &[u32]) -> Option<TextDraft> {
+    /// The draft comes with how many tokens matched.
+    pub fn draft(&self, tokens: &[u32]) -> Option<TextDraft> {
         let len = tokens.len();
         let end = self.ends.latest_end(tokens)?;
         let matched = (0..MATCH_CAP.min(end + 1))
@@ -229,7 +225,7 @@ impl ContextMatch {
                 tokens: c.to_vec(),
                 matched: None,
             }),
-            Self::Adaptive(index) => index.draft_and_match(tokens),
+            Self::Adaptive(index) => index.draft(tokens),
         }
     }
 }
@@ -344,7 +340,7 @@ mod tests {
             let (mut len, mut long) = (1, 0);
             while len <= text.len() {
                 idx.extend(&text[..len]);
-                let got = idx.draft(&text[..len]);
+                let got = idx.draft(&text[..len]).map(|d| d.tokens);
                 assert_eq!(
                     got,
                     brute_force_draft(&text[..len], max),
@@ -359,7 +355,10 @@ mod tests {
         let text = [9, 1, 2, 1, 2, 1, 2, 1];
         let mut idx = DraftIndex::new(7);
         idx.extend(&text);
-        assert_eq!(idx.draft(&text), Some(vec![2, 1, 2, 1, 2, 1, 2]));
+        assert_eq!(
+            idx.draft(&text).map(|d| d.tokens),
+            Some(vec![2, 1, 2, 1, 2, 1, 2])
+        );
         assert_eq!(draft_len(1, 31), 3);
         assert_eq!(draft_len(20, 7), 7);
     }
