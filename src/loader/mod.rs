@@ -1,6 +1,7 @@
 //! Model loading: GGUF files and Hugging Face safetensors directories.
 
 pub mod gguf;
+pub mod gguf_write;
 pub mod progress;
 pub mod safetensors;
 
