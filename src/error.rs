@@ -29,6 +29,8 @@ pub enum LadeError {
     Gpu(String),
     #[error("bad draft corpus {origin}: {reason}")]
     BadDraftCorpus { origin: String, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    WriteFailed { path: PathBuf, reason: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

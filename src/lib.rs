@@ -9,6 +9,7 @@ pub mod loader;
 pub mod model;
 pub mod sampling;
 pub mod server;
+pub mod synth;
 pub mod tokenizer;
 
 pub use error::{LadeError, Result};

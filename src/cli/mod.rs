@@ -11,6 +11,7 @@ mod model_args;
 mod profile;
 mod self_prompts;
 mod serve;
+mod synth_model;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Decode a prompt set greedily and write the texts as a draft corpus (--draft-corpus).
     DraftCorpus(draft_corpus::DraftCorpusArgs),
+    /// Write a GGUF file of a LLaMA or Qwen2 shape with random weights (for speed measurements).
+    SynthModel(synth_model::SynthModelArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Profile(a) => profile::run(a),
         Command::DraftCorpus(a) => draft_corpus::run(a),
+        Command::SynthModel(a) => synth_model::run(a),
     }
 }
