@@ -16,7 +16,9 @@
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
 # ONESHOT_VARIANTS="default;ENV=1"), selfcorpus (lade draft-corpus --self-prompts $SELF_N from seed
 # $SELF_SEED, appended to $D/self.corpus, which starts as a copy of $SELF_BASE when set; copied to
-# $OUT).
+# $OUT), synth (lade synth-model writes a random-weight model of $SYNTH_SHAPE, default llama3-8b,
+# with $SYNTH_ARGS, into /tmp/lade-synth; the later phases of the call measure it instead of the
+# default model: see docs/random-weight-models.md).
 # Everything lands in $OUT (the device tool brings it back).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -178,6 +180,16 @@ selfcorpus() {
   cp "$D/self.corpus" "$OUT/self.corpus"
 }
 
+synth() {  # a random-weight model of a named shape, measured by the phases after this one
+  local shape=${SYNTH_SHAPE:-llama3-8b} t0=$SECONDS
+  local f=/tmp/lade-synth/$shape.gguf
+  mkdir -p /tmp/lade-synth
+  timeout ${SYNTH_TIMEOUT:-500} "$LADE" synth-model --shape "$shape" --out "$f" --force ${SYNTH_ARGS:-} \
+    > "$OUT/synth.txt" 2>&1
+  echo "synth $shape rc=$? in $((SECONDS - t0)) s"; tail -3 "$OUT/synth.txt"; df -h /tmp | tail -1
+  [ -e "$f" ] && M=$f
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -199,6 +211,7 @@ case "$cmd" in
         scaling) scaling ;;
         hf) hf ;;
         selfcorpus) selfcorpus ;;
+        synth) synth ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;
@@ -218,6 +231,7 @@ case "$cmd" in
         scaling) scaling ;;
         hf) hf ;;
         selfcorpus) selfcorpus ;;
+        synth) synth ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;
