@@ -6,7 +6,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/model/cuda/kernels.cu");
+    // kernels.cu includes the other .cu files of the folder.
+    println!("cargo:rerun-if-changed=src/model/cuda");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

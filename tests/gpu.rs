@@ -144,9 +144,13 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
         (8, 2, 8),
         (1, 5, 1),
         (0, 8, 1),
-        // Adaptive drafts: up to 31 tokens after a long match, 32 in-step keys (MAXV).
+        // Adaptive drafts: up to 31 tokens after a long match.
         (0, 32, 1),
         (0, 16, 2),
+        // Rows that see dozens of the step's rows: N = 11, and W = 30 (level-0 rows of the
+        // window see up to 30 window columns).
+        (10, 11, 10),
+        (30, 5, 30),
     ];
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);
@@ -258,4 +262,53 @@ fn gpu_rows_do_not_depend_on_the_batch() {
     full.push(42);
     let want = causal_logits(s.as_mut(), &full, &[full.len() - 1]).remove(0);
     assert_eq!(next.row(0), &want[..], "after keep_rows vs fresh prefill");
+}
+
+/// Prompt tokens of the datasets, concatenated until there are `n`.
+fn long_prompt(model: &LoadedModel, n: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in common::dataset_prompts(model, "humaneval", 10, false)
+        .into_iter()
+        .chain(common::dataset_prompts(model, "mt_bench", 10, true))
+        .cycle()
+    {
+        out.extend(p);
+        if out.len() >= n {
+            out.truncate(n);
+            return out;
+        }
+    }
+    unreachable!("the datasets are not empty")
+}
+
+#[test]
+fn gpu_long_context_is_exact() {
+    // A cache of 8000+ positions (many attention splits): rows of a step equal the same rows
+    // one at a time, and lookahead equals plain greedy there.
+    let model = gpu_model();
+    let ctx = model.model.config.max_position_embeddings.min(8192);
+    let past = ctx - 400;
+    let prompt = long_prompt(&model, past + 4);
+    let mut s = model.new_session(ctx).unwrap();
+    let together = causal_logits(s.as_mut(), &prompt, &[past, past + 1, past + 2, past + 3]);
+    causal_logits(s.as_mut(), &prompt[..past], &[]);
+    for (k, want) in together.iter().enumerate() {
+        let l = s
+            .forward(&Batch {
+                tokens: &[prompt[past + k]],
+                positions: &[(past + k) as u32],
+                mask: &AttentionMask::Causal,
+                logit_rows: &[0],
+            })
+            .unwrap();
+        assert_eq!(l.row(0), &want[..], "row {} alone vs in a 4-row step", past + k);
+    }
+    let greedy = Sampler::new(Default::default()).unwrap();
+    let prompt = &prompt[..past];
+    let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 48);
+    for (w, n, g) in [(7, 4, 7), (0, 32, 1), (10, 11, 10)] {
+        let mut la = LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+        let got = decode(s.as_mut(), &mut la, &greedy, prompt, 48);
+        assert_eq!(got, want, "lookahead {w},{n},{g} after {past} positions");
+    }
 }

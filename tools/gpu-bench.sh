@@ -10,7 +10,7 @@
 # Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
-# shape, per-kernel breakdown, fused vs materialised mask, fp32 matmul), variants (step times
+# shape and per-kernel breakdown, on the staged model or the one `synth` wrote), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
@@ -116,13 +116,11 @@ hf() {
   done
 }
 
-profile() {  # step time vs step shape, per-kernel breakdown, fused vs materialised mask
-  timeout ${PROFILE_TIMEOUT:-200} "$LADE" profile --device cuda --model "$M" --kernels --dense-mask -q \
-    ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile.md" 2> "$OUT/profile.err"
-  echo "profile rc=$?"; cat "$OUT/profile.md"; tail -3 "$OUT/profile.err"
-  LADE_CUDA_MATMUL=fp32 timeout 120 "$LADE" profile --device cuda --model "$M" -q \
-    --shapes "plain;2,3,2;4,3,4;7,4,7;15,5,15" > "$OUT/profile_fp32.md" 2> "$OUT/profile_fp32.err"
-  echo "profile (fp32 matmul) rc=$?"; cat "$OUT/profile_fp32.md"; tail -3 "$OUT/profile_fp32.err"
+profile() {  # step time vs step shape and the per-kernel breakdown
+  local t=_$(basename "$M" .gguf)
+  timeout ${PROFILE_TIMEOUT:-200} "$LADE" profile --device cuda --model "$M" --kernels -q \
+    ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile$t.md" 2> "$OUT/profile$t.err"
+  echo "profile$t rc=$?"; cat "$OUT/profile$t.md"; tail -3 "$OUT/profile$t.err"
 }
 
 variants() {  # lade profile (step times) under environment variants: VARIANTS="default;A=1 B=2"

@@ -31,9 +31,6 @@ pub struct ProfileArgs {
     /// Timed runs per shape; the median is reported.
     #[arg(long, default_value_t = 30)]
     pub repeat: usize,
-    /// Also time every shape with the attention mask materialised in device memory (GPU only).
-    #[arg(long)]
-    pub dense_mask: bool,
     /// Per-kernel breakdown of every shape (GPU only): eager launches timed with events.
     #[arg(long)]
     pub kernels: bool,
@@ -113,8 +110,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     );
     #[cfg(not(feature = "cuda"))]
     anyhow::ensure!(
-        !args.dense_mask && !args.kernels,
-        "--dense-mask and --kernels need a GPU (a build with tools/build-cuda.sh)"
+        !args.kernels,
+        "--kernels needs a GPU (a build with tools/build-cuda.sh)"
     );
     let mut lm = loaded.new_session(ctx)?;
     fill_cache(lm.as_mut(), args.past)?;
@@ -158,7 +155,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GPU only: the physical floor, the dense-mask timings and the per-kernel breakdown.
+/// GPU only: the physical floor, the matmul schedule and the per-kernel breakdown.
 #[cfg(feature = "cuda")]
 fn cuda_extras(
     loaded: &lade::loader::LoadedModel,
@@ -168,10 +165,7 @@ fn cuda_extras(
     report: &mut serde_json::Value,
 ) -> anyhow::Result<()> {
     let Some(session) = loaded.cuda_session(ctx) else {
-        anyhow::ensure!(
-            !args.dense_mask && !args.kernels,
-            "--dense-mask and --kernels need --device cuda"
-        );
+        anyhow::ensure!(!args.kernels, "--kernels needs --device cuda");
         return Ok(());
     };
     let mut session = session?;
@@ -180,10 +174,12 @@ fn cuda_extras(
             report["memory_bandwidth_bytes_per_s"] = json!(bw);
             report["floor_ms"] = json!(loaded.weight_bytes() as f64 / bw * 1e3);
         }
-        let c = &model.config;
+        let (one_row, splits) = session.matmul_schedule(1);
         report["matmul"] = json!({
-            "hidden": session.matmul_kind(c.hidden_size),
-            "ffn": session.matmul_kind(c.intermediate_size),
+            "kernel_1_row": one_row,
+            "kernel_128_rows": session.matmul_schedule(128).0,
+            "k_splits_qkv_o_gateup_down_lmhead": splits,
+            "activation_planes": lade::model::cuda::ACT_PLANES,
             "overlapped_launches": session.kernels_overlap(),
         });
     }
@@ -211,17 +207,6 @@ fn cuda_extras(
         }
         report["kernels"] = json!(table);
     }
-    if args.dense_mask {
-        session.set_dense_mask(true);
-        fill_cache(&mut session, args.past)?;
-        let steps = report["steps"].as_array_mut().expect("steps array");
-        for (s, row) in shapes.iter().zip(steps.iter_mut()) {
-            let ms = time_step(&mut session, &s.layout, args.past, args.repeat)?;
-            let fused = row["step_ms"].as_f64().unwrap_or(f64::NAN);
-            row["dense_mask_step_ms"] = json!(ms);
-            row["dense_over_fused"] = json!(ms / fused);
-        }
-    }
     Ok(())
 }
 
@@ -246,25 +231,21 @@ fn print_markdown(r: &serde_json::Value) {
     }
     if let Some(m) = r.get("matmul") {
         println!(
-            "matmul kernels: hidden-size inputs {}, ffn inputs {}; kernels overlap their predecessor (programmatic dependent launch): {}",
-            m["hidden"], m["ffn"], m["overlapped_launches"]
+            "matmul: {} (1 row), {} (128 rows); K splits (qkv, o, gate/up, down, LM head) {}; activation f16 planes {}; kernels overlap their predecessor (programmatic dependent launch): {}",
+            m["kernel_1_row"], m["kernel_128_rows"], m["k_splits_qkv_o_gateup_down_lmhead"],
+            m["activation_planes"], m["overlapped_launches"]
         );
     }
     println!();
     let steps = r["steps"].as_array().cloned().unwrap_or_default();
-    let dense = steps.iter().any(|s| s.get("dense_mask_step_ms").is_some());
-    print!("| step | rows | logit rows | step ms | vs 1 row |");
-    if dense {
-        print!(" dense-mask step ms | dense / fused |");
-    }
-    println!();
-    println!("|{}", " --- |".repeat(if dense { 7 } else { 5 }));
+    println!("| step | rows | logit rows | step ms | vs 1 row |");
+    println!("|{}", " --- |".repeat(5));
     let f = |v: &serde_json::Value, d: usize| {
         v.as_f64()
             .map_or("–".to_string(), |x| format!("{x:.prec$}", prec = d))
     };
     for s in &steps {
-        print!(
+        println!(
             "| {} | {} | {} | {} | {} |",
             s["shape"].as_str().unwrap_or("?"),
             s["rows"],
@@ -272,14 +253,6 @@ fn print_markdown(r: &serde_json::Value) {
             f(&s["step_ms"], 3),
             f(&s["vs_one_row"], 2)
         );
-        if dense {
-            print!(
-                " {} | {} |",
-                f(&s["dense_mask_step_ms"], 3),
-                f(&s["dense_over_fused"], 2)
-            );
-        }
-        println!();
     }
     if let Some(k) = r["kernels"].as_array() {
         println!("\nPer-kernel time of one eagerly launched step (ms, summed over layers):\n");

@@ -204,7 +204,7 @@ impl LoadedModel {
         }
     }
 
-    /// A fresh GPU sequence with the CUDA-only controls (profiling, dense-mask mode); `None` on
+    /// A fresh GPU sequence with the CUDA-only controls (profiling); `None` on
     /// the CPU.
     #[cfg(feature = "cuda")]
     pub fn cuda_session(&self, context: usize) -> Option<Result<crate::model::cuda::CudaSession>> {

@@ -8,16 +8,17 @@
 //! [4 .. 4+QB]                token ids            (padding rows: 0)
 //! [4+QB .. 4+2QB]            positions            (padding rows: 0)
 //! [4+2QB .. 4+3QB]           in-step rows seen: -1 = causal (0..=i), else a count
-//! [4+3QB .. 4+3QB+QB*MAXV]   those rows, increasing (padding rows see only themselves)
-//! [.. + RB]                  rows whose logits are wanted (padding: row 0)
+//! [4+3QB .. 4+4QB]           where in this buffer each row's list of those rows starts
+//! [4+4QB .. 4+4QB+RB]        rows whose logits are wanted (padding: row 0)
+//! [4+4QB+RB ..]              the lists, increasing row indices (padding rows see only
+//!                            themselves; causal rows have none)
 //! ```
-//! Every row sees the whole cache; only the in-step part of the mask varies.
+//! Every row sees the whole cache; only the in-step part of the mask varies. A row may see any
+//! number of the step's rows: the buffer is made for `QB * QB` list entries, and only what a
+//! step uses is copied.
 
 use super::Batch;
-use crate::{LadeError, Result};
-
-/// Most in-step rows one query row may see (besides the causal case).
-pub const MAXV: usize = 32;
+use crate::Result;
 
 /// Rows are padded (to a power of two up to 16, then to a multiple of 16) so that few shapes
 /// (and graphs) exist while little work is wasted on padding.
@@ -48,14 +49,18 @@ impl StepIo {
     pub fn seen_count_off(qb: usize) -> usize {
         4 + 2 * qb
     }
-    pub fn seen_rows_off(qb: usize) -> usize {
+    pub fn seen_start_off(qb: usize) -> usize {
         4 + 3 * qb
     }
     pub fn logit_rows_off(qb: usize) -> usize {
-        4 + 3 * qb + qb * MAXV
+        4 + 4 * qb
     }
-    pub fn len(qb: usize, rb: usize) -> usize {
+    fn lists_off(qb: usize, rb: usize) -> usize {
         Self::logit_rows_off(qb) + rb
+    }
+    /// The most a step of `qb` rows and `rb` logit rows can use (the device buffer's size).
+    pub fn len(qb: usize, rb: usize) -> usize {
+        Self::lists_off(qb, rb) + qb * qb
     }
 
     /// Packs `batch` (already validated) for a cache of `past` positions.
@@ -64,7 +69,7 @@ impl StepIo {
         let r = batch.logit_rows.len();
         let (qb, rb) = (bucket(q), bucket(r));
         let rows = batch.mask.in_step_rows(past, q)?;
-        let mut data = vec![0i32; Self::len(qb, rb)];
+        let mut data = vec![0i32; Self::lists_off(qb, rb)];
         data[0] = past as i32;
         data[1] = q as i32;
         data[2] = r as i32;
@@ -76,24 +81,15 @@ impl StepIo {
             };
             data[Self::tokens_off() + i] = tok as i32;
             data[Self::positions_off(qb) + i] = pos as i32;
-            let list = &mut data[Self::seen_rows_off(qb) + i * MAXV..][..MAXV];
+            data[Self::seen_start_off(qb) + i] = data.len() as i32;
             let count = match rows.get(i) {
                 Some(None) => -1,
                 Some(Some(seen)) => {
-                    if seen.len() > MAXV {
-                        return Err(LadeError::Unsupported(format!(
-                            "step row {i} sees {} other new rows; the GPU kernels take at \
-                             most {MAXV} (use a smaller lookahead n-gram size)",
-                            seen.len()
-                        )));
-                    }
-                    for (slot, &j) in list.iter_mut().zip(seen) {
-                        *slot = j as i32;
-                    }
+                    data.extend(seen.iter().map(|&j| j as i32));
                     seen.len() as i32
                 }
                 None => {
-                    list[0] = i as i32;
+                    data.push(i as i32);
                     1
                 }
             };
@@ -144,19 +140,25 @@ mod tests {
         assert_eq!(&d[4..8], &[7, 8, 9, 0]);
         assert_eq!(&d[StepIo::positions_off(4)..][..4], &[10, 11, 11, 0]);
         assert_eq!(&d[StepIo::seen_count_off(4)..][..4], &[-1, -1, 2, 1]);
-        let seen = |i: usize, n: usize| d[StepIo::seen_rows_off(4) + i * MAXV..][..n].to_vec();
+        let seen = |i: usize, n: usize| {
+            let start = d[StepIo::seen_start_off(4) + i] as usize;
+            d[start..][..n].to_vec()
+        };
         assert_eq!(seen(2, 2), vec![0, 2]);
         assert_eq!(seen(3, 1), vec![3], "padding rows see only themselves");
-        assert_eq!(&d[StepIo::logit_rows_off(4)..], &[0, 2]);
-        assert_eq!(d.len(), StepIo::len(4, 2));
+        assert_eq!(&d[StepIo::logit_rows_off(4)..][..2], &[0, 2]);
+        assert_eq!(d.len(), StepIo::logit_rows_off(4) + 2 + 3);
+        assert!(d.len() <= StepIo::len(4, 2));
     }
 
     #[test]
-    fn rejects_rows_seeing_too_many_new_rows() {
-        let q = MAXV + 2;
+    fn a_row_may_see_every_row_of_the_step() {
+        // 40 rows, the last seeing all but row 1 (not a causal prefix): 39 in-step keys, more
+        // than any fixed per-row limit of 32 would take.
+        let q = 40;
         let mut visible = vec![false; q * q];
         for j in 0..q {
-            visible[(q - 1) * q + j] = j != 1; // not the causal prefix, and too long
+            visible[(q - 1) * q + j] = j != 1;
         }
         for i in 0..q - 1 {
             visible[i * q + i] = true;
@@ -170,6 +172,16 @@ mod tests {
             mask: &mask,
             logit_rows: &[],
         };
-        assert!(StepIo::pack(&batch, 0).is_err());
+        let io = StepIo::pack(&batch, 0).unwrap();
+        let d = &io.data;
+        let last = q - 1;
+        assert_eq!(d[StepIo::seen_count_off(io.qb) + last], 39);
+        let start = d[StepIo::seen_start_off(io.qb) + last] as usize;
+        let expect: Vec<i32> = (0..q as i32).filter(|&j| j != 1).collect();
+        assert_eq!(&d[start..start + 39], &expect[..]);
+        // padding rows 40..48 see themselves
+        let pad = d[StepIo::seen_start_off(io.qb) + 47] as usize;
+        assert_eq!(d[pad], 47);
+        assert!(d.len() <= StepIo::len(io.qb, io.rb));
     }
 }

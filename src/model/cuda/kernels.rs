@@ -1,4 +1,5 @@
-//! Loading lade's PTX and launching its kernels with the argument lists of `kernels.cu`.
+//! Loading lade's PTX and launching its kernels with the argument lists of `kernels.cu` and
+//! `gemm.cu`.
 
 use std::sync::Arc;
 
@@ -14,97 +15,66 @@ use crate::Result;
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 
 /// Keys per attention split (`CHUNK` in kernels.cu).
-pub const CHUNK: usize = 256;
-/// Outputs at least this wide (the LM head) may take two column tiles per warp.
-const WIDE_N: usize = 16384;
-/// Largest matmul inner dimension: 4 staged rows of it must fit in shared memory.
-pub const MAX_K: usize = 12288;
-/// Shared memory the matmul aims to use for staged input rows, in f32 elements (96 KiB; the
-/// limit is raised in `Kernels::load`). More staged rows = fewer passes over the weights.
-const SMEM_TARGET_FLOATS: usize = 96 * 1024 / 4;
+pub const CHUNK: usize = 128;
+/// k-tile of the matmul (`GEMM_BK` in gemm.cu): splits of K are whole k-tiles.
+const GEMM_BK: usize = 64;
+/// The matmul's block shapes (16-row tiles per block, columns per block, pipeline stages), by
+/// step rows: the entry points `gemm_p{P}_m{MT}_n{BN}_s{STAGES}` of gemm.cu, in this order.
+/// Schedule only: a row's arithmetic is the same in every one.
+const GEMM_SHAPES: [(usize, usize, usize); 4] =
+    [(1, 64, 6), (2, 64, 6), (4, 64, 4), (8, 128, 3)];
 
-/// Rows of the input one matmul block stages for inner dimension `k` (a multiple of 4, at most
-/// 16: more rows go to more blocks, which run in parallel).
-pub fn staged_rows(k: usize) -> usize {
-    ((SMEM_TARGET_FLOATS / k) / 4 * 4).clamp(4, 16)
+/// Which [`GEMM_SHAPES`] entry runs a matmul of `m` rows: narrow column tiles and a deep
+/// pipeline for a few rows (more weight bytes in flight), tall and wide tiles for many (each
+/// weight tile read once for up to 128 rows, the activation tiles re-read less).
+fn gemm_shape_index(m: usize) -> usize {
+    match m {
+        0..=16 => 0,
+        17..=32 => 1,
+        33..=64 => 2,
+        _ => 3,
+    }
 }
 
-/// What a matmul does to its input rows before multiplying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prologue {
-    None = 0,
-    /// RMS-normalise each row and scale it by a weight vector.
-    RmsNorm = 1,
-    /// `silu(row[2i]) * row[2i + 1]` of rows twice as wide (gate and up interleaved).
-    SiluMul = 2,
+/// f16 planes per activation value in the matmul's input (A format): 1 = f16(v); 2 = hi and
+/// lo halves (about 22 bits of v, twice the tensor-core work).
+pub const ACT_PLANES: usize = 1;
+
+/// Splits of the K range of a (k, n) matmul on a device of `sms` multiprocessors: enough
+/// blocks for about one and a half per multiprocessor at 64 columns a block, with each split at
+/// least 8 k-tiles and at most 16 splits. It depends on the shape and the device only, never
+/// on the rows of a step, since it sets the order in which a row's products are added.
+pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
+    let tiles = n.div_ceil(64).max(1);
+    let max_s = (k.div_ceil(GEMM_BK) / 8).clamp(1, 16);
+    (3 * sms).div_ceil(2 * tiles).clamp(1, max_s)
+}
+
+/// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
+/// `n` columns at most.
+pub fn gemm_counters(m: usize, n: usize) -> usize {
+    GEMM_SHAPES
+        .iter()
+        .map(|&(mt, bn, _)| m.div_ceil(16 * mt) * n.div_ceil(bn))
+        .max()
+        .unwrap_or(0)
 }
 
 pub struct Kernels {
     embed: CudaFunction,
-    matmul: CudaFunction,
-    /// The tensor-core matmul (one n8 column tile per block) and the same with the RoPE +
-    /// KV-cache epilogue of the qkv projection: [4, 8, 16 warps] per block.
-    mma_matmul: [CudaFunction; 3],
-    mma_matmul_rope: [CudaFunction; 3],
-    /// 8 warps, two n8 column tiles per warp (same arithmetic as 8 warps, one tile): the LM
-    /// head's thousands of column tiles in half the blocks.
-    mma_matmul_2w8: CudaFunction,
-    /// One 16-row tile per block and 2, 4 or 8 n8 column tiles per warp, [8, 16 warps][nt 2, 4,
-    /// 8] (same arithmetic as one tile per warp at that warp count), without and with the RoPE
-    /// epilogue: for steps whose rows fit one tile, where staging the rows in every block of
-    /// 8 columns would re-read them hundreds of times.
-    mma_matmul_wide: [[CudaFunction; 3]; 2],
-    mma_matmul_rope_wide: [[CudaFunction; 3]; 2],
-    /// Column tiles per warp by step rows for steps of one 16-row tile per block
-    /// (`LADE_CUDA_NT`, e.g. `1:1,16:4,64:8`: up to 1 row 1, up to 16 rows 4, up to 64 rows
-    /// 8). Schedule only.
-    nt_by_rows: Vec<(usize, usize)>,
-    /// Warps per tensor-core block: 4, 8 or 16 (`LADE_CUDA_MMA_WARPS`), or 0 = mixed (the
-    /// default: 16 for inner dimensions of 1024 and more, else 8). Fixed per inner dimension
-    /// for the process, since it sets the reduction order.
-    mma_warps: usize,
-    /// Column tiles per warp for outputs of at least [`WIDE_N`] columns (`LADE_CUDA_WIDE_NT`,
-    /// 1 or 2 (default); 2 only with 8 warps). Schedule only.
-    wide_nt: usize,
-    /// Dynamic shared memory one block may use (the device's opt-in limit).
-    smem_optin: usize,
-    /// Use the tensor-core matmul where the shape allows (`LADE_CUDA_MATMUL=fp32` turns it
-    /// off, for comparison).
-    tensor_cores: bool,
-    rope_kv: CudaFunction,
-    attn_partial: CudaFunction,
-    /// The same attention, loading keys of earlier steps before the qkv kernel has finished
-    /// (more registers: for steps of at most `attn_preload_rows` rows,
-    /// `LADE_CUDA_ATTN_PRELOAD_ROWS`, 32 by default; both compute the same values).
-    attn_partial_pre: CudaFunction,
-    attn_preload_rows: usize,
-    /// The attention with 2, 3 or 4 heads of one kv head per block (they share every key and
-    /// value load; the same values as one head per block), for steps of more rows than
-    /// `attn_group_rows`. `LADE_CUDA_ATTN_GROUP=0` keeps one head per block.
-    attn_partial_group: [CudaFunction; 3],
-    attn_group: bool,
-    /// Both at once (early key loads, heads of a kv head per block).
-    attn_partial_pre_group: [CudaFunction; 3],
-    /// Steps of more rows than this put the heads of a kv head in one block
-    /// (`LADE_CUDA_ATTN_GROUP_ROWS`, 8 by default).
-    attn_group_rows: usize,
+    /// `gemm_p{ACT_PLANES}_m{MT}_n{BN}_s{STAGES}` for each of [`GEMM_SHAPES`].
+    gemm: Vec<CudaFunction>,
+    norm_rows: CudaFunction,
+    /// Multiprocessors of the device (sets the matmul's K splits).
+    sms: usize,
+    /// attention_hd64, attention_hd128
+    attention: [CudaFunction; 2],
     argmax_rows: CudaFunction,
     keep_rows: CudaFunction,
     /// Launch each kernel of a step with programmatic dependent launch (sm_90+), so that it
     /// starts, and loads its weights, while the previous kernel finishes
-    /// (`wait_previous_kernel` in kernels.cu). `LADE_CUDA_PDL=0` turns it off, for comparison.
+    /// (`wait_previous_kernel` in kernels.cu).
     pdl: bool,
-    /// Stage a tensor-core block's input rows over all its threads, where no row reduction
-    /// needs one warp per row, for steps of at most this many rows (`LADE_CUDA_FLAT_STAGE`,
-    /// 64 by default, 0 = never; same values). Measured on the H100 (docs/benchmarks.md): a
-    /// plain step 0.945 -> 0.92 ms, 16 rows 1.226 -> 1.21 ms.
-    flat_stage_rows: usize,
-    /// Let the gate/up matmul apply silu(gate) * up in its epilogue (`LADE_CUDA_FUSE_SILU=0`
-    /// leaves it to the down projection's prologue; same values).
-    fuse_silu: bool,
-    /// Rows per tensor-core block for steps of up to 64 rows (`LADE_CUDA_BLOCK_ROWS`, 16 by
-    /// default; schedule only).
-    small_block_rows: usize,
 }
 
 /// A kernel's arguments as the driver reads them: one 8-byte slot per argument, the value in
@@ -169,35 +139,59 @@ fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
     }
 }
 
-/// One matmul launch: `out[m, n] (+)= sum_k in[m, k] * w[n, k]`.
-pub struct MatmulArgs<'a> {
-    pub x: &'a CudaSlice<f32>,
-    pub ldx: usize,
-    /// Input row m is x row `io[rowsel_off + m]` (the logit rows), else row m.
-    pub rowsel_off: Option<usize>,
+/// Widest row `norm_rows` normalises (it holds the row in shared memory).
+pub const MAX_NORM_WIDTH: usize = 16384;
+
+/// Query vectors per attention block (`ATT_QT` in attention.cu).
+const ATT_QT: usize = 32;
+/// Keys staged at a time by the attention, in two buffers (`ATT_KS` in attention.cu).
+const ATT_KS: usize = 64;
+
+/// Dynamic shared memory of an attention block for head dim `hd` (`AttSmem` in attention.cu).
+fn attn_smem(hd: usize) -> usize {
+    4 * (ATT_QT * hd + 2 * ATT_KS * (hd + 4) + ATT_QT * CHUNK)
+}
+
+/// Dynamic shared memory of a matmul block of `mt` 16-row tiles, `bn` columns and `stages`
+/// pipeline stages.
+fn gemm_smem((mt, bn, stages): (usize, usize, usize)) -> usize {
+    stages * (bn + ACT_PLANES * 16 * mt) * GEMM_BK * 2
+}
+
+/// Where a matmul's finished sums go (the `mode` of gemm.cu's epilogue).
+pub enum GemmOut<'a> {
+    /// `out[m, n] = v (+ bias)`, rows `ldo` floats apart.
+    Store { out: &'a CudaSlice<f32>, ldo: usize },
+    /// `out[m, n] += v` (the residual stream).
+    Accumulate { out: &'a CudaSlice<f32>, ldo: usize },
+    /// Gate and up interleaved (weight rows 2i, 2i + 1): `silu(gate) * up` in A format, n / 2
+    /// columns, the next matmul's input.
+    SiluPairs { a_out: &'a CudaSlice<u16>, plane: usize },
+    /// The qkv projection: `out` rows [q | k | v] (+ bias), q and k rotated at each row's
+    /// position, k and v also written to the cache.
+    Rope { out: &'a CudaSlice<f32>, rope: &'a RopeArgs<'a> },
+}
+
+/// One matmul launch: `out[m, n] = sum_k A[m, k] * w[n, k]`, A in A format (`ACT_PLANES`
+/// planes of `a_plane` halves).
+pub struct GemmArgs<'a> {
+    pub a: &'a CudaSlice<u16>,
+    pub a_plane: usize,
     pub w: &'a CudaSlice<u16>,
-    pub g: &'a CudaSlice<f32>,
-    pub eps: f32,
-    pub out: &'a CudaSlice<f32>,
+    pub bias: Option<&'a CudaSlice<f32>>,
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    pub prologue: Prologue,
-    pub accumulate: bool,
-    /// The weight rows are gate and up interleaved (unit i: rows 2i, 2i + 1). Where
-    /// [`Kernels::fuses_silu`] holds, `out` gets `silu(gate) * up`, n / 2 columns; elsewhere it
-    /// gets the n interleaved columns, for a [`Prologue::SiluMul`] consumer.
-    pub silu_pairs: bool,
+    pub out: GemmOut<'a>,
 }
 
-/// u32 words per staged row of the tensor-core matmul: k/2 padded to 16 mod 32, so that the
-/// rows g and g + 1 of a fragment load fall in different halves of the shared-memory banks.
-fn mma_lda(k: usize) -> usize {
-    let words = k / 2;
-    words + (16 + 32 - words % 32) % 32
+/// A step's matmul scratch: split sums and the finishing counters (zero between launches).
+pub struct GemmScratch<'a> {
+    pub ws: &'a CudaSlice<f32>,
+    pub cnt: &'a CudaSlice<i32>,
 }
 
-/// The qkv projection's RoPE + cache-write epilogue (see `rope_kv`).
+/// The qkv projection's RoPE + cache-write epilogue.
 pub struct RopeArgs<'a> {
     pub qb: usize,
     pub cos: &'a CudaSlice<f32>,
@@ -209,178 +203,49 @@ pub struct RopeArgs<'a> {
     pub cap: usize,
 }
 
-/// Column tiles per warp by step rows, for steps whose rows fit one 16-row tile per block
-/// (`LADE_CUDA_NT` overrides it): (up to this many rows, n8 tiles per warp). Two tiles at
-/// every row count up to 64 were measured best on the H100 (docs/benchmarks.md): a plain step
-/// 1.04 -> 0.92 ms, 42 rows 2.39 -> 1.82 ms; 4 and 8 tiles gain at 24-32 rows only.
-const DEFAULT_NT_BY_ROWS: [(usize, usize); 1] = [(64, 2)];
-
-/// `LADE_CUDA_NT`: `rows:nt` pairs, comma separated, nt in 1, 2, 4, 8 (None if malformed).
-fn parse_nt_by_rows(spec: &str) -> Option<Vec<(usize, usize)>> {
-    spec.split(',')
-        .map(|pair| {
-            let (rows, nt) = pair.trim().split_once(':')?;
-            let nt: usize = nt.trim().parse().ok()?;
-            [1, 2, 4, 8]
-                .contains(&nt)
-                .then_some((rows.trim().parse().ok()?, nt))
-        })
-        .collect()
-}
-
-/// The first rule whose row bound covers `m` (1 when none does).
-fn nt_for_rows(rules: &[(usize, usize)], m: usize) -> usize {
-    rules
-        .iter()
-        .find(|&&(rows, _)| m <= rows)
-        .map_or(1, |&(_, nt)| nt)
-}
-
-/// Rows per tensor-core block for `m` rows (schedule only: a row's result is the same for every
-/// choice). Small blocks (16 or 32 rows) keep many blocks in flight and the per-block staging
-/// short; larger ones cut the weight re-reads of long prefills.
-fn mma_block_rows(bm_max: usize, small: usize, m: usize) -> usize {
-    let want = match m {
-        0..=64 => small,
-        65..=256 => 32,
-        _ => 64,
-    };
-    bm_max.min(want).min(m.div_ceil(16).max(1) * 16)
-}
-
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let module = ctx.load_module(Ptx::from_src(PTX)).map_err(gpu_err)?;
         let f = |name: &str| module.load_function(name).map_err(gpu_err);
-        let smem_optin = ctx
-            .attribute(
-                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )
-            .map_err(gpu_err)?
-            .max(0) as usize;
-        let tensor_cores = std::env::var("LADE_CUDA_MATMUL").map_or(true, |v| v != "fp32");
+        let attr = |a| ctx.attribute(a).map_err(gpu_err).map(|v| v.max(0) as usize);
+        let smem_optin =
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
+        let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let gemm = GEMM_SHAPES
+            .iter()
+            .map(|&(mt, bn, st)| f(&format!("gemm_p{ACT_PLANES}_m{mt}_n{bn}_s{st}")))
+            .collect::<Result<Vec<_>>>()?;
         let k = Kernels {
             embed: f("embed")?,
-            matmul: f("matmul")?,
-            mma_matmul: [
-                f("mma_matmul_1")?,
-                f("mma_matmul_1w8")?,
-                f("mma_matmul_1w16")?,
-            ],
-            mma_matmul_rope: [
-                f("mma_matmul_rope")?,
-                f("mma_matmul_rope_w8")?,
-                f("mma_matmul_rope_w16")?,
-            ],
-            mma_matmul_2w8: f("mma_matmul_2w8")?,
-            mma_matmul_wide: [
-                [
-                    f("mma_matmul_2w8_t1")?,
-                    f("mma_matmul_4w8_t1")?,
-                    f("mma_matmul_8w8_t1")?,
-                ],
-                [
-                    f("mma_matmul_2w16_t1")?,
-                    f("mma_matmul_4w16_t1")?,
-                    f("mma_matmul_8w16_t1")?,
-                ],
-            ],
-            mma_matmul_rope_wide: [
-                [
-                    f("mma_matmul_rope_2w8_t1")?,
-                    f("mma_matmul_rope_4w8_t1")?,
-                    f("mma_matmul_rope_8w8_t1")?,
-                ],
-                [
-                    f("mma_matmul_rope_2w16_t1")?,
-                    f("mma_matmul_rope_4w16_t1")?,
-                    f("mma_matmul_rope_8w16_t1")?,
-                ],
-            ],
-            nt_by_rows: std::env::var("LADE_CUDA_NT")
-                .ok()
-                .and_then(|v| parse_nt_by_rows(&v))
-                .unwrap_or_else(|| DEFAULT_NT_BY_ROWS.to_vec()),
-            mma_warps: match std::env::var("LADE_CUDA_MMA_WARPS").as_deref() {
-                Ok("4") => 4,
-                Ok("8") => 8,
-                Ok("16") => 16,
-                _ => 0,
-            },
-            wide_nt: match std::env::var("LADE_CUDA_WIDE_NT").as_deref() {
-                Ok("1") => 1,
-                _ => 2,
-            },
-            smem_optin,
-            tensor_cores,
-            rope_kv: f("rope_kv")?,
-            attn_partial: f("attn_partial")?,
-            attn_partial_pre: f("attn_partial_pre")?,
-            attn_partial_group: [
-                f("attn_partial_g2")?,
-                f("attn_partial_g3")?,
-                f("attn_partial_g4")?,
-            ],
-            attn_group: std::env::var("LADE_CUDA_ATTN_GROUP").map_or(true, |v| v != "0"),
-            attn_partial_pre_group: [
-                f("attn_partial_pre_g2")?,
-                f("attn_partial_pre_g3")?,
-                f("attn_partial_pre_g4")?,
-            ],
-            attn_group_rows: std::env::var("LADE_CUDA_ATTN_GROUP_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(8),
-            attn_preload_rows: std::env::var("LADE_CUDA_ATTN_PRELOAD_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(32),
+            gemm,
+            norm_rows: f("norm_rows")?,
+            sms,
+            attention: [f("attention_hd64")?, f("attention_hd128")?],
             argmax_rows: f("argmax_rows")?,
             keep_rows: f("keep_rows")?,
-            pdl: ctx
-                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-                .map_err(gpu_err)?
-                >= 9
-                && std::env::var("LADE_CUDA_PDL").map_or(true, |v| v != "0"),
-            fuse_silu: std::env::var("LADE_CUDA_FUSE_SILU").map_or(true, |v| v != "0"),
-            flat_stage_rows: std::env::var("LADE_CUDA_FLAT_STAGE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
-            small_block_rows: std::env::var("LADE_CUDA_BLOCK_ROWS")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .map_or(16, |r| r.div_ceil(16).clamp(1, 4) * 16),
+            pdl: major >= 9,
         };
-        // Large inner dimensions stage 4 rows above the default 48 KiB of shared memory.
-        let bytes = (4 * MAX_K * 4) as i32;
-        // SAFETY: `matmul` is a live function handle of `module`, which `k.matmul` keeps alive;
-        // the attribute only raises the dynamic shared memory a launch may request.
-        unsafe {
-            result::function::set_function_attribute(
-                k.matmul.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes,
-            )
-        }
-        .map_err(gpu_err)?;
-        // The tensor-core matmul stages whole rows (hi and lo halves) in shared memory.
-        let static_smem = 4 * 64; // inv_rms
-        let dynamic = smem_optin.saturating_sub(static_smem) as i32;
-        for func in k
-            .mma_matmul
+        let needs = k
+            .gemm
             .iter()
-            .chain(&k.mma_matmul_rope)
-            .chain([&k.mma_matmul_2w8])
-            .chain(k.mma_matmul_wide.iter().flatten())
-            .chain(k.mma_matmul_rope_wide.iter().flatten())
-        {
-            // SAFETY: as above, a live function handle of `module`, kept alive by `k`.
+            .zip(GEMM_SHAPES.map(gemm_smem))
+            .chain(k.attention.iter().zip([attn_smem(64), attn_smem(128)]))
+            .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
+        for (func, bytes) in needs {
+            if bytes > smem_optin {
+                return Err(crate::LadeError::Gpu(format!(
+                    "a kernel needs {bytes} bytes of shared memory per block; this device \
+                     allows {smem_optin}"
+                )));
+            }
+            // SAFETY: a live function handle of `module`, kept alive by `k`; the attribute only
+            // raises the dynamic shared memory a launch may request.
             unsafe {
                 result::function::set_function_attribute(
                     func.cu_function(),
                     sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    dynamic,
+                    bytes as i32,
                 )
             }
             .map_err(gpu_err)?;
@@ -449,44 +314,6 @@ impl Kernels {
         .map_err(gpu_err)
     }
 
-    /// Which matmul kernel a shape runs on (fixed per inner dimension `k`, never per row
-    /// count, so that a row's arithmetic does not depend on the batch).
-    pub fn matmul_kind(&self, k: usize) -> &'static str {
-        if self.mma_rows_max(k) >= 16 {
-            "mma-f16x2"
-        } else {
-            "fp32-fma"
-        }
-    }
-
-    /// Whether a matmul of inner dimension `k` with [`MatmulArgs::silu_pairs`] writes
-    /// `silu(gate) * up` itself (the tensor-core kernel's epilogue) rather than the interleaved
-    /// gate and up columns (the FP32-FMA kernel).
-    pub fn fuses_silu(&self, k: usize) -> bool {
-        self.fuse_silu && self.mma_rows_max(k) >= 16
-    }
-
-    /// Warps per tensor-core block for inner dimension `k`.
-    fn warps(&self, k: usize) -> usize {
-        match self.mma_warps {
-            0 if k >= 1024 => 16,
-            0 => 8,
-            w => w,
-        }
-    }
-
-    /// Rows one tensor-core block can stage for inner dimension `k` (0: the shape does not fit
-    /// or tensor cores are off).
-    fn mma_rows_max(&self, k: usize) -> usize {
-        // (The warps reduce their partials in the staging buffer: it must hold 8 floats per warp
-        // and column tile, per row.)
-        if !self.tensor_cores || k % 32 != 0 || k == 0 || self.warps(k) * 16 > 2 * mma_lda(k) {
-            return 0;
-        }
-        let dynamic = self.smem_optin.saturating_sub(4 * 64);
-        (dynamic / (8 * mma_lda(k)) / 16 * 16).min(64)
-    }
-
     pub fn embed(
         &self,
         s: &Arc<CudaStream>,
@@ -512,194 +339,146 @@ impl Kernels {
         }
     }
 
-    /// `out (+)= prologue(x) wᵀ` on the tensor-core kernel when it takes the shape, else on
-    /// the FP32-FMA kernel (the choice depends on `k` only).
-    pub fn matmul(
+    /// The matmul kernel's name for a step of `m` rows (for reports).
+    pub fn gemm_name(&self, m: usize) -> String {
+        let (mt, bn, st) = GEMM_SHAPES[gemm_shape_index(m)];
+        format!("gemm_p{ACT_PLANES}_m{mt}_n{bn}_s{st}")
+    }
+
+    /// K splits of a (k, n) matmul on this device.
+    pub fn splits(&self, k: usize, n: usize) -> usize {
+        gemm_splits(k, n, self.sms)
+    }
+
+    /// `out = A wᵀ` with its epilogue (see gemm.cu).
+    pub fn gemm(
         &self,
         s: &Arc<CudaStream>,
         io: &CudaSlice<i32>,
-        a: &MatmulArgs<'_>,
+        scratch: &GemmScratch<'_>,
+        g: &GemmArgs<'_>,
     ) -> Result<()> {
-        let bm_max = self.mma_rows_max(a.k);
-        if bm_max >= 16 {
-            return self.mma_matmul(s, io, a, bm_max, None);
-        }
-        let r = staged_rows(a.k);
-        let smem = (r * a.k * 4) as u32;
-        // Columns per warp: one when few rows (more blocks in flight), up to four when many
-        // (each block stages its input rows once for more columns). Results do not depend on
-        // it, nor on how rows are split over blocks.
-        let cpw: usize = match a.m {
-            0..=16 => 1,
-            17..=48 => 2,
-            _ => 4,
-        };
-        let mut args = self.matmul_args(s, io, a);
-        args.i32(r).i32(cpw);
-        let grid = (
-            a.n.div_ceil(8 * cpw) as u32,
-            a.m.div_ceil(r).max(1) as u32,
-            1,
-        );
-        // SAFETY: the arguments match `matmul` in kernels.cu; `x` has m rows of `ldx` floats
-        // (2k wide for SiluMul), `w` is (n, k), `out` is (m, n) (this kernel
-        // never fuses the silu: `silu_pairs` leaves the n columns), `g` has k entries when used,
-        // row indices in `io` are below the rows of `x`; shared memory is r * k floats, within
-        // the limit raised in `load`. The kernel waits for its predecessor first thing.
-        unsafe {
-            self.launch(
-                s,
-                &self.matmul,
-                cfg(grid, 256, smem),
-                &mut args,
-                Order::Overlap,
-            )
-        }
-    }
-
-    /// The parameters both matmul kernels start with: x, ldx, rowsel, has_rowsel, w, g, eps,
-    /// out, M, N, K, prologue, accumulate.
-    fn matmul_args(&self, s: &CudaStream, io: &CudaSlice<i32>, a: &MatmulArgs<'_>) -> Args {
-        let mut args = Args::default();
-        args.ptr(s, a.x).i32(a.ldx);
-        match a.rowsel_off {
-            Some(off) => args.ptr(s, &io.slice(off..)).i32(1),
-            None => args.null().i32(0),
-        };
-        args.ptr(s, a.w)
-            .ptr(s, a.g)
-            .f32(a.eps)
-            .ptr(s, a.out)
-            .i32(a.m)
-            .i32(a.n)
-            .i32(a.k)
-            .i32(a.prologue as usize)
-            .i32(usize::from(a.accumulate));
-        args
-    }
-
-    /// The qkv projection followed by RoPE and the cache write, in one launch when the
-    /// tensor-core matmul takes the shape; otherwise two (`matmul`, then `rope_kv`).
-    pub fn matmul_rope(
-        &self,
-        s: &Arc<CudaStream>,
-        io: &CudaSlice<i32>,
-        a: &MatmulArgs<'_>,
-        r: &RopeArgs<'_>,
-    ) -> Result<()> {
-        let bm_max = self.mma_rows_max(a.k);
-        if bm_max < 16 || a.rowsel_off.is_some() || a.accumulate {
-            self.matmul(s, io, a)?;
-            return self.rope_kv(s, a.out, io, r);
-        }
-        self.mma_matmul(s, io, a, bm_max, Some(r))
-    }
-
-    /// The tensor-core matmul (see `mma_matmul_impl` in kernels.cu), with the RoPE + cache
-    /// epilogue when `rope` is given.
-    fn mma_matmul(
-        &self,
-        s: &Arc<CudaStream>,
-        io: &CudaSlice<i32>,
-        a: &MatmulArgs<'_>,
-        bm_max: usize,
-        rope: Option<&RopeArgs<'_>>,
-    ) -> Result<()> {
-        let lda = mma_lda(a.k);
-        let bm = mma_block_rows(bm_max, self.small_block_rows, a.m);
-        let warps = self.warps(a.k);
-        let mut nt = if rope.is_none() && a.n >= WIDE_N && warps == 8 {
-            self.wide_nt
-        } else {
-            1
-        };
-        if bm == 16 && warps != 4 {
-            nt = nt.max(nt_for_rows(&self.nt_by_rows, a.m));
-        }
-        // Staged rows (hi and lo), then the warp partials, in the same buffer.
-        let words = |nt: usize| (2 * bm * lda).max(warps * bm * 8 * nt);
-        if 4 * words(nt) > self.smem_optin.saturating_sub(4 * 64) {
-            nt = 1;
-        }
-        let smem = (4 * words(nt)) as u32;
-        let mut args = self.matmul_args(s, io, a);
-        args.i32(bm)
-            .i32(lda)
-            .i32(usize::from(a.m <= self.flat_stage_rows))
-            .i32(usize::from(a.silu_pairs && self.fuse_silu));
-        if let Some(r) = rope {
-            args.rope(s, io, r);
-        }
-        let variant = match warps {
-            4 => 0,
-            8 => 1,
-            _ => 2,
-        };
-        let wide_index = |nt: usize| match nt {
-            2 => 0,
-            4 => 1,
-            _ => 2,
-        };
-        let func = match (rope.is_some(), nt, bm) {
-            (true, 1, _) => &self.mma_matmul_rope[variant],
-            (false, 1, _) => &self.mma_matmul[variant],
-            (false, 2, b) if b > 16 => &self.mma_matmul_2w8,
-            (true, nt, _) => &self.mma_matmul_rope_wide[variant - 1][wide_index(nt)],
-            (false, nt, _) => &self.mma_matmul_wide[variant - 1][wide_index(nt)],
-        };
-        // `nt` n8 column tiles per block; rows per block and `nt` are schedule only.
-        let grid = (
-            a.n.div_ceil(8 * nt) as u32,
-            a.m.div_ceil(bm).max(1) as u32,
-            1,
-        );
-        // SAFETY: the arguments match `mma_matmul_1` (or `mma_matmul_rope`, which appends the
-        // epilogue's) in kernels.cu; `x` has m rows of `ldx` floats (2k wide for SiluMul), `w`
-        // is (n, k) with k % 32 == 0 (16-byte aligned rows), `out` is (m, n)
-        // ((m, n / 2) with `silu_pairs`, n even), `g` has k entries
-        // when used, row indices in `io` are below the rows of `x`; shared memory is
-        // max(2 * bm * lda, warps * bm * 8 * nt) words (staged rows, then warp partials),
-        // within the limit set in `load` (checked above), and bm <= 64 rows (16 for the wide
-        // entries, whose `nt` is 2, 4 or 8). With the epilogue: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats,
-        // positions in `io` are below the rope tables (checked by `Batch::validate`), and
-        // L + qb <= cap (the session reserves a padded step of slack after its capacity).
-        // Before its wait the kernel only loads weights.
-        unsafe {
-            self.launch(
-                s,
-                func,
-                cfg(grid, 32 * warps as u32, smem),
-                &mut args,
-                Order::Overlap,
-            )
-        }
-    }
-
-    fn rope_kv(
-        &self,
-        s: &Arc<CudaStream>,
-        qkv: &CudaSlice<f32>,
-        io: &CudaSlice<i32>,
-        r: &RopeArgs<'_>,
-    ) -> Result<()> {
+        let shape = gemm_shape_index(g.m);
+        let (mt, bn, st) = GEMM_SHAPES[shape];
+        let splits = self.splits(g.k, g.n);
         let mut a = Args::default();
-        a.ptr(s, qkv).rope(s, io, r);
-        // SAFETY: arguments match `rope_kv`; positions in `io` are below the table length
-        // (checked by `Batch::validate`), and L + qb <= cap (the session reserves qb rows of
-        // slack after its capacity). Before its wait the kernel only reads `io`.
+        a.ptr(s, g.a)
+            .u64(g.a_plane)
+            .ptr(s, g.w)
+            .i32(g.m)
+            .i32(g.n)
+            .i32(g.k)
+            .i32(splits)
+            .ptr(s, scratch.ws)
+            .ptr(s, scratch.cnt);
+        let (mode, out, ldo, a_out, rope) = match &g.out {
+            GemmOut::Store { out, ldo } => (0, Some(*out), *ldo, None, None),
+            GemmOut::Accumulate { out, ldo } => (1, Some(*out), *ldo, None, None),
+            GemmOut::SiluPairs { a_out, plane } => (2, None, 0, Some((*a_out, *plane)), None),
+            GemmOut::Rope { out, rope } => (3, Some(*out), g.n, None, Some(*rope)),
+        };
+        a.i32(mode);
+        match out {
+            Some(o) => a.ptr(s, o),
+            None => a.null(),
+        };
+        a.i32(ldo);
+        match g.bias {
+            Some(b) => a.ptr(s, b),
+            None => a.null(),
+        };
+        match a_out {
+            Some((o, plane)) => a.ptr(s, o).u64(plane),
+            None => a.null().u64(0),
+        };
+        match rope {
+            Some(r) => a.rope(s, io, r),
+            None => a
+                .ptr(s, io)
+                .i32(0)
+                .null()
+                .null()
+                .null()
+                .null()
+                .i32(0)
+                .i32(0)
+                .i32(0)
+                .i32(0),
+        };
+        let grid = (
+            g.n.div_ceil(bn) as u32,
+            splits as u32,
+            g.m.div_ceil(16 * mt).max(1) as u32,
+        );
+        let threads = 32 * (bn / 16) * if mt >= 2 { 2 } else { 1 };
+        // SAFETY: the arguments match `gemm_p*` in gemm.cu; `a` holds ACT_PLANES planes of
+        // `a_plane` >= m * k halves, `w` is (n, k) with k % 8 == 0 (checked at load), n is even;
+        // `ws` holds splits * m * n floats and `cnt` the row blocks x column tiles counters,
+        // zero between launches (the session sizes both with `gemm_counters` and the largest
+        // split count); `out` is (m, ldo) floats with ldo >= n for Store/Accumulate/Rope,
+        // `a_out` holds planes of `plane` >= m * n / 2 halves for SiluPairs; `bias` has n
+        // floats. Rope: `out` rows are [q | k | v] of (nh + 2 nkv) * hd = n floats, positions
+        // in `io` are below the rope tables (checked by `Batch::validate`), L + m <= cap (the
+        // session keeps a padded step of slack). Shared memory is within the limit set in
+        // `load`. Before its wait the kernel only loads weights.
         unsafe {
             self.launch(
                 s,
-                &self.rope_kv,
-                cfg((r.qb as u32, 1, 1), 128, 0),
+                &self.gemm[shape],
+                cfg(grid, threads as u32, gemm_smem((mt, bn, st)) as u32),
                 &mut a,
                 Order::Overlap,
             )
         }
     }
 
-    /// Attention of the step's rows over the cache and their in-step chains, split-K over
-    /// chunks of [`CHUNK`] keys and merged in the same launch. `done` holds qb * heads zeros.
+    /// A-format rows of `rmsnorm(x[row]) * g` for `m` rows (`rowsel_off`: row i is x row
+    /// `io[rowsel_off + i]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn norm_rows(
+        &self,
+        s: &Arc<CudaStream>,
+        io: &CudaSlice<i32>,
+        x: &CudaSlice<f32>,
+        ldx: usize,
+        rowsel_off: Option<usize>,
+        g: &CudaSlice<f32>,
+        eps: f32,
+        k: usize,
+        m: usize,
+        a_out: &CudaSlice<u16>,
+        plane: usize,
+    ) -> Result<()> {
+        let mut a = Args::default();
+        a.ptr(s, x)
+            .i32(ldx)
+            .ptr(s, io)
+            .push(&rowsel_off.map_or(-1i32, |o| o as i32).to_ne_bytes())
+            .ptr(s, g)
+            .f32(eps)
+            .i32(k)
+            .ptr(s, a_out)
+            .u64(plane)
+            .i32(ACT_PLANES);
+        // SAFETY: arguments match `norm_rows`; `x` has the rows `io` selects (below its
+        // length, checked by `Batch::validate`) or m rows of `ldx` >= k floats (k % 4 == 0,
+        // checked at load), `g` k floats, `a_out` ACT_PLANES planes of `plane` >= m * k halves;
+        // shared memory is the row, k floats, within the limit set in `load`. The kernel waits
+        // first thing.
+        unsafe {
+            self.launch(
+                s,
+                &self.norm_rows,
+                cfg((m as u32, 1, 1), 256, (4 * k) as u32),
+                &mut a,
+                Order::Overlap,
+            )
+        }
+    }
+
+    /// Attention of the step's rows over the cache and their in-step chains, split over
+    /// chunks of [`CHUNK`] keys and merged in the same launch (see attention.cu). `done` holds
+    /// at least qb * heads zeros.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -711,13 +490,23 @@ impl Kernels {
         vc: &CudaView<'_, f32>,
         part: &CudaSlice<f32>,
         done: &CudaSlice<i32>,
-        out: &CudaSlice<f32>,
+        out: &CudaSlice<u16>,
+        out_plane: usize,
         heads: (usize, usize, usize),
         cap: usize,
         splits: usize,
-        dense_mask: Option<&CudaSlice<u8>>,
     ) -> Result<()> {
-        let scale = 1.0f32 / (heads.2 as f32).sqrt();
+        let (nh, nkv, hd) = heads;
+        let func = match hd {
+            64 => &self.attention[0],
+            128 => &self.attention[1],
+            _ => {
+                return Err(crate::LadeError::Unsupported(format!(
+                    "head_dim {hd} (the GPU attention takes 64 or 128)"
+                )))
+            }
+        };
+        let scale = 1.0f32 / (hd as f32).sqrt();
         let mut a = Args::default();
         a.ptr(s, qkv)
             .ptr(s, io)
@@ -727,47 +516,30 @@ impl Kernels {
             .ptr(s, part)
             .ptr(s, done)
             .ptr(s, out)
-            .i32(heads.0)
-            .i32(heads.1)
-            .i32(heads.2)
+            .u64(out_plane)
+            .i32(ACT_PLANES)
+            .i32(nh)
+            .i32(nkv)
             .i32(cap)
             .i32(splits)
             .f32(scale);
-        match dense_mask {
-            Some(m) => a.ptr(s, m),
-            None => a.null(),
-        };
-        // SAFETY: arguments match `attn_partial` (the mask pointer is a device pointer or 0);
-        // `part` holds qb * nh * splits * (hd + 2) floats and splits * CHUNK covers every row's
-        // visible keys (L + qb <= splits * CHUNK); `done` holds qb * nh counters, zero between
-        // launches; `out` holds qb * nh * hd floats; a dense mask holds qb * (L + qb) bytes.
-        // `hg` divides the heads of a kv head, so a block's heads share one kv head. Before
-        // its wait the kernel reads only `io`, the mask and cache rows below L, which earlier
-        // steps wrote.
-        // Heads per block: one for small steps (more blocks in flight), else the largest of
-        // 4, 3, 2 dividing the heads of a kv head; early key loads up to `attn_preload_rows`
-        // (past that the grid needs the occupancy more).
-        let per_kv = heads.0 / heads.1.max(1);
-        let hg = if qb <= self.attn_group_rows || !self.attn_group {
-            1
-        } else {
-            [4, 3, 2].into_iter().find(|g| per_kv % g == 0).unwrap_or(1)
-        };
-        let pre = qb <= self.attn_preload_rows;
-        let func = match (hg, pre) {
-            (1, true) => &self.attn_partial_pre,
-            (1, false) => &self.attn_partial,
-            (g, true) => &self.attn_partial_pre_group[g - 2],
-            (g, false) => &self.attn_partial_group[g - 2],
-        };
+        let tiles = (qb * (nh / nkv)).div_ceil(ATT_QT);
+        // SAFETY: arguments match `attention_hd{64,128}` in attention.cu; `qkv` holds qb rows of
+        // (nh + 2 nkv) * hd floats; `part` holds qb * nh * splits * (hd + 4) floats and splits
+        // * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK); `done` holds
+        // tiles * nkv <= qb * nh counters, zero between launches; `out` holds ACT_PLANES
+        // planes of `out_plane` >= qb * nh * hd halves; every in-step list entry in `io` is
+        // below qb (written by `StepIo::pack`). Shared memory is within the limit set in
+        // `load`. Before its wait the kernel reads only `io` and cache rows below L, which
+        // earlier steps wrote.
         unsafe {
             self.launch(
                 s,
                 func,
                 cfg(
-                    (qb as u32, (heads.0 / hg) as u32, splits as u32),
-                    CHUNK as u32,
-                    0,
+                    (tiles as u32, nkv as u32, splits as u32),
+                    256,
+                    attn_smem(hd) as u32,
                 ),
                 &mut a,
                 Order::Overlap,

@@ -17,6 +17,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaContext, CudaSlice, CudaStre
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
+pub use kernels::ACT_PLANES;
 pub use session::CudaSession;
 
 use super::config::ModelConfig;
@@ -44,6 +45,8 @@ struct BlockWeights {
     ffn_norm: CudaSlice<f32>,  // (hidden,)
     w_gate_up: CudaSlice<u16>, // f16 (2 * ffn, hidden), rows gate_0, up_0, gate_1, up_1, ..
     w_down: CudaSlice<u16>,    // f16 (hidden, ffn)
+    /// Bias of the qkv projection, ((heads + 2 kv_heads) * head_dim,), where the model has one.
+    bqkv: Option<CudaSlice<f32>>,
 }
 
 /// A model resident on one GPU, shared by every [`CudaSession`] decoding with it.
@@ -100,7 +103,7 @@ fn linear_f16(l: &Linear) -> Result<Vec<u16>> {
 
 /// Rows [gate_0 .. gate_{f-1}, up_0 .. up_{f-1}] of a (2f, cols) matrix reordered to
 /// [gate_0, up_0, gate_1, up_1, ..]: the FFN's gate and up outputs of one unit become adjacent
-/// columns, so one matmul block can apply silu(gate) * up itself (`MatmulArgs::silu_pairs`).
+/// columns, so the matmul's epilogue can apply silu(gate) * up itself (`GemmOut::SiluPairs`).
 fn interleave_halves(w: Vec<u16>, cols: usize) -> Vec<u16> {
     let f = w.len() / cols / 2;
     let (gate, up) = w.split_at(f * cols);
@@ -156,6 +159,7 @@ impl CudaLlama {
                 ffn_norm: up32(tensor_f32(&b.ffn_norm)?)?,
                 w_gate_up: up16(interleave_halves(linear_f16(&b.w_gate_up)?, c.hidden_size))?,
                 w_down: up16(linear_f16(&b.w_down)?)?,
+                bqkv: None,
             });
             progress(Self::f16_block_bytes(&model.config) as u64);
         }
@@ -184,24 +188,45 @@ impl CudaLlama {
     fn check_limits(&self) -> Result<()> {
         let c = &self.config;
         let bad = |m: String| Err(LadeError::Unsupported(m));
-        if c.head_dim > 256 || c.head_dim % 4 != 0 || 256 % c.head_dim != 0 {
+        if c.head_dim != 64 && c.head_dim != 128 {
             return bad(format!(
-                "head_dim {} (the GPU kernels take head_dim dividing 256, a multiple of 4)",
+                "head_dim {} (the GPU attention takes 64 or 128)",
                 c.head_dim
             ));
         }
         if c.num_heads % c.num_kv_heads != 0 {
             return bad("heads not a multiple of kv heads".into());
         }
-        for k in [c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim] {
-            if k % 2 != 0 || k > kernels::MAX_K {
+        if c.hidden_size > kernels::MAX_NORM_WIDTH {
+            return bad(format!(
+                "hidden size {} (the GPU kernels take at most {})",
+                c.hidden_size,
+                kernels::MAX_NORM_WIDTH
+            ));
+        }
+        for (k, n) in self.matmul_shapes() {
+            if k % 8 != 0 || n % 2 != 0 {
                 return bad(format!(
-                    "inner dimension {k} (the GPU matmul takes even sizes up to {})",
-                    kernels::MAX_K
+                    "a {n} x {k} projection (the GPU matmul takes inner dimensions that are \
+                     multiples of 8 and an even number of outputs)"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// (inner dimension, outputs) of every matmul of a step: qkv, o, gate/up, down, LM head.
+    pub(crate) fn matmul_shapes(&self) -> [(usize, usize); 5] {
+        let c = &self.config;
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let attn_w = c.num_heads * c.head_dim;
+        [
+            (h, attn_w + 2 * c.num_kv_heads * c.head_dim),
+            (attn_w, h),
+            (h, 2 * f),
+            (f, h),
+            (h, c.vocab_size),
+        ]
     }
 
     /// Bytes of one block's projections in f16.

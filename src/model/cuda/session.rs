@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream};
 
-use super::kernels::{MatmulArgs, Prologue, RopeArgs, CHUNK};
+use super::kernels::{
+    gemm_counters, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK,
+};
 use super::{gpu_err, CudaLlama};
 use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
@@ -23,7 +25,7 @@ fn min_step_rows() -> usize {
 }
 
 /// Largest row bucket one forward pass runs; longer causal prefills are cut into pieces.
-pub const MAX_ROWS: usize = 2048;
+pub const MAX_ROWS: usize = 512;
 
 /// Device buffers of one step shape (rows `qc`, logit rows `rc`, attention splits `sc`).
 struct Buffers {
@@ -32,15 +34,20 @@ struct Buffers {
     io: CudaSlice<i32>,      // StepIo::len(qc, rc)
     x: CudaSlice<f32>,       // (qc, hidden) residual stream
     qkv: CudaSlice<f32>,     // (qc, (heads + 2 kv_heads) * head_dim)
-    attn: CudaSlice<f32>,    // (qc, heads * head_dim)
-    gate_up: CudaSlice<f32>, // (qc, 2 * ffn)
-    part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 2) flash-decoding partials
+    /// A-format matmul inputs (ACT_PLANES planes of `act_plane` halves): rmsnorm(x) rows
+    /// (qc or rc, hidden) and the attention's output (qc, heads * head_dim).
+    act: CudaSlice<u16>,
+    act_plane: usize,
+    /// A-format silu(gate) * up, (qc, ffn), ACT_PLANES planes of `ffn_plane` halves.
+    ffn_act: CudaSlice<u16>,
+    ffn_plane: usize,
+    /// Matmul split sums (splits, rows, n) and finishing counters (zero between launches).
+    ws: CudaSlice<f32>,
+    cnt: CudaSlice<i32>,
+    part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 4) flash-decoding partials
     done: CudaSlice<i32>,    // (qc, heads) finished splits, zero between launches
     logits: CudaSlice<f32>,  // (rc, vocab)
     argmax: CudaSlice<i32>,  // (rc,)
-    /// Dense-mask mode only: the step's materialised mask, (qc, L + qc) bytes at most
-    /// (qc, cap_alloc) allocated.
-    mask: Option<CudaSlice<u8>>,
 }
 
 /// A captured step. CUDA graph executables may be launched from any thread of the process
@@ -65,9 +72,6 @@ pub struct CudaSession {
     keep_idx: CudaSlice<i32>,
     graphs: HashMap<(usize, usize, usize), StepGraph>,
     use_graphs: bool,
-    /// Materialise the attention mask every step instead of the fused per-row lists (only to
-    /// measure the difference; see `attn_partial` in kernels.cu).
-    dense_mask: bool,
 }
 
 /// Per-kernel times of one eagerly launched step, in launch order, summed over layers.
@@ -101,18 +105,7 @@ impl CudaSession {
             keep_idx,
             graphs: HashMap::new(),
             use_graphs,
-            dense_mask: false,
         })
-    }
-
-    /// Switches between the fused attention mask (default) and a mask materialised in device
-    /// memory every step (for comparison). Drops the captured graphs and step buffers.
-    pub fn set_dense_mask(&mut self, on: bool) {
-        if self.dense_mask != on {
-            self.dense_mask = on;
-            self.graphs.clear();
-            self.bufs = None;
-        }
     }
 
     /// Whether each kernel of a step starts while its predecessor finishes (programmatic
@@ -121,9 +114,17 @@ impl CudaSession {
         self.model.kernels.overlaps()
     }
 
-    /// Which matmul kernel runs the projections of inner dimension `k` (for reports).
-    pub fn matmul_kind(&self, k: usize) -> &'static str {
-        self.model.kernels.matmul_kind(k)
+    /// The matmul kernel a step of `rows` rows runs, and the K splits of each projection
+    /// (qkv, o, gate/up, down, LM head), for reports.
+    pub fn matmul_schedule(&self, rows: usize) -> (String, Vec<usize>) {
+        let k = &self.model.kernels;
+        let splits = self
+            .model
+            .matmul_shapes()
+            .iter()
+            .map(|&(kk, n)| k.splits(kk, n))
+            .collect();
+        (k.gemm_name(rows), splits)
     }
 
     fn layer_stride(&self) -> usize {
@@ -157,23 +158,35 @@ impl CudaSession {
         let s = &self.stream;
         let a = |n: usize| s.alloc_zeros::<f32>(n).map_err(gpu_err);
         let qkv_w = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        let rows = qc.max(rc);
+        let act_plane = rows * c.hidden_size.max(c.num_heads * c.head_dim);
+        let ffn_plane = qc * c.intermediate_size;
+        let h16 = |n: usize| s.alloc_zeros::<u16>(n).map_err(gpu_err);
+        // (k, n) of every matmul of a step
+        let shapes = self.model.matmul_shapes();
+        let k = &self.model.kernels;
+        let ws_len = shapes
+            .iter()
+            .map(|&(kk, n)| k.splits(kk, n) * rows * n)
+            .max()
+            .unwrap_or(0);
+        let max_n = shapes.iter().map(|&(_, n)| n).max().unwrap_or(0);
         self.bufs = Some(Buffers {
             qc,
             rc,
             io: s.alloc_zeros::<i32>(StepIo::len(qc, rc)).map_err(gpu_err)?,
             x: a(qc * c.hidden_size)?,
             qkv: a(qc * qkv_w)?,
-            attn: a(qc * c.num_heads * c.head_dim)?,
-            gate_up: a(qc * 2 * c.intermediate_size)?,
-            part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 2))?,
+            act: h16(ACT_PLANES * act_plane)?,
+            act_plane,
+            ffn_act: h16(ACT_PLANES * ffn_plane)?,
+            ffn_plane,
+            ws: a(ws_len)?,
+            cnt: s.alloc_zeros::<i32>(gemm_counters(rows, max_n)).map_err(gpu_err)?,
+            part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 4))?,
             done: s.alloc_zeros::<i32>(qc * c.num_heads).map_err(gpu_err)?,
             logits: a(rc * c.vocab_size)?,
             argmax: s.alloc_zeros::<i32>(rc).map_err(gpu_err)?,
-            mask: if self.dense_mask {
-                Some(s.alloc_zeros::<u8>(qc * self.cap_alloc).map_err(gpu_err)?)
-            } else {
-                None
-            },
         });
         Ok(())
     }
@@ -201,63 +214,67 @@ impl CudaSession {
         let attn_w = c.num_heads * c.head_dim;
         let eps = c.rms_norm_eps as f32;
         let ls = self.layer_stride();
+        let scratch = GemmScratch {
+            ws: &b.ws,
+            cnt: &b.cnt,
+        };
+        let gemm = |a, a_plane, w, n, kk, out| {
+            k.gemm(
+                s,
+                &b.io,
+                &scratch,
+                &GemmArgs {
+                    a,
+                    a_plane,
+                    w,
+                    bias: None,
+                    m: qb,
+                    n,
+                    k: kk,
+                    out,
+                },
+            )
+        };
+        let norm = |g, m, rowsel| {
+            k.norm_rows(s, &b.io, &b.x, h, rowsel, g, eps, h, m, &b.act, b.act_plane)
+        };
         k.embed(s, &b.io, qb, &m.embedding, &b.x, h)?;
         mark("embed")?;
         for (l, w) in m.blocks.iter().enumerate() {
             let kc = self.kc.slice(l * ls..(l + 1) * ls);
             let vc = self.vc.slice(l * ls..(l + 1) * ls);
-            let mm = |x, ldx, w, g, out, n, kk, prologue, accumulate, silu_pairs| {
-                k.matmul(
-                    s,
-                    &b.io,
-                    &MatmulArgs {
-                        x,
-                        ldx,
-                        rowsel_off: None,
-                        w,
-                        g,
-                        eps,
-                        out,
-                        m: qb,
-                        n,
-                        k: kk,
-                        prologue,
-                        accumulate,
-                        silu_pairs,
-                    },
-                )
+            norm(&w.attn_norm, qb, None)?;
+            mark("attn norm")?;
+            // qkv = rope(rmsnorm(x) Wqkvᵀ (+ b)): (qb, qkv_w); k, v also to the cache at L..L+qb
+            let rope = RopeArgs {
+                qb,
+                cos: &m.cos,
+                sin: &m.sin,
+                kc: &kc,
+                vc: &vc,
+                heads,
+                cap: self.cap_alloc,
             };
-            // qkv = rope(rmsnorm(x) Wqkvᵀ): (qb, qkv_w); k, v also to the cache at L..L+qb
-            k.matmul_rope(
+            k.gemm(
                 s,
                 &b.io,
-                &MatmulArgs {
-                    x: &b.x,
-                    ldx: h,
-                    rowsel_off: None,
+                &scratch,
+                &GemmArgs {
+                    a: &b.act,
+                    a_plane: b.act_plane,
                     w: &w.wqkv,
-                    g: &w.attn_norm,
-                    eps,
-                    out: &b.qkv,
+                    bias: w.bqkv.as_ref(),
                     m: qb,
                     n: qkv_w,
                     k: h,
-                    prologue: Prologue::RmsNorm,
-                    accumulate: false,
-                    silu_pairs: false,
-                },
-                &RopeArgs {
-                    qb,
-                    cos: &m.cos,
-                    sin: &m.sin,
-                    kc: &kc,
-                    vc: &vc,
-                    heads,
-                    cap: self.cap_alloc,
+                    out: GemmOut::Rope {
+                        out: &b.qkv,
+                        rope: &rope,
+                    },
                 },
             )?;
-            mark("qkv: rmsnorm + matmul + rope + kv write")?;
-            // attn: (qb, heads * head_dim)
+            mark("qkv: matmul + rope + kv write")?;
+            // act = attention: (qb, heads * head_dim)
             k.attention(
                 s,
                 &b.qkv,
@@ -267,116 +284,91 @@ impl CudaSession {
                 &vc,
                 &b.part,
                 &b.done,
-                &b.attn,
+                &b.act,
+                b.act_plane,
                 heads,
                 self.cap_alloc,
                 splits,
-                b.mask.as_ref(),
             )?;
             mark("attention")?;
-            // x += attn Woᵀ
-            mm(
-                &b.attn,
-                attn_w,
+            // x += act Woᵀ
+            gemm(
+                &b.act,
+                b.act_plane,
                 &w.wo,
-                &w.attn_norm,
-                &b.x,
                 h,
                 attn_w,
-                Prologue::None,
-                true,
-                false,
+                GemmOut::Accumulate { out: &b.x, ldo: h },
             )?;
             mark("o: matmul + residual")?;
-            // act = silu(gate) * up of rmsnorm(x) W_gate_upᵀ (rows interleaved: gate, up per
-            // unit): (qb, ffn) where the matmul fuses it, else the (qb, 2 ffn) pairs.
-            let fused = k.fuses_silu(h);
-            mm(
-                &b.x,
-                h,
+            norm(&w.ffn_norm, qb, None)?;
+            mark("ffn norm")?;
+            // ffn_act = silu(gate) * up of rmsnorm(x) W_gate_upᵀ (rows interleaved: gate, up
+            // per unit): (qb, ffn)
+            gemm(
+                &b.act,
+                b.act_plane,
                 &w.w_gate_up,
-                &w.ffn_norm,
-                &b.gate_up,
                 2 * f,
                 h,
-                Prologue::RmsNorm,
-                false,
-                true,
+                GemmOut::SiluPairs {
+                    a_out: &b.ffn_act,
+                    plane: b.ffn_plane,
+                },
             )?;
-            mark(if fused {
-                "gate/up: rmsnorm + matmul + silu*up"
-            } else {
-                "gate/up: rmsnorm + matmul"
-            })?;
-            // x += act W_downᵀ
-            let (ldx, prologue) = if fused {
-                (f, Prologue::None)
-            } else {
-                (2 * f, Prologue::SiluMul)
-            };
-            mm(
-                &b.gate_up,
-                ldx,
+            mark("gate/up: matmul + silu*up")?;
+            // x += ffn_act W_downᵀ
+            gemm(
+                &b.ffn_act,
+                b.ffn_plane,
                 &w.w_down,
-                &w.ffn_norm,
-                &b.x,
                 h,
                 f,
-                prologue,
-                true,
-                false,
+                GemmOut::Accumulate { out: &b.x, ldo: h },
             )?;
-            mark(if fused {
-                "down: matmul + residual"
-            } else {
-                "down: silu*up + matmul + residual"
-            })?;
+            mark("down: matmul + residual")?;
         }
         if rb > 0 {
-            k.matmul(
+            norm(&m.final_norm, rb, Some(StepIo::logit_rows_off(qb)))?;
+            mark("final norm")?;
+            k.gemm(
                 s,
                 &b.io,
-                &MatmulArgs {
-                    x: &b.x,
-                    ldx: h,
-                    rowsel_off: Some(StepIo::logit_rows_off(qb)),
+                &scratch,
+                &GemmArgs {
+                    a: &b.act,
+                    a_plane: b.act_plane,
                     w: &m.lm_head,
-                    g: &m.final_norm,
-                    eps,
-                    out: &b.logits,
+                    bias: None,
                     m: rb,
                     n: c.vocab_size,
                     k: h,
-                    prologue: Prologue::RmsNorm,
-                    accumulate: false,
-                    silu_pairs: false,
+                    out: GemmOut::Store {
+                        out: &b.logits,
+                        ldo: c.vocab_size,
+                    },
                 },
             )?;
-            mark("lm head: rmsnorm + matmul")?;
+            mark("lm head: matmul")?;
             k.argmax_rows(s, &b.logits, rb, c.vocab_size, &b.argmax)?;
             mark("argmax")?;
         }
         Ok(())
     }
 
-    /// Copies the step's inputs to the device (and, in dense-mask mode, its materialised mask).
-    fn upload(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
+    /// Copies the step's inputs to the device.
+    fn upload(&mut self, io: &StepIo) -> Result<()> {
         self.ensure_buffers(io.qb, io.rb)?;
         let s = self.stream.clone();
-        let dense = self.dense_mask.then(|| dense_mask(batch, self.len, io.qb));
         let b = self.bufs.as_mut().expect("buffers allocated");
         let mut dst = b.io.slice_mut(0..io.data.len());
         s.memcpy_htod(&io.data, &mut dst).map_err(gpu_err)?;
-        if let (Some(bytes), Some(mask)) = (dense, b.mask.as_mut()) {
-            let mut dst = mask.slice_mut(0..bytes.len());
-            s.memcpy_htod(&bytes, &mut dst).map_err(gpu_err)?;
-        }
         Ok(())
     }
 
     /// Runs one packed step: replays (capturing on first use) or launches its kernels.
-    fn run(&mut self, io: &StepIo, batch: &Batch<'_>) -> Result<()> {
-        self.upload(io, batch)?;
+    fn run(&mut self, io: &StepIo) -> Result<()> {
+        self.upload(io)?;
         let splits = (self.len + io.qb).div_ceil(CHUNK);
         let s = self.stream.clone();
         let no_marks = |_: &'static str| Ok(());
@@ -416,7 +408,7 @@ impl CudaSession {
             )));
         }
         let io = StepIo::pack(batch, self.len)?;
-        self.upload(&io, batch)?;
+        self.upload(&io)?;
         let splits = (self.len + io.qb).div_ceil(CHUNK);
         let s = self.stream.clone();
         let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -458,7 +450,7 @@ impl CudaSession {
             return self.forward_in_pieces(batch, whole);
         }
         let io = StepIo::pack(batch, self.len)?;
-        self.run(&io, batch)?;
+        self.run(&io)?;
         self.len += q;
         let r = batch.logit_rows.len();
         let s = &self.stream;
@@ -521,26 +513,6 @@ impl CudaSession {
             RowsOut::Argmax(ids)
         })
     }
-}
-
-/// The step's mask materialised as row-major bytes (qb, past + qb), 1 = visible; padding rows
-/// see the cache and themselves.
-fn dense_mask(batch: &Batch<'_>, past: usize, qb: usize) -> Vec<u8> {
-    let q = batch.tokens.len();
-    let keys = past + qb;
-    let mut m = vec![0u8; qb * keys];
-    for (i, row) in m.chunks_mut(keys).enumerate() {
-        row[..past].fill(1);
-        for j in 0..qb {
-            let seen = if i < q && j < q {
-                batch.mask.sees(past, q, i, past + j)
-            } else {
-                i == j
-            };
-            row[past + j] = seen as u8;
-        }
-    }
-    m
 }
 
 enum RowsOut {

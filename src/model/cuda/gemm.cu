@@ -1,0 +1,369 @@
+// The matmul of every projection: out[m, n] = sum_k A[m, k] * W[n, k], on the tensor cores.
+//
+// A: the step's activation rows in f16, P planes (P = 1: f16(v); P = 2: hi = f16(v) and
+// lo = f16(v - hi), about 22 bits of v), row-major (M, K), plane p at A + p * a_plane. The
+// producers write it: `norm_rows` (rmsnorm), the attention, and this kernel's silu epilogue.
+// W: f16 (N, K) row-major. Accumulation in f32 (mma.sync m16n8k16).
+//
+// Batch invariance: output element (m, n) is the sum, in a fixed order, of the products of A
+// row m and W row n: the K range is cut into S splits of whole 64-wide k-tiles (S fixed by K,
+// N and the device, never by M); inside a split the k-tiles, their four k16 steps and the P
+// planes are accumulated in increasing order into one accumulator, and an mma's output element
+// depends only on its own row and column. The S split sums are then added in split order
+// (s = 0, 1, ...) by whichever block of the column tile finishes last. The rows per block (16
+// MT), the warp layout and the order in which blocks run are schedule only.
+//
+// Block: a tile of 16 MT rows x BN columns, warps WM x WN with WM = 2 for MT >= 2 (else 1) and
+// WN = BN / 16, each warp MT / WM m16 tiles x 16 columns. k-tiles are
+// staged through shared memory by cp.async, STAGES deep; each row of a staged tile is 64
+// halves (8 chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so that the
+// ldmatrix reads of 8 rows hit 8 different bank groups. The weights of the first stages are
+// requested before the wait for the previous kernel (they are never written by a step).
+//
+// Epilogue (mode), on the finished sums v of a column pair (n, n + 1):
+//   0 store       out[m, n..n+2] = v (+ bias)
+//   1 accumulate  out[m, n..n+2] += v                               (the residual stream)
+//   2 silu        A-format planes a_out[m, n / 2] = silu(v0) * v1   (gate and up interleaved)
+//   3 rope        v (+ bias); q and k pairs rotated at the row's position (interleaved pairs,
+//                 GGUF layout); out[m, ..] = the rotated row; k, v also to the cache at L + m
+//                 (cache layout per layer (nkv, cap, hd)), as `rope_kv` does.
+// ws: S * M * N floats of split sums; cnt: one counter per (row block, column tile), zero
+// between launches (the finishing block resets it).
+
+#define GEMM_BK 64
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0,
+                                         unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned short f2h(float v) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+
+// Writes v to element idx of the A-format planes (P = 1 or 2).
+__device__ __forceinline__ void store_a(unsigned short* a, size_t plane, int P, size_t idx,
+                                        float v) {
+    const unsigned short hi = f2h(v);
+    a[idx] = hi;
+    if (P == 2) {
+        float hf;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(hf) : "h"(hi));
+        a[plane + idx] = f2h(v - hf);
+    }
+}
+
+// Offset (in halves) of chunk c of row r in a staged tile.
+__device__ __forceinline__ int tile_off(int r, int c) { return r * GEMM_BK + ((c ^ (r & 7)) << 3); }
+
+template <int MT, int P, int THREADS>
+__device__ __forceinline__ void gemm_load_a(unsigned short* sa, const unsigned short* A,
+                                            size_t a_plane, int M, int K, int m0, int k0) {
+    constexpr int ROWS = 16 * MT;
+    for (int idx = threadIdx.x; idx < P * ROWS * 8; idx += THREADS) {
+        const int p = idx / (ROWS * 8), rem = idx - p * ROWS * 8;
+        const int r = rem >> 3, c = rem & 7;
+        const int m = m0 + r, k = k0 + 8 * c;
+        const bool ok = m < M && k < K;
+        const unsigned short* src = ok ? A + p * a_plane + (size_t)m * K + k : A;
+        cp_async16(sa + p * ROWS * GEMM_BK + tile_off(r, c), src, ok);
+    }
+}
+
+template <int BN, int THREADS>
+__device__ __forceinline__ void gemm_load_w(unsigned short* sw, const unsigned short* W, int N,
+                                            int K, int n0, int k0) {
+#pragma unroll
+    for (int it = 0; it < BN * 8 / THREADS; ++it) {
+        const int idx = threadIdx.x + it * THREADS;
+        const int r = idx >> 3, c = idx & 7;
+        const int n = n0 + r, k = k0 + 8 * c;
+        const bool ok = n < N && k < K;
+        cp_async16(sw + tile_off(r, c), ok ? W + (size_t)n * K + k : W, ok);
+    }
+}
+
+struct GemmEpilogue {
+    int mode;
+    float* out;
+    int ldo;
+    const float* bias;
+    unsigned short* a_out;
+    size_t a_out_plane;
+    // rope (mode 3)
+    const int* io;
+    int QB;
+    const float* cos_t;
+    const float* sin_t;
+    float* kc;
+    float* vc;
+    int nh, nkv, hd, cap;
+};
+
+template <int P>
+__device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n, int N, float v0,
+                                            float v1) {
+    if (e.bias && e.mode != 2) {
+        v0 += e.bias[n];
+        v1 += e.bias[n + 1];
+    }
+    switch (e.mode) {
+        case 0: {
+            float* o = e.out + (size_t)m * e.ldo + n;
+            o[0] = v0;
+            o[1] = v1;
+            break;
+        }
+        case 1: {
+            float* o = e.out + (size_t)m * e.ldo + n;
+            o[0] += v0;
+            o[1] += v1;
+            break;
+        }
+        case 2: {
+            const float act = v0 / (1.f + expf(-v0)) * v1;
+            store_a(e.a_out, e.a_out_plane, P, (size_t)m * (N / 2) + n / 2, act);
+            break;
+        }
+        default: {
+            const int L = e.io[0];
+            const int qk = (e.nh + e.nkv) * e.hd;
+            if (n < qk) {
+                const int d = n % e.hd, half = e.hd / 2, j = d / 2;
+                const int pos = io_pos(e.io, e.QB)[m];
+                const float c = e.cos_t[(size_t)pos * half + j], s = e.sin_t[(size_t)pos * half + j];
+                const float a = v0, b = v1;
+                v0 = fmaf(a, c, -(b * s));
+                v1 = fmaf(a, s, b * c);
+            }
+            float* o = e.out + (size_t)m * e.ldo + n;
+            o[0] = v0;
+            o[1] = v1;
+            if (n >= e.nh * e.hd) {
+                const int t = n - e.nh * e.hd;
+                const bool is_v = t >= e.nkv * e.hd;
+                const int tt = is_v ? t - e.nkv * e.hd : t;
+                const int h = tt / e.hd, d = tt - h * e.hd;
+                float* dst = (is_v ? e.vc : e.kc) + ((size_t)h * e.cap + L + m) * e.hd + d;
+                dst[0] = v0;
+                dst[1] = v1;
+            }
+            break;
+        }
+    }
+}
+
+template <int MT, int P, int BN, int STAGES>
+__device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, size_t a_plane,
+                                          const unsigned short* __restrict__ W, int M, int N,
+                                          int K, int S, float* ws, int* cnt,
+                                          const GemmEpilogue& e) {
+    constexpr int WM = MT >= 2 ? 2 : 1;
+    constexpr int WN = BN / 16;
+    constexpr int THREADS = 32 * WM * WN;
+    constexpr int MTW = MT / WM;  // m16 tiles per warp
+    constexpr int NTW = 2;        // n8 tiles per warp
+    constexpr int ROWS = 16 * MT;
+    constexpr int A_STAGE = P * ROWS * GEMM_BK;
+    constexpr int STAGE = BN * GEMM_BK + A_STAGE;
+    extern __shared__ __align__(16) unsigned short smem[];
+
+    const int n0 = blockIdx.x * BN, s = blockIdx.y, m0 = blockIdx.z * ROWS;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WN, wn = warp % WN;
+    const int T = (K + GEMM_BK - 1) / GEMM_BK;
+    const int kt0 = (int)((long long)s * T / S), kt1 = (int)((long long)(s + 1) * T / S);
+    const int nk = kt1 - kt0;
+
+    // Weights of the first stages before the wait (nothing in a step writes them).
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nk)
+            gemm_load_w<BN, THREADS>(smem + st * STAGE, W, N, K, n0, (kt0 + st) * GEMM_BK);
+        cp_async_commit();
+    }
+    wait_previous_kernel();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nk)
+            gemm_load_a<MT, P, THREADS>(smem + st * STAGE + BN * GEMM_BK, A, a_plane, M, K,
+                                        m0, (kt0 + st) * GEMM_BK);
+        cp_async_commit();
+    }
+
+    float acc[MTW][NTW][4];
+#pragma unroll
+    for (int i = 0; i < MTW; ++i)
+#pragma unroll
+        for (int j = 0; j < NTW; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+    for (int kt = 0; kt < nk; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        {
+            const int nxt = kt + STAGES - 1;
+            if (nxt < nk) {
+                unsigned short* st = smem + (nxt % STAGES) * STAGE;
+                gemm_load_w<BN, THREADS>(st, W, N, K, n0, (kt0 + nxt) * GEMM_BK);
+                gemm_load_a<MT, P, THREADS>(st + BN * GEMM_BK, A, a_plane, M, K, m0,
+                                            (kt0 + nxt) * GEMM_BK);
+            }
+            cp_async_commit();
+        }
+        const unsigned short* sw = smem + (kt % STAGES) * STAGE;
+        const unsigned short* sa = sw + BN * GEMM_BK;
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
+            unsigned b[NTW][2];
+#pragma unroll
+            for (int np = 0; np < NTW / 2; ++np) {
+                unsigned r[4];
+                const int row = wn * (NTW * 8) + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                ldsm_x4(r, sw + tile_off(row, 2 * kk + ((lane >> 3) & 1)));
+                b[2 * np][0] = r[0];
+                b[2 * np][1] = r[1];
+                b[2 * np + 1][0] = r[2];
+                b[2 * np + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int p = 0; p < P; ++p) {
+#pragma unroll
+                for (int mi = 0; mi < MTW; ++mi) {
+                    unsigned a[4];
+                    const int row = (wm * MTW + mi) * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+                    ldsm_x4(a, sa + p * ROWS * GEMM_BK + tile_off(row, 2 * kk + (lane >> 4)));
+#pragma unroll
+                    for (int ni = 0; ni < NTW; ++ni) mma16816(acc[mi][ni], a, b[ni][0], b[ni][1]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // Split sums to the workspace, then the column tile's last block finishes.
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int mi = 0; mi < MTW; ++mi) {
+#pragma unroll
+        for (int ni = 0; ni < NTW; ++ni) {
+            const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
+                if (m < M && n < N)
+                    *(float2*)(ws + ((size_t)s * M + m) * N + n) =
+                        make_float2(acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+            }
+        }
+    }
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (S > 1) {
+        int* c = cnt + blockIdx.z * gridDim.x + blockIdx.x;
+        if (tid == 0) last = atomicAdd(c, 1) == S - 1;
+        __syncthreads();
+        if (!last) return;
+        if (tid == 0) *c = 0;
+        __threadfence();
+    }
+    for (int idx = tid; idx < ROWS * (BN / 2); idx += THREADS) {
+        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
+        const int m = m0 + r, n = n0 + 2 * cp;
+        if (m >= M || n >= N) continue;
+        float2 v = __ldcg((const float2*)(ws + (size_t)m * N + n));
+        for (int s2 = 1; s2 < S; ++s2) {
+            const float2 p2 = __ldcg((const float2*)(ws + ((size_t)s2 * M + m) * N + n));
+            v.x += p2.x;
+            v.y += p2.y;
+        }
+        gemm_finish<P>(e, m, n, N, v.x, v.y);
+    }
+}
+
+// grid (ceil(N / BN), S, ceil(M / (16 MT))), block 32 * (BN / 16) * (MT >= 2 ? 2 : 1),
+// dynamic shared memory STAGES * (BN + P * 16 MT) * 64 halves. K % 8 == 0, N even.
+// Named gemm_p{P}_m{MT}_n{BN}_s{STAGES}.
+#define GEMM_ENTRY(mt, p, bn, st)                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * (bn / 16) * (mt >= 2 ? 2 : 1))            \
+        gemm_p##p##_m##mt##_n##bn##_s##st(                                                      \
+            const unsigned short* A, size_t a_plane, const unsigned short* W, int M, int N,     \
+            int K, int S, float* ws, int* cnt, int mode, float* out, int ldo,                   \
+            const float* bias, unsigned short* a_out, size_t a_out_plane, const int* io,        \
+            int QB, const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,       \
+            int nkv, int hd, int cap) {                                                         \
+        const GemmEpilogue e{mode, out, ldo, bias, a_out, a_out_plane, io, QB, cos_t,           \
+                             sin_t, kc, vc, nh, nkv, hd, cap};                                  \
+        gemm_impl<mt, p, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e);                        \
+    }
+// The shapes of GEMM_SHAPES in kernels.rs.
+#define GEMM_ENTRIES(p)      \
+    GEMM_ENTRY(1, p, 64, 6)  \
+    GEMM_ENTRY(2, p, 64, 6)  \
+    GEMM_ENTRY(4, p, 64, 4)  \
+    GEMM_ENTRY(8, p, 128, 3)
+GEMM_ENTRIES(1)
+GEMM_ENTRIES(2)
+
+// A-format rows of rmsnorm(x[row]) * g, row = m or io[rowsel_off + m] (rowsel_off >= 0).
+// grid M, block 256, dynamic shared memory K floats (the row). K % 4 == 0. The sum of squares:
+// thread t sums the float4s t, t + 256, ... in order (each x*x + y*y + z*z + w*w by fmaf in
+// that order), then the warp's xor tree, then the 8 warp sums in warp order.
+extern "C" __global__ void __launch_bounds__(256)
+    norm_rows(const float* x, int ldx, const int* io, int rowsel_off, const float* g, float eps,
+              int K, unsigned short* a, size_t a_plane, int P) {
+    extern __shared__ __align__(16) float xs[];
+    const int m = blockIdx.x;
+    const int row = rowsel_off >= 0 ? io[rowsel_off + m] : m;
+    wait_previous_kernel();
+    const float4* xr = (const float4*)(x + (size_t)row * ldx);
+    const int K4 = K / 4;
+    float ss = 0.f;
+#pragma unroll 8
+    for (int k4 = threadIdx.x; k4 < K4; k4 += blockDim.x) {
+        const float4 v = xr[k4];
+        ((float4*)xs)[k4] = v;
+        ss = fmaf(v.x, v.x, ss);
+        ss = fmaf(v.y, v.y, ss);
+        ss = fmaf(v.z, v.z, ss);
+        ss = fmaf(v.w, v.w, ss);
+    }
+    ss = warp_sum(ss);
+    __shared__ float wsum[8];
+    __shared__ float inv;
+    if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = wsum[0];
+        for (int w = 1; w < 8; ++w) t += wsum[w];
+        inv = rsqrtf(t / (float)K + eps);
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int k = threadIdx.x; k < K; k += blockDim.x)
+        store_a(a, a_plane, P, (size_t)m * K + k, xs[k] * inv * g[k]);
+}
