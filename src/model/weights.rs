@@ -157,22 +157,6 @@ impl Linear {
                 let y = QMatMul::QTensor(t.clone()).forward(&Tensor::cat(&[x, x], 0)?)?;
                 Ok(y.narrow(0, 0, 1)?)
             }
-            Linear::Quantized(QMatMul::QTensor(t))
-                if x.device().is_cpu()
-                    && x.dim(0)? > MAX_ROWS_BEFORE_AMX
-                    && amx_kernel_exists(t.dtype()) =>
-            {
-                // In passes of at most MAX_ROWS_BEFORE_AMX rows, for the same reason.
-                let m = QMatMul::QTensor(t.clone());
-                let rows = x.dim(0)?;
-                let parts = (0..rows)
-                    .step_by(MAX_ROWS_BEFORE_AMX)
-                    .map(|r| {
-                        Ok(m.forward(&x.narrow(0, r, MAX_ROWS_BEFORE_AMX.min(rows - r))?)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&parts, 0)?)
-            }
             Linear::Quantized(m) => Ok(m.forward(x)?),
             Linear::Dense(w) => {
                 let x = x.to_dtype(w.dtype())?;
@@ -237,15 +221,6 @@ impl Linear {
 /// format).
 fn single_row_kernel_differs(dtype: GgmlDType) -> bool {
     cfg!(target_arch = "x86_64") && dtype == GgmlDType::Q6K
-}
-
-/// Rows of a pass below which candle's x86 Q4K matmul never takes its AMX kernel (it does from
-/// 32 rows on CPUs with AMX, rounding differently from the kernel fewer rows take).
-const MAX_ROWS_BEFORE_AMX: usize = 31;
-
-/// Whether candle may run `dtype` with an AMX kernel for passes of 32 rows or more.
-fn amx_kernel_exists(dtype: GgmlDType) -> bool {
-    cfg!(target_arch = "x86_64") && dtype == GgmlDType::Q4K
 }
 
 /// Rejects shapes that do not match the config, with the tensor's name.
