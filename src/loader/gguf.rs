@@ -1,4 +1,6 @@
-//! GGUF loader for the LLaMA architecture family.
+//! GGUF loader for the LLaMA architecture family (and Qwen2: LLaMA with q/k/v biases, whose q/k
+//! rows are stored in the half-split rotary layout and are reordered here into the interleaved
+//! one that lade's RoPE uses, exactly, block by block).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,7 +15,9 @@ use candle_core::{Device, Tensor};
 use super::progress::LoadProgress;
 use super::LoadOptions;
 use crate::model::llama::{Block, LlamaParts};
-use crate::model::weights::{check_dims, Linear, WeightFormat};
+use crate::model::weights::{
+    check_dims, interleaved_rotary_order, permute_qtensor_rows, permute_rows, Linear, WeightFormat,
+};
 use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
 
@@ -114,6 +118,7 @@ pub fn config_from_gguf(ct: &Content) -> Result<ModelConfig> {
         rope_theta: meta_f64(ct, &k("rope.freq_base")).unwrap_or(10_000.0),
         rope_linear_factor: linear,
         max_position_embeddings: meta_usize(ct, &k("context_length"))?.unwrap_or(4096),
+        qkv_bias: crate::model::config::has_qkv_bias(&arch),
     };
     config.validate()?;
     Ok(config)
@@ -161,12 +166,39 @@ impl TensorSource<'_> {
         Linear::from_qtensor(t, fmt)
     }
 
+    /// A projection of shape `want` = (out, in) whose rows are taken in `order` (exactly: the
+    /// stored blocks are moved, see [`permute_qtensor_rows`]).
+    fn linear_reordered(
+        &mut self,
+        name: &str,
+        want: [usize; 2],
+        fmt: WeightFormat,
+        order: &[usize],
+    ) -> Result<Linear> {
+        let t = self.get(name)?;
+        check_dims(name, t.shape().dims(), &want)?;
+        if order.iter().enumerate().all(|(i, &r)| i == r) {
+            return Linear::from_qtensor(t, fmt);
+        }
+        let t = permute_qtensor_rows(&t, order).map_err(|e| LadeError::BadModelFile {
+            path: self.path.to_path_buf(),
+            reason: format!("tensor {name}: {e}"),
+        })?;
+        Linear::from_qtensor(Arc::new(t), fmt)
+    }
+
     /// A tensor dequantized to f32 with shape `want`.
     fn dense(&mut self, name: &str, want: &[usize]) -> Result<Tensor> {
         let t = self.get(name)?;
         check_dims(name, t.shape().dims(), want)?;
         Ok(t.dequantize(self.device)?)
     }
+}
+
+/// Whether a GGUF architecture stores its q/k rows in the half-split rotary layout (llama.cpp
+/// runs it with NeoX-style RoPE), rather than llama's pre-permuted interleaved one.
+fn half_split_rotary(architecture: &str) -> bool {
+    architecture == "qwen2"
 }
 
 fn tensor_bytes(t: &TensorInfo) -> u64 {
@@ -199,17 +231,37 @@ pub fn load_llama(
     let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
     let fmt = opts.format;
+    // Row orders of q and k: the interleaved rotary layout, or the file's (llama's GGUF
+    // converter already permuted them).
+    let (q_order, k_order): (Vec<usize>, Vec<usize>) = if half_split_rotary(&c.architecture) {
+        (
+            interleaved_rotary_order(c.num_heads, c.head_dim),
+            interleaved_rotary_order(c.num_kv_heads, c.head_dim),
+        )
+    } else {
+        ((0..qd).collect(), (0..kvd).collect())
+    };
 
     let mut blocks = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
         let p = |s: &str| format!("blk.{i}.{s}.weight");
+        let b_qkv = if c.qkv_bias {
+            let b = |s: &str| format!("blk.{i}.{s}.bias");
+            let bq = permute_rows(&src.dense(&b("attn_q"), &[qd])?, &q_order)?;
+            let bk = permute_rows(&src.dense(&b("attn_k"), &[kvd])?, &k_order)?;
+            let bv = src.dense(&b("attn_v"), &[kvd])?;
+            Some(Tensor::cat(&[&bq, &bk, &bv], 0)?)
+        } else {
+            None
+        };
         blocks.push(Block {
             attn_norm: src.dense(&p("attn_norm"), &[h])?,
             wqkv: Linear::stack_rows(vec![
-                src.linear(&p("attn_q"), [qd, h], fmt)?,
-                src.linear(&p("attn_k"), [kvd, h], fmt)?,
+                src.linear_reordered(&p("attn_q"), [qd, h], fmt, &q_order)?,
+                src.linear_reordered(&p("attn_k"), [kvd, h], fmt, &k_order)?,
                 src.linear(&p("attn_v"), [kvd, h], fmt)?,
             ])?,
+            b_qkv,
             wo: src.linear(&p("attn_output"), [h, qd], fmt)?,
             ffn_norm: src.dense(&p("ffn_norm"), &[h])?,
             w_gate_up: Linear::stack_rows(vec![

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::progress::LoadProgress;
 use super::LoadOptions;
 use crate::model::llama::{Block, LlamaParts};
-use crate::model::weights::{check_dims, Linear};
+use crate::model::weights::{check_dims, interleaved_rotary_order, permute_rows, Linear};
 use crate::model::{Llama, ModelConfig};
 use crate::{LadeError, Result};
 
@@ -41,7 +41,7 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
         _ => 1.0,
     };
     let config = ModelConfig {
-        architecture: model_type,
+        architecture: model_type.clone(),
         vocab_size: need("vocab_size")?,
         hidden_size: hidden,
         intermediate_size: need("intermediate_size")?,
@@ -59,6 +59,7 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
             .unwrap_or(10_000.0),
         rope_linear_factor: linear,
         max_position_embeddings: get("max_position_embeddings").unwrap_or(4096),
+        qkv_bias: crate::model::config::has_qkv_bias(&model_type),
     };
     config.validate()?;
     Ok(config)
@@ -78,16 +79,6 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     Ok(shards)
-}
-
-/// Hugging Face stores q/k rows with the rotary halves split ((x0..x_{d/2}), (x_{d/2}..)); the
-/// GGUF layout that our RoPE uses interleaves them. `w`: (heads * head_dim, in).
-fn interleave_rotary_rows(w: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
-    let (out, inp) = w.dims2()?;
-    Ok(w.reshape((heads, 2, head_dim / 2, inp))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((out, inp))?)
 }
 
 /// Loads a Hugging Face LLaMA-family checkpoint directory.
@@ -134,19 +125,23 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
         Ok(t)
     };
     let fmt = opts.format;
+    // Hugging Face stores q/k rows in the half-split rotary layout; lade's RoPE interleaves.
+    let q_order = interleaved_rotary_order(c.num_heads, c.head_dim);
+    let k_order = interleaved_rotary_order(c.num_kv_heads, c.head_dim);
     let mut blocks = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}.weight");
-        let wq = interleave_rotary_rows(
-            &take(&p("self_attn.q_proj"), &[qd, h])?,
-            c.num_heads,
-            c.head_dim,
-        )?;
-        let wk = interleave_rotary_rows(
-            &take(&p("self_attn.k_proj"), &[kvd, h])?,
-            c.num_kv_heads,
-            c.head_dim,
-        )?;
+        let wq = permute_rows(&take(&p("self_attn.q_proj"), &[qd, h])?, &q_order)?;
+        let wk = permute_rows(&take(&p("self_attn.k_proj"), &[kvd, h])?, &k_order)?;
+        let b_qkv = if c.qkv_bias {
+            let b = |s: &str| format!("model.layers.{i}.self_attn.{s}.bias");
+            let bq = permute_rows(&take(&b("q_proj"), &[qd])?, &q_order)?;
+            let bk = permute_rows(&take(&b("k_proj"), &[kvd])?, &k_order)?;
+            let bv = take(&b("v_proj"), &[kvd])?;
+            Some(Tensor::cat(&[&bq, &bk, &bv], 0)?.to_dtype(DType::F32)?)
+        } else {
+            None
+        };
         blocks.push(Block {
             attn_norm: take(&p("input_layernorm"), &[h])?.to_dtype(DType::F32)?,
             wqkv: Linear::stack_rows(vec![
@@ -154,6 +149,7 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
                 Linear::from_dense(wk, fmt)?,
                 Linear::from_dense(take(&p("self_attn.v_proj"), &[kvd, h])?, fmt)?,
             ])?,
+            b_qkv,
             wo: Linear::from_dense(take(&p("self_attn.o_proj"), &[h, qd])?, fmt)?,
             ffn_norm: take(&p("post_attention_layernorm"), &[h])?.to_dtype(DType::F32)?,
             w_gate_up: Linear::stack_rows(vec![

@@ -3,8 +3,14 @@
 use serde::Serialize;
 
 /// Architecture names (GGUF `general.architecture`, config.json `model_type`) whose tensors
-/// follow the LLaMA layout.
-pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
+/// follow the LLaMA layout. `qwen2` is LLaMA with biases on the q/k/v projections and NeoX-style
+/// (half-split) rotary rows, which the loaders turn into the interleaved layout.
+pub const LLAMA_FAMILY: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// Whether an architecture has biases on its q/k/v projections.
+pub fn has_qkv_bias(architecture: &str) -> bool {
+    architecture == "qwen2"
+}
 
 /// Rejects architectures outside [`LLAMA_FAMILY`]; `what` names the field, for the message.
 pub fn check_architecture(name: &str, what: &str) -> crate::Result<()> {
@@ -35,6 +41,9 @@ pub struct ModelConfig {
     pub rope_linear_factor: f64,
     /// Context length the model was trained for.
     pub max_position_embeddings: usize,
+    /// The q/k/v projections add a bias (Qwen2): each block's `b_qkv` holds it, in the row
+    /// order of its `wqkv`.
+    pub qkv_bias: bool,
 }
 
 impl ModelConfig {

@@ -1,4 +1,4 @@
-//! The LLaMA-family decoder (Llama 2/3, CodeLlama, Mistral-style, SmolLM2): a function of
+//! The LLaMA-family decoder (Llama 2/3, CodeLlama, Mistral-style, SmolLM2, Qwen2): a function of
 //! (tokens, positions, attention mask, rows wanting logits) over a [`KvCache`].
 
 use candle_core::{DType, Device, Tensor};
@@ -22,8 +22,12 @@ enum AttentionInput {
 #[derive(Debug, Clone)]
 pub struct Block {
     pub attn_norm: Tensor, // (hidden,) f32
-    /// q | k | v stacked: ((heads + 2 * kv_heads) * head_dim, hidden)
+    /// q | k | v stacked: ((heads + 2 * kv_heads) * head_dim, hidden). The q and k rows are in
+    /// the interleaved rotary layout (pairs `(2i, 2i+1)` of a head rotate together).
     pub wqkv: Linear,
+    /// Bias of the q | k | v projection (when `config.qkv_bias`): ((heads + 2 * kv_heads) *
+    /// head_dim,) f32, in the row order of `wqkv` (q and k permuted alike).
+    pub b_qkv: Option<Tensor>,
     pub wo: Linear,       // (hidden, heads * head_dim)
     pub ffn_norm: Tensor, // (hidden,) f32
     /// gate | up stacked: (2 * ffn, hidden)
@@ -157,7 +161,10 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let qkv = b.wqkv.forward(&h)?; // (q, (heads + 2 kv_heads) * hd)
+        let mut qkv = b.wqkv.forward(&h)?; // (q, (heads + 2 kv_heads) * hd)
+        if let Some(bias) = &b.b_qkv {
+            qkv = qkv.broadcast_add(bias)?;
+        }
         let (qd, kvd) = (nh * hd, nkv * hd);
         let qh = to_heads(qkv.narrow(1, 0, qd)?.contiguous()?, nh)?;
         let kh = to_heads(qkv.narrow(1, qd, kvd)?.contiguous()?, nkv)?;
@@ -218,8 +225,25 @@ impl Llama {
         per_block + self.lm_head.size_in_bytes()
     }
 
-    /// Checks that the output projection covers the vocabulary (used by loaders).
+    /// Checks that the output projection covers the vocabulary and that every block has the
+    /// q/k/v bias its config announces (used by loaders).
     pub fn check(&self) -> Result<()> {
+        let c = &self.config;
+        let qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+        for (i, b) in self.blocks.iter().enumerate() {
+            match (&b.b_qkv, c.qkv_bias) {
+                (None, false) => {}
+                (Some(bias), true) if bias.dims() == [qkv_rows] => {}
+                (bias, _) => {
+                    return Err(LadeError::Unsupported(format!(
+                        "block {i}: q/k/v bias {:?} does not fit the config (bias expected: {}, \
+                         {qkv_rows} rows)",
+                        bias.as_ref().map(|t| t.dims().to_vec()),
+                        c.qkv_bias
+                    )))
+                }
+            }
+        }
         if self.lm_head.out_dim()? != self.config.vocab_size {
             return Err(LadeError::Unsupported(format!(
                 "output projection has {} rows, vocabulary has {}",

@@ -147,6 +147,16 @@ impl Linear {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(&ys, 1)?)
             }
+            Linear::Quantized(QMatMul::QTensor(t))
+                if x.device().is_cpu()
+                    && x.dim(0)? == 1
+                    && single_row_kernel_differs(t.dtype()) =>
+            {
+                // Computed as the first of two equal rows, so that a row's result does not
+                // depend on how many rows share the pass.
+                let y = QMatMul::QTensor(t.clone()).forward(&Tensor::cat(&[x, x], 0)?)?;
+                Ok(y.narrow(0, 0, 1)?)
+            }
             Linear::Quantized(m) => Ok(m.forward(x)?),
             Linear::Dense(w) => {
                 let x = x.to_dtype(w.dtype())?;
@@ -204,6 +214,15 @@ impl Linear {
     }
 }
 
+/// Whether candle's CPU matmul for `dtype` takes a different kernel for a single row than for
+/// several (x86: Q6K keeps single rows on the compact weights and repacks for more), whose
+/// rounding differs: lossless lookahead needs a row's result to be the same in a one-row plain
+/// step and in a many-row lookahead step (`projections_are_batch_invariant` checks every
+/// format).
+fn single_row_kernel_differs(dtype: GgmlDType) -> bool {
+    cfg!(target_arch = "x86_64") && dtype == GgmlDType::Q6K
+}
+
 /// Rejects shapes that do not match the config, with the tensor's name.
 pub fn check_dims(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got != want {
@@ -212,4 +231,197 @@ pub fn check_dims(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Row order that turns a q or k projection whose heads rotate in the half-split ("NeoX")
+/// layout — dimension `i` of a head pairs with `i + head_dim/2`, as in Hugging Face checkpoints
+/// and Qwen2 GGUF files — into the interleaved layout of lade's RoPE, where `2i` pairs with
+/// `2i + 1`: row `h * head_dim + 2i + j` of the result is row `h * head_dim + j * head_dim/2 + i`
+/// of the original (`j` ∈ {0, 1}). Applying one order to the rows of q and of k (and of their
+/// biases) leaves every q·k product unchanged and makes interleaved RoPE on the permuted rows
+/// equal half-split RoPE on the original ones.
+pub fn interleaved_rotary_order(heads: usize, head_dim: usize) -> Vec<usize> {
+    let half = head_dim / 2;
+    (0..heads)
+        .flat_map(|h| (0..half).flat_map(move |i| [h * head_dim + i, h * head_dim + half + i]))
+        .collect()
+}
+
+/// The rows of a dense (rows, ...) tensor, or entries of a vector, taken in `order`.
+pub fn permute_rows(t: &Tensor, order: &[usize]) -> Result<Tensor> {
+    if t.dim(0)? != order.len() {
+        return Err(LadeError::Unsupported(format!(
+            "cannot reorder {} rows with an order of {}",
+            t.dim(0)?,
+            order.len()
+        )));
+    }
+    let idx: Vec<u32> = order.iter().map(|&r| r as u32).collect();
+    Ok(t.index_select(&Tensor::new(idx.as_slice(), t.device())?, 0)?)
+}
+
+/// The rows of a (rows, cols) quantized tensor taken in `order`, exactly: each row's raw
+/// blocks are moved as they are (a row of a GGML tensor is a whole number of blocks), nothing
+/// is dequantized or re-quantized.
+pub fn permute_qtensor_rows(t: &QTensor, order: &[usize]) -> Result<QTensor> {
+    let dims = t.shape().dims().to_vec();
+    let dtype = t.dtype();
+    let bad = |m: String| Err(LadeError::Unsupported(m));
+    if dims.len() != 2 || dims[0] != order.len() {
+        return bad(format!(
+            "cannot reorder the rows of a {dims:?} tensor with an order of {}",
+            order.len()
+        ));
+    }
+    if dims[1] % dtype.block_size() != 0 {
+        return bad(format!(
+            "rows of {} values are not whole {dtype:?} blocks",
+            dims[1]
+        ));
+    }
+    let row_bytes = dims[1] / dtype.block_size() * dtype.type_size();
+    let data = t.data()?;
+    if data.len() != row_bytes * dims[0] {
+        return bad(format!(
+            "{dtype:?} tensor {dims:?} holds {} bytes, expected {}",
+            data.len(),
+            row_bytes * dims[0]
+        ));
+    }
+    let mut bytes = Vec::with_capacity(data.len());
+    for &r in order {
+        if r >= dims[0] {
+            return bad(format!("row {r} is outside a tensor of {} rows", dims[0]));
+        }
+        bytes.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let storage = QStorage::from_data(Cow::Owned(bytes), &t.device(), dtype)?;
+    Ok(QTensor::new(storage, (dims[0], dims[1]))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rope::RopeTable;
+    use candle_core::Device;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
+    }
+
+    /// Half-split ("NeoX") RoPE by hand: dimension `i` of each head pairs with `i + d/2`.
+    fn neox_by_hand(x: &[f32], heads: usize, hd: usize, pos: f64, theta: f64) -> Vec<f32> {
+        let half = hd / 2;
+        let mut y = x.to_vec();
+        for h in 0..heads {
+            for i in 0..half {
+                let angle = pos / theta.powf(2.0 * i as f64 / hd as f64);
+                let (a, b) = (x[h * hd + i] as f64, x[h * hd + half + i] as f64);
+                y[h * hd + i] = (a * angle.cos() - b * angle.sin()) as f32;
+                y[h * hd + half + i] = (a * angle.sin() + b * angle.cos()) as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn interleaved_rows_turn_half_split_rope_into_lade_rope() -> Result<()> {
+        let dev = Device::Cpu;
+        let (heads, hd, theta) = (3usize, 8usize, 1e6f64);
+        let order = interleaved_rotary_order(heads, hd);
+        // A permutation of every row, within each head.
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..heads * hd).collect::<Vec<_>>());
+        assert!(order
+            .chunks(hd)
+            .enumerate()
+            .all(|(h, c)| c.iter().all(|&r| r / hd == h)));
+
+        let table = RopeTable::new(hd, theta, 1.0, None, 64, &dev)?;
+        let x = values(heads * hd, 1.0);
+        let permuted = permute_rows(&Tensor::new(x.as_slice(), &dev)?, &order)?;
+        for pos in [0u32, 1, 7, 63] {
+            let (cos, sin) = table.gather(&Tensor::new(&[pos], &dev)?, DType::F32)?;
+            let ours: Vec<f32> =
+                RopeTable::apply(&permuted.reshape((1, heads, 1, hd))?, &cos, &sin)?
+                    .flatten_all()?
+                    .to_vec1()?;
+            let want = neox_by_hand(&x, heads, hd, pos as f64, theta);
+            for (new, &old) in order.iter().enumerate() {
+                assert!(
+                    (ours[new] - want[old]).abs() < 1e-5,
+                    "pos {pos}: row {new} (was {old}): {} vs {}",
+                    ours[new],
+                    want[old]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Each output row of a projection must not depend on how many rows are computed with it
+    /// (lossless lookahead compares a row of a many-row step with a one-row plain step), for
+    /// every format a GGUF file may hold, at row counts on both sides of the kernels' tiles.
+    #[test]
+    fn projections_are_batch_invariant() -> Result<()> {
+        let dev = Device::Cpu;
+        let (out, inp) = (64usize, 512usize);
+        let w = Tensor::from_vec(values(out * inp, 5.0), (out, inp), &dev)?;
+        let rows = 40usize;
+        let x = Tensor::from_vec(values(rows * inp, 11.0), (rows, inp), &dev)?;
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4_0,
+        ] {
+            let lin = Linear::from_qtensor(
+                Arc::new(QTensor::quantize(&w, dtype)?),
+                WeightFormat::Native,
+            )?;
+            let alone: Vec<Vec<f32>> = (0..rows)
+                .map(|r| Ok(lin.forward(&x.narrow(0, r, 1)?)?.flatten_all()?.to_vec1()?))
+                .collect::<Result<_>>()?;
+            for m in [2usize, 3, 4, 5, 8, 9, 31, 32, 33, 40] {
+                let y: Vec<Vec<f32>> = lin.forward(&x.narrow(0, 0, m)?)?.to_vec2()?;
+                for (r, row) in y.iter().enumerate() {
+                    assert_eq!(row, &alone[r], "{dtype:?}: row {r} of {m}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn quantized_rows_are_reordered_exactly() -> Result<()> {
+        let dev = Device::Cpu;
+        let (rows, cols) = (16usize, 512usize);
+        let w = Tensor::from_vec(values(rows * cols, 3.0), (rows, cols), &dev)?;
+        let order = interleaved_rotary_order(2, 8);
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::F16,
+        ] {
+            let q = QTensor::quantize(&w, dtype)?;
+            let moved = permute_qtensor_rows(&q, &order)?;
+            assert_eq!(moved.dtype(), dtype);
+            let got: Vec<f32> = moved.dequantize(&dev)?.flatten_all()?.to_vec1()?;
+            let want: Vec<f32> = permute_rows(&q.dequantize(&dev)?, &order)?
+                .flatten_all()?
+                .to_vec1()?;
+            assert_eq!(got, want, "{dtype:?}");
+        }
+        // Orders that do not fit are errors, not panics.
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        assert!(permute_qtensor_rows(&q, &[0, 1]).is_err());
+        assert!(permute_qtensor_rows(&q, &[rows; 16]).is_err());
+        assert!(permute_rows(&w, &[0]).is_err());
+        Ok(())
+    }
 }

