@@ -301,7 +301,12 @@ fn gpu_long_context_is_exact() {
                 logit_rows: &[0],
             })
             .unwrap();
-        assert_eq!(l.row(0), &want[..], "row {} alone vs in a 4-row step", past + k);
+        assert_eq!(
+            l.row(0),
+            &want[..],
+            "row {} alone vs in a 4-row step",
+            past + k
+        );
     }
     let greedy = Sampler::new(Default::default()).unwrap();
     let prompt = &prompt[..past];

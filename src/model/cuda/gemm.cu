@@ -264,8 +264,26 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     }
     cp_async_wait<0>();
 
-    // Split sums to the workspace, then the column tile's last block finishes.
     const int g = lane >> 2, t4 = lane & 3;
+    if (S == 1) {
+        // One split: the sums are final here (the same values the workspace path would read
+        // back and add to nothing).
+#pragma unroll
+        for (int mi = 0; mi < MTW; ++mi) {
+#pragma unroll
+            for (int ni = 0; ni < NTW; ++ni) {
+                const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf) {
+                    const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
+                    if (m < M && n < N)
+                        gemm_finish<P>(e, m, n, N, acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+                }
+            }
+        }
+        return;
+    }
+    // Split sums to the workspace, then the column tile's last block finishes.
 #pragma unroll
     for (int mi = 0; mi < MTW; ++mi) {
 #pragma unroll
@@ -283,7 +301,7 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     __shared__ int last;
     __threadfence();
     __syncthreads();
-    if (S > 1) {
+    {
         int* c = cnt + blockIdx.z * gridDim.x + blockIdx.x;
         if (tid == 0) last = atomicAdd(c, 1) == S - 1;
         __syncthreads();

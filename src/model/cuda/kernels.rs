@@ -18,15 +18,15 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 pub const CHUNK: usize = 128;
 /// k-tile of the matmul (`GEMM_BK` in gemm.cu): splits of K are whole k-tiles.
 const GEMM_BK: usize = 64;
-/// The matmul's block shapes (16-row tiles per block, columns per block, pipeline stages), by
-/// step rows: the entry points `gemm_p{P}_m{MT}_n{BN}_s{STAGES}` of gemm.cu, in this order.
-/// Schedule only: a row's arithmetic is the same in every one.
-const GEMM_SHAPES: [(usize, usize, usize); 4] =
-    [(1, 64, 6), (2, 64, 6), (4, 64, 4), (8, 128, 3)];
+/// The matmul's block shapes (16-row tiles per block, columns per block, pipeline stages): the
+/// entry points `gemm_p{P}_m{MT}_n{BN}_s{STAGES}` of gemm.cu, in this order. Schedule only: a
+/// row's arithmetic is the same in every one.
+const GEMM_SHAPES: [(usize, usize, usize); 4] = [(1, 64, 6), (2, 64, 6), (4, 64, 4), (8, 128, 3)];
 
-/// Which [`GEMM_SHAPES`] entry runs a matmul of `m` rows: narrow column tiles and a deep
-/// pipeline for a few rows (more weight bytes in flight), tall and wide tiles for many (each
-/// weight tile read once for up to 128 rows, the activation tiles re-read less).
+/// Which [`GEMM_SHAPES`] entry runs a matmul of `m` rows: for a few rows, a deep pipeline (more
+/// weight bytes in flight); for many, taller and wider tiles (each weight tile read once for up
+/// to 128 rows, the activation tiles re-read less). Narrower column tiles for a few rows (16 or
+/// 32, more blocks for small models) measured slower on the H200 for the default model.
 fn gemm_shape_index(m: usize) -> usize {
     match m {
         0..=16 => 0,
@@ -166,10 +166,16 @@ pub enum GemmOut<'a> {
     Accumulate { out: &'a CudaSlice<f32>, ldo: usize },
     /// Gate and up interleaved (weight rows 2i, 2i + 1): `silu(gate) * up` in A format, n / 2
     /// columns, the next matmul's input.
-    SiluPairs { a_out: &'a CudaSlice<u16>, plane: usize },
+    SiluPairs {
+        a_out: &'a CudaSlice<u16>,
+        plane: usize,
+    },
     /// The qkv projection: `out` rows [q | k | v] (+ bias), q and k rotated at each row's
     /// position, k and v also written to the cache.
-    Rope { out: &'a CudaSlice<f32>, rope: &'a RopeArgs<'a> },
+    Rope {
+        out: &'a CudaSlice<f32>,
+        rope: &'a RopeArgs<'a>,
+    },
 }
 
 /// One matmul launch: `out[m, n] = sum_k A[m, k] * w[n, k]`, A in A format (`ACT_PLANES`
@@ -339,7 +345,7 @@ impl Kernels {
         }
     }
 
-    /// The matmul kernel's name for a step of `m` rows (for reports).
+    /// The matmul kernel a step of `m` rows runs (for reports).
     pub fn gemm_name(&self, m: usize) -> String {
         let (mt, bn, st) = GEMM_SHAPES[gemm_shape_index(m)];
         format!("gemm_p{ACT_PLANES}_m{mt}_n{bn}_s{st}")
@@ -358,9 +364,9 @@ impl Kernels {
         scratch: &GemmScratch<'_>,
         g: &GemmArgs<'_>,
     ) -> Result<()> {
+        let splits = self.splits(g.k, g.n);
         let shape = gemm_shape_index(g.m);
         let (mt, bn, st) = GEMM_SHAPES[shape];
-        let splits = self.splits(g.k, g.n);
         let mut a = Args::default();
         a.ptr(s, g.a)
             .u64(g.a_plane)

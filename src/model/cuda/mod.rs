@@ -159,7 +159,10 @@ impl CudaLlama {
                 ffn_norm: up32(tensor_f32(&b.ffn_norm)?)?,
                 w_gate_up: up16(interleave_halves(linear_f16(&b.w_gate_up)?, c.hidden_size))?,
                 w_down: up16(linear_f16(&b.w_down)?)?,
-                bqkv: None,
+                bqkv: match &b.b_qkv {
+                    Some(bias) => Some(up32(tensor_f32(bias)?)?),
+                    None => None,
+                },
             });
             progress(Self::f16_block_bytes(&model.config) as u64);
         }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream};
 
-use super::kernels::{
-    gemm_counters, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK,
-};
+use super::kernels::{gemm_counters, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK};
 use super::{gpu_err, CudaLlama};
 use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
@@ -31,9 +29,9 @@ pub const MAX_ROWS: usize = 512;
 struct Buffers {
     qc: usize,
     rc: usize,
-    io: CudaSlice<i32>,      // StepIo::len(qc, rc)
-    x: CudaSlice<f32>,       // (qc, hidden) residual stream
-    qkv: CudaSlice<f32>,     // (qc, (heads + 2 kv_heads) * head_dim)
+    io: CudaSlice<i32>,  // StepIo::len(qc, rc)
+    x: CudaSlice<f32>,   // (qc, hidden) residual stream
+    qkv: CudaSlice<f32>, // (qc, (heads + 2 kv_heads) * head_dim)
     /// A-format matmul inputs (ACT_PLANES planes of `act_plane` halves): rmsnorm(x) rows
     /// (qc or rc, hidden) and the attention's output (qc, heads * head_dim).
     act: CudaSlice<u16>,
@@ -44,10 +42,10 @@ struct Buffers {
     /// Matmul split sums (splits, rows, n) and finishing counters (zero between launches).
     ws: CudaSlice<f32>,
     cnt: CudaSlice<i32>,
-    part: CudaSlice<f32>,    // (qc, heads, splits, head_dim + 4) flash-decoding partials
-    done: CudaSlice<i32>,    // (qc, heads) finished splits, zero between launches
-    logits: CudaSlice<f32>,  // (rc, vocab)
-    argmax: CudaSlice<i32>,  // (rc,)
+    part: CudaSlice<f32>, // (qc, heads, splits, head_dim + 4) flash-decoding partials
+    done: CudaSlice<i32>, // (qc, heads) finished splits, zero between launches
+    logits: CudaSlice<f32>, // (rc, vocab)
+    argmax: CudaSlice<i32>, // (rc,)
 }
 
 /// A captured step. CUDA graph executables may be launched from any thread of the process
@@ -114,8 +112,8 @@ impl CudaSession {
         self.model.kernels.overlaps()
     }
 
-    /// The matmul kernel a step of `rows` rows runs, and the K splits of each projection
-    /// (qkv, o, gate/up, down, LM head), for reports.
+    /// The matmul kernel a step of `rows` rows runs, and the K splits of each projection (qkv,
+    /// o, gate/up, down, LM head), for reports.
     pub fn matmul_schedule(&self, rows: usize) -> (String, Vec<usize>) {
         let k = &self.model.kernels;
         let splits = self
@@ -182,7 +180,9 @@ impl CudaSession {
             ffn_act: h16(ACT_PLANES * ffn_plane)?,
             ffn_plane,
             ws: a(ws_len)?,
-            cnt: s.alloc_zeros::<i32>(gemm_counters(rows, max_n)).map_err(gpu_err)?,
+            cnt: s
+                .alloc_zeros::<i32>(gemm_counters(rows, max_n))
+                .map_err(gpu_err)?,
             part: a(qc * c.num_heads * self.max_splits() * (c.head_dim + 4))?,
             done: s.alloc_zeros::<i32>(qc * c.num_heads).map_err(gpu_err)?,
             logits: a(rc * c.vocab_size)?,
