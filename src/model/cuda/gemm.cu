@@ -10,12 +10,14 @@
 // N and the device, never by M); inside a split the k-tiles, their four k16 steps and the P
 // planes are accumulated in increasing order into one accumulator, and an mma's output element
 // depends only on its own row and column. The S split sums are then added in split order
-// (s = 0, 1, ...) by whichever block of the column tile finishes last. The rows per block (16
-// MT), the warp layout and the order in which blocks run are schedule only.
+// (s = 0, 1, ...) by whichever block of the column tile finishes last (with S = 1 the block
+// finishes from its registers: the same values). The rows per block (16 MT), the columns per
+// block (BN), the pipeline depth, the warp layout and the order in which blocks run are
+// schedule only.
 //
 // Block: a tile of 16 MT rows x BN columns, warps WM x WN with WM = 2 for MT >= 2 (else 1) and
-// WN = BN / 16, each warp MT / WM m16 tiles x 16 columns. k-tiles are
-// staged through shared memory by cp.async, STAGES deep; each row of a staged tile is 64
+// WN = BN / 16, each warp MT / WM m16 tiles x 16 columns. k-tiles are staged through shared
+// memory by cp.async, STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged tile is 64
 // halves (8 chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so that the
 // ldmatrix reads of 8 rows hit 8 different bank groups. The weights of the first stages are
 // requested before the wait for the previous kernel (they are never written by a step).
@@ -26,7 +28,7 @@
 //   2 silu        A-format planes a_out[m, n / 2] = silu(v0) * v1   (gate and up interleaved)
 //   3 rope        v (+ bias); q and k pairs rotated at the row's position (interleaved pairs,
 //                 GGUF layout); out[m, ..] = the rotated row; k, v also to the cache at L + m
-//                 (cache layout per layer (nkv, cap, hd)), as `rope_kv` does.
+//                 (cache layout per layer (nkv, cap, hd)).
 // ws: S * M * N floats of split sums; cnt: one counter per (row block, column tile), zero
 // between launches (the finishing block resets it).
 
@@ -338,7 +340,8 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
                              sin_t, kc, vc, nh, nkv, hd, cap};                                  \
         gemm_impl<mt, p, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e);                        \
     }
-// The shapes of GEMM_SHAPES in kernels.rs.
+// The shapes of GEMM_SHAPES in kernels.rs. P = 2 (hi/lo activations) is built for comparison
+// only; the production path runs P = ACT_PLANES (kernels.rs).
 #define GEMM_ENTRIES(p)      \
     GEMM_ENTRY(1, p, 64, 6)  \
     GEMM_ENTRY(2, p, 64, 6)  \

@@ -106,7 +106,7 @@ impl Args {
         self.push(&(v as u64).to_ne_bytes())
     }
     /// The RoPE + cache-write parameters (`io, QB, cos, sin, kc, vc, nh, nkv, hd, cap`), as
-    /// `rope_kv` and the qkv epilogue take them.
+    /// the qkv epilogue takes them.
     fn rope(&mut self, s: &CudaStream, io: &CudaSlice<i32>, r: &RopeArgs<'_>) -> &mut Self {
         self.ptr(s, io)
             .i32(r.qb)
