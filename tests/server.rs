@@ -214,7 +214,7 @@ async fn endpoints_streaming_and_lookahead() {
     assert_eq!(chat_text(&a), chat_text(&b));
     assert_eq!(chat_text(&a), chat_text(&l));
 
-    // Metrics: Prometheus text with every family the issue lists.
+    // Metrics: Prometheus text with every metric family the server exports.
     let m = metrics(&c, &s).await;
     for family in [
         "lade_requests_total",

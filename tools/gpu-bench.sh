@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU benchmark runs on the device machine (see DEVELOPERS.md / docs/benchmarks.md).
+# GPU benchmark runs on a remote GPU machine (docs/benchmarks.md, "How to reproduce").
 # The CUDA binary (tools/build-cuda.sh, stripped, xz), the GPU test binary and the default GGUF
 # in three parts (split -b 33M) travel in the git-ignored .devbin/ folder, at most 64 MiB per
-# call, each call issued at once after the previous one (the machine stays warm ~30 s):
+# remote call, each call made right after the previous one (the machine stays warm ~30 s):
 #   call 1:  tools/gpu-bench.sh stage              (carry .devbin/model.part.aa)
 #   call 2:  tools/gpu-bench.sh stage              (carry .devbin/model.part.ab, .devbin/lade.xz)
 #   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
@@ -19,7 +19,7 @@
 # $OUT), synth (lade synth-model writes a random-weight model of $SYNTH_SHAPE, default llama3-8b,
 # with $SYNTH_ARGS, into /tmp/lade-synth; the later phases of the call measure it instead of the
 # default model: see docs/random-weight-models.md).
-# Everything lands in $OUT (the device tool brings it back).
+# Everything lands in $OUT (copied back to the caller).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
 M=$D/SmolLM2-135M-Instruct.Q4_1.gguf

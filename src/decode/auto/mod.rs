@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn the_measured_prior_on_the_h200_curve_picks_the_longest_drafts() {
-        // Step times of session 7's H200 profile (1 / 4 / 8 / 16 / 32 rows, relative to one).
+        // The default model's H200 step times (1 / 4 / 8 / 16 / 32 rows, relative to one).
         let rel = [
             (1, 1.0),
             (2, 1.01),

@@ -1,5 +1,5 @@
-//! Expected tokens per step of lookahead configs: a prior measured with `lade bench` (the GPU
-//! sections of docs/benchmarks.md), refined by the statistics of the generations that ran.
+//! Expected tokens per step of lookahead configs: a prior measured with `lade bench` on GPUs,
+//! refined by the statistics of the generations that ran.
 //!
 //! The prior is the step compression of greedy decoding with the prompt pool on the default
 //! model (SmolLM2-135M-Instruct) on MT-Bench in the chat template, the lower of the two measured
@@ -17,13 +17,13 @@ use crate::{LadeError, Result};
 /// `(W, N, G, tokens per step)`: MT-Bench in the chat template, 256 new tokens, greedy, first 40
 /// prompts (first 20 for 3,3,3, 5,3,5 and 15,5,15; first 10 for 10,5,10 and 20,5,20). Every
 /// output was identical to plain greedy, so the compression is the algorithm's, not the
-/// device's. 1,5,1, 2,5,2, 1,5,3, 4,3,4 and 7,4,7 are the H200 run of docs/benchmarks.md with
-/// the context-matched candidate (the default); the others are the H100 runs without it, which
+/// device's. 1,5,1, 2,5,2, 1,5,3, 4,3,4 and 7,4,7 were measured on an H200 with the
+/// context-matched candidate (the default); the others on an H100 without it, which
 /// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1, 0,16,1 and
 /// 0,32,1 (no window: one draft from the prompt and the output, as long as the context match
 /// suggests, at most N-1, or a 3- or 7-token draft from the embedded draft corpus where the
-/// text has none or only a short match) are the H200 run of session 9, lease K (without the
-/// corpus 0,32,1 made 1.76).
+/// text has none or only a short match) were measured on an H200 with the embedded corpus of
+/// the default model's own prompts (without the corpus 0,32,1 made 1.76).
 const MEASURED: &[(usize, usize, usize, f64)] = &[
     (0, 8, 1, 2.11),
     (0, 16, 1, 2.18),
@@ -50,8 +50,8 @@ type Wng = (usize, usize, usize);
 /// `((W, N, G), [(query rows, steps)])` of configs whose steps vary in size: the
 /// W = 0 configs, whose draft follows the context match (3 / 7 / 15 / 31 tokens after a
 /// 1 / 2-3 / 4-15 / 16+ token match; from the draft corpus 3 or 7 tokens, or none): steps by
-/// query rows in the same H200 run (40 MT-Bench prompts × 256 tokens; docs/benchmarks.md,
-/// session 9). A config not listed has steps of [`AcceptanceEntry::rows`] rows.
+/// query rows in the same H200 run (40 MT-Bench prompts × 256 tokens). A config not listed
+/// has steps of [`AcceptanceEntry::rows`] rows.
 const MEASURED_ROWS: &[(Wng, &[(usize, f64)])] = &[
     ((0, 8, 1), &[(1, 128.0), (4, 2754.0), (8, 1975.0)]),
     (

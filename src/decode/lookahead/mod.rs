@@ -51,7 +51,7 @@ pub struct LookaheadStats {
 /// Tokens drafted from the draft corpus (at most N-1) when the context it matched is
 /// `order` tokens long: 3 (a 4-row step with the pending token, about 1.01 single-row steps
 /// on the H200) after a short context, 7 (8 rows, 1.09) after 4 or more tokens, which the
-/// corpus continues further (replayed on greedy texts, docs/benchmarks.md).
+/// corpus continues further (chosen by exact replays on greedy texts).
 pub fn corpus_draft_len(order: usize) -> usize {
     if order >= 4 {
         7
