@@ -432,3 +432,29 @@ fn the_alias_fetches_and_runs_from_the_command_line() {
         .collect();
     assert_eq!(out.trim(), want.join(" "));
 }
+
+#[test]
+fn tiny_qwen2_safetensors_directory_matches_transformers() {
+    // Hugging Face layout: half-split q/k rows and biases, tied output, GQA 2:1.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-qwen2-hf");
+    let golden = fixture("tiny_qwen2_hf_golden.json");
+    let loaded = lade::loader::load(&dir, &lade::loader::LoadOptions::default()).unwrap();
+    assert_eq!(loaded.file_format, "safetensors");
+    assert!(loaded.model.config.qkv_bias);
+    let mut s = Session::new(loaded.model.clone(), 256).unwrap();
+    for rec in golden["records"].as_array().unwrap() {
+        let input = ids(&rec["input_ids"]);
+        s.truncate(0);
+        let logits = common::causal(&mut s, &input, true);
+        check_top20(&logits[0], &rec["first_pos_top20"], 1e-3, 0.0, "first");
+        check_top20(
+            logits.last().unwrap(),
+            &rec["last_pos_top20"],
+            1e-3,
+            0.0,
+            "last",
+        );
+        let want = ids(&rec["greedy_ids"]);
+        assert_eq!(greedy(&mut s, &input, want.len()), want, "greedy");
+    }
+}
