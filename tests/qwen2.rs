@@ -18,8 +18,8 @@ use lade::model::{CausalLm, Session, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
 use serde_json::Value;
 
-/// f32 logits may differ from torch's by accumulation order only (24 layers, logits up to ~30).
-const F32_LOGIT_TOLERANCE: f32 = 5e-3;
+/// f32 logits may differ from torch's by accumulation order only.
+const F32_LOGIT_TOLERANCE: f32 = 2e-3;
 /// ... and so may a greedy choice, only where the reference's top-2 margin is below this.
 const F32_MARGIN_BOUND: f32 = 1e-2;
 /// `--dtype auto` (the file's Q4_K / Q6_K / Q8_0 kept, its Q5_0 re-quantized to Q8_0, and the
