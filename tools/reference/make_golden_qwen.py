@@ -8,6 +8,10 @@ Writes, under --out (normally tests/fixtures/):
                                 greedy continuation with per-step top1-top2 margins,
                                 computed by Hugging Face transformers on the GGUF's
                                 weights dequantized to float32.
+  tiny-qwen2-hf/             -- a tiny, randomly initialised Qwen2ForCausalLM (random q/k/v
+                                biases, tied embeddings) saved as fp16 safetensors with the
+                                SmolLM2 tokenizer of tiny-llama-hf/ (--tiny-only: just this).
+  tiny_qwen2_hf_golden.json  -- its f32 logits / greedy tokens.
   tokenizer_qwen2.json       -- token ids of texts that stress the tokenizer (code,
                                 digits, CJK, emoji, CRLF, contractions, whitespace runs,
                                 special tokens), from the tokenizer transformers builds
@@ -255,18 +259,80 @@ def make_golden(model_path, out_dir, tokenizer_only=False):
     write_json(os.path.join(out_dir, "golden_qwen2_f32.json"), {"meta": meta, "records": records})
 
 
+def make_tiny_qwen2(out_dir):
+    """Hugging Face layout: half-split rotary q/k rows, biases, tied output."""
+    import shutil
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    tiny_dir = os.path.join(out_dir, "tiny-qwen2-hf")
+    if os.path.isdir(tiny_dir):
+        shutil.rmtree(tiny_dir)
+    cfg = Qwen2Config(
+        vocab_size=49152, hidden_size=16, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=4, max_position_embeddings=256,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        initializer_range=0.2, hidden_act="silu", use_sliding_window=False,
+        bos_token_id=0, eos_token_id=2, pad_token_id=2,
+    )
+    torch.manual_seed(4321)
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif n.endswith(".bias"):
+                # Zero-initialised by default: make a loader that drops or misplaces them fail.
+                p.copy_(0.5 * torch.randn_like(p))
+    model = model.to(torch.float16)
+    model.save_pretrained(tiny_dir, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(out_dir, "tiny-llama-hf", f), os.path.join(tiny_dir, f))
+    c = json.load(open(os.path.join(tiny_dir, "config.json")))
+    assert c["model_type"] == "qwen2" and c["tie_word_embeddings"] is True, c
+    files = sorted(os.listdir(tiny_dir))
+    m = Qwen2ForCausalLM.from_pretrained(tiny_dir, torch_dtype=torch.float16, attn_implementation="eager")
+    m = m.float().eval()
+    assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+    records = []
+    with torch.no_grad():
+        for ids in mg.TINY_SEQS:
+            logits = m(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
+            _, _, gen, margins, top1 = greedy(m, ids, mg.N_GREEDY_TINY)
+            records.append({
+                "input_ids": ids,
+                "first_pos_top20": topk_record(logits[0]),
+                "last_pos_top20": topk_record(logits[-1]),
+                "greedy_ids": gen,
+                "greedy_margins": margins,
+            })
+    meta = {
+        "description": "Tiny random Qwen2ForCausalLM (q/k/v biases 0.5*randn, tied embeddings, GQA 2:1) "
+                       "saved as fp16 safetensors; logits in float32 after upcasting (eager, CPU).",
+        "model_dir": "tiny-qwen2-hf",
+        "files": {x: sha256(os.path.join(tiny_dir, x)) for x in files},
+        "seed": 4321,
+        "rotary_layout": "HF half-split (NeoX style) q_proj/k_proj and their biases, not permuted",
+        "greedy": f"{mg.N_GREEDY_TINY} tokens, argmax, KV cache, no EOS stop",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    write_json(os.path.join(out_dir, "tiny_qwen2_hf_golden.json"), {"meta": meta, "records": records})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="path to the Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF")
     ap.add_argument("--out", required=True, help="fixtures directory (tests/fixtures/)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tiny-only", action="store_true", help="write the tiny Qwen2 checkpoint only")
     ap.add_argument("--tokenizer-only", action="store_true",
                     help="write tokenizer_qwen2.json only (no model forward)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    make_golden(args.model, args.out, args.tokenizer_only)
+    if not args.tokenizer_only:
+        make_tiny_qwen2(args.out)
+    if not args.tiny_only:
+        make_golden(args.model, args.out, args.tokenizer_only)
     print(f"total runtime {time.time() - t0:.1f}s", file=sys.stderr)
 
 
