@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::golden::{fixture, floats, ids};
+
 use std::path::Path;
 
 use lade::decode::PlainDecoder;
@@ -19,29 +21,6 @@ const F32_LOGIT_TOLERANCE: f32 = 2e-3;
 const QUANT_MARGIN_BOUND: f32 = 0.5;
 /// ... and their first-step top-20 logits stay within this of the reference.
 const QUANT_LOGIT_TOLERANCE: f32 = 1.0;
-
-fn fixture(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
 
 /// Logits of every row of a causal forward over `tokens` on a fresh cache.
 fn all_logits(s: &mut Session, tokens: &[u32]) -> Vec<Vec<f32>> {

@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::path::Path;
+use common::golden::{fixture, floats, ids};
+
 use std::sync::Arc;
 
 use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
@@ -15,7 +16,6 @@ use lade::generate::{generate, StopRules};
 use lade::loader::{load, LoadOptions, LoadedModel};
 use lade::model::{AttentionMask, Batch, CausalLm};
 use lade::sampling::Sampler;
-use serde_json::Value;
 
 /// f16 weights: the first-step top-20 logits stay within this of the f32 reference.
 const F16_LOGIT_TOLERANCE: f32 = 0.5;
@@ -32,27 +32,6 @@ fn gpu_model() -> Arc<LoadedModel> {
         Arc::new(load(&common::model_path(), &opts).expect("model loads on cuda:0"))
     })
     .clone()
-}
-
-fn fixture() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_smollm2_f32.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn decode(
@@ -88,7 +67,7 @@ fn causal_logits(lm: &mut dyn CausalLm, tokens: &[u32], rows: &[usize]) -> Vec<V
 
 #[test]
 fn gpu_matches_transformers_up_to_near_ties() {
-    let golden = fixture();
+    let golden = fixture("golden_smollm2_f32.json");
     let model = gpu_model();
     let mut s = model.new_session(1024).unwrap();
     let greedy = Sampler::new(Default::default()).unwrap();

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::golden::{fixture, floats, ids};
+
 use std::path::Path;
 
 use lade::chat_template::{ChatMessage, ChatTemplate};
@@ -31,29 +33,6 @@ const QUANT_LOGIT_TOLERANCE: f32 = 1.0;
 
 const IM_END: u32 = 151_645;
 const ENDOFTEXT: u32 = 151_643;
-
-fn fixture(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
 
 fn run(
     s: &mut dyn CausalLm,
