@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # GPU benchmark runs on a remote GPU machine (docs/benchmarks.md, "How to reproduce").
-# The CUDA binary (tools/build-cuda.sh, stripped, xz), the GPU test binary and the default GGUF
-# in three parts (split -b 33M) travel in the git-ignored .devbin/ folder, at most 64 MiB per
-# remote call, each call made right after the previous one (the machine stays warm ~30 s):
+# The CUDA binary (tools/build-cuda.sh, stripped, xz), the GPU test binary and the GGUF in parts
+# travel in the git-ignored .devbin/ folder, at most 64 MiB per remote call (the checkout
+# included), each call made right after the previous one (the machine stays warm ~30 s). The
+# default model goes in three parts (split -b 33M ... .devbin/model.part.):
 #   call 1:  tools/gpu-bench.sh stage              (carry .devbin/model.part.aa)
 #   call 2:  tools/gpu-bench.sh stage              (carry .devbin/model.part.ab, .devbin/lade.xz)
 #   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
 #            prompts, data, gguf wheel)
+# MODEL=qwen2.5-coder-0.5b measures the built-in Qwen2.5-Coder-0.5B-Instruct Q4_K_M instead, staged
+# the same way in eleven parts (split -b 45M ... .devbin/qwen.part.).
 # Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
@@ -16,14 +19,20 @@
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
 # ONESHOT_VARIANTS="default;ENV=1"), selfcorpus (lade draft-corpus --self-prompts $SELF_N from seed
 # $SELF_SEED, appended to $D/self.corpus, which starts as a copy of $SELF_BASE when set; copied to
-# $OUT), synth (lade synth-model writes a random-weight model of $SYNTH_SHAPE, default llama3-8b,
+# $OUT), corpus (a draft corpus for the staged model: see the function), synth (lade synth-model writes a random-weight model of $SYNTH_SHAPE, default llama3-8b,
 # with $SYNTH_ARGS, into /tmp/lade-synth; the later phases of the call measure it instead of the
 # default model: see docs/random-weight-models.md).
 # Everything lands in $OUT (copied back to the caller).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
-M=$D/SmolLM2-135M-Instruct.Q4_1.gguf
-SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+case "${MODEL:-smollm2}" in
+  qwen2.5-coder-0.5b)
+    M=$D/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf PARTS=qwen
+    SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 ;;
+  *)
+    M=$D/SmolLM2-135M-Instruct.Q4_1.gguf PARTS=model
+    SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 ;;
+esac
 OUT=${OUT:-/tmp/lade-out}
 mkdir -p "$D" "$OUT"
 LADE=$D/lade
@@ -32,14 +41,16 @@ TOKENS=${TOKENS:-256}
 CONFIGS=${CONFIGS:-"greedy;lookahead:4,3,4;lookahead:7,4,7;lookahead:8,4,8;lookahead:15,5,15;lookahead:12,6,12"}
 
 stage() {  # keeps whatever parts and binaries this call carried
-  for f in .devbin/model.part.* .devbin/*.xz; do [ -e "$f" ] && cp "$f" "$D/"; done
+  for f in .devbin/*.part.* .devbin/*.xz; do [ -e "$f" ] && cp "$f" "$D/"; done
   ls -la "$D"
 }
 
 stage_b() {
   stage
-  cat "$D"/model.part.* > "$M"
-  echo "$SHA  $M" | sha256sum -c - || exit 1
+  if ! echo "$SHA  $M" | sha256sum -c - 2>/dev/null; then
+    cat "$D/$PARTS".part.* > "$M"
+    echo "$SHA  $M" | sha256sum -c - || exit 1
+  fi
   xz -dc "$D/lade.xz" > "$LADE" && chmod +x "$LADE"
   [ -e "$D/gpu-test.xz" ] && xz -dc "$D/gpu-test.xz" > "$D/gpu-test" && chmod +x "$D/gpu-test"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -178,6 +189,47 @@ selfcorpus() {
   cp "$D/self.corpus" "$OUT/self.corpus"
 }
 
+ncu_kernels() {  # Nsight Compute: the duration of every kernel of $NCU_SHAPES steps (default: one row)
+  timeout ${NCU_TIMEOUT:-200} ncu --clock-control none --metrics gpu__time_duration.sum \
+    --launch-skip ${NCU_SKIP:-0} --launch-count ${NCU_COUNT:-400} \
+    "$LADE" profile --device cuda --model "$M" -q --repeat 1 ${PAST:+--past "$PAST"} \
+    --shapes "${NCU_SHAPES:-plain}" > "$OUT/ncu.txt" 2>&1
+  echo "ncu rc=$?"
+  python3 - "$OUT/ncu.txt" <<'EOF2'
+import re, sys, collections
+tot = collections.defaultdict(list)
+name = None
+for line in open(sys.argv[1]):
+    m = re.match(r"\s+(\w+)\(.*\) \(\d+, \d+, \d+\)x\(\d+, \d+, \d+\)", line) or re.match(r"\s+(\w+) \(\d+, \d+, \d+\)x", line)
+    if m: name = m.group(1)
+    m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+([\d.,]+)", line)
+    if m and name:
+        v = float(m.group(2).replace(",", "")); v *= {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(m.group(1), 1)
+        tot[name].append(v)
+for k, v in sorted(tot.items(), key=lambda kv: -sum(kv[1])):
+    v2 = sorted(v)
+    print(f"{k:40s} n={len(v):4d} median {v2[len(v2)//2]:8.2f} us  min {v2[0]:8.2f}  sum {sum(v):9.1f}")
+EOF2
+}
+
+corpus() {  # a draft corpus for the staged model, built as tools/build-draft-corpus.sh builds the
+  # default model's (MT-Bench 41-80 chat, HumanEval 41-164 raw, and with SELF_N > 0 that many
+  # prompts the model writes itself), greedy on this GPU; the later phases of the call use it
+  # (BENCH_ARGS). The shipped Qwen2.5-Coder corpus is this phase's output with SELF_N=0.
+  local c=$D/$(basename "$M" .gguf).corpus t0=$SECONDS
+  local dc="timeout ${CORPUS_TIMEOUT:-200} $LADE draft-corpus --device cuda --model $M --out $c"
+  rm -f "$c"
+  $dc --dataset .devbin/data/mt_bench.jsonl --chat --skip 40 > "$OUT/corpus.txt" 2>&1 &&
+    $dc --dataset .devbin/data/humaneval.jsonl --skip 40 --append >> "$OUT/corpus.txt" 2>&1
+  echo "corpus rc=$? in $((SECONDS - t0)) s"
+  if [ "${SELF_N:-0}" -gt 0 ]; then
+    $dc --self-prompts "$SELF_N" --self-prompt-seed 1 --append >> "$OUT/corpus.txt" 2>&1
+    echo "corpus self-prompts rc=$? in $((SECONDS - t0)) s"
+  fi
+  tail -3 "$OUT/corpus.txt"
+  [ -e "$c" ] && cp "$c" "$OUT/" && BENCH_ARGS="${BENCH_ARGS:-} --draft-corpus $c"
+}
+
 synth() {  # a random-weight model of a named shape, measured by the phases after this one
   local shape=${SYNTH_SHAPE:-llama3-8b} t0=$SECONDS
   local f=/tmp/lade-synth/$shape.gguf
@@ -199,6 +251,9 @@ case "$cmd" in
         smoke) smoke ;;
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
+        bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
+        ncu) ncu_kernels ;;
         bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
                    BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
@@ -210,6 +265,7 @@ case "$cmd" in
         hf) hf ;;
         selfcorpus) selfcorpus ;;
         synth) synth ;;
+        corpus) corpus ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;
@@ -219,6 +275,9 @@ case "$cmd" in
         smoke) smoke ;;
         gputest) gputest ;;
         bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+        bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
+        bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
+        ncu) ncu_kernels ;;
         bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
                    BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
         graphs) graphs ;;
@@ -230,6 +289,7 @@ case "$cmd" in
         hf) hf ;;
         selfcorpus) selfcorpus ;;
         synth) synth ;;
+        corpus) corpus ;;
         *) echo "unknown phase $phase" ;;
       esac
     done ;;

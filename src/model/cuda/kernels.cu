@@ -72,25 +72,57 @@ extern "C" __global__ void embed(const int* io, int QB, const unsigned short* em
 #include "attention.cu"
 
 // Argmax of each logit row (lowest id on ties; NaN never wins; 0 if nothing beats -inf).
-// grid RB, block 1024.
+// grid RB, block 1024. Each thread visits its ids in increasing order (so it keeps the first of
+// equal values) with several loads in flight; the block's reduction prefers the lower id.
+#define ARGMAX_UNROLL 4
+__device__ __forceinline__ void argmax_take(float v, int k, float& best, int& idx) {
+    if (v > best) {
+        best = v;
+        idx = k;
+    }
+}
+
 extern "C" __global__ void argmax_rows(const float* logits, int V, int* out) {
     __shared__ float bv[1024];
     __shared__ int bi[1024];
     wait_previous_kernel();
     const float* row = logits + (size_t)blockIdx.x * V;
     float best = -INFINITY;
-    int idx = 0;
-    bool found = false;
-    for (int k = threadIdx.x; k < V; k += blockDim.x) {
-        float v = row[k];
-        if (v > best) {
-            best = v;
-            idx = k;
-            found = true;
+    int idx = 0x7fffffff;
+    const int T = blockDim.x;
+    if ((V & 3) == 0) {  // rows are 16-byte aligned: float4 loads
+        const float4* r4 = (const float4*)row;
+        const int V4 = V >> 2;
+        for (int k0 = threadIdx.x; k0 < V4; k0 += ARGMAX_UNROLL * T) {
+            float4 x[ARGMAX_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+                const int k = k0 + u * T;
+                x[u] = k < V4 ? r4[k] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+            }
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+                const int k = 4 * (k0 + u * T);
+                argmax_take(x[u].x, k, best, idx);
+                argmax_take(x[u].y, k + 1, best, idx);
+                argmax_take(x[u].z, k + 2, best, idx);
+                argmax_take(x[u].w, k + 3, best, idx);
+            }
+        }
+    } else {
+        for (int k0 = threadIdx.x; k0 < V; k0 += ARGMAX_UNROLL * T) {
+            float x[ARGMAX_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) {
+                const int k = k0 + u * T;
+                x[u] = k < V ? row[k] : -INFINITY;
+            }
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; ++u) argmax_take(x[u], k0 + u * T, best, idx);
         }
     }
     bv[threadIdx.x] = best;
-    bi[threadIdx.x] = found ? idx : 0x7fffffff;
+    bi[threadIdx.x] = idx;
     __syncthreads();
     for (int st = blockDim.x / 2; st > 0; st >>= 1) {
         if (threadIdx.x < st) {
