@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
-    AutoChoice, AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig,
-    ParallelLookaheadDecoder, PlainDecoder,
+    AutoChoice, AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, PlainDecoder,
+    SpeculativeDecoder,
 };
 use lade::generate::{generate, StopRules};
 use lade::loader::LoadedModel;
@@ -181,7 +181,7 @@ impl LookaheadArgs {
             LookaheadConfig::new(w, n, g)
         };
         let cfg = self.decoder_options(seed, None).apply(wng);
-        let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(corpus);
+        let decoder = SpeculativeDecoder::lookahead_parallel(cfg)?.with_corpus(corpus);
         Ok((Box::new(decoder), auto))
     }
 

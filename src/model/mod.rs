@@ -127,51 +127,6 @@ pub trait CausalLm {
     }
 }
 
-/// What a decoder gets back for the logit rows of a step: whole rows when it samples, or just
-/// each row's argmax when it decodes greedily without penalties.
-#[derive(Debug, Clone)]
-pub enum RowOutputs {
-    Logits(Logits),
-    Argmax(Vec<u32>),
-}
-
-impl RowOutputs {
-    /// Runs `batch` on `lm`, fetching whole rows only when `sampler` needs them.
-    pub fn forward(
-        lm: &mut dyn CausalLm,
-        batch: &Batch<'_>,
-        sampler: &crate::sampling::Sampler,
-    ) -> Result<Self> {
-        Ok(if sampler.is_argmax() {
-            RowOutputs::Argmax(lm.forward_argmax(batch)?)
-        } else {
-            RowOutputs::Logits(lm.forward(batch)?)
-        })
-    }
-
-    /// The sampler's choice for logit row `row` (history and index as in `Sampler::choose`).
-    pub fn choose(
-        &self,
-        sampler: &crate::sampling::Sampler,
-        row: usize,
-        history: &[u32],
-        index: u64,
-    ) -> u32 {
-        match self {
-            RowOutputs::Logits(l) => sampler.choose(l.row(row), history, index),
-            RowOutputs::Argmax(ids) => ids[row],
-        }
-    }
-
-    /// The argmax of logit row `row`.
-    pub fn argmax(&self, row: usize) -> u32 {
-        match self {
-            RowOutputs::Logits(l) => crate::sampling::argmax(l.row(row)),
-            RowOutputs::Argmax(ids) => ids[row],
-        }
-    }
-}
-
 /// A model plus the KV cache of one sequence.
 #[derive(Debug, Clone)]
 pub struct Session {

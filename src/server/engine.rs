@@ -7,7 +7,8 @@
 //!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
 //! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as
-//! the single-device one, each on its own host thread) and a [`ParallelLookaheadDecoder`].
+//! the single-device one, each on its own host thread) and
+//! [`SpeculativeDecoder::lookahead_parallel`].
 //! Requests never share a group, so concurrent requests cannot disturb each other's caches;
 //! only the weights are shared, read-only. Requests that decode plainly run on the first
 //! device alone, as without `--devices`.
@@ -22,8 +23,8 @@ use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
 use crate::decode::{
-    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, LookaheadDecoder,
-    ParallelLookaheadDecoder, PlainDecoder,
+    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, PlainDecoder,
+    SpeculativeDecoder,
 };
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
@@ -120,7 +121,9 @@ pub fn decoder_for(
         LookaheadMode::Auto | LookaheadMode::Off => Ok(Box::new(PlainDecoder)),
         LookaheadMode::On(mut cfg) => {
             cfg.seed = seed;
-            Ok(Box::new(LookaheadDecoder::new(cfg)?.with_corpus(corpus)))
+            Ok(Box::new(
+                SpeculativeDecoder::lookahead(cfg)?.with_corpus(corpus),
+            ))
         }
     }
 }
@@ -395,7 +398,8 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         match (job.mode, &ready.devices) {
             (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
                 cfg.seed = job.sampling.seed;
-                let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(ready.corpus.clone());
+                let decoder =
+                    SpeculativeDecoder::lookahead_parallel(cfg)?.with_corpus(ready.corpus.clone());
                 let group = set.group(&ready.loaded, capacity)?;
                 (Box::new(group), Box::new(decoder), Some(set.labels()))
             }
