@@ -2,9 +2,10 @@
 //! model and its own KV cache of the same sequence, and runs on its own host thread.
 //!
 //! Only token ids cross between the coordinator and the devices: batches go out as ids,
-//! positions and a mask; the answers come back as the chosen id of each requested row (argmax,
-//! or the seeded sampler's choice computed on the device's thread). Logits never leave a
-//! device, except through [`CausalLm::forward`] of the whole group, which returns device 0's.
+//! positions and a mask; the answers come back as one id per requested row: the argmax, or
+//! what the caller's [`ChooseRows`] picks from the whole rows on the device's thread (the
+//! decoder's choice of token: the model only offers the rows). Logits never leave a device,
+//! except through [`CausalLm::forward`] of the whole group, which returns device 0's.
 //!
 //! The exchange runs over host channels (`std::sync::mpsc`). That is what runs for CPU devices
 //! and for CUDA devices alike in this build; an NCCL exchange (cudarc's `nccl` module) is for
@@ -26,28 +27,27 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{AttentionMask, Batch, CausalLm, Logits};
-use crate::sampling::{argmax, Sampler};
 use crate::{LadeError, Result};
 
-/// How a device turns the logit rows of its share into token ids.
+/// Picks one id per logit row of a share from the whole rows, on the device's thread.
+pub trait ChooseRows: Send + Sync + std::fmt::Debug {
+    fn choose(&self, logits: &Logits) -> Vec<u32>;
+}
+
+/// What a device answers for the logit rows of its share.
 #[derive(Debug, Clone)]
-pub enum Pick {
+pub enum Answer {
     /// The argmax of every row (computed where the device can, e.g. on the GPU).
     Argmax,
-    /// Row `i` becomes `sampler.choose(row, history ++ rows[i].extra, rows[i].index)`, or the
-    /// argmax where `rows[i]` is `None`.
-    Choose {
-        sampler: Arc<Sampler>,
-        history: Arc<Vec<u32>>,
-        rows: Vec<Option<(Vec<u32>, u64)>>,
-    },
+    /// The ids the caller's rule picks from the whole rows.
+    Choose(Arc<dyn ChooseRows>),
 }
 
 /// One device's part of a parallel step.
 #[derive(Debug, Clone)]
 pub struct Share<'a> {
     pub batch: Batch<'a>,
-    pub pick: Pick,
+    pub answer: Answer,
 }
 
 /// What a device thread is asked to do.
@@ -69,7 +69,7 @@ enum Command {
 
 enum Want {
     Logits,
-    Ids(Pick),
+    Ids(Answer),
 }
 
 enum Reply {
@@ -139,27 +139,10 @@ fn serve(mut lm: Box<dyn CausalLm + Send>, rx: Receiver<Command>) {
                 let b = batch.batch();
                 let out = match want {
                     Want::Logits => lm.forward(&b).map(Reply::Logits),
-                    Want::Ids(Pick::Argmax) => lm.forward_argmax(&b).map(Reply::Ids),
-                    Want::Ids(Pick::Choose {
-                        sampler,
-                        history,
-                        rows,
-                    }) => lm.forward(&b).map(|logits| {
-                        let mut h: Vec<u32> = history.as_ref().clone();
-                        let base = h.len();
-                        Reply::Ids(
-                            (0..logits.rows())
-                                .map(|i| match rows.get(i).and_then(Option::as_ref) {
-                                    Some((extra, index)) => {
-                                        h.truncate(base);
-                                        h.extend_from_slice(extra);
-                                        sampler.choose(logits.row(i), &h, *index)
-                                    }
-                                    None => argmax(logits.row(i)),
-                                })
-                                .collect(),
-                        )
-                    }),
+                    Want::Ids(Answer::Argmax) => lm.forward_argmax(&b).map(Reply::Ids),
+                    Want::Ids(Answer::Choose(rule)) => lm
+                        .forward(&b)
+                        .map(|logits| Reply::Ids(rule.choose(&logits))),
                 };
                 let _ = reply.send(out);
             }
@@ -397,7 +380,7 @@ impl DeviceGroup {
         let receivers = shares
             .iter()
             .enumerate()
-            .map(|(d, s)| self.dispatch(d, &s.batch, Want::Ids(s.pick.clone())))
+            .map(|(d, s)| self.dispatch(d, &s.batch, Want::Ids(s.answer.clone())))
             .collect::<Result<Vec<_>>>()?;
         receivers
             .iter()
@@ -478,7 +461,7 @@ impl CausalLm for DeviceGroup {
             if d == 0 {
                 Want::Logits
             } else {
-                Want::Ids(Pick::Argmax)
+                Want::Ids(Answer::Argmax)
             }
         };
         match self.broadcast(batch, want)?.into_iter().next() {
@@ -489,7 +472,7 @@ impl CausalLm for DeviceGroup {
 
     fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
         match self
-            .broadcast(batch, |_| Want::Ids(Pick::Argmax))?
+            .broadcast(batch, |_| Want::Ids(Answer::Argmax))?
             .into_iter()
             .next()
         {

@@ -17,7 +17,7 @@ pub mod weights;
 use std::sync::Arc;
 
 pub use config::ModelConfig;
-pub use group::{DeviceGroup, Pick, Share};
+pub use group::{Answer, ChooseRows, DeviceGroup, Share};
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use mask::AttentionMask;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use super::tree::{LookaheadRows, StepTree};
 use crate::decode::{RowOutputs, SequenceView};
-use crate::model::{CausalLm, DeviceGroup, Pick, Share};
-use crate::sampling::Sampler;
+use crate::model::{Answer, CausalLm, ChooseRows, DeviceGroup, Logits, Share};
+use crate::sampling::{argmax, Sampler};
 use crate::{LadeError, Result};
 
 /// The rows of one step and what they were made from.
@@ -125,6 +125,32 @@ impl Partition {
     }
 }
 
+/// A share's choices: row `i` becomes `sampler.choose(row, history ++ rows[i].extra,
+/// rows[i].index)`, or the argmax where `rows[i]` is `None` (the lookahead rows).
+#[derive(Debug)]
+struct SampledRows {
+    sampler: Arc<Sampler>,
+    history: Arc<Vec<u32>>,
+    rows: Vec<Option<(Vec<u32>, u64)>>,
+}
+
+impl ChooseRows for SampledRows {
+    fn choose(&self, logits: &Logits) -> Vec<u32> {
+        let mut h: Vec<u32> = self.history.as_ref().clone();
+        let base = h.len();
+        (0..logits.rows())
+            .map(|i| match self.rows.get(i).and_then(Option::as_ref) {
+                Some((extra, index)) => {
+                    h.truncate(base);
+                    h.extend_from_slice(extra);
+                    self.sampler.choose(logits.row(i), &h, *index)
+                }
+                None => argmax(logits.row(i)),
+            })
+            .collect()
+    }
+}
+
 /// Per-step counters of the split.
 #[derive(Debug, Clone, Default)]
 pub struct SplitStats {
@@ -186,8 +212,8 @@ impl StepBackend for Replicas<'_> {
         // (whose histories are known up front: a draft row is only used when its prefix was
         // accepted), the argmax for the lookahead rows.
         let index = seq.next_output_index();
-        let picks: Vec<Pick> = if sampler.is_argmax() {
-            vec![Pick::Argmax; parts.devices()]
+        let answers: Vec<Answer> = if sampler.is_argmax() {
+            vec![Answer::Argmax; parts.devices()]
         } else {
             let sampler = Arc::new(sampler.clone());
             let history = Arc::new(seq.tokens.to_vec());
@@ -202,20 +228,20 @@ impl StepBackend for Replicas<'_> {
                                 Some((plan.drafts[c][..=i].to_vec(), index + i as u64 + 1));
                         }
                     }
-                    Pick::Choose {
+                    Answer::Choose(Arc::new(SampledRows {
                         sampler: sampler.clone(),
                         history: history.clone(),
                         rows,
-                    }
+                    }))
                 })
                 .collect()
         };
         let batches: Vec<Share<'_>> = shares
             .iter()
-            .zip(picks)
-            .map(|(s, pick)| Share {
+            .zip(answers)
+            .map(|(s, answer)| Share {
                 batch: s.batch(),
-                pick,
+                answer,
             })
             .collect();
         let missing: usize = self.group.device_missing().iter().sum();
