@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use common::mock::{markov2, sticky, MockLm, Table};
 use lade::decode::speculative::Partition;
+use lade::decode::DeviceGroup;
 use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SequenceView, SpeculativeDecoder};
 use lade::generate::{generate, Generation, StopRules};
-use lade::model::{AttentionMask, Batch, CausalLm, DeviceGroup, Logits, WeightFormat};
+use lade::model::{AttentionMask, Batch, CausalLm, Logits, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
 
 const VOCAB: usize = 12;
@@ -168,7 +169,8 @@ fn mock_parallel_greedy_equals_single_device_and_plain_with_equal_steps() {
                 assert_eq!(single.token_ids, plain.token_ids);
                 for k in [2, 3] {
                     let (mut group, mocks) = mock_group(k, table, 256);
-                    let mut dec = SpeculativeDecoder::lookahead_parallel(cfg).unwrap();
+                    let mut dec =
+                        SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                     let par = gen(&mut group, &mut dec, &p, greedy, 40);
                     let what = format!("K={k} W={w} N={n} G={g} seed={seed}");
                     assert_eq!(par.token_ids, plain.token_ids, "{what}");
@@ -200,7 +202,8 @@ fn mock_caches_of_all_devices_stay_the_committed_sequence_after_every_step() {
         let p = prompt(1, 9);
         let (mut group, mocks) = mock_group(k, sticky, 256);
         let mut dec =
-            SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(w, n, g)).unwrap();
+            SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(w, n, g), group.clone())
+                .unwrap();
         // The prefill as `generate` does it, then steps by hand.
         let body = &p[..p.len() - 1];
         let pos: Vec<u32> = (0..body.len() as u32).collect();
@@ -283,7 +286,8 @@ fn mock_parallel_sampling_equals_plain_sampling() {
                 );
                 for k in [2, 3] {
                     let (mut group, _) = mock_group(k, sticky, 256);
-                    let mut dec = SpeculativeDecoder::lookahead_parallel(cfg).unwrap();
+                    let mut dec =
+                        SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                     let par = gen(&mut group, &mut dec, &p, sp, 30);
                     assert_eq!(par.token_ids, plain.token_ids, "K={k} {w},{n},{g} {sp:?}");
                     assert_eq!(par.stats.steps, single.stats.steps);
@@ -307,7 +311,7 @@ fn mock_parallel_near_the_context_limit_falls_back_like_one_device() {
             100,
         );
         let (mut group, mocks) = mock_group(3, sticky, context);
-        let mut dec = SpeculativeDecoder::lookahead_parallel(cfg).unwrap();
+        let mut dec = SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
         let par = gen(&mut group, &mut dec, &p, greedy, 100);
         assert_eq!(par.token_ids, single.token_ids, "context {context}");
         assert_eq!(par.stats.steps, single.stats.steps);
@@ -318,11 +322,13 @@ fn mock_parallel_near_the_context_limit_falls_back_like_one_device() {
 }
 
 #[test]
-fn parallel_decoder_needs_a_device_group_and_the_partition_is_exact() {
+fn parallel_decoder_decodes_its_own_device_group_and_the_partition_is_exact() {
     let sampler = Sampler::new(SamplingParams::greedy()).unwrap();
     let p = prompt(0, 5);
     let mut lm = mock(markov2, 64);
-    let mut dec = SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(3, 3, 3)).unwrap();
+    let (group, _) = mock_group(3, markov2, 64);
+    let mut dec =
+        SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(3, 3, 3), group).unwrap();
     let err = generate(
         &mut lm,
         &mut dec,
@@ -383,7 +389,7 @@ fn real_model_equality(format: WeightFormat, grid: &[(usize, usize, usize)], tok
             for k in [2, 3] {
                 let sessions = (0..k).map(|_| model.new_session(512).unwrap()).collect();
                 let mut group = DeviceGroup::new(sessions, vec![]).unwrap();
-                let mut dec = SpeculativeDecoder::lookahead_parallel(cfg).unwrap();
+                let mut dec = SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                 let par = gen(&mut group, &mut dec, p, greedy, tokens);
                 let what = format!("{format:?} K={k} {w},{n},{g}");
                 assert_eq!(par.token_ids, plain.token_ids, "{what}");

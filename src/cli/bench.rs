@@ -208,11 +208,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut auto_pick = None;
             let mut dec: Box<dyn Decoder> = match cfg.strategy {
                 BenchStrategy::Greedy => Box::new(PlainDecoder),
-                BenchStrategy::Lookahead(c) if group.is_some() => {
-                    Box::new(SpeculativeDecoder::lookahead_parallel(c)?.with_corpus(corpus.clone()))
-                }
                 BenchStrategy::Lookahead(c) => {
-                    Box::new(SpeculativeDecoder::lookahead(c)?.with_corpus(corpus.clone()))
+                    let decoder = match &group {
+                        Some(g) => SpeculativeDecoder::lookahead_parallel(c, g.clone())?,
+                        None => SpeculativeDecoder::lookahead(c)?,
+                    };
+                    Box::new(decoder.with_corpus(corpus.clone()))
                 }
                 BenchStrategy::PromptLookup(c) => Box::new(SpeculativeDecoder::prompt_lookup(c)?),
                 BenchStrategy::Auto => {

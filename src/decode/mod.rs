@@ -9,6 +9,8 @@
 //! - Drafters: [`lookahead`] (the Jacobi window and the n-gram pool), [`text_index`] (the
 //!   prompt and output), [`corpus_drafter`] (the draft corpus of [`corpus`] and
 //!   [`corpus_file`]).
+//! - [`device_group`]: model replicas on host threads, the transport of Lookahead
+//!   Parallelism.
 //! - [`auto`]: picks a configuration from measured step costs.
 //!
 //! [`Drafter`]: speculative::Drafter
@@ -17,6 +19,7 @@ pub mod auto;
 pub mod corpus;
 pub mod corpus_drafter;
 pub mod corpus_file;
+pub mod device_group;
 pub mod lookahead;
 pub mod plain;
 pub mod prompt_lookup;
@@ -32,6 +35,7 @@ use crate::Result;
 pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
+pub use device_group::DeviceGroup;
 pub use lookahead::LookaheadConfig;
 pub use plain::PlainDecoder;
 pub use prompt_lookup::PromptLookupConfig;

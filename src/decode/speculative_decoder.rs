@@ -12,7 +12,6 @@
 //! Near the end of the context, where a step's rows do not fit, a step decodes one token
 //! plainly.
 //!
-//! [`DeviceGroup`]: crate::model::DeviceGroup
 
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use serde::Serialize;
 
 use super::corpus::DraftCorpus;
 use super::corpus_drafter::CorpusDrafter;
+use super::device_group::DeviceGroup;
 use super::lookahead::{JacobiWindow, LookaheadConfig, NgramPool, PoolDrafter, WindowShape};
 use super::prompt_lookup::PromptLookupConfig;
 use super::speculative::{
@@ -70,8 +70,8 @@ pub struct SpeculativeDecoder {
     draft_tokens: usize,
     /// Most draft tokens a step may confirm (N-1, or N-2 in the authors' mode).
     max_match: usize,
-    /// Set for Lookahead Parallelism: steps run on the replicas of a device group.
-    split: Option<SplitStats>,
+    /// Set for Lookahead Parallelism: steps run on the replicas of this device group.
+    split: Option<(DeviceGroup, SplitStats)>,
     begun: bool,
     stats: SpeculativeStats,
 }
@@ -112,9 +112,10 @@ impl SpeculativeDecoder {
         })
     }
 
-    /// Lookahead decoding with `config` split across the devices of the device group it runs
-    /// on (Lookahead Parallelism): the same steps, tokens and counters as [`Self::lookahead`].
-    pub fn lookahead_parallel(config: LookaheadConfig) -> Result<Self> {
+    /// Lookahead decoding with `config` split across the devices of `group` (Lookahead
+    /// Parallelism): the same steps, tokens and counters as [`Self::lookahead`]. The sequence
+    /// it decodes must be `group` (a handle to the same devices).
+    pub fn lookahead_parallel(config: LookaheadConfig, group: DeviceGroup) -> Result<Self> {
         if config.window == 0 {
             return Err(LadeError::InvalidArgument(
                 "Lookahead Parallelism splits the window's columns over the devices: it needs \
@@ -123,7 +124,7 @@ impl SpeculativeDecoder {
             ));
         }
         let mut decoder = Self::lookahead(config)?;
-        decoder.split = Some(SplitStats::default());
+        decoder.split = Some((group, SplitStats::default()));
         Ok(decoder)
     }
 
@@ -223,7 +224,7 @@ impl Decoder for SpeculativeDecoder {
             d.begin(prompt);
         }
         self.stats = SpeculativeStats::default();
-        if let Some(s) = self.split.as_mut() {
+        if let Some((_, s)) = self.split.as_mut() {
             *s = SplitStats::default();
         }
         Ok(())
@@ -256,12 +257,12 @@ impl Decoder for SpeculativeDecoder {
         let (d, m) = (&drafts.drafts, self.max_match);
         let accepted = match self.split.as_mut() {
             None => speculative_step(&mut OneModel(lm), seq, d, &lookahead, sampler, m)?,
-            Some(stats) => {
-                let group = lm.as_group().ok_or_else(|| {
-                    LadeError::InvalidArgument(
-                        "Lookahead Parallelism needs a device group (--devices)".into(),
-                    )
-                })?;
+            Some((group, stats)) => {
+                if group.cache_len() != lm.cache_len() {
+                    return Err(LadeError::InvalidArgument(
+                        "Lookahead Parallelism decodes the sequence of its own device group".into(),
+                    ));
+                }
                 speculative_step(
                     &mut Replicas::new(group, stats),
                     seq,
@@ -333,7 +334,7 @@ impl Decoder for SpeculativeDecoder {
                 "fallback_steps": s.fallback_steps,
             }),
         };
-        if let (Some(split), Some(o)) = (&self.split, v.as_object_mut()) {
+        if let (Some((_, split)), Some(o)) = (&self.split, v.as_object_mut()) {
             let steps = split.steps.max(1) as f64;
             o.insert(
                 "mean_max_share_tokens".into(),
@@ -397,9 +398,34 @@ mod tests {
         );
     }
 
+    /// An empty sequence that answers zeros: enough for a device group to start.
+    struct Idle;
+
+    impl CausalLm for Idle {
+        fn forward(&mut self, batch: &crate::model::Batch<'_>) -> Result<crate::model::Logits> {
+            let rows = batch.logit_rows.len();
+            Ok(crate::model::Logits::new(vec![0.0; rows * 4], rows, 4))
+        }
+        fn cache_len(&self) -> usize {
+            0
+        }
+        fn truncate(&mut self, _len: usize) {}
+        fn keep_rows(&mut self, _start: usize, _rows: &[usize]) -> Result<()> {
+            Ok(())
+        }
+        fn context_size(&self) -> usize {
+            8
+        }
+        fn vocab_size(&self) -> usize {
+            4
+        }
+    }
+
     #[test]
     fn configurations_are_checked_and_named() {
-        let e = SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(0, 8, 1)).unwrap_err();
+        let group = || DeviceGroup::new(vec![Box::new(Idle)], vec![]).unwrap();
+        let e = SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(0, 8, 1), group())
+            .unwrap_err();
         assert!(e.to_string().contains("W ≥ 1"), "{e}");
         assert!(SpeculativeDecoder::lookahead(LookaheadConfig::new(0, 5, 0)).is_err());
         assert!(SpeculativeDecoder::prompt_lookup(PromptLookupConfig::new(1, 4)).is_err());
@@ -407,7 +433,7 @@ mod tests {
         let cfg = LookaheadConfig::new(7, 4, 7);
         assert_eq!(name(SpeculativeDecoder::lookahead(cfg)), "lookahead(7,4,7)");
         assert_eq!(
-            name(SpeculativeDecoder::lookahead_parallel(cfg)),
+            name(SpeculativeDecoder::lookahead_parallel(cfg, group())),
             "lookahead(7,4,7)-parallel"
         );
         assert_eq!(

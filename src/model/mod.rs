@@ -5,7 +5,6 @@ pub mod attention;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod group;
 pub mod kv_cache;
 pub mod llama;
 pub mod mask;
@@ -17,7 +16,6 @@ pub mod weights;
 use std::sync::Arc;
 
 pub use config::ModelConfig;
-pub use group::{Answer, ChooseRows, DeviceGroup, Share};
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use mask::AttentionMask;
@@ -119,11 +117,6 @@ pub trait CausalLm {
         Ok((0..logits.rows())
             .map(|i| crate::sampling::argmax(logits.row(i)))
             .collect())
-    }
-    /// The replicas behind this sequence when it is a [`DeviceGroup`] (Lookahead Parallelism
-    /// splits its steps across them); `None` for a single device.
-    fn as_group(&mut self) -> Option<&mut DeviceGroup> {
-        None
     }
 }
 

@@ -22,13 +22,14 @@ use super::error::ApiError;
 use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
+use crate::decode::DeviceGroup;
 use crate::decode::{
     AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, PlainDecoder,
     SpeculativeDecoder,
 };
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
-use crate::model::{CausalLm, DeviceGroup};
+use crate::model::CausalLm;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
@@ -398,9 +399,10 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         match (job.mode, &ready.devices) {
             (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
                 cfg.seed = job.sampling.seed;
-                let decoder =
-                    SpeculativeDecoder::lookahead_parallel(cfg)?.with_corpus(ready.corpus.clone());
+                cfg.validate()?;
                 let group = set.group(&ready.loaded, capacity)?;
+                let decoder = SpeculativeDecoder::lookahead_parallel(cfg, group.clone())?
+                    .with_corpus(ready.corpus.clone());
                 (Box::new(group), Box::new(decoder), Some(set.labels()))
             }
             _ => (

@@ -14,8 +14,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::tree::{LookaheadRows, StepTree};
+use crate::decode::device_group::{Answer, ChooseRows, DeviceGroup, Share};
 use crate::decode::{RowOutputs, SequenceView};
-use crate::model::{Answer, CausalLm, ChooseRows, DeviceGroup, Logits, Share};
+use crate::model::{CausalLm, Logits};
 use crate::sampling::{argmax, Sampler};
 use crate::{LadeError, Result};
 
@@ -163,14 +164,14 @@ pub struct SplitStats {
 
 /// A step split over the replicas of a device group.
 pub struct Replicas<'a> {
-    group: &'a mut DeviceGroup,
+    group: &'a DeviceGroup,
     stats: &'a mut SplitStats,
     /// The partition and the shares of the step in flight.
     shares: Option<(Partition, Vec<StepTree>)>,
 }
 
 impl<'a> Replicas<'a> {
-    pub fn new(group: &'a mut DeviceGroup, stats: &'a mut SplitStats) -> Self {
+    pub fn new(group: &'a DeviceGroup, stats: &'a mut SplitStats) -> Self {
         Self {
             group,
             stats,

@@ -15,7 +15,9 @@
 //! As a [`CausalLm`] the group is the committed sequence: `cache_len` is the logical length,
 //! and `forward`/`truncate`/`keep_rows` go to every device, so any decoder runs on it (each
 //! device doing the whole step). Lookahead Parallelism uses [`DeviceGroup::forward_shares`]
-//! (one different batch per device) and [`DeviceGroup::commit_shares`] instead.
+//! (one different batch per device) and [`DeviceGroup::commit_shares`] instead, through a
+//! handle of its own: clones of a [`DeviceGroup`] are handles to the same devices, so the
+//! decoder holds one while the generation loop drives the sequence through another.
 //!
 //! After a parallel step only the device that held the winning candidate has the K/V of the
 //! accepted draft tokens; the others keep `t0` only and remember the missing tokens, which they
@@ -23,10 +25,10 @@
 //! the authors' code does (`guess_skip_dist`). K/V rows never cross devices.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use super::{AttentionMask, Batch, CausalLm, Logits};
+use crate::model::{AttentionMask, Batch, CausalLm, Logits};
 use crate::{LadeError, Result};
 
 /// Picks one id per logit row of a share from the whole rows, on the device's thread.
@@ -106,8 +108,8 @@ struct Device {
     missing: Vec<u32>,
 }
 
-/// K replicas of one sequence, each on its own thread.
-pub struct DeviceGroup {
+/// The devices of a [`DeviceGroup`] and the coordinator's view of them.
+struct Group {
     devices: Vec<Device>,
     labels: Vec<String>,
     /// Length of the committed sequence's cache (what `cache_len` reports).
@@ -118,11 +120,17 @@ pub struct DeviceGroup {
     split: bool,
 }
 
+/// K replicas of one sequence, each on its own thread. Clones are handles to the same devices;
+/// the threads end when the last handle is dropped.
+#[derive(Clone)]
+pub struct DeviceGroup(Arc<Mutex<Group>>);
+
 impl std::fmt::Debug for DeviceGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.group();
         f.debug_struct("DeviceGroup")
-            .field("devices", &self.labels)
-            .field("len", &self.len)
+            .field("devices", &g.labels)
+            .field("len", &g.len)
             .finish()
     }
 }
@@ -202,10 +210,9 @@ fn with_prefix(mask: &AttentionMask, m: usize, past: usize, q: usize) -> Attenti
     }
 }
 
-impl DeviceGroup {
-    /// Starts one thread per session. Every session must be empty (a fresh sequence) and all
-    /// must share vocabulary; the group's context is the smallest of theirs.
-    pub fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
+impl Group {
+    /// See [`DeviceGroup::new`].
+    fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
         if sessions.is_empty() {
             return Err(LadeError::InvalidArgument(
                 "a device group needs at least one device".into(),
@@ -246,31 +253,6 @@ impl DeviceGroup {
             vocab,
             split: false,
         })
-    }
-
-    /// Number of devices.
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
-    /// Device names, for logs.
-    pub fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    /// Positions in each device's cache (tests: after a committed step they differ only by
-    /// the tokens a device has still to feed).
-    pub fn device_cache_lens(&self) -> Vec<usize> {
-        self.devices.iter().map(|d| d.len).collect()
-    }
-
-    /// Committed tokens each device has not computed K/V for yet.
-    pub fn device_missing(&self) -> Vec<usize> {
-        self.devices.iter().map(|d| d.missing.len()).collect()
     }
 
     fn send(&self, d: usize, cmd: Command) -> Result<()> {
@@ -355,10 +337,7 @@ impl DeviceGroup {
         Ok(())
     }
 
-    /// Runs one share per device, all starting at the committed length, concurrently; returns
-    /// each device's chosen ids, one per logit row of its share. Must be followed by
-    /// [`Self::commit_shares`].
-    pub fn forward_shares(&mut self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
+    fn forward_shares(&mut self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
         self.ensure_joined("forward_shares")?;
         if shares.len() != self.devices.len() {
             return Err(LadeError::InvalidArgument(format!(
@@ -392,11 +371,7 @@ impl DeviceGroup {
             .collect()
     }
 
-    /// Ends a parallel step: `committed` are the tokens now committed from position `start`
-    /// (the committed length before the step), and device `d` keeps the rows `keep[d]` of its
-    /// share, which must hold the K/V of `committed[..keep[d].len()]`. The rest of `committed`
-    /// is fed by that device at its next forward pass.
-    pub fn commit_shares(
+    fn commit_shares(
         &mut self,
         start: usize,
         keep: &[Vec<usize>],
@@ -440,9 +415,7 @@ impl DeviceGroup {
         Ok(replies)
     }
 
-    /// Runs `batch` on every device and returns the logits of each: replicas of one sequence
-    /// must agree (a check for tests and debugging; the decoders never move logits).
-    pub fn forward_all(&mut self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
+    fn forward_all(&mut self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
         self.broadcast(batch, |_| Want::Logits)?
             .into_iter()
             .enumerate()
@@ -454,7 +427,106 @@ impl DeviceGroup {
     }
 }
 
+impl DeviceGroup {
+    /// Starts one thread per session. Every session must be empty (a fresh sequence) and all
+    /// must share vocabulary; the group's context is the smallest of theirs.
+    pub fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
+        Ok(Self(Arc::new(Mutex::new(Group::new(sessions, labels)?))))
+    }
+
+    /// The devices (a panic on another handle's thread leaves them usable: every operation
+    /// keeps the lengths consistent before it can fail).
+    fn group(&self) -> MutexGuard<'_, Group> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.group().devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.group().devices.is_empty()
+    }
+
+    /// Device names, for logs.
+    pub fn labels(&self) -> Vec<String> {
+        self.group().labels.clone()
+    }
+
+    /// Positions in each device's cache (tests: after a committed step they differ only by
+    /// the tokens a device has still to feed).
+    pub fn device_cache_lens(&self) -> Vec<usize> {
+        self.group().devices.iter().map(|d| d.len).collect()
+    }
+
+    /// Committed tokens each device has not computed K/V for yet.
+    pub fn device_missing(&self) -> Vec<usize> {
+        self.group()
+            .devices
+            .iter()
+            .map(|d| d.missing.len())
+            .collect()
+    }
+
+    /// Runs one share per device, all starting at the committed length, concurrently; returns
+    /// each device's chosen ids, one per logit row of its share. Must be followed by
+    /// [`Self::commit_shares`].
+    pub fn forward_shares(&self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
+        self.group().forward_shares(shares)
+    }
+
+    /// Ends a parallel step: `committed` are the tokens now committed from position `start`
+    /// (the committed length before the step), and device `d` keeps the rows `keep[d]` of its
+    /// share, which must hold the K/V of `committed[..keep[d].len()]`. The rest of `committed`
+    /// is fed by that device at its next forward pass.
+    pub fn commit_shares(
+        &self,
+        start: usize,
+        keep: &[Vec<usize>],
+        committed: &[u32],
+    ) -> Result<()> {
+        self.group().commit_shares(start, keep, committed)
+    }
+
+    /// Runs `batch` on every device and returns the logits of each: replicas of one sequence
+    /// must agree (a check for tests and debugging; the decoders never move logits).
+    pub fn forward_all(&self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
+        self.group().forward_all(batch)
+    }
+}
+
 impl CausalLm for DeviceGroup {
+    fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
+        self.group().forward(batch)
+    }
+
+    fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
+        self.group().forward_argmax(batch)
+    }
+
+    fn cache_len(&self) -> usize {
+        self.group().cache_len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.group().truncate(len)
+    }
+
+    fn keep_rows(&mut self, start: usize, rows: &[usize]) -> Result<()> {
+        self.group().keep_rows(start, rows)
+    }
+
+    fn context_size(&self) -> usize {
+        self.group().context_size()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.group().vocab_size()
+    }
+}
+
+impl CausalLm for Group {
     /// Every device runs `batch` (their caches must stay equal); device 0's logits come back.
     fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
         let want = |d: usize| {
@@ -523,13 +595,9 @@ impl CausalLm for DeviceGroup {
     fn vocab_size(&self) -> usize {
         self.vocab
     }
-
-    fn as_group(&mut self) -> Option<&mut DeviceGroup> {
-        Some(self)
-    }
 }
 
-impl Drop for DeviceGroup {
+impl Drop for Group {
     fn drop(&mut self) {
         for d in &mut self.devices {
             d.tx = None; // hang up: the thread's loop ends
