@@ -174,41 +174,41 @@ impl Drafter for TextDrafter {
 mod tests {
     use super::*;
 
-    /// The continuation drafter with a budget of one `arity`-token draft.
-    struct Continuation(TextDrafter, usize);
-
-    impl Continuation {
-        fn new(arity: usize) -> Self {
-            Self(TextDrafter::new(TextDraftMode::Continuation), arity)
-        }
-        fn extend(&mut self, text: &[u32]) {
-            self.0.observe(text, 0, &[]);
-        }
-        fn lookup(&self, text: &[u32]) -> Option<Vec<u32>> {
-            let budget = Budget {
-                drafts: 1,
-                tokens: self.1,
-            };
-            self.0.propose(text, budget).pop().map(|d| d.tokens)
-        }
+    /// A text drafter with a budget of one draft of `tokens` tokens.
+    struct Probe {
+        drafter: TextDrafter,
+        tokens: usize,
     }
 
-    /// The match-following drafter with drafts of at most `max` tokens.
-    struct Follow(TextDrafter, usize);
-
-    impl Follow {
-        fn new(max: usize) -> Self {
-            Self(TextDrafter::new(TextDraftMode::FollowsMatch), max)
-        }
+    impl Probe {
         fn extend(&mut self, text: &[u32]) {
-            self.0.observe(text, 0, &[]);
+            self.drafter.observe(text, 0, &[]);
         }
         fn draft(&self, text: &[u32]) -> Option<Draft> {
             let budget = Budget {
                 drafts: 1,
-                tokens: self.1,
+                tokens: self.tokens,
             };
-            self.0.propose(text, budget).pop()
+            self.drafter.propose(text, budget).pop()
+        }
+        fn lookup(&self, text: &[u32]) -> Option<Vec<u32>> {
+            self.draft(text).map(|d| d.tokens)
+        }
+    }
+
+    /// The continuation drafter, drafts of `arity` tokens.
+    fn continuation(arity: usize) -> Probe {
+        Probe {
+            drafter: TextDrafter::new(TextDraftMode::Continuation),
+            tokens: arity,
+        }
+    }
+
+    /// The match-following drafter, drafts of at most `max` tokens.
+    fn follow(max: usize) -> Probe {
+        Probe {
+            drafter: TextDrafter::new(TextDraftMode::FollowsMatch),
+            tokens: max,
         }
     }
 
@@ -230,13 +230,13 @@ mod tests {
     #[test]
     fn finds_the_continuation_of_the_latest_longest_match() {
         let text = [1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3];
-        let mut idx = Continuation::new(2);
+        let mut idx = continuation(2);
         idx.extend(&text);
         // `1 2 3` (3 tokens) ended at index 2 → `4 9`; the later `2 3` (index 6) matches only
         // 2 tokens, so the longer, earlier context wins.
         assert_eq!(idx.lookup(&text), Some(vec![4, 9]));
         let text2 = [1, 2, 3, 4, 9, 2, 3, 5, 6, 7, 2, 3];
-        let mut idx = Continuation::new(2);
+        let mut idx = continuation(2);
         idx.extend(&text2);
         assert_eq!(idx.lookup(&text2), Some(vec![5, 6]), "latest `2 3`");
         assert_eq!(idx.lookup(&[5, 5, 5, 8]), None, "no match");
@@ -256,7 +256,7 @@ mod tests {
             })
             .collect();
         for arity in [1, 3, 6] {
-            let mut idx = Continuation::new(arity);
+            let mut idx = continuation(arity);
             let mut len = 1;
             let mut found = 0;
             while len <= text.len() {
@@ -314,7 +314,7 @@ mod tests {
             });
         }
         for max in [3, 7, 31] {
-            let mut idx = Follow::new(max);
+            let mut idx = follow(max);
             let (mut len, mut long) = (1, 0);
             while len <= text.len() {
                 idx.extend(&text[..len]);
@@ -331,7 +331,7 @@ mod tests {
         }
         // A loop of period 2: the draft continues it past the end of the text.
         let text = [9, 1, 2, 1, 2, 1, 2, 1];
-        let mut idx = Follow::new(7);
+        let mut idx = follow(7);
         idx.extend(&text);
         assert_eq!(
             idx.draft(&text).map(|d| d.tokens),
@@ -343,13 +343,13 @@ mod tests {
 
     #[test]
     fn incomplete_continuations_are_not_offered() {
-        let mut idx = Continuation::new(3);
+        let mut idx = continuation(3);
         let text = [7, 8, 1, 7, 8];
         idx.extend(&text);
         // `7 8` ended at index 1, but only 3 tokens follow it up to the end → [1, 7, 8] is
         // complete; with arity 4 it is not.
         assert_eq!(idx.lookup(&text), Some(vec![1, 7, 8]));
-        let mut idx = Continuation::new(4);
+        let mut idx = continuation(4);
         idx.extend(&text);
         assert_eq!(idx.lookup(&text), None);
     }
