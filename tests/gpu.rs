@@ -11,7 +11,7 @@ use common::golden::{fixture, floats, ids};
 
 use std::sync::Arc;
 
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, StopRules};
 use lade::loader::{load, LoadOptions, LoadedModel};
 use lade::model::{AttentionMask, Batch, CausalLm};
@@ -142,7 +142,7 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);
         for &(w, n, g) in &configs {
-            let mut la = LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+            let mut la = SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap();
             let got = decode(s.as_mut(), &mut la, &greedy, prompt, 128);
             assert_eq!(got, want, "prompt {p}, lookahead {w},{n},{g}");
         }
@@ -300,7 +300,7 @@ fn gpu_long_context_is_exact() {
     let prompt = &prompt[..past];
     let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 48);
     for (w, n, g) in [(7, 4, 7), (0, 32, 1), (10, 11, 10)] {
-        let mut la = LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+        let mut la = SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap();
         let got = decode(s.as_mut(), &mut la, &greedy, prompt, 48);
         assert_eq!(got, want, "lookahead {w},{n},{g} after {past} positions");
     }

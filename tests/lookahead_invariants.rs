@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use common::mock::{markov2, sticky, MockLm, Table};
 use common::record::Recorder;
 use lade::decode::lookahead::JacobiWindow;
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder, SequenceView};
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SequenceView, SpeculativeDecoder};
 use lade::generate::{generate, StopRules};
 use lade::model::{Batch, CausalLm};
 use lade::sampling::{argmax, Sampler, SamplingParams};
@@ -37,7 +37,7 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
 }
 
 /// Every (key, value) of the pool.
-fn pool_entries(dec: &LookaheadDecoder) -> Vec<(u32, Vec<u32>)> {
+fn pool_entries(dec: &SpeculativeDecoder) -> Vec<(u32, Vec<u32>)> {
     (0..VOCAB as u32)
         .flat_map(|k| dec.pool().get(k).iter().map(move |v| (k, v.clone())))
         .collect()
@@ -117,7 +117,7 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
     let (w, n, g) = (cfg.window, cfg.ngram, cfg.guesses);
     let depth = n - 1;
     let mut rec = Recorder::new(table, VOCAB, 4096);
-    let mut dec = LookaheadDecoder::new(cfg).unwrap();
+    let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
     dec.begin(p).unwrap();
     // Prefill all but the last prompt token.
     let positions: Vec<u32> = (0..p.len() as u32 - 1).collect();
@@ -360,7 +360,7 @@ fn sampled_acceptance_rate_is_the_mass_of_the_distinct_draft_tokens() {
             lm.table = table;
             let mut cfg = LookaheadConfig::new(2, 3, 8);
             cfg.seed = 5;
-            let mut dec = LookaheadDecoder::new(cfg).unwrap();
+            let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
             let rules = StopRules {
                 max_tokens: 1,
                 ..StopRules::default()
@@ -455,7 +455,7 @@ fn token_ids_at_both_ends_of_the_vocabulary() {
     assert!(plain.token_ids.contains(&0) && plain.token_ids.contains(&(VOCAB as u32 - 1)));
     let mut drafted = 0;
     for &(w, n, g) in &[(3, 3, 3), (5, 4, 5), (1, 2, 4)] {
-        let la = run(&mut LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap());
+        let la = run(&mut SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap());
         assert_eq!(la.token_ids, plain.token_ids, "W={w} N={n} G={g}");
         drafted += la.stats.drafted_tokens_accepted;
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::mock::MockLm;
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, FinishReason, Generation, StopRules};
 use lade::sampling::{Sampler, SamplingParams};
 
@@ -70,8 +70,8 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
         .collect()
 }
 
-fn lookahead(w: usize, n: usize, g: usize) -> LookaheadDecoder {
-    LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap()
+fn lookahead(w: usize, n: usize, g: usize) -> SpeculativeDecoder {
+    SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap()
 }
 
 const GRID: &[(usize, usize, usize)] = &[
@@ -118,7 +118,7 @@ fn context_match_finds_the_repeated_continuation() {
     for ctx in [false, true] {
         let mut cfg = LookaheadConfig::new(1, 5, 1);
         cfg.context_match = ctx;
-        let mut dec = LookaheadDecoder::new(cfg).unwrap();
+        let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
         let la = run_table(
             periodic,
             &mut dec,
@@ -165,7 +165,7 @@ fn greedy_lookahead_equals_plain_greedy_on_a_grid() {
                     cfg.reference_compat = compat;
                     cfg.pool_from_prompt = pool;
                     cfg.context_match = ctx;
-                    let mut dec = LookaheadDecoder::new(cfg).unwrap();
+                    let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
                     let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(80), 512);
                     assert_eq!(
                         la.token_ids, plain.token_ids,
@@ -506,7 +506,7 @@ fn corpus_drafts_are_verified_like_any_draft() {
     texts.push((0..200).map(|i| (i * 5 + i / 7) % VOCAB as u32).collect());
     let corpus = Arc::new(DraftCorpus::from_texts(texts.iter().map(Vec::as_slice)));
     let with = |cfg: LookaheadConfig| {
-        LookaheadDecoder::new(cfg)
+        SpeculativeDecoder::lookahead(cfg)
             .unwrap()
             .with_corpus(Some(corpus.clone()))
     };
@@ -530,7 +530,7 @@ fn corpus_drafts_are_verified_like_any_draft() {
                     "{params:?} W={w} N={n} G={g} prompt {s}"
                 );
                 let stats = dec.stats();
-                assert!(stats.corpus_drafts <= stats.lookahead_steps);
+                assert!(stats.corpus_drafts <= stats.speculative_steps);
                 assert!(stats.corpus_tokens_accepted <= stats.corpus_drafts * (n - 1));
                 from_corpus += stats.corpus_tokens_accepted;
                 if (w, params.temperature) == (0, 0.0) {

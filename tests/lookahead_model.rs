@@ -6,8 +6,8 @@
 
 mod common;
 
-use lade::decode::lookahead::StepLayout;
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder, SequenceView};
+use lade::decode::speculative::StepTree;
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SequenceView, SpeculativeDecoder};
 use lade::generate::{generate, FinishReason, Generation, StopRules};
 use lade::model::{AttentionMask, Batch, CausalLm, Session, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
@@ -40,8 +40,8 @@ fn run(
     .unwrap()
 }
 
-fn la(w: usize, n: usize, g: usize) -> LookaheadDecoder {
-    LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap()
+fn la(w: usize, n: usize, g: usize) -> SpeculativeDecoder {
+    SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap()
 }
 
 fn equality_over_prompts(
@@ -121,7 +121,7 @@ fn seeded_sampling_with_lookahead_equals_plain_sampling() {
 }
 
 /// Runs one lookahead step layout and returns the logits of every row.
-fn layout_logits(s: &mut Session, prefix: &[u32], layout: &StepLayout) -> Vec<Vec<f32>> {
+fn layout_logits(s: &mut Session, prefix: &[u32], layout: &StepTree) -> Vec<Vec<f32>> {
     s.truncate(0);
     let positions: Vec<u32> = (0..prefix.len() as u32).collect();
     s.forward(&Batch {
@@ -167,15 +167,15 @@ fn branches_are_isolated_bit_for_bit() {
     }
     let window = dec.window().unwrap().clone();
     let cands = vec![vec![11u32, 12, 13], vec![21, 22, 23], vec![31, 32, 33]];
-    let base_layout = StepLayout::build(t0, prefix.len() as u32, &window, &cands);
+    let base_layout = StepTree::new(t0, prefix.len() as u32, &cands, &window.lookahead_rows());
     let base = layout_logits(&mut s, prefix, &base_layout);
 
     // Candidate 1 changed: only candidate 1's rows may change.
     let mut c2 = cands.clone();
     c2[1][0] = 99;
-    let l2 = StepLayout::build(t0, prefix.len() as u32, &window, &c2);
+    let l2 = StepTree::new(t0, prefix.len() as u32, &c2, &window.lookahead_rows());
     let out = layout_logits(&mut s, prefix, &l2);
-    let cand1: Vec<usize> = (0..3).map(|i| l2.candidate_logits(1, i)).collect();
+    let cand1: Vec<usize> = (0..3).map(|i| l2.draft_logits(1, i)).collect();
     for r in 0..base.len() {
         if !cand1.contains(&r) {
             assert_eq!(out[r], base[r], "row {r} changed when candidate 1 changed");
@@ -191,7 +191,7 @@ fn branches_are_isolated_bit_for_bit() {
     let mut levels = w2.levels().to_vec();
     levels[2][1] = 77;
     w2 = lade::decode::lookahead::JacobiWindow::from_levels(levels);
-    let l3 = StepLayout::build(t0, prefix.len() as u32, &w2, &cands);
+    let l3 = StepTree::new(t0, prefix.len() as u32, &cands, &w2.lookahead_rows());
     let out = layout_logits(&mut s, prefix, &l3);
     for r in 0..1 + 3 * 3 {
         assert_eq!(
@@ -320,7 +320,11 @@ fn window_tokens_reach_exactly_the_rows_that_see_them() {
     let window = lade::decode::lookahead::JacobiWindow::from_levels(levels.clone());
     let cands = vec![vec![11u32, 12, 13], vec![21, 22, 23]];
     let p = prefix.len() as u32;
-    let base = layout_logits(&mut s, prefix, &StepLayout::build(t0, p, &window, &cands));
+    let base = layout_logits(
+        &mut s,
+        prefix,
+        &StepTree::new(t0, p, &cands, &window.lookahead_rows()),
+    );
     // Rows in the documented order: t0, candidates, level 0 columns 1.., then each level.
     let base0 = 1 + cands.len() * (n - 1);
     let row = |l: usize, j: usize| -> usize {
@@ -335,7 +339,11 @@ fn window_tokens_reach_exactly_the_rows_that_see_them() {
         let at = if l == 0 { j - 1 } else { j };
         changed[l][at] = 777;
         let win = lade::decode::lookahead::JacobiWindow::from_levels(changed);
-        let out = layout_logits(&mut s, prefix, &StepLayout::build(t0, p, &win, &cands));
+        let out = layout_logits(
+            &mut s,
+            prefix,
+            &StepTree::new(t0, p, &cands, &win.lookahead_rows()),
+        );
         for l2 in 0..n - 1 {
             for j2 in 0..w {
                 let r = row(l2, j2);
@@ -365,7 +373,7 @@ fn prompt_lookup_equals_plain_greedy_on_code_prompts() {
     for (i, p) in prompts.iter().enumerate() {
         let plain = run(&mut s, &mut PlainDecoder, p, 32, SamplingParams::greedy());
         let cfg = lade::decode::PromptLookupConfig::new(4, 4);
-        let mut dec = lade::decode::PromptLookupDecoder::new(cfg).unwrap();
+        let mut dec = lade::decode::SpeculativeDecoder::prompt_lookup(cfg).unwrap();
         let out = run(&mut s, &mut dec, p, 32, SamplingParams::greedy());
         assert_eq!(out.token_ids, plain.token_ids, "prompt {i}");
         steps += out.stats.steps;

@@ -9,10 +9,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::mock::{markov2, sticky, MockLm, Table};
-use lade::decode::lookahead::{ParallelLookaheadDecoder, Partition};
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder, SequenceView};
+use lade::decode::speculative::Partition;
+use lade::decode::DeviceGroup;
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SequenceView, SpeculativeDecoder};
 use lade::generate::{generate, Generation, StopRules};
-use lade::model::{AttentionMask, Batch, CausalLm, DeviceGroup, Logits, WeightFormat};
+use lade::model::{AttentionMask, Batch, CausalLm, Logits, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
 
 const VOCAB: usize = 12;
@@ -160,7 +161,7 @@ fn mock_parallel_greedy_equals_single_device_and_plain_with_equal_steps() {
                 let cfg = LookaheadConfig::new(w, n, g);
                 let single = gen(
                     &mut mock(table, 256),
-                    &mut LookaheadDecoder::new(cfg).unwrap(),
+                    &mut SpeculativeDecoder::lookahead(cfg).unwrap(),
                     &p,
                     greedy,
                     40,
@@ -168,14 +169,15 @@ fn mock_parallel_greedy_equals_single_device_and_plain_with_equal_steps() {
                 assert_eq!(single.token_ids, plain.token_ids);
                 for k in [2, 3] {
                     let (mut group, mocks) = mock_group(k, table, 256);
-                    let mut dec = ParallelLookaheadDecoder::new(cfg).unwrap();
+                    let mut dec =
+                        SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                     let par = gen(&mut group, &mut dec, &p, greedy, 40);
                     let what = format!("K={k} W={w} N={n} G={g} seed={seed}");
                     assert_eq!(par.token_ids, plain.token_ids, "{what}");
                     assert_eq!(par.stats.steps, single.stats.steps, "{what}: steps");
                     assert_eq!(par.stats.accepted_per_step, single.stats.accepted_per_step);
-                    assert_eq!(dec.inner().pool().len(), {
-                        let mut d = LookaheadDecoder::new(cfg).unwrap();
+                    assert_eq!(dec.pool().len(), {
+                        let mut d = SpeculativeDecoder::lookahead(cfg).unwrap();
                         gen(&mut mock(table, 256), &mut d, &p, greedy, 40);
                         d.pool().len()
                     });
@@ -199,7 +201,9 @@ fn mock_caches_of_all_devices_stay_the_committed_sequence_after_every_step() {
     for &(w, n, g, k) in &[(5, 4, 6, 2), (4, 5, 7, 3), (2, 3, 5, 3)] {
         let p = prompt(1, 9);
         let (mut group, mocks) = mock_group(k, sticky, 256);
-        let mut dec = ParallelLookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+        let mut dec =
+            SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(w, n, g), group.clone())
+                .unwrap();
         // The prefill as `generate` does it, then steps by hand.
         let body = &p[..p.len() - 1];
         let pos: Vec<u32> = (0..body.len() as u32).collect();
@@ -275,14 +279,15 @@ fn mock_parallel_sampling_equals_plain_sampling() {
                 let cfg = LookaheadConfig::new(w, n, g);
                 let single = gen(
                     &mut mock(sticky, 256),
-                    &mut LookaheadDecoder::new(cfg).unwrap(),
+                    &mut SpeculativeDecoder::lookahead(cfg).unwrap(),
                     &p,
                     sp,
                     30,
                 );
                 for k in [2, 3] {
                     let (mut group, _) = mock_group(k, sticky, 256);
-                    let mut dec = ParallelLookaheadDecoder::new(cfg).unwrap();
+                    let mut dec =
+                        SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                     let par = gen(&mut group, &mut dec, &p, sp, 30);
                     assert_eq!(par.token_ids, plain.token_ids, "K={k} {w},{n},{g} {sp:?}");
                     assert_eq!(par.stats.steps, single.stats.steps);
@@ -300,13 +305,13 @@ fn mock_parallel_near_the_context_limit_falls_back_like_one_device() {
         let cfg = LookaheadConfig::new(4, 4, 4);
         let single = gen(
             &mut mock(sticky, context),
-            &mut LookaheadDecoder::new(cfg).unwrap(),
+            &mut SpeculativeDecoder::lookahead(cfg).unwrap(),
             &p,
             greedy,
             100,
         );
         let (mut group, mocks) = mock_group(3, sticky, context);
-        let mut dec = ParallelLookaheadDecoder::new(cfg).unwrap();
+        let mut dec = SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
         let par = gen(&mut group, &mut dec, &p, greedy, 100);
         assert_eq!(par.token_ids, single.token_ids, "context {context}");
         assert_eq!(par.stats.steps, single.stats.steps);
@@ -317,11 +322,13 @@ fn mock_parallel_near_the_context_limit_falls_back_like_one_device() {
 }
 
 #[test]
-fn parallel_decoder_needs_a_device_group_and_the_partition_is_exact() {
+fn parallel_decoder_decodes_its_own_device_group_and_the_partition_is_exact() {
     let sampler = Sampler::new(SamplingParams::greedy()).unwrap();
     let p = prompt(0, 5);
     let mut lm = mock(markov2, 64);
-    let mut dec = ParallelLookaheadDecoder::new(LookaheadConfig::new(3, 3, 3)).unwrap();
+    let (group, _) = mock_group(3, markov2, 64);
+    let mut dec =
+        SpeculativeDecoder::lookahead_parallel(LookaheadConfig::new(3, 3, 3), group).unwrap();
     let err = generate(
         &mut lm,
         &mut dec,
@@ -340,18 +347,15 @@ fn parallel_decoder_needs_a_device_group_and_the_partition_is_exact() {
             for k in 1..6 {
                 let part = Partition::new(cols, cands, k);
                 for j in 0..cols {
-                    let owners = part.columns.iter().filter(|r| r.contains(&j)).count();
+                    let owners = part.outputs.iter().filter(|r| r.contains(&j)).count();
                     assert_eq!(owners, 1);
                 }
                 for c in 0..cands {
-                    let owners = part.candidates.iter().filter(|r| r.contains(&c)).count();
+                    let owners = part.drafts.iter().filter(|r| r.contains(&c)).count();
                     assert_eq!(owners, 1);
                 }
-                assert_eq!(part.columns.iter().map(|r| r.len()).sum::<usize>(), cols);
-                assert_eq!(
-                    part.candidates.iter().map(|r| r.len()).sum::<usize>(),
-                    cands
-                );
+                assert_eq!(part.outputs.iter().map(|r| r.len()).sum::<usize>(), cols);
+                assert_eq!(part.drafts.iter().map(|r| r.len()).sum::<usize>(), cands);
             }
         }
     }
@@ -373,7 +377,7 @@ fn real_model_equality(format: WeightFormat, grid: &[(usize, usize, usize)], tok
             let cfg = LookaheadConfig::new(w, n, g);
             let single = gen(
                 one.as_mut(),
-                &mut LookaheadDecoder::new(cfg).unwrap(),
+                &mut SpeculativeDecoder::lookahead(cfg).unwrap(),
                 p,
                 greedy,
                 tokens,
@@ -385,7 +389,7 @@ fn real_model_equality(format: WeightFormat, grid: &[(usize, usize, usize)], tok
             for k in [2, 3] {
                 let sessions = (0..k).map(|_| model.new_session(512).unwrap()).collect();
                 let mut group = DeviceGroup::new(sessions, vec![]).unwrap();
-                let mut dec = ParallelLookaheadDecoder::new(cfg).unwrap();
+                let mut dec = SpeculativeDecoder::lookahead_parallel(cfg, group.clone()).unwrap();
                 let par = gen(&mut group, &mut dec, p, greedy, tokens);
                 let what = format!("{format:?} K={k} {w},{n},{g}");
                 assert_eq!(par.token_ids, plain.token_ids, "{what}");

@@ -6,7 +6,7 @@ mod common;
 
 use common::mock::{markov2, sticky, MockLm, Table};
 use common::record::Recorder;
-use lade::decode::{Decoder, PlainDecoder, PromptLookupConfig, PromptLookupDecoder};
+use lade::decode::{Decoder, PlainDecoder, PromptLookupConfig, SpeculativeDecoder};
 use lade::generate::{generate, Generation, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
@@ -64,7 +64,7 @@ fn equals_plain_decoding_greedy_and_sampled() {
                 let plain = run(&mut mock(table, 512), &mut PlainDecoder, &p, params, 70);
                 for (n, g) in [(2, 1), (2, 4), (3, 3), (4, 8), (5, 15), (4, 0)] {
                     let cfg = PromptLookupConfig::new(n, g);
-                    let mut dec = PromptLookupDecoder::new(cfg).unwrap();
+                    let mut dec = SpeculativeDecoder::prompt_lookup(cfg).unwrap();
                     let out = run(&mut mock(table, 512), &mut dec, &p, params, 70);
                     assert_eq!(out.token_ids, plain.token_ids, "N={n} G={g} {params:?}");
                     assert!(
@@ -87,7 +87,7 @@ fn candidates_are_continuations_of_t0_in_the_committed_text() {
     let (n, g) = (4, 3);
     let p = prompt(2, 20);
     let mut rec = Recorder::new(sticky, VOCAB, 512);
-    let mut dec = PromptLookupDecoder::new(PromptLookupConfig::new(n, g)).unwrap();
+    let mut dec = SpeculativeDecoder::prompt_lookup(PromptLookupConfig::new(n, g)).unwrap();
     let out = run(&mut rec, &mut dec, &p, SamplingParams::greedy(), 60);
     let seq: Vec<u32> = [&p[..], &out.token_ids].concat();
     // The first pass is the prefill; every later one is a step.
@@ -138,7 +138,7 @@ fn lookahead_without_a_window_is_prompt_lookup_plus_the_context_match() {
     // W = 0 without the context match runs the same steps as the prompt lookup decoder (an
     // independent implementation of that step); with it, the same tokens in no more steps
     // here, where the output repeats itself.
-    use lade::decode::{LookaheadConfig, LookaheadDecoder};
+    use lade::decode::LookaheadConfig;
     let mut fewer = 0;
     for table in [markov2 as Table, sticky as Table] {
         for s in 0..5 {
@@ -154,7 +154,7 @@ fn lookahead_without_a_window_is_prompt_lookup_plus_the_context_match() {
                 let pld_cfg = PromptLookupConfig::new(n, g);
                 let pld = run(
                     &mut mock(table, 512),
-                    &mut PromptLookupDecoder::new(pld_cfg).unwrap(),
+                    &mut SpeculativeDecoder::prompt_lookup(pld_cfg).unwrap(),
                     &p,
                     SamplingParams::greedy(),
                     70,
@@ -165,7 +165,7 @@ fn lookahead_without_a_window_is_prompt_lookup_plus_the_context_match() {
                     cfg.context_match = ctx;
                     let out = run(
                         &mut mock(table, 512),
-                        &mut LookaheadDecoder::new(cfg).unwrap(),
+                        &mut SpeculativeDecoder::lookahead(cfg).unwrap(),
                         &p,
                         SamplingParams::greedy(),
                         70,

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::auto::{self, AutoOptions, Strategy};
-use lade::decode::{Decoder, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, FinishReason, Generation, StopRules};
 use lade::model::{CausalLm, Session, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
@@ -296,8 +296,8 @@ fn golden_prompts(n: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn la(w: usize, n: usize, g: usize) -> LookaheadDecoder {
-    LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap()
+fn la(w: usize, n: usize, g: usize) -> SpeculativeDecoder {
+    SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap()
 }
 
 #[test]

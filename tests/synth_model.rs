@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
-use lade::decode::{LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use lade::decode::{LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, StopRules};
 use lade::loader::{load, LoadOptions};
 use lade::model::{AttentionMask, Batch, CausalLm, Session};
@@ -265,7 +265,7 @@ fn lade_decodes_it_with_sane_logits_and_lossless_lookahead() {
         let plain = greedy_run(&mut session, &mut PlainDecoder, p);
         assert_eq!(plain.len(), 40);
         for (w, n, g) in [(4, 3, 4), (2, 2, 3), (5, 5, 5)] {
-            let mut la = LookaheadDecoder::new(LookaheadConfig::new(w, n, g)).unwrap();
+            let mut la = SpeculativeDecoder::lookahead(LookaheadConfig::new(w, n, g)).unwrap();
             let out = greedy_run(&mut session, &mut la, p);
             assert_eq!(out, plain, "W={w} N={n} G={g}");
         }

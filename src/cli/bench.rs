@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use lade::decode::auto::{self, AutoOptions, DecoderOptions, Strategy};
-use lade::decode::{
-    Decoder, LookaheadDecoder, ParallelLookaheadDecoder, PlainDecoder, PromptLookupDecoder,
-};
+use lade::decode::{Decoder, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::Sampler;
@@ -210,13 +208,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut auto_pick = None;
             let mut dec: Box<dyn Decoder> = match cfg.strategy {
                 BenchStrategy::Greedy => Box::new(PlainDecoder),
-                BenchStrategy::Lookahead(c) if group.is_some() => {
-                    Box::new(ParallelLookaheadDecoder::new(c)?.with_corpus(corpus.clone()))
-                }
                 BenchStrategy::Lookahead(c) => {
-                    Box::new(LookaheadDecoder::new(c)?.with_corpus(corpus.clone()))
+                    let decoder = match &group {
+                        Some(g) => SpeculativeDecoder::lookahead_parallel(c, g.clone())?,
+                        None => SpeculativeDecoder::lookahead(c)?,
+                    };
+                    Box::new(decoder.with_corpus(corpus.clone()))
                 }
-                BenchStrategy::PromptLookup(c) => Box::new(PromptLookupDecoder::new(c)?),
+                BenchStrategy::PromptLookup(c) => Box::new(SpeculativeDecoder::prompt_lookup(c)?),
                 BenchStrategy::Auto => {
                     let opts = AutoOptions {
                         max_rows: context.saturating_sub(ids.len() + args.max_tokens),

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
-    AutoChoice, AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig,
-    ParallelLookaheadDecoder, PlainDecoder,
+    AutoChoice, AutoOptions, Decoder, DecoderOptions, DeviceGroup, DraftCorpus, LookaheadConfig,
+    PlainDecoder, SpeculativeDecoder,
 };
 use lade::generate::{generate, StopRules};
 use lade::loader::LoadedModel;
@@ -162,12 +162,14 @@ impl LookaheadArgs {
 
     /// The decoder of Lookahead Parallelism over several devices: the W,N,G given, or
     /// [`LookaheadConfig::DEFAULT`] for `auto` (the measured cost model is single-device).
-    /// Also says whether `auto` was replaced.
+    /// The replicas come from `group` once the options are known to be valid; the decoder
+    /// comes back with them, and says whether `auto` was replaced.
     pub fn parallel_decoder(
         &self,
         seed: u64,
         corpus: Option<Arc<DraftCorpus>>,
-    ) -> anyhow::Result<(Box<dyn Decoder>, bool)> {
+        group: impl FnOnce() -> anyhow::Result<DeviceGroup>,
+    ) -> anyhow::Result<(Box<dyn Decoder>, DeviceGroup, bool)> {
         anyhow::ensure!(
             !self.no_lookahead,
             "--devices with several devices runs Lookahead Parallelism: drop --no-lookahead \
@@ -181,8 +183,11 @@ impl LookaheadArgs {
             LookaheadConfig::new(w, n, g)
         };
         let cfg = self.decoder_options(seed, None).apply(wng);
-        let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(corpus);
-        Ok((Box::new(decoder), auto))
+        cfg.validate()?;
+        let group = group()?;
+        let decoder =
+            SpeculativeDecoder::lookahead_parallel(cfg, group.clone())?.with_corpus(corpus);
+        Ok((Box::new(decoder), group, auto))
     }
 
     /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
@@ -306,7 +311,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut auto = None;
     let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
         if let Some(list) = parallel {
-            let (decoder, defaulted) = args.lookahead.parallel_decoder(args.seed, corpus()?)?;
+            let (decoder, group, defaulted) =
+                args.lookahead.parallel_decoder(args.seed, corpus()?, || {
+                    device_group(&loaded, list, context)
+                })?;
             let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
             args.model.log(&format!(
                 "lookahead parallelism: {} on {} (host-channel exchange){}",
@@ -318,7 +326,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                     ""
                 }
             ));
-            (decoder, Box::new(device_group(&loaded, list, context)?))
+            (decoder, Box::new(group))
         } else {
             let (decoder, choice) = args.lookahead.decoder_for(
                 args.seed,

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use lade::decode::DeviceGroup;
 use lade::loader::{self, LoadOptions, LoadedModel};
-use lade::model::{DeviceGroup, WeightFormat};
+use lade::model::WeightFormat;
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -78,7 +79,7 @@ pub fn device_name(d: Option<usize>) -> String {
 
 /// One replica of `loaded` per entry of `devices`, each on its own host thread, as the device
 /// group of Lookahead Parallelism. The exchange between them is host channels (see
-/// `lade::model::group`).
+/// `lade::decode::device_group`).
 pub fn device_group(
     loaded: &LoadedModel,
     devices: &[Option<usize>],

@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use lade::decode::auto::{fill_cache, timing_id};
-use lade::decode::lookahead::StepLayout;
+use lade::decode::lookahead::synthetic_step;
+use lade::decode::speculative::StepTree;
 use lade::decode::LookaheadConfig;
 use lade::model::CausalLm;
 use serde_json::json;
@@ -42,7 +43,7 @@ pub struct ProfileArgs {
 /// One profiled step shape.
 struct Shape {
     label: String,
-    layout: StepLayout,
+    layout: StepTree,
 }
 
 fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>> {
@@ -51,7 +52,7 @@ fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>
         if part == "plain" {
             out.push(Shape {
                 label: "plain".into(),
-                layout: StepLayout::candidates_only(timing_id(past, vocab), past as u32, &[]),
+                layout: synthetic_step(0, 1, 0, past, |i| timing_id(i, vocab)),
             });
             continue;
         }
@@ -62,7 +63,7 @@ fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>
             .with_context(|| format!("--shapes: `{part}`"))?;
         out.push(Shape {
             label: format!("lookahead {w},{n},{g}"),
-            layout: StepLayout::synthetic(w, n, g, past, vocab),
+            layout: synthetic_step(w, n, g, past, |i| timing_id(i, vocab)),
         });
     }
     anyhow::ensure!(!out.is_empty(), "--shapes is empty");
@@ -78,7 +79,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// argmax of its logit rows back on the host; the cache is rolled back after each run.
 fn time_step(
     lm: &mut dyn CausalLm,
-    layout: &StepLayout,
+    layout: &StepTree,
     past: usize,
     repeat: usize,
 ) -> anyhow::Result<f64> {

@@ -1,12 +1,32 @@
 //! Decoding strategies. Each one turns a model's logits into committed tokens, one forward pass
 //! per step, and knows nothing about kernels: it talks to a [`CausalLm`].
+//!
+//! - [`plain`]: one token per step.
+//! - [`speculative`]: the speculative step (one forward pass over the pending token, the drafts
+//!   and the drafters' lookahead rows; verification; accepted rows kept) and the [`Drafter`]
+//!   trait; [`speculative_decoder`]: the decoder built from drafters, of which lookahead,
+//!   prompt lookup and Lookahead Parallelism are configurations.
+//! - Drafters: [`lookahead`] (the Jacobi window and the n-gram pool), [`text_index`] (the
+//!   prompt and output), [`corpus_drafter`] (the draft corpus of [`corpus`] and
+//!   [`corpus_file`]).
+//! - [`device_group`]: model replicas on host threads, the transport of Lookahead
+//!   Parallelism.
+//! - [`auto`]: picks a configuration from measured step costs.
+//!
+//! [`Drafter`]: speculative::Drafter
 
 pub mod auto;
 pub mod corpus;
+pub mod corpus_drafter;
 pub mod corpus_file;
+pub mod device_group;
 pub mod lookahead;
 pub mod plain;
 pub mod prompt_lookup;
+pub mod row_outputs;
+pub mod speculative;
+pub mod speculative_decoder;
+pub mod text_index;
 
 use crate::model::CausalLm;
 use crate::sampling::Sampler;
@@ -15,9 +35,12 @@ use crate::Result;
 pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
-pub use lookahead::{LookaheadConfig, LookaheadDecoder, ParallelLookaheadDecoder};
+pub use device_group::DeviceGroup;
+pub use lookahead::LookaheadConfig;
 pub use plain::PlainDecoder;
-pub use prompt_lookup::{PromptLookupConfig, PromptLookupDecoder};
+pub use prompt_lookup::PromptLookupConfig;
+pub use row_outputs::RowOutputs;
+pub use speculative_decoder::{SpeculativeDecoder, SpeculativeStats};
 
 /// The sequence as a strategy sees it before a step.
 #[derive(Debug, Clone, Copy)]

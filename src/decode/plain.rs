@@ -1,7 +1,7 @@
 //! Plain autoregressive decoding: one token per forward pass.
 
-use super::{Decoder, SequenceView, StepOutcome};
-use crate::model::{AttentionMask, Batch, CausalLm, RowOutputs};
+use super::{Decoder, RowOutputs, SequenceView, StepOutcome};
+use crate::model::{AttentionMask, Batch, CausalLm};
 use crate::sampling::Sampler;
 use crate::{LadeError, Result};
 

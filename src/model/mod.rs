@@ -5,7 +5,6 @@ pub mod attention;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod group;
 pub mod kv_cache;
 pub mod llama;
 pub mod mask;
@@ -17,7 +16,6 @@ pub mod weights;
 use std::sync::Arc;
 
 pub use config::ModelConfig;
-pub use group::{DeviceGroup, Pick, Share};
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use mask::AttentionMask;
@@ -119,56 +117,6 @@ pub trait CausalLm {
         Ok((0..logits.rows())
             .map(|i| crate::sampling::argmax(logits.row(i)))
             .collect())
-    }
-    /// The replicas behind this sequence when it is a [`DeviceGroup`] (Lookahead Parallelism
-    /// splits its steps across them); `None` for a single device.
-    fn as_group(&mut self) -> Option<&mut DeviceGroup> {
-        None
-    }
-}
-
-/// What a decoder gets back for the logit rows of a step: whole rows when it samples, or just
-/// each row's argmax when it decodes greedily without penalties.
-#[derive(Debug, Clone)]
-pub enum RowOutputs {
-    Logits(Logits),
-    Argmax(Vec<u32>),
-}
-
-impl RowOutputs {
-    /// Runs `batch` on `lm`, fetching whole rows only when `sampler` needs them.
-    pub fn forward(
-        lm: &mut dyn CausalLm,
-        batch: &Batch<'_>,
-        sampler: &crate::sampling::Sampler,
-    ) -> Result<Self> {
-        Ok(if sampler.is_argmax() {
-            RowOutputs::Argmax(lm.forward_argmax(batch)?)
-        } else {
-            RowOutputs::Logits(lm.forward(batch)?)
-        })
-    }
-
-    /// The sampler's choice for logit row `row` (history and index as in `Sampler::choose`).
-    pub fn choose(
-        &self,
-        sampler: &crate::sampling::Sampler,
-        row: usize,
-        history: &[u32],
-        index: u64,
-    ) -> u32 {
-        match self {
-            RowOutputs::Logits(l) => sampler.choose(l.row(row), history, index),
-            RowOutputs::Argmax(ids) => ids[row],
-        }
-    }
-
-    /// The argmax of logit row `row`.
-    pub fn argmax(&self, row: usize) -> u32 {
-        match self {
-            RowOutputs::Logits(l) => crate::sampling::argmax(l.row(row)),
-            RowOutputs::Argmax(ids) => ids[row],
-        }
     }
 }
 

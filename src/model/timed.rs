@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Batch, CausalLm, DeviceGroup, Logits};
+use super::{Batch, CausalLm, Logits};
 use crate::Result;
 
 /// Forwards every call to `inner` and sums the wall time of those that run the model.
@@ -57,10 +57,5 @@ impl CausalLm for TimedLm<'_> {
 
     fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
         self.timed(|lm| lm.forward_argmax(batch))
-    }
-
-    /// A device group's steps are run through the group itself, so they are not timed here.
-    fn as_group(&mut self) -> Option<&mut DeviceGroup> {
-        self.inner.as_group()
     }
 }

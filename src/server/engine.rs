@@ -7,7 +7,8 @@
 //!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
 //! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as
-//! the single-device one, each on its own host thread) and a [`ParallelLookaheadDecoder`].
+//! the single-device one, each on its own host thread) and
+//! [`SpeculativeDecoder::lookahead_parallel`].
 //! Requests never share a group, so concurrent requests cannot disturb each other's caches;
 //! only the weights are shared, read-only. Requests that decode plainly run on the first
 //! device alone, as without `--devices`.
@@ -21,13 +22,14 @@ use super::error::ApiError;
 use super::request::{Endpoint, LookaheadRequest, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
+use crate::decode::DeviceGroup;
 use crate::decode::{
-    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, LookaheadDecoder,
-    ParallelLookaheadDecoder, PlainDecoder,
+    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, PlainDecoder,
+    SpeculativeDecoder,
 };
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
-use crate::model::{CausalLm, DeviceGroup};
+use crate::model::CausalLm;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
@@ -120,7 +122,9 @@ pub fn decoder_for(
         LookaheadMode::Auto | LookaheadMode::Off => Ok(Box::new(PlainDecoder)),
         LookaheadMode::On(mut cfg) => {
             cfg.seed = seed;
-            Ok(Box::new(LookaheadDecoder::new(cfg)?.with_corpus(corpus)))
+            Ok(Box::new(
+                SpeculativeDecoder::lookahead(cfg)?.with_corpus(corpus),
+            ))
         }
     }
 }
@@ -395,8 +399,10 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
         match (job.mode, &ready.devices) {
             (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
                 cfg.seed = job.sampling.seed;
-                let decoder = ParallelLookaheadDecoder::new(cfg)?.with_corpus(ready.corpus.clone());
+                cfg.validate()?;
                 let group = set.group(&ready.loaded, capacity)?;
+                let decoder = SpeculativeDecoder::lookahead_parallel(cfg, group.clone())?
+                    .with_corpus(ready.corpus.clone());
                 (Box::new(group), Box::new(decoder), Some(set.labels()))
             }
             _ => (

@@ -283,7 +283,7 @@ pub async fn serve(
 }
 
 /// [`serve`] with a loader that may also give devices for Lookahead Parallelism: then every
-/// request that decodes with lookahead runs [`crate::decode::ParallelLookaheadDecoder`] on a
+/// request that decodes with lookahead runs [`crate::decode::SpeculativeDecoder::lookahead_parallel`] on a
 /// device group of its own, `--lookahead auto` means [`LookaheadConfig::DEFAULT`] (the
 /// measured cost model is single-device), and plain requests run on the first device.
 ///

@@ -23,7 +23,8 @@ use serde::Serialize;
 pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
 pub use prior::{AcceptanceEntry, AcceptanceTable};
 
-use super::{Decoder, DraftCorpus, LookaheadConfig, LookaheadDecoder, PlainDecoder};
+use super::lookahead::synthetic_step;
+use super::{Decoder, DraftCorpus, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -77,7 +78,7 @@ pub struct DecoderOptions {
     pub adaptive_draft: bool,
     /// Seed of the window initialisation.
     pub seed: u64,
-    /// Drafts for steps whose text has none (see [`LookaheadDecoder::with_corpus`]).
+    /// Drafts for steps whose text has none (see [`SpeculativeDecoder::with_corpus`]).
     pub corpus: Option<Arc<DraftCorpus>>,
 }
 
@@ -106,8 +107,8 @@ impl DecoderOptions {
     }
 
     /// A lookahead decoder for `config` (its W, N, G) with these switches and corpus.
-    pub fn lookahead(&self, config: LookaheadConfig) -> Result<LookaheadDecoder> {
-        Ok(LookaheadDecoder::new(self.apply(config))?.with_corpus(self.corpus.clone()))
+    pub fn lookahead(&self, config: LookaheadConfig) -> Result<SpeculativeDecoder> {
+        Ok(SpeculativeDecoder::lookahead(self.apply(config))?.with_corpus(self.corpus.clone()))
     }
 }
 
@@ -293,13 +294,13 @@ impl Measured {
 /// (each the minimum of three, interleaved, after a warm-up pass), after a short prefilled
 /// context; the cache is left empty.
 fn time_step(lm: &mut dyn CausalLm, config: &LookaheadConfig) -> Result<f64> {
-    use super::lookahead::StepLayout;
     let vocab = lm.vocab_size().max(1);
     let (w, n, g) = wng(config);
     let past = MeasureOptions::default().past;
     cost::fill_cache(lm, past)?;
-    let layout = StepLayout::synthetic(w, n, g, past, vocab);
-    let single = StepLayout::candidates_only(cost::timing_id(past, vocab), past as u32, &[]);
+    let id = |i: usize| timing_id(i, vocab);
+    let layout = synthetic_step(w, n, g, past, id);
+    let single = synthetic_step(0, 1, 0, past, id);
     let (mut step, mut one) = (f64::INFINITY, f64::INFINITY);
     for rep in 0..4 {
         for (layout, best) in [(&layout, &mut step), (&single, &mut one)] {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::{LadeError, Result};
 
-/// Configuration of [`super::LookaheadDecoder`].
+/// Configuration of lookahead decoding ([`crate::decode::SpeculativeDecoder::lookahead`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LookaheadConfig {
     /// Window columns: Jacobi guesses kept per level. 0 runs no lookahead branch: the
@@ -21,17 +21,18 @@ pub struct LookaheadConfig {
     /// fully matched candidate is dropped).
     pub reference_compat: bool,
     /// Put the continuation of the longest matching earlier context of the committed text
-    /// first among the candidates (see [`super::ContextIndex`]).
+    /// first among the candidates (see [`crate::decode::text_index`]).
     pub context_match: bool,
     /// Without a window (W = 0) and with the context match: the context-matched candidate's
     /// length follows the evidence of the match, from 3 tokens after a one-token context up to
     /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
-    /// (see [`super::DraftIndex::draft`]). Off: one N-1-token candidate every step.
+    /// (see [`crate::decode::text_index::TextDraftMode::FollowsMatch`]). Off: one N-1-token
+    /// candidate every step.
     pub adaptive_draft: bool,
     /// When the committed text offers no context-matched candidate, or (with
     /// `adaptive_draft`) only one after a match much shorter than the corpus's context, draft
     /// from the decoder's draft corpus, if it has one (see [`crate::decode::DraftCorpus`] and
-    /// [`super::CORPUS_OVER_TEXT_MARGIN`]).
+    /// [`crate::decode::speculative::policy`]).
     pub corpus_drafts: bool,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,

@@ -2,9 +2,10 @@
 //! model and its own KV cache of the same sequence, and runs on its own host thread.
 //!
 //! Only token ids cross between the coordinator and the devices: batches go out as ids,
-//! positions and a mask; the answers come back as the chosen id of each requested row (argmax,
-//! or the seeded sampler's choice computed on the device's thread). Logits never leave a
-//! device, except through [`CausalLm::forward`] of the whole group, which returns device 0's.
+//! positions and a mask; the answers come back as one id per requested row: the argmax, or
+//! what the caller's [`ChooseRows`] picks from the whole rows on the device's thread (the
+//! decoder's choice of token: the model only offers the rows). Logits never leave a device,
+//! except through [`CausalLm::forward`] of the whole group, which returns device 0's.
 //!
 //! The exchange runs over host channels (`std::sync::mpsc`). That is what runs for CPU devices
 //! and for CUDA devices alike in this build; an NCCL exchange (cudarc's `nccl` module) is for
@@ -14,7 +15,9 @@
 //! As a [`CausalLm`] the group is the committed sequence: `cache_len` is the logical length,
 //! and `forward`/`truncate`/`keep_rows` go to every device, so any decoder runs on it (each
 //! device doing the whole step). Lookahead Parallelism uses [`DeviceGroup::forward_shares`]
-//! (one different batch per device) and [`DeviceGroup::commit_shares`] instead.
+//! (one different batch per device) and [`DeviceGroup::commit_shares`] instead, through a
+//! handle of its own: clones of a [`DeviceGroup`] are handles to the same devices, so the
+//! decoder holds one while the generation loop drives the sequence through another.
 //!
 //! After a parallel step only the device that held the winning candidate has the K/V of the
 //! accepted draft tokens; the others keep `t0` only and remember the missing tokens, which they
@@ -22,32 +25,31 @@
 //! the authors' code does (`guess_skip_dist`). K/V rows never cross devices.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use super::{AttentionMask, Batch, CausalLm, Logits};
-use crate::sampling::{argmax, Sampler};
+use crate::model::{AttentionMask, Batch, CausalLm, Logits};
 use crate::{LadeError, Result};
 
-/// How a device turns the logit rows of its share into token ids.
+/// Picks one id per logit row of a share from the whole rows, on the device's thread.
+pub trait ChooseRows: Send + Sync + std::fmt::Debug {
+    fn choose(&self, logits: &Logits) -> Vec<u32>;
+}
+
+/// What a device answers for the logit rows of its share.
 #[derive(Debug, Clone)]
-pub enum Pick {
+pub enum Answer {
     /// The argmax of every row (computed where the device can, e.g. on the GPU).
     Argmax,
-    /// Row `i` becomes `sampler.choose(row, history ++ rows[i].extra, rows[i].index)`, or the
-    /// argmax where `rows[i]` is `None`.
-    Choose {
-        sampler: Arc<Sampler>,
-        history: Arc<Vec<u32>>,
-        rows: Vec<Option<(Vec<u32>, u64)>>,
-    },
+    /// The ids the caller's rule picks from the whole rows.
+    Choose(Arc<dyn ChooseRows>),
 }
 
 /// One device's part of a parallel step.
 #[derive(Debug, Clone)]
 pub struct Share<'a> {
     pub batch: Batch<'a>,
-    pub pick: Pick,
+    pub answer: Answer,
 }
 
 /// What a device thread is asked to do.
@@ -69,7 +71,7 @@ enum Command {
 
 enum Want {
     Logits,
-    Ids(Pick),
+    Ids(Answer),
 }
 
 enum Reply {
@@ -106,8 +108,8 @@ struct Device {
     missing: Vec<u32>,
 }
 
-/// K replicas of one sequence, each on its own thread.
-pub struct DeviceGroup {
+/// The devices of a [`DeviceGroup`] and the coordinator's view of them.
+struct Group {
     devices: Vec<Device>,
     labels: Vec<String>,
     /// Length of the committed sequence's cache (what `cache_len` reports).
@@ -118,11 +120,17 @@ pub struct DeviceGroup {
     split: bool,
 }
 
+/// K replicas of one sequence, each on its own thread. Clones are handles to the same devices;
+/// the threads end when the last handle is dropped.
+#[derive(Clone)]
+pub struct DeviceGroup(Arc<Mutex<Group>>);
+
 impl std::fmt::Debug for DeviceGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.group();
         f.debug_struct("DeviceGroup")
-            .field("devices", &self.labels)
-            .field("len", &self.len)
+            .field("devices", &g.labels)
+            .field("len", &g.len)
             .finish()
     }
 }
@@ -139,27 +147,10 @@ fn serve(mut lm: Box<dyn CausalLm + Send>, rx: Receiver<Command>) {
                 let b = batch.batch();
                 let out = match want {
                     Want::Logits => lm.forward(&b).map(Reply::Logits),
-                    Want::Ids(Pick::Argmax) => lm.forward_argmax(&b).map(Reply::Ids),
-                    Want::Ids(Pick::Choose {
-                        sampler,
-                        history,
-                        rows,
-                    }) => lm.forward(&b).map(|logits| {
-                        let mut h: Vec<u32> = history.as_ref().clone();
-                        let base = h.len();
-                        Reply::Ids(
-                            (0..logits.rows())
-                                .map(|i| match rows.get(i).and_then(Option::as_ref) {
-                                    Some((extra, index)) => {
-                                        h.truncate(base);
-                                        h.extend_from_slice(extra);
-                                        sampler.choose(logits.row(i), &h, *index)
-                                    }
-                                    None => argmax(logits.row(i)),
-                                })
-                                .collect(),
-                        )
-                    }),
+                    Want::Ids(Answer::Argmax) => lm.forward_argmax(&b).map(Reply::Ids),
+                    Want::Ids(Answer::Choose(rule)) => lm
+                        .forward(&b)
+                        .map(|logits| Reply::Ids(rule.choose(&logits))),
                 };
                 let _ = reply.send(out);
             }
@@ -219,10 +210,9 @@ fn with_prefix(mask: &AttentionMask, m: usize, past: usize, q: usize) -> Attenti
     }
 }
 
-impl DeviceGroup {
-    /// Starts one thread per session. Every session must be empty (a fresh sequence) and all
-    /// must share vocabulary; the group's context is the smallest of theirs.
-    pub fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
+impl Group {
+    /// See [`DeviceGroup::new`].
+    fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
         if sessions.is_empty() {
             return Err(LadeError::InvalidArgument(
                 "a device group needs at least one device".into(),
@@ -263,31 +253,6 @@ impl DeviceGroup {
             vocab,
             split: false,
         })
-    }
-
-    /// Number of devices.
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
-    /// Device names, for logs.
-    pub fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    /// Positions in each device's cache (tests: after a committed step they differ only by
-    /// the tokens a device has still to feed).
-    pub fn device_cache_lens(&self) -> Vec<usize> {
-        self.devices.iter().map(|d| d.len).collect()
-    }
-
-    /// Committed tokens each device has not computed K/V for yet.
-    pub fn device_missing(&self) -> Vec<usize> {
-        self.devices.iter().map(|d| d.missing.len()).collect()
     }
 
     fn send(&self, d: usize, cmd: Command) -> Result<()> {
@@ -372,10 +337,7 @@ impl DeviceGroup {
         Ok(())
     }
 
-    /// Runs one share per device, all starting at the committed length, concurrently; returns
-    /// each device's chosen ids, one per logit row of its share. Must be followed by
-    /// [`Self::commit_shares`].
-    pub fn forward_shares(&mut self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
+    fn forward_shares(&mut self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
         self.ensure_joined("forward_shares")?;
         if shares.len() != self.devices.len() {
             return Err(LadeError::InvalidArgument(format!(
@@ -397,7 +359,7 @@ impl DeviceGroup {
         let receivers = shares
             .iter()
             .enumerate()
-            .map(|(d, s)| self.dispatch(d, &s.batch, Want::Ids(s.pick.clone())))
+            .map(|(d, s)| self.dispatch(d, &s.batch, Want::Ids(s.answer.clone())))
             .collect::<Result<Vec<_>>>()?;
         receivers
             .iter()
@@ -409,11 +371,7 @@ impl DeviceGroup {
             .collect()
     }
 
-    /// Ends a parallel step: `committed` are the tokens now committed from position `start`
-    /// (the committed length before the step), and device `d` keeps the rows `keep[d]` of its
-    /// share, which must hold the K/V of `committed[..keep[d].len()]`. The rest of `committed`
-    /// is fed by that device at its next forward pass.
-    pub fn commit_shares(
+    fn commit_shares(
         &mut self,
         start: usize,
         keep: &[Vec<usize>],
@@ -457,9 +415,7 @@ impl DeviceGroup {
         Ok(replies)
     }
 
-    /// Runs `batch` on every device and returns the logits of each: replicas of one sequence
-    /// must agree (a check for tests and debugging; the decoders never move logits).
-    pub fn forward_all(&mut self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
+    fn forward_all(&mut self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
         self.broadcast(batch, |_| Want::Logits)?
             .into_iter()
             .enumerate()
@@ -471,14 +427,113 @@ impl DeviceGroup {
     }
 }
 
+impl DeviceGroup {
+    /// Starts one thread per session. Every session must be empty (a fresh sequence) and all
+    /// must share vocabulary; the group's context is the smallest of theirs.
+    pub fn new(sessions: Vec<Box<dyn CausalLm + Send>>, labels: Vec<String>) -> Result<Self> {
+        Ok(Self(Arc::new(Mutex::new(Group::new(sessions, labels)?))))
+    }
+
+    /// The devices (a panic on another handle's thread leaves them usable: every operation
+    /// keeps the lengths consistent before it can fail).
+    fn group(&self) -> MutexGuard<'_, Group> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.group().devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.group().devices.is_empty()
+    }
+
+    /// Device names, for logs.
+    pub fn labels(&self) -> Vec<String> {
+        self.group().labels.clone()
+    }
+
+    /// Positions in each device's cache (tests: after a committed step they differ only by
+    /// the tokens a device has still to feed).
+    pub fn device_cache_lens(&self) -> Vec<usize> {
+        self.group().devices.iter().map(|d| d.len).collect()
+    }
+
+    /// Committed tokens each device has not computed K/V for yet.
+    pub fn device_missing(&self) -> Vec<usize> {
+        self.group()
+            .devices
+            .iter()
+            .map(|d| d.missing.len())
+            .collect()
+    }
+
+    /// Runs one share per device, all starting at the committed length, concurrently; returns
+    /// each device's chosen ids, one per logit row of its share. Must be followed by
+    /// [`Self::commit_shares`].
+    pub fn forward_shares(&self, shares: &[Share<'_>]) -> Result<Vec<Vec<u32>>> {
+        self.group().forward_shares(shares)
+    }
+
+    /// Ends a parallel step: `committed` are the tokens now committed from position `start`
+    /// (the committed length before the step), and device `d` keeps the rows `keep[d]` of its
+    /// share, which must hold the K/V of `committed[..keep[d].len()]`. The rest of `committed`
+    /// is fed by that device at its next forward pass.
+    pub fn commit_shares(
+        &self,
+        start: usize,
+        keep: &[Vec<usize>],
+        committed: &[u32],
+    ) -> Result<()> {
+        self.group().commit_shares(start, keep, committed)
+    }
+
+    /// Runs `batch` on every device and returns the logits of each: replicas of one sequence
+    /// must agree (a check for tests and debugging; the decoders never move logits).
+    pub fn forward_all(&self, batch: &Batch<'_>) -> Result<Vec<Logits>> {
+        self.group().forward_all(batch)
+    }
+}
+
 impl CausalLm for DeviceGroup {
+    fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
+        self.group().forward(batch)
+    }
+
+    fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
+        self.group().forward_argmax(batch)
+    }
+
+    fn cache_len(&self) -> usize {
+        self.group().cache_len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.group().truncate(len)
+    }
+
+    fn keep_rows(&mut self, start: usize, rows: &[usize]) -> Result<()> {
+        self.group().keep_rows(start, rows)
+    }
+
+    fn context_size(&self) -> usize {
+        self.group().context_size()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.group().vocab_size()
+    }
+}
+
+impl CausalLm for Group {
     /// Every device runs `batch` (their caches must stay equal); device 0's logits come back.
     fn forward(&mut self, batch: &Batch<'_>) -> Result<Logits> {
         let want = |d: usize| {
             if d == 0 {
                 Want::Logits
             } else {
-                Want::Ids(Pick::Argmax)
+                Want::Ids(Answer::Argmax)
             }
         };
         match self.broadcast(batch, want)?.into_iter().next() {
@@ -489,7 +544,7 @@ impl CausalLm for DeviceGroup {
 
     fn forward_argmax(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>> {
         match self
-            .broadcast(batch, |_| Want::Ids(Pick::Argmax))?
+            .broadcast(batch, |_| Want::Ids(Answer::Argmax))?
             .into_iter()
             .next()
         {
@@ -540,13 +595,9 @@ impl CausalLm for DeviceGroup {
     fn vocab_size(&self) -> usize {
         self.vocab
     }
-
-    fn as_group(&mut self) -> Option<&mut DeviceGroup> {
-        Some(self)
-    }
 }
 
-impl Drop for DeviceGroup {
+impl Drop for Group {
     fn drop(&mut self) {
         for d in &mut self.devices {
             d.tx = None; // hang up: the thread's loop ends

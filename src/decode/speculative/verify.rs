@@ -1,4 +1,4 @@
-//! Verification of candidate n-grams by sample-and-match.
+//! Verification of a step's drafts by sample-and-match.
 //!
 //! The model's own choice at each position (argmax, or the seeded sample of plain decoding) is
 //! computed from the row of the longest surviving candidate prefix; candidates survive while

@@ -1,0 +1,356 @@
+//! The index of the committed text (prompt and output) and the drafter that continues the
+//! text from the latest earlier place whose last few tokens equal the sequence's last few
+//! tokens (prompt lookup with a multi-token key).
+//!
+//! The n-gram pool is keyed by the pending token alone and keeps the G most recent tuples of
+//! that key, so with a small G the prompt's n-grams are soon evicted by the window's. The index
+//! keeps every end position of every context of 1 to 6 tokens; the drafter looks up the longest
+//! context of the sequence's end that occurred before and drafts what followed it, in one of
+//! two ways ([`TextDraftMode`]). The step verifies the draft like any other, so the output does
+//! not depend on it, only how many tokens a step confirms.
+//!
+//! Example, contexts of 2 tokens, committed `a b c d a b`: the context `a b` ended at index 1
+//! and was followed by `c d`, so the 2-token draft after the final `a b` is `c d`.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use super::speculative::{Budget, Draft, Drafter};
+
+/// Longest context indexed.
+const LONGEST_CONTEXT: usize = 6;
+
+/// Every end (index of the last token) of every context of 1 to [`LONGEST_CONTEXT`] tokens
+/// of the committed text.
+#[derive(Debug, Clone, Default)]
+pub struct TextIndex {
+    /// Context tokens → its end indices, ascending.
+    ends: HashMap<Vec<u32>, Vec<usize>>,
+    /// Tokens of the text indexed.
+    indexed: usize,
+}
+
+impl TextIndex {
+    /// Indexes the new ends of `tokens` (the whole committed text, which only grows).
+    pub fn extend(&mut self, tokens: &[u32]) {
+        for end in self.indexed..tokens.len() {
+            for k in 1..=LONGEST_CONTEXT.min(end + 1) {
+                self.ends
+                    .entry(tokens[end + 1 - k..=end].to_vec())
+                    .or_default()
+                    .push(end);
+            }
+        }
+        self.indexed = self.indexed.max(tokens.len());
+    }
+
+    /// The latest end of the longest context of `contexts` tokens that `tokens` (the indexed
+    /// text) ends with, among the ends followed by at least `followers` indexed tokens.
+    pub fn latest_end(
+        &self,
+        tokens: &[u32],
+        contexts: RangeInclusive<usize>,
+        followers: usize,
+    ) -> Option<usize> {
+        let limit = self.indexed.checked_sub(followers)?;
+        let len = tokens.len();
+        (*contexts.start()..=(*contexts.end()).min(len))
+            .rev()
+            .find_map(|k| {
+                let ends = self.ends.get(&tokens[len - k..])?;
+                ends.iter().rev().find(|&&e| e < limit).copied()
+            })
+    }
+}
+
+/// Draft length after a match of `matched` context tokens, at most `max`: 3 / 7 / 15 / 31
+/// tokens (steps of 4 / 8 / 16 / 32 rows with the pending token) after 1 / 2-3 / 4-15 / 16+
+/// matching tokens. Chosen by exact replays on greedy texts, each step priced at the H200's
+/// measured cost of its row count: the longer the match, the more of its continuation is
+/// accepted.
+pub fn draft_len(matched: usize, max: usize) -> usize {
+    let len = match matched {
+        0 => 0,
+        1 => 3,
+        2..=3 => 7,
+        4..=15 => 15,
+        _ => 31,
+    };
+    len.min(max)
+}
+
+/// Matched tokens counted back from a found end (the longest threshold of [`draft_len`]).
+const MATCH_CAP: usize = 16;
+
+/// How the text drafter drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextDraftMode {
+    /// The budget's full length of what followed the latest earlier occurrence of the longest
+    /// matching 2- or 3-token context (one token is the pool's key already, and longer
+    /// contexts rarely differ from 3 on the text of one conversation).
+    Continuation,
+    /// A draft whose length follows the evidence: after the longest matching 1- to 6-token
+    /// context, count the tokens matching backwards (at most 16) and draft [`draft_len`] of
+    /// that many tokens. Where the continuation reaches the end of the text it repeats with
+    /// the distance between the two ends as its period (an overlapping copy, as in LZ77), so
+    /// a loop in the text yields a full-length draft.
+    FollowsMatch,
+}
+
+/// Drafts from the committed text through its [`TextIndex`]: at most one draft a step.
+#[derive(Debug, Clone)]
+pub struct TextDrafter {
+    index: TextIndex,
+    mode: TextDraftMode,
+}
+
+impl TextDrafter {
+    pub fn new(mode: TextDraftMode) -> Self {
+        Self {
+            index: TextIndex::default(),
+            mode,
+        }
+    }
+
+    pub fn mode(&self) -> TextDraftMode {
+        self.mode
+    }
+
+    /// The [`TextDraftMode::FollowsMatch`] draft after `tokens`, at most `max` tokens.
+    fn follow_match(&self, tokens: &[u32], max: usize) -> Option<Draft> {
+        let len = tokens.len();
+        let end = self.index.latest_end(tokens, 1..=LONGEST_CONTEXT, 1)?;
+        let matched = (0..MATCH_CAP.min(end + 1))
+            .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
+            .count();
+        let period = len - 1 - end;
+        let mut draft: Vec<u32> = Vec::new();
+        for j in 0..draft_len(matched, max) {
+            let src = end + 1 + j;
+            let t = if src < len {
+                tokens[src]
+            } else {
+                draft[j - period]
+            };
+            draft.push(t);
+        }
+        (!draft.is_empty()).then_some(Draft {
+            tokens: draft,
+            context: Some(matched),
+        })
+    }
+}
+
+impl Drafter for TextDrafter {
+    fn begin(&mut self, prompt: &[u32]) {
+        self.index = TextIndex::default();
+        self.index.extend(prompt);
+    }
+
+    fn propose(&self, text: &[u32], budget: Budget) -> Vec<Draft> {
+        if budget.drafts == 0 || budget.tokens == 0 {
+            return Vec::new();
+        }
+        let draft = match self.mode {
+            TextDraftMode::Continuation => {
+                self.index
+                    .latest_end(text, 2..=3, budget.tokens)
+                    .map(|end| Draft {
+                        tokens: text[end + 1..=end + budget.tokens].to_vec(),
+                        context: None,
+                    })
+            }
+            TextDraftMode::FollowsMatch => self.follow_match(text, budget.tokens),
+        };
+        draft.into_iter().collect()
+    }
+
+    fn observe(&mut self, text: &[u32], _new: usize, _outputs: &[u32]) {
+        self.index.extend(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text drafter with a budget of one draft of `tokens` tokens.
+    struct Probe {
+        drafter: TextDrafter,
+        tokens: usize,
+    }
+
+    impl Probe {
+        fn extend(&mut self, text: &[u32]) {
+            self.drafter.observe(text, 0, &[]);
+        }
+        fn draft(&self, text: &[u32]) -> Option<Draft> {
+            let budget = Budget {
+                drafts: 1,
+                tokens: self.tokens,
+            };
+            self.drafter.propose(text, budget).pop()
+        }
+        fn lookup(&self, text: &[u32]) -> Option<Vec<u32>> {
+            self.draft(text).map(|d| d.tokens)
+        }
+    }
+
+    /// The continuation drafter, drafts of `arity` tokens.
+    fn continuation(arity: usize) -> Probe {
+        Probe {
+            drafter: TextDrafter::new(TextDraftMode::Continuation),
+            tokens: arity,
+        }
+    }
+
+    /// The match-following drafter, drafts of at most `max` tokens.
+    fn follow(max: usize) -> Probe {
+        Probe {
+            drafter: TextDrafter::new(TextDraftMode::FollowsMatch),
+            tokens: max,
+        }
+    }
+
+    /// The oracle: scan the text backwards for the latest end whose context matches, longest
+    /// context first, with a complete continuation before the current end.
+    fn brute_force(tokens: &[u32], arity: usize) -> Option<Vec<u32>> {
+        let len = tokens.len();
+        for k in (2..=3.min(len)).rev() {
+            let ctx = &tokens[len - k..];
+            for end in (k - 1..len.saturating_sub(arity)).rev() {
+                if &tokens[end + 1 - k..=end] == ctx {
+                    return Some(tokens[end + 1..=end + arity].to_vec());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn finds_the_continuation_of_the_latest_longest_match() {
+        let text = [1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3];
+        let mut idx = continuation(2);
+        idx.extend(&text);
+        // `1 2 3` (3 tokens) ended at index 2 → `4 9`; the later `2 3` (index 6) matches only
+        // 2 tokens, so the longer, earlier context wins.
+        assert_eq!(idx.lookup(&text), Some(vec![4, 9]));
+        let text2 = [1, 2, 3, 4, 9, 2, 3, 5, 6, 7, 2, 3];
+        let mut idx = continuation(2);
+        idx.extend(&text2);
+        assert_eq!(idx.lookup(&text2), Some(vec![5, 6]), "latest `2 3`");
+        assert_eq!(idx.lookup(&[5, 5, 5, 8]), None, "no match");
+    }
+
+    #[test]
+    fn agrees_with_a_brute_force_scan_as_text_is_committed_in_chunks() {
+        // A pseudo-random text over a small alphabet (many repeats), committed 1-4 tokens at a
+        // time as decoding steps do.
+        let mut s = 12345u64;
+        let text: Vec<u32> = (0..600)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) % 5) as u32
+            })
+            .collect();
+        for arity in [1, 3, 6] {
+            let mut idx = continuation(arity);
+            let mut len = 1;
+            let mut found = 0;
+            while len <= text.len() {
+                idx.extend(&text[..len]);
+                let got = idx.lookup(&text[..len]);
+                assert_eq!(
+                    got,
+                    brute_force(&text[..len], arity),
+                    "arity {arity}, len {len}"
+                );
+                found += usize::from(got.is_some());
+                len += 1 + len % 4;
+            }
+            assert!(found > 50, "the test text must exercise matches");
+        }
+    }
+
+    /// The draft oracle: scan back for the latest end of the longest context (6..1 tokens)
+    /// with a follower, count matching tokens back, copy with overlap.
+    fn brute_force_draft(tokens: &[u32], max: usize) -> Option<Vec<u32>> {
+        let len = tokens.len();
+        for k in (1..=6.min(len)).rev() {
+            let ctx = &tokens[len - k..];
+            for end in (k - 1..len.saturating_sub(1)).rev() {
+                if &tokens[end + 1 - k..=end] == ctx {
+                    let mut m = 0;
+                    while m < 16 && m <= end && tokens[end - m] == tokens[len - 1 - m] {
+                        m += 1;
+                    }
+                    let mut ext = tokens.to_vec();
+                    for j in 0..draft_len(m, max) {
+                        let t = ext[end + 1 + j];
+                        ext.push(t);
+                    }
+                    return Some(ext[len..].to_vec()).filter(|d| !d.is_empty());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn drafts_agree_with_a_brute_force_scan_and_grow_with_the_match() {
+        let mut s = 99u64;
+        let mut text: Vec<u32> = Vec::new();
+        for i in 0..700 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Random text with a repeated loop in its second half.
+            text.push(if i > 400 && i % 37 < 20 {
+                10 + (i % 37) as u32
+            } else {
+                ((s >> 33) % 7) as u32
+            });
+        }
+        for max in [3, 7, 31] {
+            let mut idx = follow(max);
+            let (mut len, mut long) = (1, 0);
+            while len <= text.len() {
+                idx.extend(&text[..len]);
+                let got = idx.draft(&text[..len]).map(|d| d.tokens);
+                assert_eq!(
+                    got,
+                    brute_force_draft(&text[..len], max),
+                    "max {max}, len {len}"
+                );
+                long += usize::from(got.as_ref().is_some_and(|d| d.len() == max));
+                len += 1 + len % 3;
+            }
+            assert!(long > 20, "the text must exercise full-length drafts");
+        }
+        // A loop of period 2: the draft continues it past the end of the text.
+        let text = [9, 1, 2, 1, 2, 1, 2, 1];
+        let mut idx = follow(7);
+        idx.extend(&text);
+        assert_eq!(
+            idx.draft(&text).map(|d| d.tokens),
+            Some(vec![2, 1, 2, 1, 2, 1, 2])
+        );
+        assert_eq!(draft_len(1, 31), 3);
+        assert_eq!(draft_len(20, 7), 7);
+    }
+
+    #[test]
+    fn incomplete_continuations_are_not_offered() {
+        let mut idx = continuation(3);
+        let text = [7, 8, 1, 7, 8];
+        idx.extend(&text);
+        // `7 8` ended at index 1, but only 3 tokens follow it up to the end → [1, 7, 8] is
+        // complete; with arity 4 it is not.
+        assert_eq!(idx.lookup(&text), Some(vec![1, 7, 8]));
+        let mut idx = continuation(4);
+        idx.extend(&text);
+        assert_eq!(idx.lookup(&text), None);
+    }
+}
