@@ -203,6 +203,81 @@ fn generate_json_and_tokenize_work() {
     }
 }
 
+/// Without sampling flags `generate` samples with llama.cpp's defaults (the default model's
+/// files recommend nothing) and a fresh seed, which it prints; that seed, given back, repeats
+/// the run token for token, with or without lookahead. `--temperature 0` is greedy.
+#[test]
+fn default_sampling_prints_a_seed_that_repeats_the_run() {
+    let m = model();
+    let run = |extra: &[&str]| -> (serde_json::Value, String) {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            "-p",
+            "Write a haiku about the sea.",
+            "-n",
+            "24",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = lade(&args);
+        assert!(ok, "{err}");
+        (serde_json::from_str(out.trim()).unwrap(), err)
+    };
+    let (first, err) = run(&["--no-lookahead"]);
+    let s = &first["stats"];
+    let seed = s["seed"].as_u64().expect("stats.seed");
+    assert_eq!(s["sampling"]["seed"].as_u64(), Some(seed));
+    for (key, want) in [
+        ("temperature", 0.8),
+        ("top_k", 40.0),
+        ("top_p", 0.95),
+        ("min_p", 0.05),
+        ("repeat_penalty", 1.0),
+    ] {
+        let got = s["sampling"][key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "{key}: {got}");
+    }
+    assert!(
+        err.contains(&format!("repeat with --seed {seed}")),
+        "stderr lacks the seed: {err}"
+    );
+    let seed_arg = seed.to_string();
+    let (again, _) = run(&["-q", "--lookahead", "7,4,7", "--seed", &seed_arg]);
+    assert_eq!(again["token_ids"], first["token_ids"]);
+    assert_eq!(again["stats"]["seed"].as_u64(), Some(seed));
+    let (explicit, _) = run(&[
+        "-q",
+        "--no-lookahead",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--min-p",
+        "0.05",
+        "--seed",
+        &seed_arg,
+    ]);
+    assert_eq!(explicit["token_ids"], first["token_ids"]);
+    // Another run without --seed draws another seed.
+    let (other, _) = run(&["-q", "--no-lookahead"]);
+    assert_ne!(other["stats"]["seed"].as_u64(), Some(seed));
+
+    let (greedy, err) = run(&["--no-lookahead", "--temperature", "0"]);
+    assert_eq!(greedy["stats"]["seed"].as_u64(), Some(0));
+    assert_eq!(
+        greedy["stats"]["sampling"]["temperature"].as_f64(),
+        Some(0.0)
+    );
+    assert_eq!(greedy["stats"]["sampling"]["top_k"].as_u64(), Some(0));
+    assert!(err.contains("sampling: greedy"), "{err}");
+    assert!(!err.contains("--seed"), "{err}");
+}
+
 #[test]
 fn profile_rejects_bad_shapes_and_gpu_only_flags_on_the_cpu() {
     let m = model();

@@ -13,7 +13,7 @@ use lade::decode::{
 };
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
-use lade::sampling::Sampler;
+use lade::sampling::{Sampler, SamplingParams};
 use lade::LadeError;
 use serde_json::json;
 
@@ -26,6 +26,7 @@ use super::bench_report::{
 use super::corpus_args::CorpusArgs;
 use super::generate::{load_lookahead_prior, prompt_ids};
 use super::model_args::{device_group, parse_devices};
+use super::sampling_args::SamplingArgs;
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -85,6 +86,11 @@ pub struct BenchArgs {
     pub devices: Option<String>,
     #[command(flatten)]
     pub corpus: CorpusArgs,
+    /// Every config decodes with these settings: greedy unless `--temperature` is given, and
+    /// then only the filters given (seed 0 unless `--seed`); `greedy` is then plain decoding
+    /// with the same sampler, and "identical" compares each output with it.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// What the reports say about the runs.
@@ -99,6 +105,13 @@ struct Meta {
     /// Generations ended at the first end-of-generation token (`--stop-at-eos`).
     #[serde(default)]
     stop_at_eos: bool,
+    /// The sampling settings of every config ([`SamplingParams::describe`]).
+    #[serde(default = "greedy_label")]
+    sampling: String,
+}
+
+fn greedy_label() -> String {
+    SamplingParams::greedy().describe()
 }
 
 impl Meta {
@@ -109,11 +122,12 @@ impl Meta {
                 .map_or(p.to_string(), |f| f.to_string_lossy().into_owned())
         };
         format!(
-            "{}{}, {} prompts × {} tokens, greedy; {}; {}",
+            "{}{}, {} prompts × {} tokens, {}; {}; {}",
             file(&self.dataset),
             if self.chat { " (chat)" } else { "" },
             self.prompts,
             self.max_tokens,
+            self.sampling,
             file(&self.model),
             self.device
         )
@@ -149,6 +163,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let configs = BenchConfig::parse_list(&args.configs)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
+    args.sampling.validate()?;
+    let sampling = args.sampling.explicit();
     load_lookahead_prior(args.lookahead_prior.as_deref())?;
     let dataset = args.dataset.as_ref().context("--dataset is required")?;
     let prompts = read_prompts(dataset, args.limit)?;
@@ -166,7 +182,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(list) if list.len() > 1 => Some(device_group(&loaded, list, context)?),
         _ => None,
     };
-    let sampler = Sampler::new(Default::default())?;
+    let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
         stop_ids: if args.stop_at_eos {
@@ -341,6 +357,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         chat: args.chat,
         prompts: prompts.len(),
         stop_at_eos: args.stop_at_eos,
+        sampling: sampling.describe(),
     };
     report(&args, &configs, &runs, &meta)?;
     for (label, why) in &not_run {
@@ -387,6 +404,7 @@ fn replot(args: &BenchArgs) -> anyhow::Result<()> {
         chat: false,
         prompts,
         stop_at_eos: false,
+        sampling: greedy_label(),
     });
     report(args, &configs, &runs, &Meta { prompts, ..meta })
 }
@@ -409,7 +427,7 @@ fn report(
         "summary": summary,
     });
     let table = format!(
-        "device: {}; {} prompts; {} new tokens each{}\n{}",
+        "device: {}; {} prompts; {} new tokens each{}; {}\n{}",
         meta.device,
         meta.prompts,
         meta.max_tokens,
@@ -418,6 +436,7 @@ fn report(
         } else {
             ""
         },
+        meta.sampling,
         summary_markdown(&summary)
     );
     if let Some(dir) = &args.out {
