@@ -478,9 +478,16 @@ mod tests {
         );
         assert!(cached_file_is_intact(&f, &good, size, &mut log).unwrap());
         // Same size, other bytes, later mtime: the stamp no longer matches, the hash fails,
-        // and the damaged file goes.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // and the damaged file goes. (The mtime is set, not waited for: filesystems keep
+        // times as coarse as seconds.)
+        let before = std::fs::metadata(&f).unwrap().modified().unwrap();
         std::fs::write(&f, b"weights, version 2").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(before + std::time::Duration::from_secs(2))
+            .unwrap();
         assert!(!cached_file_is_intact(&f, &good, size, &mut log).unwrap());
         assert!(!f.exists() && !stamp_path(&f).exists());
         assert!(lines.iter().any(|l| l.contains("damaged")), "{lines:?}");

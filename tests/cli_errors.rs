@@ -196,11 +196,100 @@ fn generate_json_and_tokenize_work() {
         assert!(["stop", "length"].contains(&v["finish_reason"].as_str().unwrap()));
         let c = s["generated_tokens"].as_f64().unwrap() / s["steps"].as_f64().unwrap();
         assert!((s["compression"].as_f64().unwrap() - c).abs() < 1e-9);
-        assert!(
-            s["prefill_ms"].as_f64().unwrap() >= 0.0
-                && s["decode_tokens_per_s"].as_f64().unwrap() > 0.0
-        );
+        // Steps by tokens committed add up to the steps and the generated tokens; plain
+        // decoding commits one token a step.
+        let hist: Vec<u64> = s["accepted_per_step"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let steps = s["steps"].as_u64().unwrap();
+        let generated = s["generated_tokens"].as_u64().unwrap();
+        assert_eq!(hist.iter().sum::<u64>(), steps, "{s}");
+        let committed: u64 = hist.iter().enumerate().map(|(k, &n)| k as u64 * n).sum();
+        assert_eq!(committed, generated, "{s}");
+        let ids = v["token_ids"].as_array().unwrap().len() as u64;
+        assert!(generated == ids || generated == ids + 1, "{v}");
+        if extra == ["--no-lookahead"] {
+            assert_eq!(steps, generated, "{s}");
+        }
     }
+}
+
+/// Without sampling flags `generate` samples with llama.cpp's defaults (the default model's
+/// files recommend nothing) and a fresh seed, which it prints; that seed, given back, repeats
+/// the run token for token, with or without lookahead. `--temperature 0` is greedy.
+#[test]
+fn default_sampling_prints_a_seed_that_repeats_the_run() {
+    let m = model();
+    let run = |extra: &[&str]| -> (serde_json::Value, String) {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &m,
+            "--chat",
+            "-p",
+            "Write a haiku about the sea.",
+            "-n",
+            "24",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = lade(&args);
+        assert!(ok, "{err}");
+        (serde_json::from_str(out.trim()).unwrap(), err)
+    };
+    let (first, err) = run(&["--no-lookahead"]);
+    let s = &first["stats"];
+    let seed = s["seed"].as_u64().expect("stats.seed");
+    assert_eq!(s["sampling"]["seed"].as_u64(), Some(seed));
+    for (key, want) in [
+        ("temperature", 0.8),
+        ("top_k", 40.0),
+        ("top_p", 0.95),
+        ("min_p", 0.05),
+        ("repeat_penalty", 1.0),
+    ] {
+        let got = s["sampling"][key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "{key}: {got}");
+    }
+    assert!(
+        err.contains(&format!("repeat with --seed {seed}")),
+        "stderr lacks the seed: {err}"
+    );
+    let seed_arg = seed.to_string();
+    let (again, _) = run(&["-q", "--lookahead", "7,4,7", "--seed", &seed_arg]);
+    assert_eq!(again["token_ids"], first["token_ids"]);
+    assert_eq!(again["stats"]["seed"].as_u64(), Some(seed));
+    let (explicit, _) = run(&[
+        "-q",
+        "--no-lookahead",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--min-p",
+        "0.05",
+        "--seed",
+        &seed_arg,
+    ]);
+    assert_eq!(explicit["token_ids"], first["token_ids"]);
+    // Another run without --seed draws another seed.
+    let (other, _) = run(&["-q", "--no-lookahead"]);
+    assert_ne!(other["stats"]["seed"].as_u64(), Some(seed));
+
+    let (greedy, err) = run(&["--no-lookahead", "--temperature", "0"]);
+    assert_eq!(greedy["stats"]["seed"].as_u64(), Some(0));
+    assert_eq!(
+        greedy["stats"]["sampling"]["temperature"].as_f64(),
+        Some(0.0)
+    );
+    assert_eq!(greedy["stats"]["sampling"]["top_k"].as_u64(), Some(0));
+    assert!(err.contains("sampling: greedy"), "{err}");
+    assert!(!err.contains("--seed"), "{err}");
 }
 
 #[test]

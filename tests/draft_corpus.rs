@@ -37,6 +37,8 @@ fn generate_json(extra: &[&str]) -> serde_json::Value {
         "-q",
         "--chat",
         "--json",
+        "--temperature",
+        "0",
         "-n",
         "48",
         "-p",

@@ -5,13 +5,47 @@ mod server_common;
 
 use std::time::{Duration, Instant};
 
+use lade::decode::PlainDecoder;
+use lade::generate::{generate, StopRules};
+use lade::model::WeightFormat;
+use lade::sampling::{Sampler, SamplingParams};
 use serde_json::{json, Value};
 use server_common::{
-    client, expect_error, fold_stream, metric, metrics, wait_metrics, Server, SseReader,
+    check_accounting, client, expect_error, fold_stream, metric, metrics, wait_metrics, Server,
+    SseReader,
 };
 
 fn model() -> String {
     common::model_path().display().to_string()
+}
+
+fn greedy() -> SamplingParams {
+    SamplingParams::greedy()
+}
+
+/// The text of plain decoding of the raw `prompt` with `sampling` by the library (the default
+/// model as the server loads it, `--dtype auto`), stopped as a completion request is.
+fn plain_generation(prompt: &str, max_tokens: usize, sampling: SamplingParams) -> String {
+    let loaded = common::model(WeightFormat::Auto);
+    let tok = &loaded.tokenizer;
+    let ids = tok.encode_prompt(prompt).unwrap();
+    let mut session = loaded.new_session(512).unwrap();
+    let rules = StopRules {
+        max_tokens,
+        stop_ids: tok.eog_ids().to_vec(),
+        ..StopRules::default()
+    };
+    generate(
+        session.as_mut(),
+        &mut PlainDecoder,
+        &Sampler::new(sampling).unwrap(),
+        &ids,
+        &rules,
+        Some(tok),
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .text
 }
 
 async fn post(c: &reqwest::Client, s: &Server, path: &str, body: &Value) -> reqwest::Response {
@@ -82,8 +116,7 @@ async fn endpoints_streaming_and_lookahead() {
     // `--lookahead auto` picks by a measured cost model: plain decoding on the CPU.
     let auto = la["decoder"].as_str().unwrap();
     assert!(auto == "plain" || auto.starts_with("lookahead("), "{auto}");
-    assert!(la["compression"].as_f64().unwrap() >= 1.0);
-    assert!(la["steps"].as_u64().unwrap() >= completion);
+    let (plain_steps, _) = check_accounting(u);
     if completion == 24 {
         assert_eq!(r["choices"][0]["finish_reason"], "length");
     }
@@ -126,9 +159,10 @@ async fn endpoints_streaming_and_lookahead() {
     assert_eq!(chat_text(&lr), text);
     let lu = &lr["usage"]["lookahead"];
     assert_eq!(lu["decoder"], "lookahead(4,3,4)");
-    assert!(lu["steps"].as_u64().unwrap() <= la["steps"].as_u64().unwrap());
-    assert!(lu["compression"].as_f64().unwrap() >= 1.0);
-    assert!(lu["mean_accepted"].as_f64().unwrap() >= 1.0);
+    assert_eq!(lr["usage"]["completion_tokens"], u["completion_tokens"]);
+    let (steps, _) = check_accounting(&lr["usage"]);
+    assert!(steps <= plain_steps);
+    assert_eq!(lu["mean_accepted"], lu["compression"]);
     // The decoder's own counters, and the steps by query rows (a step of 4,3,4 has at most
     // (W + G)(N - 1) = 16).
     assert_eq!(lu["decoder_stats"]["window"], 4);
@@ -145,6 +179,7 @@ async fn endpoints_streaming_and_lookahead() {
     let off = ok_json(post(&c, &s, "/v1/chat/completions", &lb).await).await;
     assert_eq!(chat_text(&off), text);
     assert_eq!(off["usage"]["lookahead"]["decoder"], "plain");
+    check_accounting(&off["usage"]);
 
     // Completions: text prompt, token-id prompt, streaming; max_completion_tokens.
     let cb = json!({"model": "smol", "prompt": "The capital of France is", "max_tokens": 8,
@@ -154,6 +189,12 @@ async fn endpoints_streaming_and_lookahead() {
     assert!(cr["id"].as_str().unwrap().starts_with("cmpl-"));
     let ctext = cr["choices"][0]["text"].as_str().unwrap().to_string();
     assert!(!ctext.is_empty());
+    check_accounting(&cr["usage"]);
+    // The oracle: plain greedy decoding of the same prompt by the library, in this process.
+    assert_eq!(
+        ctext,
+        plain_generation("The capital of France is", 8, greedy())
+    );
     let mut csb = cb.clone();
     csb["stream"] = json!(true);
     csb["stream_options"] = json!({"include_usage": true});
@@ -213,6 +254,34 @@ async fn endpoints_streaming_and_lookahead() {
     .await;
     assert_eq!(chat_text(&a), chat_text(&b));
     assert_eq!(chat_text(&a), chat_text(&l));
+    check_accounting(&l["usage"]);
+    // Seeded sampling on a completion: the server's lookahead text is the library's plain
+    // seeded sampling of the same prompt.
+    let seeded = SamplingParams {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.02,
+        seed: 1234,
+        ..SamplingParams::greedy()
+    };
+    let sr = ok_json(
+        post(
+            &c,
+            &s,
+            "/v1/completions",
+            &json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.9,
+                    "top_p": 0.95, "top_k": 40, "min_p": 0.02, "seed": 1234,
+                    "lookahead": {"w": 4, "n": 3, "g": 4}}),
+        )
+        .await,
+    )
+    .await;
+    check_accounting(&sr["usage"]);
+    assert_eq!(
+        sr["choices"][0]["text"].as_str().unwrap(),
+        plain_generation("Once upon a time", 16, seeded)
+    );
 
     // Metrics: Prometheus text with every metric family the server exports.
     let m = metrics(&c, &s).await;
@@ -232,9 +301,14 @@ async fn endpoints_streaming_and_lookahead() {
             "{family} missing:\n{m}"
         );
     }
-    assert!(metric(&m, "lade_decode_steps_total") > 0.0);
-    assert!(metric(&m, "lade_step_compression") >= 1.0);
-    assert!(metric(&m, "lade_accepted_tokens_per_step_count") > 0.0);
+    // The counters agree with each other: the histogram of tokens per step counts every
+    // step and adds up to the generated tokens, and the compression is their ratio.
+    let steps = metric(&m, "lade_decode_steps_total");
+    let generated = metric(&m, "lade_generated_tokens_total");
+    assert!(steps > 0.0 && steps <= generated, "{m}");
+    assert_eq!(metric(&m, "lade_accepted_tokens_per_step_count"), steps);
+    assert_eq!(metric(&m, "lade_accepted_tokens_per_step_sum"), generated);
+    assert!((metric(&m, "lade_step_compression") - generated / steps).abs() < 1e-9);
     assert!(metric(&m, "lade_time_to_first_token_seconds_count") > 0.0);
     assert_eq!(metric(&m, "lade_queue_depth"), 0.0);
     assert!(
@@ -357,7 +431,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
             text_of_url(&c, &base, "/v1/completions", &body).await
         })
     };
-    wait_metrics(&c, &s, Duration::from_secs(60), |m| {
+    wait_metrics(&c, &s, Duration::from_secs(300), |m| {
         metric(m, "lade_queue_depth") == 1.0
     })
     .await;
@@ -379,7 +453,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     assert_eq!(e["code"], "rate_limit_exceeded");
     // A leaves; B is served.
     drop(a);
-    let text = tokio::time::timeout(Duration::from_secs(120), b)
+    let text = tokio::time::timeout(Duration::from_secs(300), b)
         .await
         .expect("queued request served")
         .unwrap();
@@ -413,23 +487,23 @@ async fn a_client_that_disconnects_stops_its_generation() {
     }
     let t = Instant::now();
     drop(r);
-    let m = wait_metrics(&c, &s, Duration::from_secs(60), |m| {
+    // Waits for the events (the generation counted as cancelled and no longer running), not
+    // for a time: the bound is only there so that a hung server fails the test.
+    let m = wait_metrics(&c, &s, Duration::from_secs(300), |m| {
         metric(m, "lade_requests_cancelled_total") == 1.0
             && metric(m, "lade_requests_running") == 0.0
     })
     .await;
-    let stopped_after = t.elapsed();
     let generated = metric(&m, "lade_generated_tokens_total");
     // The hang-up is seen as soon as the socket closes and the loop checks the flag before
-    // every step: only the tokens in flight when the client left were generated.
-    eprintln!("streaming: {generated} tokens generated, stopped {stopped_after:?} after hang-up");
-    assert!(generated < 64.0, "generated {generated} of 3000");
-    // Stopped at once: no more than a handful of steps ran after the hang-up.
-    let steps_per_s = generated / stopped_after.as_secs_f64().max(1e-3);
-    assert!(
-        stopped_after < Duration::from_secs(10),
-        "took {stopped_after:?} ({steps_per_s:.0} steps/s)"
+    // every step: only the tokens in flight when the client left were generated, a small
+    // part of the 3000 asked for however slow or busy the machine (a busy machine slows the
+    // generation as much as the client).
+    eprintln!(
+        "streaming: {generated} tokens generated, stopped {:?} after hang-up",
+        t.elapsed()
     );
+    assert!(generated < 256.0, "generated {generated} of 3000");
 
     // Non-streaming: the client gives up while the server generates.
     let body = json!({"prompt": "Count to a thousand:", "max_tokens": 3000,
@@ -445,7 +519,7 @@ async fn a_client_that_disconnects_stops_its_generation() {
         .await
         .expect_err("times out");
     assert!(err.is_timeout(), "{err}");
-    let m = wait_metrics(&c, &s, Duration::from_secs(60), |m| {
+    let m = wait_metrics(&c, &s, Duration::from_secs(300), |m| {
         metric(m, "lade_requests_cancelled_total") == 2.0
             && metric(m, "lade_requests_running") == 0.0
     })
@@ -889,17 +963,24 @@ async fn sigterm_finishes_in_flight_streams() {
     let mut r = stream(&c, &s, "/v1/completions", &body).await;
     let first = r.next().await.unwrap();
     s.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The listener is closed.
+    // The listener closes: new connections are refused (waited for as an event; the bound
+    // only fails a server that never closes it).
     let fresh = reqwest::Client::new();
-    assert!(fresh.get(s.url("/health")).send().await.is_err());
+    let t = Instant::now();
+    while fresh.get(s.url("/health")).send().await.is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the listener stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut payloads = vec![first];
     payloads.extend(r.rest().await);
     let st = fold_stream(&payloads);
     assert!(st.done);
     assert_eq!(st.finish_reason.as_deref(), Some("length"));
     assert_eq!(st.usage.unwrap()["completion_tokens"], 24);
-    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(s.wait_exit(Duration::from_secs(120)), Some(0));
 
     // No grace: the stream is ended within a step, still with a finish reason and [DONE].
     let mut s = Server::start(&model(), &["--shutdown-grace", "0"]);
@@ -912,7 +993,7 @@ async fn sigterm_finishes_in_flight_streams() {
     let st = fold_stream(&payloads);
     assert!(st.done);
     assert_eq!(st.finish_reason.as_deref(), Some("cancelled"));
-    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(s.wait_exit(Duration::from_secs(120)), Some(0));
 }
 
 /// `/health` is 503 and generation requests 503 until the model is loaded (in-process server
@@ -984,7 +1065,7 @@ async fn health_is_503_while_loading() {
         .unwrap();
     assert_eq!(r.status(), 200);
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), server)
+    tokio::time::timeout(Duration::from_secs(120), server)
         .await
         .expect("server stops")
         .unwrap()

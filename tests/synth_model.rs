@@ -323,6 +323,8 @@ fn cli_writes_a_model_that_generate_and_profile_run() {
         "hi",
         "--max-tokens",
         "8",
+        "--temperature",
+        "0",
         "--json",
         "-q",
     ]);

@@ -103,7 +103,7 @@ oneshot() {  # one generation per process (what a user of lade generate sees): g
   while read -r p; do
     for v in "${list[@]}"; do
       for cfg in "--no-lookahead" "--lookahead 0,32,1"; do
-        env ${v/default/} timeout 60 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n "$TOKENS" --json -q $cfg < /dev/null 2>/dev/null |
+        env ${v/default/} timeout 60 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n "$TOKENS" --temperature 0 --json -q $cfg < /dev/null 2>/dev/null |
           python3 -c 'import json,sys; s=json.load(sys.stdin)["stats"]; print(sys.argv[1], sys.argv[2], sys.argv[3], "%d tokens %d steps %.1f ms decode %.1f tok/s (model %.1f ms)" % (s["generated_tokens"], s["steps"], s["decode_ms"], s["decode_tokens_per_s"], s["model_ms"]))' "prompt $i" "[$v]" "$cfg"
       done
     done

@@ -6,7 +6,7 @@ D=${LADE_GPU_DIR:-$HOME/lade}; M=$D/SmolLM2-135M-Instruct.Q4_1.gguf; L=$D/lade; 
 P="Write a short story about a robot learning to paint."
 for cfg in "--device cuda:0 --no-lookahead" "--device cuda:0 --lookahead 4,3,4" "--devices cuda:0,cuda:0 --lookahead 4,3,4" "--devices cuda:0,cuda:0,cuda:0 --lookahead 7,4,7" "--device cuda:0 --lookahead 7,4,7"; do
   f="$O/multi_$(echo $cfg | tr ' ,:' '___').json"
-  timeout 120 $L generate --model $M --chat -p "$P" -n 128 --json -q $cfg > "$f" 2> "$f.err"; echo "$cfg rc=$?"; tail -2 "$f.err"
+  timeout 120 $L generate --model $M --chat -p "$P" -n 128 --temperature 0 --json -q $cfg > "$f" 2> "$f.err"; echo "$cfg rc=$?"; tail -2 "$f.err"
 done
 python3 - "$O" <<'PY'
 import json,glob,sys

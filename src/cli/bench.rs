@@ -11,7 +11,7 @@ use lade::decode::auto::{self, AutoOptions, DecoderOptions, Strategy};
 use lade::decode::{Decoder, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
-use lade::sampling::Sampler;
+use lade::sampling::{Sampler, SamplingParams};
 use lade::LadeError;
 use serde_json::json;
 
@@ -24,6 +24,7 @@ use super::bench_report::{
 use super::corpus_args::CorpusArgs;
 use super::generate::{load_lookahead_prior, prompt_ids};
 use super::model_args::{device_group, parse_devices};
+use super::sampling_args::SamplingArgs;
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -83,6 +84,11 @@ pub struct BenchArgs {
     pub devices: Option<String>,
     #[command(flatten)]
     pub corpus: CorpusArgs,
+    /// Every config decodes with these settings: greedy unless `--temperature` is given, and
+    /// then only the filters given (seed 0 unless `--seed`); `greedy` is then plain decoding
+    /// with the same sampler, and "identical" compares each output with it.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// What the reports say about the runs.
@@ -97,6 +103,13 @@ struct Meta {
     /// Generations ended at the first end-of-generation token (`--stop-at-eos`).
     #[serde(default)]
     stop_at_eos: bool,
+    /// The sampling settings of every config ([`SamplingParams::describe`]).
+    #[serde(default = "greedy_label")]
+    sampling: String,
+}
+
+fn greedy_label() -> String {
+    SamplingParams::greedy().describe()
 }
 
 impl Meta {
@@ -107,11 +120,12 @@ impl Meta {
                 .map_or(p.to_string(), |f| f.to_string_lossy().into_owned())
         };
         format!(
-            "{}{}, {} prompts × {} tokens, greedy; {}; {}",
+            "{}{}, {} prompts × {} tokens, {}; {}; {}",
             file(&self.dataset),
             if self.chat { " (chat)" } else { "" },
             self.prompts,
             self.max_tokens,
+            self.sampling,
             file(&self.model),
             self.device
         )
@@ -147,6 +161,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let configs = BenchConfig::parse_list(&args.configs)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
+    args.sampling.validate()?;
+    let sampling = args.sampling.explicit();
     load_lookahead_prior(args.lookahead_prior.as_deref())?;
     let dataset = args.dataset.as_ref().context("--dataset is required")?;
     let prompts = read_prompts(dataset, args.limit)?;
@@ -164,7 +180,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(list) if list.len() > 1 => Some(device_group(&loaded, list, context)?),
         _ => None,
     };
-    let sampler = Sampler::new(Default::default())?;
+    let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
         stop_ids: if args.stop_at_eos {
@@ -340,6 +356,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         chat: args.chat,
         prompts: prompts.len(),
         stop_at_eos: args.stop_at_eos,
+        sampling: sampling.describe(),
     };
     report(&args, &configs, &runs, &meta)?;
     for (label, why) in &not_run {
@@ -386,6 +403,7 @@ fn replot(args: &BenchArgs) -> anyhow::Result<()> {
         chat: false,
         prompts,
         stop_at_eos: false,
+        sampling: greedy_label(),
     });
     report(args, &configs, &runs, &Meta { prompts, ..meta })
 }
@@ -408,7 +426,7 @@ fn report(
         "summary": summary,
     });
     let table = format!(
-        "device: {}; {} prompts; {} new tokens each{}\n{}",
+        "device: {}; {} prompts; {} new tokens each{}; {}\n{}",
         meta.device,
         meta.prompts,
         meta.max_tokens,
@@ -417,6 +435,7 @@ fn report(
         } else {
             ""
         },
+        meta.sampling,
         summary_markdown(&summary)
     );
     if let Some(dir) = &args.out {

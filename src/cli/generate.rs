@@ -14,12 +14,13 @@ use lade::decode::{
 use lade::generate::{generate, StopRules};
 use lade::loader::LoadedModel;
 use lade::model::CausalLm;
-use lade::sampling::{Sampler, SamplingParams};
+use lade::sampling::{fresh_seed, PartialSampling, Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
 use serde_json::json;
 
 use super::corpus_args::CorpusArgs;
 use super::model_args::{device_group, device_name, parse_devices};
+use super::sampling_args::SamplingArgs;
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -41,27 +42,8 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, short = 'n', default_value_t = 256)]
     pub max_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub top_p: f32,
-    /// Drop tokens below min_p × the top probability (0 = off).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub min_p: f32,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
-    #[arg(long, default_value_t = SamplingParams::DEFAULT_REPEAT_LAST_N)]
-    pub repeat_last_n: usize,
-    /// Seed of the sampler: the draw for output position i depends only on (seed, i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the text contains this string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
@@ -225,19 +207,41 @@ impl LookaheadArgs {
     }
 }
 
-impl GenerateArgs {
-    fn sampling(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
-            seed: self.seed,
-        }
+/// The sampling settings of a run: the flags given over the model's `recommended` settings
+/// over llama.cpp's defaults ([`PartialSampling::resolve`]), with the seed of `--seed`, else
+/// 0 for greedy decoding (where it only seeds the lookahead window) and a fresh random one
+/// for sampling. Also the line that describes them for the log.
+pub fn resolve_sampling(
+    args: &SamplingArgs,
+    recommended: &PartialSampling,
+) -> (SamplingParams, String) {
+    let given = args.given();
+    let greedy = PartialSampling::resolve(&given, recommended, 0).is_greedy();
+    let seed = match args.seed {
+        Some(s) => s,
+        None if greedy => 0,
+        None => fresh_seed(),
+    };
+    let params = PartialSampling::resolve(&given, recommended, seed);
+    let mut notes = Vec::new();
+    if given.temperature.is_none() || !greedy {
+        notes.push(if recommended.is_empty() {
+            "flags not given: llama.cpp's defaults".to_string()
+        } else {
+            "flags not given: the model's recommendation".to_string()
+        });
     }
+    if args.seed.is_none() && !greedy {
+        notes.push(format!("repeat with --seed {seed}"));
+    }
+    let mut line = format!("sampling: {}", params.describe());
+    if !notes.is_empty() {
+        line.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    (params, line)
+}
 
+impl GenerateArgs {
     fn prompt_text(&self) -> anyhow::Result<String> {
         let text = match (&self.prompt, &self.prompt_file) {
             (Some(p), _) => p.clone(),
@@ -289,10 +293,9 @@ pub fn render_user_turn(
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let sampling = args.sampling();
-    sampling.validate()?;
+    args.sampling.validate()?;
     // The lookahead options are checked before the model loads.
-    args.lookahead.decoder(args.seed, None)?;
+    args.lookahead.decoder(0, None)?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     let text = args.prompt_text()?;
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
@@ -303,6 +306,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let tok = &loaded.tokenizer;
     let ids = prompt_ids(tok, &text, args.chat, args.system.as_deref())?;
+    let (sampling, sampling_line) = resolve_sampling(&args.sampling, &loaded.recommended_sampling);
+    sampling.validate()?;
+    args.model.log(&sampling_line);
+    let seed = sampling.seed;
     // Indexed only for a decoder that drafts (auto on the CPU decodes plainly).
     let corpus = || args.corpus.load(&loaded, &|l| args.model.log(l));
     let context = args
@@ -312,7 +319,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
         if let Some(list) = parallel {
             let (decoder, group, defaulted) =
-                args.lookahead.parallel_decoder(args.seed, corpus()?, || {
+                args.lookahead.parallel_decoder(seed, corpus()?, || {
                     device_group(&loaded, list, context)
                 })?;
             let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
@@ -329,7 +336,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             (decoder, Box::new(group))
         } else {
             let (decoder, choice) = args.lookahead.decoder_for(
-                args.seed,
+                seed,
                 &corpus,
                 &loaded,
                 context.saturating_sub(ids.len() + args.max_tokens),
@@ -383,6 +390,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "prompt_tokens": gen.prompt_tokens,
             "finish_reason": gen.finish_reason,
             "stats": {
+                "seed": seed,
+                "sampling": sampling,
                 "steps": s.steps,
                 "generated_tokens": s.generated_tokens,
                 "compression": s.compression,

@@ -10,6 +10,7 @@ mod generate;
 mod model_args;
 mod models;
 mod profile;
+mod sampling_args;
 mod self_prompts;
 mod serve;
 mod synth_model;

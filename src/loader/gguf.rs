@@ -19,6 +19,7 @@ use crate::model::weights::{
     check_dims, interleaved_rotary_order, permute_qtensor_rows, permute_rows, Linear, WeightFormat,
 };
 use crate::model::{Llama, ModelConfig};
+use crate::sampling::PartialSampling;
 use crate::{LadeError, Result};
 
 /// Reads and checks the GGUF header (metadata and tensor directory) of `path`.
@@ -76,6 +77,47 @@ fn meta_f64(ct: &Content, key: &str) -> Option<f64> {
 
 fn required(ct: &Content, key: &str) -> Result<usize> {
     meta_usize(ct, key)?.ok_or_else(|| LadeError::Unsupported(format!("GGUF metadata lacks {key}")))
+}
+
+/// A number of any GGUF numeric type.
+fn meta_number(ct: &Content, key: &str) -> Option<f64> {
+    Some(match meta(ct, key)? {
+        Value::U8(x) => f64::from(*x),
+        Value::I8(x) => f64::from(*x),
+        Value::U16(x) => f64::from(*x),
+        Value::I16(x) => f64::from(*x),
+        Value::U32(x) => f64::from(*x),
+        Value::I32(x) => f64::from(*x),
+        Value::U64(x) => *x as f64,
+        Value::I64(x) => *x as f64,
+        Value::F32(x) => f64::from(*x),
+        Value::F64(x) => *x,
+        _ => return None,
+    })
+}
+
+/// The sampling settings the file recommends, from llama.cpp's `general.sampling.*` keys
+/// (`temp`, `top_k`, `top_p`, `min_p`, `penalty_repeat`, `penalty_last_n`, where
+/// `penalty_last_n` = -1 means the whole text). Keys that are absent, not numbers or out of
+/// range are left out.
+pub fn recommended_sampling(ct: &Content) -> PartialSampling {
+    let num = |k: &str| meta_number(ct, &format!("general.sampling.{k}"));
+    let count = |x: f64| (x >= 0.0 && x.fract() == 0.0).then_some(x as usize);
+    PartialSampling {
+        temperature: num("temp").map(|x| x as f32),
+        top_k: num("top_k").and_then(count),
+        top_p: num("top_p").map(|x| x as f32),
+        min_p: num("min_p").map(|x| x as f32),
+        repeat_penalty: num("penalty_repeat").map(|x| x as f32),
+        repeat_last_n: num("penalty_last_n").and_then(|x| {
+            if x == -1.0 {
+                Some(usize::MAX)
+            } else {
+                count(x)
+            }
+        }),
+    }
+    .valid_only()
 }
 
 /// Model hyper-parameters from GGUF metadata.
@@ -299,4 +341,58 @@ pub fn load_llama(
         },
         &opts.device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::gguf_file::VersionedMagic;
+
+    use super::*;
+
+    fn content(pairs: Vec<(&str, Value)>) -> Content {
+        Content {
+            magic: VersionedMagic::GgufV3,
+            metadata: pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    #[test]
+    fn recommended_sampling_reads_llama_cpp_keys_of_any_number_type() {
+        let ct = content(vec![
+            ("general.sampling.temp", Value::F32(0.6)),
+            ("general.sampling.top_k", Value::I32(20)),
+            ("general.sampling.top_p", Value::F64(0.9)),
+            ("general.sampling.min_p", Value::F32(0.0)),
+            ("general.sampling.penalty_repeat", Value::F32(1.1)),
+            ("general.sampling.penalty_last_n", Value::I32(-1)),
+            ("general.name", Value::String("m".into())),
+        ]);
+        assert_eq!(
+            recommended_sampling(&ct),
+            PartialSampling {
+                temperature: Some(0.6),
+                top_k: Some(20),
+                top_p: Some(0.9),
+                min_p: Some(0.0),
+                repeat_penalty: Some(1.1),
+                repeat_last_n: Some(usize::MAX),
+            }
+        );
+    }
+
+    #[test]
+    fn recommended_sampling_ignores_absent_wrong_and_out_of_range_values() {
+        assert!(recommended_sampling(&content(vec![])).is_empty());
+        let ct = content(vec![
+            ("general.sampling.temp", Value::String("hot".into())),
+            ("general.sampling.top_k", Value::I32(-3)),
+            ("general.sampling.top_p", Value::F32(2.0)),
+            ("general.sampling.min_p", Value::Bool(true)),
+            ("general.sampling.penalty_repeat", Value::F32(-1.0)),
+            ("general.sampling.penalty_last_n", Value::F32(2.5)),
+        ]);
+        assert!(recommended_sampling(&ct).is_empty());
+    }
 }

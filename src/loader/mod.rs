@@ -12,6 +12,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::model::{CausalLm, Llama, Session, WeightFormat};
+use crate::sampling::PartialSampling;
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
 
@@ -71,6 +72,9 @@ pub struct LoadedModel {
     pub model: Arc<Llama>,
     pub backend: Backend,
     pub tokenizer: TextTokenizer,
+    /// The sampling settings the model's files recommend (GGUF `general.sampling.*` keys, or
+    /// `generation_config.json` beside safetensors); empty when they say nothing.
+    pub recommended_sampling: PartialSampling,
     pub path: PathBuf,
     /// "gguf" or "safetensors".
     pub file_format: &'static str,
@@ -95,7 +99,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     } else {
         opts
     };
-    let (model, tokenizer, file_format) = if path.is_dir() {
+    let (model, tokenizer, recommended_sampling, file_format) = if path.is_dir() {
         if !path.join("config.json").exists() {
             return Err(LadeError::BadModelFile {
                 path: path.to_path_buf(),
@@ -104,12 +108,18 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         }
         let model = safetensors::load_llama(path, opts)?;
         let tokenizer = TextTokenizer::from_hf_dir(path)?;
-        (model, tokenizer, "safetensors")
+        let sampling = safetensors::recommended_sampling_of_dir(path)?;
+        (model, tokenizer, sampling, "safetensors")
     } else {
         let (content, mut reader) = gguf::read_header(path)?;
         let tokenizer = TextTokenizer::from_gguf(&content)?;
         let model = gguf::load_llama(path, &content, &mut reader, opts)?;
-        (model, tokenizer, "gguf")
+        (
+            model,
+            tokenizer,
+            gguf::recommended_sampling(&content),
+            "gguf",
+        )
     };
     if tokenizer.vocab_size() > model.config.vocab_size {
         return Err(LadeError::Unsupported(format!(
@@ -147,6 +157,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         model: Arc::new(model),
         backend,
         tokenizer,
+        recommended_sampling,
         path: path.to_path_buf(),
         file_format,
         load_ms: start.elapsed().as_secs_f64() * 1e3,

@@ -12,6 +12,7 @@ use super::LoadOptions;
 use crate::model::llama::{Block, LlamaParts};
 use crate::model::weights::{check_dims, interleaved_rotary_order, permute_rows, Linear};
 use crate::model::{Llama, ModelConfig};
+use crate::sampling::PartialSampling;
 use crate::{LadeError, Result};
 
 /// Hyper-parameters from a Hugging Face `config.json`.
@@ -63,6 +64,48 @@ pub fn config_from_json(json: &Value) -> Result<ModelConfig> {
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The sampling settings a Hugging Face `generation_config.json` recommends: `temperature`,
+/// `top_k`, `top_p`, `min_p` and `repetition_penalty` (which transformers applies over the
+/// whole text), where present and in range. As vLLM reads the file, `do_sample` is not
+/// consulted.
+pub fn recommended_sampling(generation_config: &Value) -> PartialSampling {
+    let num = |k: &str| generation_config.get(k).and_then(Value::as_f64);
+    let repeat_penalty = num("repetition_penalty").map(|x| x as f32);
+    PartialSampling {
+        temperature: num("temperature").map(|x| x as f32),
+        top_k: generation_config
+            .get("top_k")
+            .and_then(Value::as_u64)
+            .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        top_p: num("top_p").map(|x| x as f32),
+        min_p: num("min_p").map(|x| x as f32),
+        repeat_penalty,
+        repeat_last_n: repeat_penalty.map(|_| usize::MAX),
+    }
+    .valid_only()
+}
+
+/// The recommendation of `dir/generation_config.json` ([`recommended_sampling`]); none when
+/// the file is absent.
+pub fn recommended_sampling_of_dir(dir: &Path) -> Result<PartialSampling> {
+    let path = dir.join("generation_config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PartialSampling::default()),
+        Err(e) => {
+            return Err(LadeError::BadModelFile {
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let json: Value = serde_json::from_str(&text).map_err(|e| LadeError::BadModelFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(recommended_sampling(&json))
 }
 
 /// `*.safetensors` files of `dir`, sorted by name.
@@ -176,4 +219,51 @@ pub fn load_llama(dir: &Path, opts: &LoadOptions) -> Result<Llama> {
         },
         &opts.device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recommended_sampling_of_a_generation_config() {
+        let json: Value = serde_json::from_str(
+            r#"{"bos_token_id": 1, "do_sample": true, "temperature": 0.7, "top_p": 0.8,
+                "top_k": 20, "repetition_penalty": 1.05}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            recommended_sampling(&json),
+            PartialSampling {
+                temperature: Some(0.7),
+                top_k: Some(20),
+                top_p: Some(0.8),
+                min_p: None,
+                repeat_penalty: Some(1.05),
+                repeat_last_n: Some(usize::MAX),
+            }
+        );
+        // Token ids only (the usual file of a base model): no recommendation.
+        let ids: Value =
+            serde_json::from_str(r#"{"bos_token_id": 1, "eos_token_id": [2, 3]}"#).unwrap();
+        assert!(recommended_sampling(&ids).is_empty());
+        let bad: Value =
+            serde_json::from_str(r#"{"temperature": -1, "top_p": 0, "top_k": "x"}"#).unwrap();
+        assert!(recommended_sampling(&bad).is_empty());
+    }
+
+    #[test]
+    fn a_directory_without_generation_config_recommends_nothing() {
+        let dir = std::env::temp_dir().join(format!("lade-gencfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(recommended_sampling_of_dir(&dir).unwrap().is_empty());
+        std::fs::write(dir.join("generation_config.json"), "{not json").unwrap();
+        assert!(matches!(
+            recommended_sampling_of_dir(&dir),
+            Err(LadeError::BadModelFile { .. })
+        ));
+        std::fs::write(dir.join("generation_config.json"), r#"{"min_p": 0.1}"#).unwrap();
+        assert_eq!(recommended_sampling_of_dir(&dir).unwrap().min_p, Some(0.1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

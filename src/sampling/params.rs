@@ -95,6 +95,122 @@ impl Default for SamplingParams {
     }
 }
 
+/// Sampling settings of which only some are given: a user's flags, the fields of a request,
+/// or the settings a model's files recommend. `None` = not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PartialSampling {
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<usize>,
+}
+
+impl PartialSampling {
+    /// `true` when no field is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The given fields that [`SamplingParams::validate`] would accept, the others dropped
+    /// (a model file's recommendation out of range is ignored rather than refused).
+    pub fn valid_only(self) -> Self {
+        Self {
+            temperature: self.temperature.filter(|t| t.is_finite() && *t >= 0.0),
+            top_k: self.top_k,
+            top_p: self
+                .top_p
+                .filter(|p| p.is_finite() && *p > 0.0 && *p <= 1.0),
+            min_p: self
+                .min_p
+                .filter(|m| m.is_finite() && (0.0..=1.0).contains(m)),
+            repeat_penalty: self.repeat_penalty.filter(|r| r.is_finite() && *r > 0.0),
+            repeat_last_n: self.repeat_last_n,
+        }
+    }
+
+    /// `base` with every given field replaced (the seed is `base`'s).
+    pub fn over(&self, base: SamplingParams) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature.unwrap_or(base.temperature),
+            top_k: self.top_k.unwrap_or(base.top_k),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            min_p: self.min_p.unwrap_or(base.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.unwrap_or(base.repeat_last_n),
+            seed: base.seed,
+        }
+    }
+
+    /// The settings of a generation: the `given` ones over the model's `recommended` ones
+    /// over [`SamplingParams::LLAMA_CPP`]. A temperature of 0, given or recommended, is plain
+    /// greedy decoding: then only the given settings apply, over [`SamplingParams::greedy`]
+    /// (so that `--temperature 0` means the argmax of the model's logits whatever a model
+    /// recommends).
+    pub fn resolve(given: &Self, recommended: &Self, seed: u64) -> SamplingParams {
+        let sampled = given.over(recommended.over(SamplingParams::LLAMA_CPP));
+        let params = if sampled.is_greedy() {
+            given.over(SamplingParams::greedy())
+        } else {
+            sampled
+        };
+        SamplingParams { seed, ..params }
+    }
+}
+
+impl SamplingParams {
+    /// llama.cpp's defaults, used where a model's files recommend nothing: temperature 0.8,
+    /// top-k 40, top-p 0.95, min-p 0.05, no repetition penalty.
+    pub const LLAMA_CPP: Self = Self {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.05,
+        repeat_penalty: 1.0,
+        repeat_last_n: Self::DEFAULT_REPEAT_LAST_N,
+        seed: 0,
+    };
+
+    /// One line for logs: `temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, seed 7`
+    /// (filters that are off are left out; `greedy` for temperature 0).
+    pub fn describe(&self) -> String {
+        if self.is_greedy() {
+            return match self.describe_penalty() {
+                Some(p) => format!("greedy, {p}"),
+                None => "greedy".into(),
+            };
+        }
+        let mut parts = vec![format!("temperature {}", self.temperature)];
+        if self.top_k > 0 {
+            parts.push(format!("top-k {}", self.top_k));
+        }
+        if self.top_p < 1.0 {
+            parts.push(format!("top-p {}", self.top_p));
+        }
+        if self.min_p > 0.0 {
+            parts.push(format!("min-p {}", self.min_p));
+        }
+        parts.extend(self.describe_penalty());
+        parts.push(format!("seed {}", self.seed));
+        parts.join(", ")
+    }
+
+    fn describe_penalty(&self) -> Option<String> {
+        if self.repeat_penalty == 1.0 || self.repeat_last_n == 0 {
+            return None;
+        }
+        Some(if self.repeat_last_n == usize::MAX {
+            format!("repeat penalty {} over the whole text", self.repeat_penalty)
+        } else {
+            format!(
+                "repeat penalty {} over {} tokens",
+                self.repeat_penalty, self.repeat_last_n
+            )
+        })
+    }
+}
+
 fn invalid(msg: String) -> LadeError {
     LadeError::InvalidArgument(msg)
 }
@@ -242,6 +358,133 @@ mod tests {
                 temperature: 0.5,
                 ..SamplingParams::default()
             }
+        );
+    }
+
+    #[test]
+    fn resolve_layers_given_over_recommended_over_llama_cpp() {
+        let none = PartialSampling::default();
+        assert_eq!(
+            PartialSampling::resolve(&none, &none, 9),
+            SamplingParams {
+                seed: 9,
+                ..SamplingParams::LLAMA_CPP
+            }
+        );
+        let recommended = PartialSampling {
+            temperature: Some(0.7),
+            top_p: Some(0.8),
+            top_k: Some(20),
+            repeat_penalty: Some(1.05),
+            ..none
+        };
+        let given = PartialSampling {
+            top_p: Some(0.5),
+            ..none
+        };
+        let p = PartialSampling::resolve(&given, &recommended, 3);
+        assert_eq!(
+            p,
+            SamplingParams {
+                temperature: 0.7,
+                top_k: 20,
+                top_p: 0.5,
+                min_p: 0.05,
+                repeat_penalty: 1.05,
+                repeat_last_n: SamplingParams::DEFAULT_REPEAT_LAST_N,
+                seed: 3,
+            }
+        );
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn temperature_zero_is_plain_greedy_whatever_is_recommended() {
+        let recommended = PartialSampling {
+            temperature: Some(0.7),
+            top_k: Some(20),
+            repeat_penalty: Some(1.1),
+            ..PartialSampling::default()
+        };
+        let zero = PartialSampling {
+            temperature: Some(0.0),
+            ..PartialSampling::default()
+        };
+        assert_eq!(
+            PartialSampling::resolve(&zero, &recommended, 0),
+            SamplingParams::greedy()
+        );
+        // A penalty given with it still applies.
+        let with_penalty = PartialSampling {
+            repeat_penalty: Some(1.2),
+            ..zero
+        };
+        assert_eq!(
+            PartialSampling::resolve(&with_penalty, &recommended, 0),
+            SamplingParams {
+                repeat_penalty: 1.2,
+                ..SamplingParams::greedy()
+            }
+        );
+        // A model that recommends greedy decoding gets it.
+        let greedy_model = PartialSampling {
+            temperature: Some(0.0),
+            top_k: Some(5),
+            ..PartialSampling::default()
+        };
+        assert!(
+            PartialSampling::resolve(&PartialSampling::default(), &greedy_model, 0).is_greedy()
+        );
+    }
+
+    #[test]
+    fn valid_only_drops_out_of_range_recommendations() {
+        let bad = PartialSampling {
+            temperature: Some(-1.0),
+            top_k: Some(7),
+            top_p: Some(1.5),
+            min_p: Some(f32::NAN),
+            repeat_penalty: Some(0.0),
+            repeat_last_n: Some(32),
+        };
+        assert_eq!(
+            bad.valid_only(),
+            PartialSampling {
+                top_k: Some(7),
+                repeat_last_n: Some(32),
+                ..PartialSampling::default()
+            }
+        );
+        let good = PartialSampling {
+            temperature: Some(0.6),
+            top_p: Some(1.0),
+            min_p: Some(0.0),
+            repeat_penalty: Some(1.1),
+            ..PartialSampling::default()
+        };
+        assert_eq!(good.valid_only(), good);
+    }
+
+    #[test]
+    fn describe_names_what_is_on() {
+        assert_eq!(SamplingParams::greedy().describe(), "greedy");
+        assert_eq!(
+            SamplingParams {
+                seed: 5,
+                ..SamplingParams::LLAMA_CPP
+            }
+            .describe(),
+            "temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, seed 5"
+        );
+        assert_eq!(
+            SamplingParams {
+                temperature: 1.0,
+                repeat_penalty: 1.1,
+                repeat_last_n: usize::MAX,
+                ..SamplingParams::greedy()
+            }
+            .describe(),
+            "temperature 1, repeat penalty 1.1 over the whole text, seed 0"
         );
     }
 }

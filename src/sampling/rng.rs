@@ -46,6 +46,18 @@ pub fn random_u64(seed: u64, index: u64) -> u64 {
     mix64(key ^ mix64(index.wrapping_add(GAMMA2)))
 }
 
+/// A seed for a run that was given none: different on every call (the clock, the process id
+/// and a counter, mixed), below 2^32 so that it is easy to type back as `--seed`.
+pub fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let key = nanos ^ (u64::from(std::process::id()) << 40);
+    random_u64(key, CALLS.fetch_add(1, Ordering::Relaxed)) >> 32
+}
+
 /// A uniform number in `[0, 1)` that depends only on `(seed, index)`.
 ///
 /// Used as the inverse-CDF draw for output position `index`.

@@ -334,10 +334,14 @@ async fn start_generation(
     let slot = st.admit().await?;
 
     let n = st.next_request();
-    let mut sampling = parsed.sampling;
-    if !parsed.seed_given {
-        sampling.seed = crate::sampling::random_u64(st.id_salt ^ 0x5eed, n);
-    }
+    let seed = parsed
+        .seed
+        .unwrap_or_else(|| crate::sampling::random_u64(st.id_salt ^ 0x5eed, n));
+    let sampling = crate::sampling::PartialSampling::resolve(
+        &parsed.sampling,
+        &ready.loaded.recommended_sampling,
+        seed,
+    );
     let cancel = st.register_cancel(n);
     let job = Job {
         prompt,

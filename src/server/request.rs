@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use crate::chat_template::ChatMessage;
 use crate::decode::LookaheadConfig;
-use crate::sampling::SamplingParams;
+use crate::sampling::{PartialSampling, SamplingParams};
 
 /// Which endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +59,11 @@ pub struct GenRequest {
     pub prompt: PromptInput,
     /// `max_completion_tokens`, else `max_tokens`; `None`: up to the end of the context.
     pub max_tokens: Option<usize>,
-    /// Sampling settings; `seed` is only meaningful when `seed_given`.
-    pub sampling: SamplingParams,
-    pub seed_given: bool,
+    /// The sampling settings the request gives; the others are the server's defaults (the
+    /// model's recommendation, else llama.cpp's: [`PartialSampling::resolve`]).
+    pub sampling: PartialSampling,
+    /// `None`: the server picks a seed.
+    pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
@@ -235,11 +237,8 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<GenRequest, ApiError> {
         model,
         prompt,
         max_tokens,
-        sampling: SamplingParams {
-            seed: seed.unwrap_or(0),
-            ..sampling
-        },
-        seed_given: seed.is_some(),
+        sampling,
+        seed,
         stop,
         stream,
         include_usage,
@@ -461,12 +460,12 @@ fn refuse_unsupported(endpoint: Endpoint, f: &Fields<'_>) -> Result<(), ApiError
     Ok(())
 }
 
-fn sampling(f: &Fields<'_>) -> Result<SamplingParams, ApiError> {
-    let mut p = SamplingParams {
-        // OpenAI's default.
-        temperature: 1.0,
-        ..SamplingParams::default()
-    };
+/// The sampling fields of a request. A field left out is not OpenAI's default (temperature 1,
+/// top-p 1, which suit OpenAI's models) but the server's, as `lade generate` and llama.cpp's
+/// server do: the model's recommended settings, else llama.cpp's (temperature 0.8, top-k 40,
+/// top-p 0.95, min-p 0.05); see [`PartialSampling::resolve`].
+fn sampling(f: &Fields<'_>) -> Result<PartialSampling, ApiError> {
+    let mut p = PartialSampling::default();
     if let Some(t) = f.number("temperature")? {
         if !(0.0..=2.0).contains(&t) {
             return Err(ApiError::invalid(
@@ -474,7 +473,7 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingParams, ApiError> {
                 format!("`temperature` must be between 0 and 2, got {t}"),
             ));
         }
-        p.temperature = t as f32;
+        p.temperature = Some(t as f32);
     }
     if let Some(x) = f.number("top_p")? {
         if !(x > 0.0 && x <= 1.0) {
@@ -483,10 +482,10 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingParams, ApiError> {
                 format!("`top_p` must be in (0, 1], got {x}"),
             ));
         }
-        p.top_p = x as f32;
+        p.top_p = Some(x as f32);
     }
     if let Some(k) = f.uint("top_k")? {
-        p.top_k = usize::try_from(k).unwrap_or(usize::MAX);
+        p.top_k = Some(usize::try_from(k).unwrap_or(usize::MAX));
     }
     if let Some(x) = f.number("min_p")? {
         if !(0.0..=1.0).contains(&x) {
@@ -495,7 +494,7 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingParams, ApiError> {
                 format!("`min_p` must be in [0, 1], got {x}"),
             ));
         }
-        p.min_p = x as f32;
+        p.min_p = Some(x as f32);
     }
     if let Some(x) = f.number("repeat_penalty")? {
         if x <= 0.0 {
@@ -504,13 +503,14 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingParams, ApiError> {
                 format!("`repeat_penalty` must be > 0, got {x}"),
             ));
         }
-        p.repeat_penalty = x as f32;
+        p.repeat_penalty = Some(x as f32);
     }
     if let Some(n) = f.uint("repeat_last_n")? {
-        p.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
+        p.repeat_last_n = Some(usize::try_from(n).unwrap_or(usize::MAX));
     }
     // f64 → f32 may still overflow or flush: the library's own check is the last word.
-    p.validate()
+    p.over(SamplingParams::LLAMA_CPP)
+        .validate()
         .map_err(|e| ApiError::bad_request(format!("invalid sampling settings: {e}")))?;
     Ok(p)
 }
@@ -648,10 +648,18 @@ mod tests {
             ])
         );
         assert_eq!(r.max_tokens, Some(5));
-        assert_eq!(r.sampling.temperature, 0.0);
-        assert_eq!(r.sampling.top_k, 4);
-        assert_eq!(r.sampling.seed, u64::MAX);
-        assert!(r.seed_given && r.stream && r.include_usage);
+        assert_eq!(
+            r.sampling,
+            PartialSampling {
+                temperature: Some(0.0),
+                top_k: Some(4),
+                top_p: Some(0.9),
+                min_p: Some(0.1),
+                ..PartialSampling::default()
+            }
+        );
+        assert_eq!(r.seed, Some(u64::MAX));
+        assert!(r.stream && r.include_usage);
         assert_eq!(r.stop, vec!["\n"]);
         assert_eq!(
             r.lookahead,
@@ -662,9 +670,10 @@ mod tests {
     #[test]
     fn defaults() {
         let r = chat(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap();
-        assert_eq!(r.sampling.temperature, 1.0);
+        // No sampling field given: the server's defaults apply (resolved per request).
+        assert!(r.sampling.is_empty());
         assert_eq!(r.max_tokens, None);
-        assert!(!r.seed_given && !r.stream);
+        assert!(r.seed.is_none() && !r.stream);
         assert_eq!(r.lookahead, LookaheadRequest::ServerDefault);
         let r = chat(r#"{"messages":[{"role":"user","content":"x"}],"lookahead":false}"#).unwrap();
         assert_eq!(r.lookahead, LookaheadRequest::Off);

@@ -299,3 +299,61 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> Value {
     );
     e.clone()
 }
+
+/// Checks the token accounting of a response's `usage` against itself: every step commits at
+/// least one token, `accepted_per_step` adds up to the steps and to the generated tokens,
+/// `steps_by_rows` to the steps, `compression` is their ratio, and the completion is the
+/// generated tokens less a final end-of-generation token. Plain decoding commits exactly one
+/// token per step. Returns `(steps, generated tokens)`.
+pub fn check_accounting(usage: &Value) -> (u64, u64) {
+    let la = &usage["lookahead"];
+    let n = |v: &Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("not a count: {v} in {usage}"))
+    };
+    let steps = n(&la["steps"]);
+    let generated = n(&la["generated_tokens"]);
+    let completion = n(&usage["completion_tokens"]);
+    let hist: Vec<u64> = la["accepted_per_step"]
+        .as_array()
+        .expect("accepted_per_step")
+        .iter()
+        .map(n)
+        .collect();
+    assert_eq!(
+        hist.first().copied().unwrap_or(0),
+        0,
+        "a step committed nothing: {usage}"
+    );
+    assert_eq!(hist.iter().sum::<u64>(), steps, "{usage}");
+    let committed: u64 = hist.iter().enumerate().map(|(k, &c)| k as u64 * c).sum();
+    assert_eq!(committed, generated, "{usage}");
+    let by_rows: u64 = la["steps_by_rows"]
+        .as_object()
+        .expect("steps_by_rows")
+        .values()
+        .map(n)
+        .sum();
+    assert_eq!(by_rows, steps, "{usage}");
+    assert!(steps >= 1 && steps <= generated, "{usage}");
+    assert!(
+        generated == completion || generated == completion + 1,
+        "{usage}"
+    );
+    let compression = la["compression"].as_f64().expect("compression");
+    assert!(
+        (compression - generated as f64 / steps as f64).abs() < 1e-9,
+        "{usage}"
+    );
+    assert!(
+        n(&la["drafted_tokens_accepted"]) <= generated - steps,
+        "{usage}"
+    );
+    if la["decoder"] == "plain" {
+        assert_eq!(
+            steps, generated,
+            "plain decoding: one token a step: {usage}"
+        );
+    }
+    (steps, generated)
+}
