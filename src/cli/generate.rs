@@ -319,9 +319,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
         if let Some(list) = parallel {
             let (decoder, group, defaulted) =
-                args.lookahead.parallel_decoder(seed, corpus()?, || {
-                    device_group(&loaded, list, context)
-                })?;
+                args.lookahead
+                    .parallel_decoder(seed, corpus()?, || device_group(&loaded, list, context))?;
             let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
             args.model.log(&format!(
                 "lookahead parallelism: {} on {} (host-channel exchange){}",

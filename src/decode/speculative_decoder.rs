@@ -351,6 +351,7 @@ impl Decoder for SpeculativeDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::corpus_drafter::corpus_draft_len;
     use super::*;
 
     /// The drafts of the first step after `prompt` with W = 0, N = 32, G = 1 and a corpus of
@@ -369,32 +370,39 @@ mod tests {
 
     #[test]
     fn the_corpus_drafts_where_the_text_matched_a_much_shorter_context() {
-        let corpus_after =
-            |first: u32, len: usize| -> Vec<u32> { (first..first + len as u32).collect() };
-        // No earlier 12 in the text: the corpus's `11 12` (2 tokens) gives 3 tokens.
+        // The corpus's continuation of a context of `order` tokens ending at `first - 1`.
+        let corpus_after = |first: u32, order: usize| -> Vec<u32> {
+            (first..first + corpus_draft_len(order) as u32).collect()
+        };
+        // No earlier 12 in the text: the corpus's `11 12` (2 tokens) drafts.
         assert_eq!(
             first_drafts(&[5, 11, 12], true),
-            (vec![corpus_after(13, 3)], true)
+            (vec![corpus_after(13, 2)], true)
         );
         assert_eq!(first_drafts(&[5, 11, 12], false), (vec![], false));
-        // The text's 13 matched 1 token back (`1 13 50`), the corpus's `10 11 12 13` 4
-        // tokens: 4 >= 1 + 2, so 7 tokens from the corpus (a 4-token context).
-        let p = [1, 13, 50, 10, 11, 12, 13];
-        assert_eq!(first_drafts(&p, true), (vec![corpus_after(14, 7)], true));
-        assert_eq!(
-            first_drafts(&p, false).0[0][0],
-            50,
-            "without a corpus: the text"
-        );
-        // Matched 2 back (`12 13 50`): 4 >= 2 + 2, still the corpus.
-        let p = [7, 12, 13, 50, 10, 11, 12, 13];
-        assert_eq!(first_drafts(&p, true), (vec![corpus_after(14, 7)], true));
-        // Matched 3 back (`11 12 13 50`): the text's draft (7 tokens after a 3-token match,
-        // repeating the 5-token loop `50 10 11 12 13`).
+        // The corpus matches `10 11 12 13` (4 tokens); the text's earlier 13 (followed by
+        // 50) matches `m` tokens back. The corpus drafts when its context is the margin
+        // longer, else the text's draft stands, exactly as without a corpus.
+        for (p, m) in [
+            (&[1, 13, 50, 10, 11, 12, 13][..], 1),
+            (&[7, 12, 13, 50, 10, 11, 12, 13][..], 2),
+            (&[11, 12, 13, 50, 10, 11, 12, 13][..], 3),
+        ] {
+            let without = first_drafts(p, false);
+            assert_eq!(without.0[0][0], 50, "without a corpus: the text");
+            let with = first_drafts(p, true);
+            if 4 >= m + DraftPolicy::CORPUS_MARGIN {
+                assert_eq!(with, (vec![corpus_after(14, 4)], true), "match of {m}");
+            } else {
+                assert_eq!(with, without, "match of {m}");
+            }
+        }
+        // After a 3-token match the text's draft repeats the 5-token loop `50 10 11 12 13`.
         let p = [11, 12, 13, 50, 10, 11, 12, 13];
-        assert_eq!(
-            first_drafts(&p, true),
-            (vec![vec![50, 10, 11, 12, 13, 50, 10]], false)
+        let draft = &first_drafts(&p, false).0[0];
+        assert!(
+            draft.iter().enumerate().all(|(i, &t)| t == p[3 + i % 5]),
+            "{draft:?}"
         );
     }
 

@@ -337,8 +337,21 @@ mod tests {
             idx.draft(&text).map(|d| d.tokens),
             Some(vec![2, 1, 2, 1, 2, 1, 2])
         );
-        assert_eq!(draft_len(1, 31), 3);
-        assert_eq!(draft_len(20, 7), 7);
+    }
+
+    #[test]
+    fn draft_length_grows_with_the_match_within_its_bound() {
+        for max in [1, 3, 7, 31, 100] {
+            assert_eq!(draft_len(0, max), 0, "no match, no draft");
+            let lens: Vec<usize> = (1..=64).map(|m| draft_len(m, max)).collect();
+            assert!(
+                lens.iter().all(|&l| (1..=max).contains(&l)),
+                "{max}: {lens:?}"
+            );
+            assert!(lens.windows(2).all(|w| w[0] <= w[1]), "{max}: {lens:?}");
+        }
+        // A long match is worth a longer draft than a one-token match, when allowed.
+        assert!(draft_len(64, 100) > draft_len(1, 100));
     }
 
     #[test]
