@@ -65,11 +65,11 @@ gputest() {
 smoke() {
   local p="Write a short story about a robot learning to paint."
   for cfg in "--no-lookahead" "--lookahead 7,4,7" "--lookahead 15,5,15"; do
-    timeout 120 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n 128 --json $cfg \
+    timeout 120 "$LADE" generate --device cuda --model "$M" --chat -p "$p" -n 128 --temperature 0 --json $cfg \
       > "$OUT/smoke_${cfg// /_}.json" 2> "$OUT/smoke_${cfg// /_}.err"
     echo "smoke $cfg rc=$?"; tail -c 600 "$OUT/smoke_${cfg// /_}.json"; echo; tail -3 "$OUT/smoke_${cfg// /_}.err"
   done
-  timeout 120 "$LADE" generate --device cpu --model "$M" --dtype f32 --chat -p "$p" -n 128 --json --no-lookahead \
+  timeout 120 "$LADE" generate --device cpu --model "$M" --dtype f32 --chat -p "$p" -n 128 --temperature 0 --json --no-lookahead \
     > "$OUT/smoke_cpu_f32.json" 2>/dev/null
   python3 - "$OUT" <<'EOF'
 import json, sys, glob
