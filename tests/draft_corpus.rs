@@ -216,3 +216,76 @@ fn self_prompts_are_user_turns_the_model_writes_and_answers() {
         );
     }
 }
+
+/// A corpus beside the model file (`M.corpus` for `M.gguf`) is found without flags; `lade
+/// draft-corpus` writes there by default; a missing one means drafting from the text alone and
+/// a damaged one is reported and left out. The output is the same every time.
+#[test]
+fn the_corpus_beside_a_model_is_used_and_a_bad_one_degrades_gracefully() {
+    let d = dir().join("beside");
+    std::fs::create_dir_all(&d).unwrap();
+    let model = d.join("m.gguf");
+    let _ = std::fs::remove_file(&model);
+    std::os::unix::fs::symlink(common::model_path(), &model).unwrap();
+    let model_s = model.display().to_string();
+    let corpus = d.join("m.corpus");
+    let _ = std::fs::remove_file(&corpus);
+    let run = |extra: &[&str]| -> (serde_json::Value, String) {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model_s,
+            "--chat",
+            "--json",
+            "--temperature",
+            "0",
+            "-n",
+            "32",
+            "-p",
+            "Write a short note to a friend about your weekend.",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = lade(&args);
+        assert!(ok, "{args:?}: {err}");
+        (serde_json::from_str(&out).unwrap(), err)
+    };
+    let (plain, _) = run(&["-q", "--no-lookahead"]);
+    let (none, _) = run(&["-q", "--lookahead", "0,8,1"]);
+    assert_eq!(none["token_ids"], plain["token_ids"]);
+    assert!(none["stats"]["lookahead"]["corpus"].is_null());
+
+    let fixtures = fixtures().display().to_string();
+    let (ok, _, err) = lade(&[
+        "draft-corpus",
+        "--model",
+        &model_s,
+        "--dataset",
+        &fixtures,
+        "--chat",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "32",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(CorpusFile::read(&corpus).unwrap().texts.len(), 2);
+    let (found, err) = run(&["--lookahead", "0,8,1"]);
+    assert_eq!(found["token_ids"], plain["token_ids"]);
+    assert_eq!(found["stats"]["lookahead"]["corpus"]["texts"], 2, "{err}");
+    assert!(err.contains(&corpus.display().to_string()), "{err}");
+
+    std::fs::write(&corpus, b"not a corpus").unwrap();
+    let (damaged, err) = run(&["--lookahead", "0,8,1"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(damaged["token_ids"], plain["token_ids"]);
+    assert!(damaged["stats"]["lookahead"]["corpus"].is_null());
+    assert!(
+        err.contains("bad magic") && err.contains("drafting from the text alone"),
+        "{err}"
+    );
+    // Told not to, it does not look.
+    let (off, err) = run(&["--lookahead", "0,8,1", "--no-draft-corpus"]);
+    assert_eq!(off["token_ids"], plain["token_ids"]);
+    assert!(!err.contains("bad magic"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -166,7 +166,8 @@ async fn endpoints_streaming_and_lookahead() {
     // The decoder's own counters, and the steps by query rows (a step of 4,3,4 has at most
     // (W + G)(N - 1) = 16).
     assert_eq!(lu["decoder_stats"]["window"], 4);
-    // The server loaded the default model's embedded draft corpus for its lookahead requests.
+    // The server loaded the draft corpus installed beside the default model for its
+    // lookahead requests.
     assert!(
         lu["decoder_stats"]["corpus"]["texts"].as_u64().unwrap() > 0,
         "{lu}"

