@@ -142,7 +142,7 @@ pub const BUILTIN_MODELS: &[BuiltinModel] = &[
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size: 491_400_064,
         parts: QWEN_PARTS,
-        draft_corpus: None,
+        draft_corpus: Some("draft-corpus/Qwen2.5-Coder-0.5B-Instruct.corpus"),
     },
 ];
 
