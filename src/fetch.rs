@@ -624,17 +624,15 @@ mod tests {
     }
 
     #[test]
-    fn the_default_model_ships_a_draft_corpus_beside_its_file() {
-        let m = default_model();
-        let path = m.draft_corpus_path().unwrap();
-        assert_eq!(path.parent(), m.path().parent());
-        assert_eq!(path.extension().unwrap(), "corpus");
-        let shipped = assets_dir().join(m.draft_corpus.unwrap());
-        crate::decode::CorpusFile::read(&shipped).unwrap();
-        assert_eq!(builtin_at(&m.path()), Some(m));
-        assert!(builtin("qwen2.5-coder-0.5b")
-            .unwrap()
-            .draft_corpus_path()
-            .is_none());
+    fn every_builtin_model_ships_a_readable_draft_corpus_beside_its_file() {
+        for m in BUILTIN_MODELS {
+            let path = m.draft_corpus_path().unwrap();
+            assert_eq!(path.parent(), m.path().parent(), "{}", m.name);
+            assert_eq!(path.extension().unwrap(), "corpus", "{}", m.name);
+            let shipped = assets_dir().join(m.draft_corpus.unwrap());
+            let file = crate::decode::CorpusFile::read(&shipped).unwrap();
+            assert!(!file.texts.is_empty(), "{}", m.name);
+            assert_eq!(builtin_at(&m.path()), Some(m));
+        }
     }
 }

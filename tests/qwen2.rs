@@ -410,6 +410,11 @@ fn the_alias_fetches_and_runs_from_the_command_line() {
         .map(u32::to_string)
         .collect();
     assert_eq!(out.trim(), want.join(" "));
+    // Its shipped draft corpus belongs to this tokenizer (else it would be refused and
+    // lookahead would draft from the text alone).
+    let shipped = lade::fetch::assets_dir().join("draft-corpus/Qwen2.5-Coder-0.5B-Instruct.corpus");
+    let corpus = lade::decode::CorpusFile::read(&shipped).unwrap();
+    corpus.check_tokenizer(&tok, "shipped").unwrap();
 }
 
 #[test]
