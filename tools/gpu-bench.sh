@@ -240,58 +240,37 @@ synth() {  # a random-weight model of a named shape, measured by the phases afte
   [ -e "$f" ] && M=$f
 }
 
+phases() {  # the phases named, in order
+  for phase in "$@"; do
+    case "$phase" in
+      smoke) smoke ;;
+      gputest) gputest ;;
+      bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
+      bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
+      bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
+      ncu) ncu_kernels ;;
+      bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
+                 BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
+      graphs) graphs ;;
+      oneshot) oneshot ;;
+      profile) profile ;;
+      variants) variants ;;
+      pick) pick; . "$OUT/picked.env" ;;
+      scaling) scaling ;;
+      hf) hf ;;
+      selfcorpus) selfcorpus ;;
+      synth) synth ;;
+      corpus) corpus ;;
+      *) echo "unknown phase $phase" ;;
+    esac
+  done
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
   stage) stage ;;
-  stage-b)
-    stage_b
-    for phase in "$@"; do
-      case "$phase" in
-        smoke) smoke ;;
-        gputest) gputest ;;
-        bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
-        bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
-        bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
-        ncu) ncu_kernels ;;
-        bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
-                   BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
-        graphs) graphs ;;
-        oneshot) oneshot ;;
-        profile) profile ;;
-        variants) variants ;;
-        pick) pick; . "$OUT/picked.env" ;;
-        scaling) scaling ;;
-        hf) hf ;;
-        selfcorpus) selfcorpus ;;
-        synth) synth ;;
-        corpus) corpus ;;
-        *) echo "unknown phase $phase" ;;
-      esac
-    done ;;
-  run)  # the model is already staged: phases only
-    for phase in "$@"; do
-      case "$phase" in
-        smoke) smoke ;;
-        gputest) gputest ;;
-        bench) bench mt .devbin/data/mt_bench.jsonl --chat; bench he .devbin/data/humaneval.jsonl "" ;;
-        bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
-        bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
-        ncu) ncu_kernels ;;
-        bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
-                   BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
-        graphs) graphs ;;
-        oneshot) oneshot ;;
-        profile) profile ;;
-        variants) variants ;;
-        pick) pick; . "$OUT/picked.env" ;;
-        scaling) scaling ;;
-        hf) hf ;;
-        selfcorpus) selfcorpus ;;
-        synth) synth ;;
-        corpus) corpus ;;
-        *) echo "unknown phase $phase" ;;
-      esac
-    done ;;
-  *) echo "usage: $0 stage-a | stage-b PHASE... | run PHASE..." >&2; exit 2 ;;
+  stage-b) stage_b; phases "$@" ;;
+  run) phases "$@" ;;  # the model is already staged: phases only
+  *) echo "usage: $0 stage | stage-b PHASE... | run PHASE..." >&2; exit 2 ;;
 esac
