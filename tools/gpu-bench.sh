@@ -21,7 +21,9 @@
 # $SELF_SEED, appended to $D/self.corpus, which starts as a copy of $SELF_BASE when set; copied to
 # $OUT), corpus (a draft corpus for the staged model: see the function), synth (lade synth-model writes a random-weight model of $SYNTH_SHAPE, default llama3-8b,
 # with $SYNTH_ARGS, into /tmp/lade-synth; the later phases of the call measure it instead of the
-# default model: see docs/random-weight-models.md).
+# default model: see docs/random-weight-models.md), cpu-table (the CPU path on this machine's cores,
+# single-threaded jobs in parallel: see the function; cpu-table-bg starts it in the background
+# and wait-cpu waits for it, so that GPU phases run beside it).
 # Everything lands in $OUT (copied back to the caller).
 set -uo pipefail
 D=${LADE_GPU_DIR:-$HOME/lade}
@@ -230,6 +232,39 @@ corpus() {  # a draft corpus for the staged model, built as tools/build-draft-co
   [ -e "$c" ] && cp "$c" "$OUT/" && BENCH_ARGS="${BENCH_ARGS:-} --draft-corpus $c"
 }
 
+cpu_table() {  # the CPU path on this machine's cores: one single-threaded `lade bench --device cpu`
+  # per job, CPU_PROCS at a time. JOBS="he:0:15,5,15 mt:3:0,32,1 ..." (dataset, prompt index,
+  # lookahead W,N,G); each job runs greedy and that config on one prompt, so every output is
+  # checked against greedy in its own process. Jobs still running at CPU_DEADLINE seconds are
+  # stopped and reported missing. Results: $OUT/cpu-table.tgz, holding
+  # cpu/<dataset>-<prompt>-<W-N-G>/runs.csv.
+  local t0=$SECONDS
+  mkdir -p "$D/slices" "$OUT/cpu"
+  python3 - "$D/slices" <<'EOF2'
+import json, sys
+for name, f in (("he", ".devbin/data/humaneval.jsonl"), ("mt", ".devbin/data/mt_bench.jsonl")):
+    for i, line in enumerate(list(open(f))[:40]):
+        open(f"{sys.argv[1]}/{name}-{i}.jsonl", "w").write(line)
+EOF2
+  lscpu | grep -E "^(Model name|CPU\(s\)|Thread|Core|Socket)" > "$OUT/cpu/lscpu.txt"
+  export LADE M D OUT
+  export CPU_END=$(($(date +%s) + ${CPU_DEADLINE:-540}))
+  printf '%s\n' ${JOBS:-} | xargs -P "${CPU_PROCS:-14}" -I{} bash -c '
+    IFS=: read -r set i cfg <<< "{}"
+    chat=""; [ "$set" = mt ] && chat=--chat
+    left=$((CPU_END - $(date +%s))); [ "$left" -gt 5 ] || { echo "{} skipped"; exit 0; }
+    s=$(date +%s)
+    timeout "$left" "$LADE" bench --device cpu --threads 1 --model "$M" --dataset "$D/slices/$set-$i.jsonl" $chat \
+      --limit 1 --max-tokens 256 --configs "greedy;lookahead:$cfg" \
+      --draft-corpus assets/draft-corpus/Qwen2.5-Coder-0.5B-Instruct.corpus \
+      --out "$OUT/cpu/$set-$i-${cfg//,/-}" -q > /dev/null 2> "$OUT/cpu/$set-$i-${cfg//,/-}.err"
+    echo "{} rc=$? $(($(date +%s) - s)) s"' | sort > "$OUT/cpu/jobs.txt"
+  echo "cpu-table $(grep -c 'rc=0' "$OUT/cpu/jobs.txt") of $(echo ${JOBS:-} | wc -w) jobs in $((SECONDS - t0)) s"
+  cat "$OUT/cpu/jobs.txt"
+  # one file back instead of one folder per job (a remote call returns only a few files)
+  tar czf "$OUT/cpu-table.tgz" -C "$OUT" cpu && rm -rf "$OUT/cpu"
+}
+
 synth() {  # a random-weight model of a named shape, measured by the phases after this one
   local shape=${SYNTH_SHAPE:-llama3-8b} t0=$SECONDS
   local f=/tmp/lade-synth/$shape.gguf
@@ -261,6 +296,9 @@ phases() {  # the phases named, in order
       selfcorpus) selfcorpus ;;
       synth) synth ;;
       corpus) corpus ;;
+      cpu-table) cpu_table ;;
+      cpu-table-bg) cpu_table > "$OUT/cpu-table.txt" 2>&1 & CPU_PID=$! ;;
+      wait-cpu) wait "${CPU_PID:-}"; cat "$OUT/cpu-table.txt" ;;
       *) echo "unknown phase $phase" ;;
     esac
   done
