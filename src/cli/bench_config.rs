@@ -2,7 +2,7 @@
 //! (`scaling`, `ablation`).
 
 use anyhow::Context;
-use lade::decode::{LookaheadConfig, PromptLookupConfig};
+use lade::decode::{DraftSwitches, LookaheadConfig, PromptLookupConfig};
 use serde::Serialize;
 
 /// What one benchmark config decodes with.
@@ -131,27 +131,16 @@ impl BenchConfig {
     }
 }
 
-/// `s` without `suffix`, and whether it had it.
-fn take_suffix<'a>(s: &'a str, suffix: &str) -> (&'a str, bool) {
-    s.strip_suffix(suffix).map_or((s, false), |x| (x, true))
-}
-
 /// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate),
 /// `-adapt` (W = 0: fixed N-1-token drafts), `-corpus` (no drafts from the draft corpus) and
 /// `+ref` (authors' mode) suffixes, in this order.
 fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
-    let (wng, compat) = take_suffix(spec, "+ref");
-    let (wng, no_corpus) = take_suffix(wng, "-corpus");
-    let (wng, no_adapt) = take_suffix(wng, "-adapt");
-    let (wng, no_ctx) = take_suffix(wng, "-ctx");
-    let (wng, no_pool) = take_suffix(wng, "-pool");
+    let (wng, switches) = DraftSwitches::strip_suffixes(spec);
     let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
-    let mut cfg = LookaheadConfig::new(w, n, g);
-    cfg.reference_compat = compat;
-    cfg.pool_from_prompt = !no_pool;
-    cfg.context_match = !no_ctx;
-    cfg.adaptive_draft = !no_adapt;
-    cfg.corpus_drafts = !no_corpus;
+    let cfg = LookaheadConfig {
+        switches,
+        ..LookaheadConfig::new(w, n, g)
+    };
     cfg.validate()?;
     Ok(cfg)
 }
@@ -170,18 +159,24 @@ mod tests {
         assert!(c[0].is_greedy() && c[0].lookahead().is_none());
         let l = c[1].lookahead().unwrap();
         assert_eq!((l.window, l.ngram, l.guesses), (15, 5, 15));
-        assert!(l.pool_from_prompt && !l.reference_compat);
-        assert!(c[2].lookahead().unwrap().reference_compat);
-        assert!(!c[3].lookahead().unwrap().pool_from_prompt);
-        assert!(l.context_match && c[3].lookahead().unwrap().context_match);
+        assert!(l.switches.pool_from_prompt && !l.switches.reference_compat);
+        assert!(c[2].lookahead().unwrap().switches.reference_compat);
+        assert!(!c[3].lookahead().unwrap().switches.pool_from_prompt);
+        assert!(l.switches.context_match && c[3].lookahead().unwrap().switches.context_match);
         let no_corpus = BenchConfig::parse("lookahead:0,32,1-adapt-corpus").unwrap();
         match no_corpus.strategy {
-            BenchStrategy::Lookahead(c) => assert!(!c.corpus_drafts && !c.adaptive_draft),
+            BenchStrategy::Lookahead(c) => {
+                assert!(!c.switches.corpus_drafts && !c.switches.adaptive_draft)
+            }
             _ => panic!("lookahead expected"),
         }
         let no_ctx = BenchConfig::parse("lookahead:1,5,1-pool-ctx+ref").unwrap();
         let n = no_ctx.lookahead().unwrap();
-        assert!(!n.context_match && !n.pool_from_prompt && n.reference_compat);
+        assert!(
+            !n.switches.context_match
+                && !n.switches.pool_from_prompt
+                && n.switches.reference_compat
+        );
         assert_eq!(c[4].strategy, BenchStrategy::Auto);
         assert_eq!(
             c[5].strategy,

@@ -56,12 +56,12 @@ pub fn scaling_lines(
     let mut found: Vec<(usize, bool, ScalingPoint)> = Vec::new();
     for (cfg, s) in configs.iter().zip(summary) {
         let Some(c) = cfg.lookahead() else { continue };
-        if c.window != c.guesses || c.reference_compat || s.prompts == 0 {
+        if c.window != c.guesses || c.switches.reference_compat || s.prompts == 0 {
             continue;
         }
         found.push((
             c.ngram,
-            c.pool_from_prompt,
+            c.switches.pool_from_prompt,
             ScalingPoint {
                 step_tokens: cfg.step_tokens(),
                 compression: s.compression,
@@ -256,7 +256,11 @@ fn short_name(config: &BenchConfig) -> String {
             "W={},G={}{}",
             c.window,
             c.guesses,
-            if c.pool_from_prompt { " +ref" } else { "" }
+            if c.switches.pool_from_prompt {
+                " +ref"
+            } else {
+                ""
+            }
         ),
         _ => config.label.clone(),
     }

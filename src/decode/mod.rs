@@ -36,7 +36,7 @@ pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
 pub use device_group::DeviceGroup;
-pub use lookahead::LookaheadConfig;
+pub use lookahead::{DraftSwitches, LookaheadConfig};
 pub use plain::PlainDecoder;
 pub use prompt_lookup::PromptLookupConfig;
 pub use row_outputs::RowOutputs;

@@ -85,10 +85,10 @@ pub struct DecoderOptions {
 impl Default for DecoderOptions {
     fn default() -> Self {
         Self {
-            pool_from_prompt: LookaheadConfig::DEFAULT.pool_from_prompt,
-            reference_compat: LookaheadConfig::DEFAULT.reference_compat,
-            context_match: LookaheadConfig::DEFAULT.context_match,
-            adaptive_draft: LookaheadConfig::DEFAULT.adaptive_draft,
+            pool_from_prompt: LookaheadConfig::DEFAULT.switches.pool_from_prompt,
+            reference_compat: LookaheadConfig::DEFAULT.switches.reference_compat,
+            context_match: LookaheadConfig::DEFAULT.switches.context_match,
+            adaptive_draft: LookaheadConfig::DEFAULT.switches.adaptive_draft,
             seed: 0,
             corpus: None,
         }
@@ -98,10 +98,10 @@ impl Default for DecoderOptions {
 impl DecoderOptions {
     /// `config` (its W, N, G) with these switches and seed.
     pub fn apply(&self, mut config: LookaheadConfig) -> LookaheadConfig {
-        config.pool_from_prompt = self.pool_from_prompt;
-        config.reference_compat = self.reference_compat;
-        config.context_match = self.context_match;
-        config.adaptive_draft = self.adaptive_draft;
+        config.switches.pool_from_prompt = self.pool_from_prompt;
+        config.switches.reference_compat = self.reference_compat;
+        config.switches.context_match = self.context_match;
+        config.switches.adaptive_draft = self.adaptive_draft;
         config.seed = self.seed;
         config
     }
@@ -657,8 +657,9 @@ mod tests {
             corpus: None,
         };
         let cfg = a.lookahead_config(&opts).unwrap();
-        assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);
-        assert!(!cfg.context_match && !cfg.adaptive_draft);
+        let s = cfg.switches;
+        assert!(!s.pool_from_prompt && s.reference_compat && cfg.seed == 9);
+        assert!(!s.context_match && !s.adaptive_draft);
         assert_eq!(a.decoder(&opts).unwrap().name(), cfg.label());
         let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
         assert_eq!(plain.decoder(&opts).unwrap().name(), "plain");
