@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::Context;
+use lade::decode::DecoderKind;
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::bench_config::{BenchConfig, BenchStrategy};
+use super::bench_config::BenchConfig;
 use super::bench_report::{ablation_rows, Summary};
 
 const FONT: &str = "sans-serif";
@@ -250,9 +251,9 @@ where
 
 /// Short names of the ablation rows for the x axis.
 fn short_name(config: &BenchConfig) -> String {
-    match config.strategy {
-        BenchStrategy::PromptLookup(_) => "prompt lookup".into(),
-        BenchStrategy::Lookahead(c) => format!(
+    match (config.spec.kind, config.lookahead()) {
+        (DecoderKind::PromptLookup(_), _) => "prompt lookup".into(),
+        (_, Some(c)) => format!(
             "W={},G={}{}",
             c.window,
             c.guesses,

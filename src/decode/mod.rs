@@ -35,7 +35,7 @@ use crate::model::CausalLm;
 use crate::sampling::Sampler;
 use crate::Result;
 
-pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
+pub use auto::{choose, AutoChoice, AutoOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
 pub use device_group::DeviceGroup;
