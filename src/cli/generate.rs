@@ -62,7 +62,7 @@ pub struct GenerateArgs {
     pub show_accepted: bool,
 }
 
-/// Lookahead Decoding options (shared by generate and bench).
+/// Lookahead Decoding options of `lade generate` ([`LookaheadArgs::spec`]).
 #[derive(Debug, Clone, Args)]
 pub struct LookaheadArgs {
     /// Lookahead window W, n-gram size N and candidates per step G, or `auto`: time forward

@@ -6,7 +6,8 @@
 //!   Parallelism; what a spec may hold ([`DecoderSpec::validate`]).
 //! - [`parse`]: the text syntax every front end shares (`auto`, `off`, `W,N,G`, the benchmark
 //!   configs).
-//! - [`build`]: the one construction of a decoder from a spec, `auto` resolved on the model.
+//! - [`build`](mod@build): the one construction of a decoder from a spec, `auto` resolved
+//!   on the model.
 
 pub mod build;
 pub mod parse;
