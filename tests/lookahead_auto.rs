@@ -9,8 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::mock::{sticky, MockLm};
-use lade::decode::auto::{self, choose_on, AcceptanceTable, AutoOptions, DecoderOptions, Strategy};
-use lade::decode::{LookaheadConfig, PlainDecoder};
+use lade::decode::auto::{self, choose_on, AcceptanceTable, AutoOptions, Strategy};
+use lade::decode::{
+    build, Decoder, DecoderEnv, DecoderKind, DecoderSpec, LookaheadConfig, PlainDecoder,
+};
 use lade::generate::{generate, StopRules};
 use lade::model::{Batch, CausalLm, Logits};
 use lade::sampling::{Sampler, SamplingParams};
@@ -92,7 +94,8 @@ fn a_cpu_like_device_decodes_plainly() {
     assert_eq!(dev.cache_len(), 0, "the throwaway sequence is left empty");
     // The ladder stopped early: nothing near the 120 rows of 15,5,15 was timed.
     assert!(choice.cost.max_rows() <= 4, "{:?}", choice.cost);
-    let dec = choice.decoder(&DecoderOptions::default()).unwrap();
+    let spec = DecoderSpec::new(DecoderKind::from_strategy(choice.strategy));
+    let dec = build(&spec, &DecoderEnv::bare()).unwrap().decoder;
     assert_eq!(dec.name(), "plain");
 }
 
@@ -129,11 +132,8 @@ fn a_gpu_like_device_gets_the_best_config_it_can_run() {
     );
 
     // The pick decodes exactly like plain decoding.
-    let opts = DecoderOptions {
-        seed: 4,
-        ..DecoderOptions::default()
-    };
-    let mut dec = choice.decoder(&opts).unwrap();
+    let spec = DecoderSpec::new(DecoderKind::from_strategy(choice.strategy)).with_seed(4);
+    let mut dec = build(&spec, &DecoderEnv::bare()).unwrap().decoder;
     let p: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
     let rules = StopRules {
         max_tokens: 40,
@@ -209,4 +209,63 @@ fn choose_measures_once_per_key_and_learns_from_runs() {
     };
     assert!(e(&after) < e(&before));
     assert!(e(&after) < 1.01);
+}
+
+/// `auto` through the one construction of decoders: measured on the source it is given (a
+/// CPU-like device here: plain decoding), with the decision kept for the logs.
+#[test]
+fn build_resolves_auto_on_its_source() {
+    use lade::decode::{AutoDecision, AutoSource};
+    let source = AutoSource {
+        key: format!("test-build-cpu-{}", std::process::id()),
+        session: Box::new(|_| Ok(Box::new(Device::new(1000, 2000, usize::MAX)))),
+        max_rows: 4096,
+    };
+    let env = DecoderEnv {
+        auto: Some(source),
+        ..DecoderEnv::bare()
+    };
+    let built = build(&DecoderSpec::new(DecoderKind::Auto), &env).unwrap();
+    let Some(AutoDecision::Measured(choice)) = &built.auto else {
+        panic!("auto is measured on the source");
+    };
+    assert_eq!(choice.strategy, Strategy::Plain, "{}", choice.describe());
+    assert_eq!(built.spec.kind, DecoderKind::Plain);
+    assert_eq!(built.decoder.name(), "plain");
+    assert!(built.group.is_none());
+}
+
+/// A built lookahead decoder is the decoder its config describes: the same tokens and steps
+/// as one made by hand from the composed config, and the tokens of plain decoding.
+#[test]
+fn a_built_lookahead_decoder_decodes_as_its_config() {
+    let sampler = Sampler::new(SamplingParams::greedy()).unwrap();
+    let rules = StopRules {
+        max_tokens: 40,
+        ..StopRules::default()
+    };
+    let p: Vec<u32> = (0..20).map(|i| (i * 5 + 1) % VOCAB as u32).collect();
+    let run = |dec: &mut dyn Decoder| {
+        let mut lm = MockLm::new(VOCAB, 512);
+        lm.table = sticky;
+        generate(&mut lm, dec, &sampler, &p, &rules, None, &mut |_, _| {}).unwrap()
+    };
+    let plain = run(&mut PlainDecoder);
+    for config in [
+        "lookahead:4,3,4",
+        "lookahead:2,4,3-pool+ref",
+        "lookahead:0,5,1-ctx",
+    ] {
+        let spec = DecoderSpec::parse_config(config).unwrap().with_seed(3);
+        let built = build(&spec, &DecoderEnv::bare()).unwrap();
+        let mut dec = built.decoder;
+        let got = run(dec.as_mut());
+        let cfg = spec.lookahead_config().unwrap();
+        let mut by_hand = lade::decode::SpeculativeDecoder::lookahead(cfg).unwrap();
+        let want = run(&mut by_hand);
+        assert_eq!(got.token_ids, plain.token_ids, "{config}");
+        assert_eq!(got.token_ids, want.token_ids, "{config}");
+        assert_eq!(got.stats.steps, want.stats.steps, "{config}");
+        assert_eq!(dec.stats_json(), by_hand.stats_json(), "{config}");
+    }
 }

@@ -68,7 +68,7 @@ fn expected_candidates(
     warm: bool,
 ) -> Vec<Vec<u32>> {
     let mut pool: Vec<Vec<u32>> = if warm { pool.to_vec() } else { Vec::new() };
-    let found = if cfg.context_match && cfg.guesses > 0 {
+    let found = if cfg.switches.context_match && cfg.guesses > 0 {
         context_candidate(seq, cfg.ngram - 1)
     } else {
         None
@@ -187,7 +187,7 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
                 "E8: candidate {cand:?} under {pending} not fed {ctx}"
             );
         }
-        seen.context_matched += usize::from(cfg.context_match && !candidates.is_empty());
+        seen.context_matched += usize::from(cfg.switches.context_match && !candidates.is_empty());
 
         // E3: y_i (i >= 1) is the argmax at a row whose chain is t0, y0, .., y(i-1).
         let k = out.tokens.len() - 1;
@@ -258,7 +258,7 @@ fn check_steps(table: Table, cfg: LookaheadConfig, p: &[u32], steps: usize, seen
         } else {
             Vec::new()
         };
-        if !cfg.pool_from_prompt {
+        if !cfg.switches.pool_from_prompt {
             assert!(new.len() <= w, "E8: at most W new n-grams per step {ctx}");
             for e in &new {
                 assert!(expected.contains(e), "E8: {e:?} is no column of {ctx}");
@@ -305,8 +305,8 @@ fn every_step_follows_the_spec() {
         for (pool, context) in [(false, false), (true, false), (false, true), (true, true)] {
             for (s, table) in [(0u32, markov2 as Table), (1, sticky as Table)] {
                 let mut cfg = LookaheadConfig::new(w, n, g);
-                cfg.pool_from_prompt = pool;
-                cfg.context_match = context;
+                cfg.switches.pool_from_prompt = pool;
+                cfg.switches.context_match = context;
                 check_steps(table, cfg, &prompt(s + w as u32, 14), 60, &mut seen);
             }
         }

@@ -117,7 +117,7 @@ fn context_match_finds_the_repeated_continuation() {
     let mut steps = Vec::new();
     for ctx in [false, true] {
         let mut cfg = LookaheadConfig::new(1, 5, 1);
-        cfg.context_match = ctx;
+        cfg.switches.context_match = ctx;
         let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
         let la = run_table(
             periodic,
@@ -162,9 +162,9 @@ fn greedy_lookahead_equals_plain_greedy_on_a_grid() {
                         continue;
                     }
                     let mut cfg = LookaheadConfig::new(w, n, g);
-                    cfg.reference_compat = compat;
-                    cfg.pool_from_prompt = pool;
-                    cfg.context_match = ctx;
+                    cfg.switches.reference_compat = compat;
+                    cfg.switches.pool_from_prompt = pool;
+                    cfg.switches.context_match = ctx;
                     let mut dec = SpeculativeDecoder::lookahead(cfg).unwrap();
                     let la = run(&mut dec, &p, SamplingParams::greedy(), &rules(80), 512);
                     assert_eq!(
@@ -536,7 +536,7 @@ fn corpus_drafts_are_verified_like_any_draft() {
                 if (w, params.temperature) == (0, 0.0) {
                     steps_with += la.stats.steps;
                     let mut off = LookaheadConfig::new(w, n, g);
-                    off.corpus_drafts = false;
+                    off.switches.corpus_drafts = false;
                     let mut dec = with(off);
                     let la = run(&mut dec, &p, params, &rules(40), 512);
                     assert_eq!(la.token_ids, plain.token_ids);

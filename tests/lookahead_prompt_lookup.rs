@@ -162,7 +162,7 @@ fn lookahead_without_a_window_is_prompt_lookup_plus_the_context_match() {
                 let mut steps = Vec::new();
                 for ctx in [false, true] {
                     let mut cfg = LookaheadConfig::new(0, n, g);
-                    cfg.context_match = ctx;
+                    cfg.switches.context_match = ctx;
                     let out = run(
                         &mut mock(table, 512),
                         &mut SpeculativeDecoder::lookahead(cfg).unwrap(),

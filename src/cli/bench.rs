@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use lade::decode::auto::{self, AutoOptions, DecoderOptions, Strategy};
-use lade::decode::{Decoder, PlainDecoder, SpeculativeDecoder};
+use lade::decode::auto::{self, Strategy};
+use lade::decode::{build, AutoDecision, AutoSource, DecoderEnv, DecoderKind};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
 use lade::LadeError;
 use serde_json::json;
 
-use super::bench_config::{BenchConfig, BenchStrategy};
+use super::bench_config::BenchConfig;
 use super::bench_plot::{has_scaling, plot_ablation, plot_scaling, scaling_lines};
 use super::bench_report::{
     ablation_markdown, ablation_rows, read_csv, summarize, summary_markdown, write_csv, Run,
@@ -176,10 +176,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context(loaded.model.config.max_position_embeddings)?;
     let corpus = args.corpus.load(&loaded, &|l| args.model.log(l))?;
     let mut session = loaded.new_session(context)?;
-    let mut group = match &devices {
-        Some(list) if list.len() > 1 => Some(device_group(&loaded, list, context)?),
-        _ => None,
-    };
+    // Lookahead Parallelism over the devices of `--devices`, when there are several.
+    let parallel: Vec<Option<usize>> = devices.filter(|l| l.len() > 1).unwrap_or_default();
+    let group = (!parallel.is_empty())
+        .then(|| device_group(&loaded, &parallel, context))
+        .transpose()?;
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
@@ -191,7 +192,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let device = loaded.device_label();
-    let auto_key = format!("{}|{:?}|{device}", loaded.path.display(), args.model.dtype);
     let device = match &group {
         Some(g) => format!("{device}; lookahead on {} (parallel)", g.labels().join(",")),
         None => device,
@@ -221,47 +221,50 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             if not_run.iter().any(|(label, _)| *label == cfg.label) {
                 continue;
             }
-            let mut auto_pick = None;
-            let mut dec: Box<dyn Decoder> = match cfg.strategy {
-                BenchStrategy::Greedy => Box::new(PlainDecoder),
-                BenchStrategy::Lookahead(c) => {
-                    let decoder = match &group {
-                        Some(g) => SpeculativeDecoder::lookahead_parallel(c, g.clone())?,
-                        None => SpeculativeDecoder::lookahead(c)?,
-                    };
-                    Box::new(decoder.with_corpus(corpus.clone()))
+            // `lookahead:` configs run on the device group, if any; the others on the first
+            // device alone.
+            let spec = match cfg.spec.kind {
+                DecoderKind::Lookahead { .. } if group.is_some() => {
+                    cfg.spec.clone().with_devices(parallel.clone())
                 }
-                BenchStrategy::PromptLookup(c) => Box::new(SpeculativeDecoder::prompt_lookup(c)?),
-                BenchStrategy::Auto => {
-                    let opts = AutoOptions {
-                        max_rows: context.saturating_sub(ids.len() + args.max_tokens),
-                        ..AutoOptions::default()
-                    };
-                    let choice = auto::choose(
-                        &auto_key,
-                        |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
-                        &opts,
-                    )?;
-                    let line = choice.describe();
-                    if last_auto.as_deref() != Some(line.as_str()) {
-                        args.model.log(&format!("auto: {line}"));
-                        last_auto = Some(line);
-                    }
-                    if let Strategy::Lookahead(c) = choice.strategy {
-                        auto_pick = Some(c);
-                    }
-                    choice.decoder(&DecoderOptions {
-                        corpus: corpus.clone(),
-                        ..DecoderOptions::default()
-                    })?
-                }
+                _ => cfg.spec.clone(),
             };
+            let shared_corpus = || Ok(corpus.clone());
+            let shared_group = || {
+                group
+                    .clone()
+                    .ok_or_else(|| LadeError::InvalidArgument("--devices lists one device".into()))
+            };
+            let built = build(
+                &spec,
+                &DecoderEnv {
+                    auto: Some(AutoSource::model(
+                        &loaded,
+                        context.saturating_sub(ids.len() + args.max_tokens),
+                    )),
+                    corpus: &shared_corpus,
+                    group: &shared_group,
+                },
+            )?;
+            let mut dec = built.decoder;
+            let mut on_group = built.group;
+            let mut auto_pick = None;
+            if let Some(AutoDecision::Measured(choice)) = &built.auto {
+                let line = choice.describe();
+                if last_auto.as_deref() != Some(line.as_str()) {
+                    args.model.log(&format!("auto: {line}"));
+                    last_auto = Some(line);
+                }
+                if let Strategy::Lookahead(c) = choice.strategy {
+                    auto_pick = Some(c);
+                }
+            }
             // The fastest of `--repeat` runs (the tokens are the same every time).
             let mut best: Option<lade::generate::Generation> = None;
             for _ in 0..args.repeat.max(1) {
-                let lm: &mut dyn CausalLm = match (&mut group, cfg.strategy) {
-                    (Some(grp), BenchStrategy::Lookahead(_)) => grp,
-                    _ => session.as_mut(),
+                let lm: &mut dyn CausalLm = match &mut on_group {
+                    Some(grp) => grp,
+                    None => session.as_mut(),
                 };
                 let g = match generate(
                     lm,

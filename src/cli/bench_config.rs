@@ -1,26 +1,16 @@
 //! The decoding configs of `lade bench`: parsing of `--configs` and the named presets
 //! (`scaling`, `ablation`).
 
-use anyhow::Context;
-use lade::decode::{LookaheadConfig, PromptLookupConfig};
-use serde::Serialize;
+use lade::decode::spec::parse::CONFIG_SYNTAX;
+use lade::decode::{DecoderKind, DecoderSpec, LookaheadConfig};
 
-/// What one benchmark config decodes with.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum BenchStrategy {
-    /// Plain greedy decoding (the baseline).
-    Greedy,
-    Lookahead(LookaheadConfig),
-    PromptLookup(PromptLookupConfig),
-    /// `--lookahead auto`: the measured cost model picks per prompt.
-    Auto,
-}
-
-/// One decoding configuration of a benchmark.
-#[derive(Debug, Clone, Serialize)]
+/// One decoding configuration of a benchmark: its label (the config as written) and the
+/// decoder it describes (`greedy` is plain decoding, the baseline; `auto` is resolved per
+/// prompt by the measured cost model).
+#[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub label: String,
-    pub strategy: BenchStrategy,
+    pub spec: DecoderSpec,
 }
 
 /// The scaling-law grid (lookahead paper, Fig. 6 of the blog post): G = W.
@@ -43,10 +33,6 @@ pub const ABLATION: [(&str, &str); 4] = [
         "lookahead, balanced + prompt as reference",
     ),
 ];
-
-const SYNTAX: &str =
-    "greedy, auto, lookahead:W,N,G[-pool][-ctx][-adapt][-corpus][+ref], prompt-lookup:N,G, \
-                      or a preset: scaling, ablation";
 
 impl BenchConfig {
     /// Parses `;`-separated configs and presets. A `greedy` baseline is put first when the
@@ -80,80 +66,35 @@ impl BenchConfig {
         Ok(out)
     }
 
-    /// Parses one config (no presets).
+    /// Parses one config (no presets; see [`DecoderSpec::parse_config`]).
     pub fn parse(item: &str) -> anyhow::Result<BenchConfig> {
-        let strategy = match item {
-            "greedy" => BenchStrategy::Greedy,
-            "auto" => BenchStrategy::Auto,
-            _ => {
-                if let Some(spec) = item.strip_prefix("lookahead:") {
-                    BenchStrategy::Lookahead(parse_lookahead(spec)?)
-                } else if let Some(spec) = item.strip_prefix("prompt-lookup:") {
-                    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
-                    let bad = || format!("prompt-lookup config must be N,G, got `{spec}`");
-                    anyhow::ensure!(parts.len() == 2, bad());
-                    let n: usize = parts[0].parse().with_context(bad)?;
-                    let g: usize = parts[1].parse().with_context(bad)?;
-                    let cfg = PromptLookupConfig::new(n, g);
-                    cfg.validate()?;
-                    BenchStrategy::PromptLookup(cfg)
-                } else {
-                    anyhow::bail!("unknown config `{item}` ({SYNTAX})");
-                }
+        let spec = DecoderSpec::parse_config(item).map_err(|e| match e {
+            lade::LadeError::InvalidArgument(m) if m.starts_with("unknown config") => {
+                anyhow::anyhow!(
+                    "unknown config `{item}` ({CONFIG_SYNTAX}, or a preset: scaling, ablation)"
+                )
             }
-        };
+            e => e.into(),
+        })?;
         Ok(BenchConfig {
             label: item.to_string(),
-            strategy,
+            spec,
         })
     }
 
     /// The lookahead config, for lookahead entries.
     pub fn lookahead(&self) -> Option<LookaheadConfig> {
-        match self.strategy {
-            BenchStrategy::Lookahead(c) => Some(c),
-            _ => None,
-        }
+        self.spec.lookahead_config()
     }
 
     pub fn is_greedy(&self) -> bool {
-        self.strategy == BenchStrategy::Greedy
+        self.spec.kind == DecoderKind::Plain
     }
 
-    /// Query tokens of a full steady-state step: `(W + G)(N - 1)` for lookahead,
-    /// `1 + G(N - 1)` for prompt lookup, 1 otherwise (auto: unknown before it picks).
+    /// Query tokens of a full steady-state step ([`DecoderSpec::step_tokens`]).
     pub fn step_tokens(&self) -> usize {
-        match self.strategy {
-            BenchStrategy::Lookahead(c) => c.step_tokens(c.guesses),
-            BenchStrategy::PromptLookup(c) => 1 + c.guesses * (c.ngram - 1),
-            _ => 1,
-        }
+        self.spec.step_tokens()
     }
-}
-
-/// `s` without `suffix`, and whether it had it.
-fn take_suffix<'a>(s: &'a str, suffix: &str) -> (&'a str, bool) {
-    s.strip_suffix(suffix).map_or((s, false), |x| (x, true))
-}
-
-/// `W,N,G` with the `-pool` (no prompt n-grams), `-ctx` (no context-matched candidate),
-/// `-adapt` (W = 0: fixed N-1-token drafts), `-corpus` (no drafts from the draft corpus) and
-/// `+ref` (authors' mode) suffixes, in this order.
-fn parse_lookahead(spec: &str) -> anyhow::Result<LookaheadConfig> {
-    let (wng, compat) = take_suffix(spec, "+ref");
-    let (wng, no_corpus) = take_suffix(wng, "-corpus");
-    let (wng, no_adapt) = take_suffix(wng, "-adapt");
-    let (wng, no_ctx) = take_suffix(wng, "-ctx");
-    let (wng, no_pool) = take_suffix(wng, "-pool");
-    let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
-    let mut cfg = LookaheadConfig::new(w, n, g);
-    cfg.reference_compat = compat;
-    cfg.pool_from_prompt = !no_pool;
-    cfg.context_match = !no_ctx;
-    cfg.adaptive_draft = !no_adapt;
-    cfg.corpus_drafts = !no_corpus;
-    cfg.validate()?;
-    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -170,25 +111,20 @@ mod tests {
         assert!(c[0].is_greedy() && c[0].lookahead().is_none());
         let l = c[1].lookahead().unwrap();
         assert_eq!((l.window, l.ngram, l.guesses), (15, 5, 15));
-        assert!(l.pool_from_prompt && !l.reference_compat);
-        assert!(c[2].lookahead().unwrap().reference_compat);
-        assert!(!c[3].lookahead().unwrap().pool_from_prompt);
-        assert!(l.context_match && c[3].lookahead().unwrap().context_match);
+        assert!(l.switches.pool_from_prompt && !l.switches.reference_compat);
+        assert!(c[2].lookahead().unwrap().switches.reference_compat);
+        assert!(!c[3].lookahead().unwrap().switches.pool_from_prompt);
+        assert!(l.switches.context_match && c[3].lookahead().unwrap().switches.context_match);
         let no_corpus = BenchConfig::parse("lookahead:0,32,1-adapt-corpus").unwrap();
-        match no_corpus.strategy {
-            BenchStrategy::Lookahead(c) => assert!(!c.corpus_drafts && !c.adaptive_draft),
-            _ => panic!("lookahead expected"),
-        }
+        let s = no_corpus.lookahead().unwrap().switches;
+        assert!(!s.corpus_drafts && !s.adaptive_draft);
         let no_ctx = BenchConfig::parse("lookahead:1,5,1-pool-ctx+ref").unwrap();
-        let n = no_ctx.lookahead().unwrap();
+        let n = no_ctx.lookahead().unwrap().switches;
         assert!(!n.context_match && !n.pool_from_prompt && n.reference_compat);
-        assert_eq!(c[4].strategy, BenchStrategy::Auto);
-        assert_eq!(
-            c[5].strategy,
-            BenchStrategy::PromptLookup(PromptLookupConfig::new(4, 10))
-        );
-        assert_eq!(c[1].step_tokens(), 120);
-        assert_eq!(c[5].step_tokens(), 31);
+        assert_eq!(c[4].spec.kind, DecoderKind::Auto);
+        assert_eq!(c[5].spec.kind, DecoderKind::prompt_lookup(4, 10).unwrap());
+        assert_eq!(c[1].step_tokens(), l.step_tokens(l.guesses));
+        assert_eq!(c[5].step_tokens(), 1 + 10 * (4 - 1));
         for bad in [
             "lookahead:1,1,1",
             "beam:3",

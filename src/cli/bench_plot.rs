@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::Context;
+use lade::decode::DecoderKind;
 use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::bench_config::{BenchConfig, BenchStrategy};
+use super::bench_config::BenchConfig;
 use super::bench_report::{ablation_rows, Summary};
 
 const FONT: &str = "sans-serif";
@@ -56,12 +57,12 @@ pub fn scaling_lines(
     let mut found: Vec<(usize, bool, ScalingPoint)> = Vec::new();
     for (cfg, s) in configs.iter().zip(summary) {
         let Some(c) = cfg.lookahead() else { continue };
-        if c.window != c.guesses || c.reference_compat || s.prompts == 0 {
+        if c.window != c.guesses || c.switches.reference_compat || s.prompts == 0 {
             continue;
         }
         found.push((
             c.ngram,
-            c.pool_from_prompt,
+            c.switches.pool_from_prompt,
             ScalingPoint {
                 step_tokens: cfg.step_tokens(),
                 compression: s.compression,
@@ -250,13 +251,17 @@ where
 
 /// Short names of the ablation rows for the x axis.
 fn short_name(config: &BenchConfig) -> String {
-    match config.strategy {
-        BenchStrategy::PromptLookup(_) => "prompt lookup".into(),
-        BenchStrategy::Lookahead(c) => format!(
+    match (config.spec.kind, config.lookahead()) {
+        (DecoderKind::PromptLookup(_), _) => "prompt lookup".into(),
+        (_, Some(c)) => format!(
             "W={},G={}{}",
             c.window,
             c.guesses,
-            if c.pool_from_prompt { " +ref" } else { "" }
+            if c.switches.pool_from_prompt {
+                " +ref"
+            } else {
+                ""
+            }
         ),
         _ => config.label.clone(),
     }

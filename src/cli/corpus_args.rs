@@ -29,7 +29,7 @@ impl CorpusArgs {
         &self,
         loaded: &LoadedModel,
         log: &dyn Fn(&str),
-    ) -> anyhow::Result<Option<Arc<DraftCorpus>>> {
+    ) -> lade::Result<Option<Arc<DraftCorpus>>> {
         if self.no_draft_corpus {
             return Ok(None);
         }

@@ -2,17 +2,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
-    AutoChoice, AutoOptions, Decoder, DecoderOptions, DeviceGroup, DraftCorpus, LookaheadConfig,
-    PlainDecoder, SpeculativeDecoder,
+    build, AutoDecision, AutoSource, Decoder, DecoderEnv, DecoderKind, DecoderSpec, DraftSwitches,
 };
 use lade::generate::{generate, StopRules};
-use lade::loader::LoadedModel;
 use lade::model::CausalLm;
 use lade::sampling::{fresh_seed, PartialSampling, Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
@@ -65,15 +62,16 @@ pub struct GenerateArgs {
     pub show_accepted: bool,
 }
 
-/// Lookahead Decoding options (shared by generate and bench).
+/// Lookahead Decoding options of `lade generate` ([`LookaheadArgs::spec`]).
 #[derive(Debug, Clone, Args)]
 pub struct LookaheadArgs {
     /// Lookahead window W, n-gram size N and candidates per step G, or `auto`: time forward
     /// passes of a few sizes on the loaded model (once per process) and pick the config with
     /// the highest expected tokens per second from a measured acceptance prior, or plain
     /// decoding when none beats it (on a CPU, where every extra query token costs about as
-    /// much as a decoded one, that is plain decoding; see docs/benchmarks.md).
-    #[arg(long, value_name = "W,N,G|auto", default_value = "auto")]
+    /// much as a decoded one, that is plain decoding; see docs/benchmarks.md); `off` is
+    /// --no-lookahead.
+    #[arg(long, value_name = "W,N,G|auto|off", default_value = "auto")]
     pub lookahead: String,
     /// Plain decoding, one token per forward pass.
     #[arg(long)]
@@ -110,100 +108,31 @@ pub fn load_lookahead_prior(path: Option<&std::path::Path>) -> anyhow::Result<()
 }
 
 impl LookaheadArgs {
-    /// Whether the config is left to [`lade::decode::choose`].
-    pub fn is_auto(&self) -> bool {
-        !self.no_lookahead && self.lookahead.trim() == "auto"
-    }
-
-    /// The policy switches of these options and the draft corpus, for a config `auto` picks.
-    pub fn decoder_options(&self, seed: u64, corpus: Option<Arc<DraftCorpus>>) -> DecoderOptions {
-        DecoderOptions {
+    /// The drafting switches these flags give (the others at their defaults).
+    pub fn switches(&self) -> DraftSwitches {
+        DraftSwitches {
             pool_from_prompt: !self.no_pool_from_prompt,
             reference_compat: self.reference_compat,
             context_match: !self.no_context_match,
             adaptive_draft: !self.fixed_draft,
-            seed,
-            corpus,
+            ..DraftSwitches::DEFAULT
         }
     }
 
-    /// The decoder these options ask for; `seed` seeds the window initialisation. Without a
-    /// model to measure, `auto` means plain decoding: see [`Self::decoder_for`].
-    pub fn decoder(
-        &self,
-        seed: u64,
-        corpus: Option<Arc<DraftCorpus>>,
-    ) -> anyhow::Result<Box<dyn Decoder>> {
-        if self.no_lookahead || self.is_auto() {
-            return Ok(Box::new(PlainDecoder));
-        }
-        let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
-        let opts = self.decoder_options(seed, corpus);
-        Ok(Box::new(opts.lookahead(LookaheadConfig::new(w, n, g))?))
-    }
-
-    /// The decoder of Lookahead Parallelism over several devices: the W,N,G given, or
-    /// [`LookaheadConfig::DEFAULT`] for `auto` (the measured cost model is single-device).
-    /// The replicas come from `group` once the options are known to be valid; the decoder
-    /// comes back with them, and says whether `auto` was replaced.
-    pub fn parallel_decoder(
-        &self,
-        seed: u64,
-        corpus: Option<Arc<DraftCorpus>>,
-        group: impl FnOnce() -> anyhow::Result<DeviceGroup>,
-    ) -> anyhow::Result<(Box<dyn Decoder>, DeviceGroup, bool)> {
-        anyhow::ensure!(
-            !self.no_lookahead,
-            "--devices with several devices runs Lookahead Parallelism: drop --no-lookahead \
-             (or list one device)"
-        );
-        let auto = self.is_auto();
-        let wng = if auto {
-            LookaheadConfig::DEFAULT
+    /// The decoder these flags ask for, checked: `seed` seeds the lookahead window and
+    /// `devices` (of `--devices`) run Lookahead Parallelism when there are several.
+    pub fn spec(&self, seed: u64, devices: Vec<Option<usize>>) -> lade::Result<DecoderSpec> {
+        let kind = if self.no_lookahead {
+            DecoderKind::Plain
         } else {
-            let (w, n, g) = LookaheadConfig::parse_wng(&self.lookahead)?;
-            LookaheadConfig::new(w, n, g)
+            DecoderKind::parse(&self.lookahead)?
         };
-        let cfg = self.decoder_options(seed, None).apply(wng);
-        cfg.validate()?;
-        let group = group()?;
-        let decoder =
-            SpeculativeDecoder::lookahead_parallel(cfg, group.clone())?.with_corpus(corpus);
-        Ok((Box::new(decoder), group, auto))
-    }
-
-    /// The decoder for `loaded`: as [`Self::decoder`], except that `auto` is resolved by the
-    /// measured cost model (measured on a throwaway sequence once per process; `max_rows`
-    /// bounds the step size the context leaves room for). Also returns the `auto` decision.
-    /// `corpus` loads the draft corpus; it is called only for a lookahead decoder.
-    pub fn decoder_for(
-        &self,
-        seed: u64,
-        corpus: &dyn Fn() -> anyhow::Result<Option<Arc<DraftCorpus>>>,
-        loaded: &LoadedModel,
-        max_rows: usize,
-    ) -> anyhow::Result<(Box<dyn Decoder>, Option<AutoChoice>)> {
-        if !self.is_auto() {
-            let corpus = if self.no_lookahead { None } else { corpus()? };
-            return Ok((self.decoder(seed, corpus)?, None));
-        }
-        load_lookahead_prior(self.lookahead_prior.as_deref())?;
-        let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
-        let opts = AutoOptions {
-            max_rows,
-            ..AutoOptions::default()
-        };
-        let choice = lade::decode::choose(
-            &key,
-            |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
-            &opts,
-        )?;
-        let mut opts = self.decoder_options(seed, None);
-        if choice.lookahead_config(&opts).is_some() {
-            opts.corpus = corpus()?;
-        }
-        let decoder = choice.decoder(&opts)?;
-        Ok((decoder, Some(choice)))
+        let spec = DecoderSpec::new(kind)
+            .with_switches(self.switches())
+            .with_seed(seed)
+            .with_devices(devices);
+        spec.validate()?;
+        Ok(spec)
     }
 }
 
@@ -294,12 +223,12 @@ pub fn render_user_turn(
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     args.sampling.validate()?;
-    // The lookahead options are checked before the model loads.
-    args.lookahead.decoder(0, None)?;
+    let devices = args.devices.as_deref().map(parse_devices).transpose()?;
+    // The decoding options are checked before the model loads.
+    args.lookahead
+        .spec(0, devices.clone().unwrap_or_default())?;
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     let text = args.prompt_text()?;
-    let devices = args.devices.as_deref().map(parse_devices).transpose()?;
-    let parallel = devices.as_ref().filter(|d| d.len() > 1);
     let loaded = match &devices {
         Some(d) => args.model.load_for_devices(d)?,
         None => args.model.load()?,
@@ -310,43 +239,53 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     sampling.validate()?;
     args.model.log(&sampling_line);
     let seed = sampling.seed;
-    // Indexed only for a decoder that drafts (auto on the CPU decodes plainly).
-    let corpus = || args.corpus.load(&loaded, &|l| args.model.log(l));
+    let spec = args.lookahead.spec(seed, devices.unwrap_or_default())?;
+    if spec.kind == DecoderKind::Auto && !spec.is_parallel() {
+        load_lookahead_prior(args.lookahead.lookahead_prior.as_deref())?;
+    }
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
+    // Indexed only for a decoder that drafts (auto on the CPU decodes plainly).
+    let corpus = || args.corpus.load(&loaded, &|l| args.model.log(l));
+    let group = || device_group(&loaded, &spec.devices, context);
+    let built = build(
+        &spec,
+        &DecoderEnv {
+            auto: Some(AutoSource::model(
+                &loaded,
+                context.saturating_sub(ids.len() + args.max_tokens),
+            )),
+            corpus: &corpus,
+            group: &group,
+        },
+    )?;
+    let mut decoder: Box<dyn Decoder> = built.decoder;
+    let device_names: Vec<String> = spec.devices.iter().map(|&d| device_name(d)).collect();
     let mut auto = None;
-    let (mut decoder, mut session): (Box<dyn Decoder>, Box<dyn CausalLm + Send>) =
-        if let Some(list) = parallel {
-            let (decoder, group, defaulted) =
-                args.lookahead
-                    .parallel_decoder(seed, corpus()?, || device_group(&loaded, list, context))?;
-            let names: Vec<String> = list.iter().map(|&d| device_name(d)).collect();
+    let mut session: Box<dyn CausalLm + Send> = match built.group {
+        Some(group) => {
             args.model.log(&format!(
                 "lookahead parallelism: {} on {} (host-channel exchange){}",
                 decoder.name(),
-                names.join(","),
-                if defaulted {
+                device_names.join(","),
+                if matches!(built.auto, Some(AutoDecision::ParallelDefault)) {
                     "; --lookahead auto is single-device, using the default config"
                 } else {
                     ""
                 }
             ));
-            (decoder, Box::new(group))
-        } else {
-            let (decoder, choice) = args.lookahead.decoder_for(
-                seed,
-                &corpus,
-                &loaded,
-                context.saturating_sub(ids.len() + args.max_tokens),
-            )?;
-            if let Some(choice) = &choice {
+            Box::new(group)
+        }
+        None => {
+            if let Some(AutoDecision::Measured(choice)) = built.auto {
                 args.model
                     .log(&format!("lookahead auto: {}", choice.describe()));
+                auto = Some(choice);
             }
-            auto = choice;
-            (decoder, loaded.new_session(context)?)
-        };
+            loaded.new_session(context)?
+        }
+    };
     let sampler = Sampler::new(sampling)?;
     let rules = StopRules {
         max_tokens: args.max_tokens,
@@ -404,7 +343,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 "mean_accepted": s.compression,
                 "step_ms": if s.steps > 0 { s.decode_ms / s.steps as f64 } else { 0.0 },
                 "lookahead": decoder.stats_json(),
-                "devices": parallel.map(|l| l.iter().map(|&d| device_name(d)).collect::<Vec<_>>()),
+                "devices": spec.is_parallel().then_some(&device_names),
                 "auto": auto.as_ref().map(|c| json!({
                     "strategy": c.strategy,
                     "expected_tokens_per_s": c.expected_tokens_per_s,
@@ -430,4 +369,66 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use lade::decode::{DecoderKind, DecoderSpec, DraftSwitches};
+
+    use super::LookaheadArgs;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        lookahead: LookaheadArgs,
+    }
+
+    fn spec(args: &[&str]) -> lade::Result<DecoderSpec> {
+        let flags = Flags::try_parse_from(std::iter::once("lade").chain(args.iter().copied()))
+            .expect("known flags");
+        flags.lookahead.spec(5, Vec::new())
+    }
+
+    #[test]
+    fn flags_give_the_spec_of_the_bench_syntax() {
+        // The default is auto.
+        assert_eq!(spec(&[]).unwrap().kind, DecoderKind::Auto);
+        for off in [&["--no-lookahead"][..], &["--lookahead", "off"][..]] {
+            assert_eq!(spec(off).unwrap().kind, DecoderKind::Plain, "{off:?}");
+        }
+        let flags = spec(&[
+            "--lookahead",
+            "1,5,1",
+            "--no-pool-from-prompt",
+            "--no-context-match",
+            "--reference-compat",
+        ])
+        .unwrap();
+        let bench = DecoderSpec::parse_config("lookahead:1,5,1-pool-ctx+ref").unwrap();
+        assert_eq!(flags, bench.with_seed(5));
+        let fixed = spec(&["--lookahead", "0,8,1", "--fixed-draft"]).unwrap();
+        assert_eq!(
+            fixed.switches,
+            DraftSwitches {
+                adaptive_draft: false,
+                ..DraftSwitches::DEFAULT
+            }
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        let e = spec(&["--lookahead", "3,1,2"]).unwrap_err().to_string();
+        assert!(e.contains("at least 2"), "{e}");
+        let e = spec(&["--lookahead", "fast"]).unwrap_err().to_string();
+        assert!(e.contains("W,N,G"), "{e}");
+        let flags = Flags::try_parse_from(["lade", "--no-lookahead"]).unwrap();
+        let e = flags
+            .lookahead
+            .spec(0, vec![None, None])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Lookahead Parallelism"), "{e}");
+    }
 }

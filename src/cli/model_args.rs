@@ -84,13 +84,13 @@ pub fn device_group(
     loaded: &LoadedModel,
     devices: &[Option<usize>],
     context: usize,
-) -> anyhow::Result<DeviceGroup> {
+) -> lade::Result<DeviceGroup> {
     let sessions = devices
         .iter()
         .map(|&d| loaded.new_session_on(d, context))
         .collect::<lade::Result<Vec<_>>>()?;
     let labels = devices.iter().map(|&d| device_name(d)).collect();
-    Ok(DeviceGroup::new(sessions, labels)?)
+    DeviceGroup::new(sessions, labels)
 }
 
 impl ModelArgs {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use lade::decode::DecoderKind;
 use lade::server::{
-    serve_with, DeviceSet, GroupDevice, LookaheadMode, ServedModel, ServedModelLoader, ServerConfig,
+    serve_with, DeviceSet, GroupDevice, ServedModel, ServedModelLoader, ServerConfig,
 };
 
 use super::corpus_args::CorpusArgs;
@@ -125,7 +126,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(k) = &args.api_key {
         anyhow::ensure!(!k.trim().is_empty(), "--api-key must not be empty");
     }
-    let lookahead = LookaheadMode::parse(&args.lookahead).context("--lookahead")?;
+    let lookahead = DecoderKind::parse(&args.lookahead).context("--lookahead")?;
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
     if let (Some(list), Some(s)) = (&devices, &args.devices) {
         anyhow::ensure!(

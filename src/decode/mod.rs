@@ -12,6 +12,8 @@
 //! - [`device_group`]: model replicas on host threads, the transport of Lookahead
 //!   Parallelism.
 //! - [`auto`]: picks a configuration from measured step costs.
+//! - [`spec`]: the description of a decoder every front end parses ([`DecoderSpec`]), and
+//!   the one place decoders are built from it ([`build`]).
 //!
 //! [`Drafter`]: speculative::Drafter
 
@@ -24,6 +26,7 @@ pub mod lookahead;
 pub mod plain;
 pub mod prompt_lookup;
 pub mod row_outputs;
+pub mod spec;
 pub mod speculative;
 pub mod speculative_decoder;
 pub mod text_index;
@@ -32,14 +35,17 @@ use crate::model::CausalLm;
 use crate::sampling::Sampler;
 use crate::Result;
 
-pub use auto::{choose, AutoChoice, AutoOptions, DecoderOptions, Strategy};
+pub use auto::{choose, AutoChoice, AutoOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
 pub use device_group::DeviceGroup;
-pub use lookahead::LookaheadConfig;
+pub use lookahead::{DraftSwitches, LookaheadConfig};
 pub use plain::PlainDecoder;
 pub use prompt_lookup::PromptLookupConfig;
 pub use row_outputs::RowOutputs;
+pub use spec::{
+    build, AutoDecision, AutoSource, BuiltDecoder, DecoderEnv, DecoderKind, DecoderSpec,
+};
 pub use speculative_decoder::{SpeculativeDecoder, SpeculativeStats};
 
 /// The sequence as a strategy sees it before a step.

@@ -89,19 +89,19 @@ impl SpeculativeDecoder {
             ngram: n,
             seed: config.seed,
         });
-        let mode = if config.window == 0 && config.adaptive_draft {
+        let mode = if config.window == 0 && config.switches.adaptive_draft {
             TextDraftMode::FollowsMatch
         } else {
             TextDraftMode::Continuation
         };
         Ok(Self {
             configuration: Configuration::Lookahead(config),
-            pool: PoolDrafter::new(n - 1, g, shape, config.pool_from_prompt),
-            text: (config.context_match && g > 0).then(|| TextDrafter::new(mode)),
+            pool: PoolDrafter::new(n - 1, g, shape, config.switches.pool_from_prompt),
+            text: (config.switches.context_match && g > 0).then(|| TextDrafter::new(mode)),
             corpus: None,
             policy: DraftPolicy::new(g),
             draft_tokens: n - 1,
-            max_match: if config.reference_compat {
+            max_match: if config.switches.reference_compat {
                 n - 2
             } else {
                 n - 1
@@ -150,7 +150,7 @@ impl SpeculativeDecoder {
     pub fn with_corpus(mut self, corpus: Option<Arc<DraftCorpus>>) -> Self {
         let wanted = matches!(
             self.configuration,
-            Configuration::Lookahead(c) if c.corpus_drafts && c.guesses > 0
+            Configuration::Lookahead(c) if c.switches.corpus_drafts && c.guesses > 0
         );
         self.corpus = corpus.filter(|_| wanted).map(CorpusDrafter::new);
         self
@@ -301,13 +301,13 @@ impl Decoder for SpeculativeDecoder {
                 "window": c.window,
                 "ngram": c.ngram,
                 "guesses": c.guesses,
-                "pool_from_prompt": c.pool_from_prompt,
-                "context_match": c.context_match,
+                "pool_from_prompt": c.switches.pool_from_prompt,
+                "context_match": c.switches.context_match,
                 "adaptive_draft": self
                     .text
                     .as_ref()
                     .is_some_and(|t| t.mode() == TextDraftMode::FollowsMatch),
-                "reference_compat": c.reference_compat,
+                "reference_compat": c.switches.reference_compat,
                 "pool_size": self.pool().len(),
                 "lookahead_steps": s.speculative_steps,
                 "fallback_steps": s.fallback_steps,

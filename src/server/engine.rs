@@ -5,10 +5,13 @@
 //! session is kept for a later one that fits in it ([`SessionPool`]; never two at once). CPU kernels are
 //! batch-invariant, so what a request gets does not depend on what else runs.
 //!
+//! A request's decoder is built from its [`DecoderSpec`] ([`Ready::spec`]) by
+//! [`crate::decode::build`], as `lade generate` builds its own.
+//!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
 //! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as
 //! the single-device one, each on its own host thread) and
-//! [`SpeculativeDecoder::lookahead_parallel`].
+//! [`crate::decode::SpeculativeDecoder::lookahead_parallel`].
 //! Requests never share a group, so concurrent requests cannot disturb each other's caches;
 //! only the weights are shared, read-only. Requests that decode plainly run on the first
 //! device alone, as without `--devices`.
@@ -19,14 +22,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::request::{Endpoint, LookaheadRequest, PromptInput};
+use super::request::{Endpoint, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
-use crate::decode::DeviceGroup;
-use crate::decode::{
-    AutoOptions, Decoder, DecoderOptions, DraftCorpus, LookaheadConfig, PlainDecoder,
-    SpeculativeDecoder,
-};
+use crate::decode::{build, DecoderEnv, DecoderKind, DecoderSpec, DeviceGroup, DraftCorpus};
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
 use crate::model::CausalLm;
@@ -34,98 +33,11 @@ use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
 use crate::{LadeError, Result};
 
-/// The server's `--lookahead` setting, or a request's resolved choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LookaheadMode {
-    /// Whatever is expected to be fastest on the model's device, as `lade generate
-    /// --lookahead auto` picks it ([`resolve_auto`]): plain decoding on the CPU.
-    Auto,
-    /// Plain decoding.
-    Off,
-    /// Lookahead with this configuration.
-    On(LookaheadConfig),
-}
-
-impl LookaheadMode {
-    /// Parses `auto`, `off` or `W,N,G`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim() {
-            "auto" => Ok(Self::Auto),
-            "off" | "none" | "false" => Ok(Self::Off),
-            wng => {
-                let (w, n, g) = LookaheadConfig::parse_wng(wng)?;
-                let cfg = LookaheadConfig::new(w, n, g);
-                cfg.validate()?;
-                Ok(Self::On(cfg))
-            }
-        }
-    }
-
-    /// What a request asks for, on top of this server setting.
-    pub fn resolve(self, request: LookaheadRequest) -> Self {
-        match request {
-            LookaheadRequest::ServerDefault => self,
-            LookaheadRequest::Off => Self::Off,
-            LookaheadRequest::On(cfg) => Self::On(cfg),
-        }
-    }
-
-    /// `auto`, `plain` or `lookahead(W,N,G)`.
-    pub fn label(self) -> String {
-        match self {
-            Self::Auto => "auto".into(),
-            Self::Off => "plain".into(),
-            Self::On(cfg) => cfg.label(),
-        }
-    }
-
-    /// Extra KV positions a step may use beyond the committed tokens.
-    fn scratch_positions(self) -> usize {
-        match self {
-            Self::On(cfg) => cfg.step_tokens(cfg.guesses) + 1,
-            _ => 0,
-        }
-    }
-}
-
-/// What `--lookahead auto` means for `loaded`: the strategy with the best expected speed
-/// under the measured forward-cost model ([`crate::decode::choose`], measured once per
-/// process on a throwaway sequence of at most `context` positions), as `lade generate` picks
-/// it. On the CPU that is plain decoding. Also returns a line for the log.
-pub fn resolve_auto(loaded: &LoadedModel, context: usize) -> Result<(LookaheadMode, String)> {
-    let key = format!("{}|{}", loaded.path.display(), loaded.device_label());
-    let opts = AutoOptions {
-        max_rows: context,
-        ..AutoOptions::default()
-    };
-    let choice = crate::decode::choose(
-        &key,
-        |n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>),
-        &opts,
-    )?;
-    let mode = match choice.lookahead_config(&DecoderOptions::default()) {
-        Some(cfg) => LookaheadMode::On(cfg),
-        None => LookaheadMode::Off,
-    };
-    Ok((mode, choice.describe()))
-}
-
-/// The decoder of one request: the single place where a mode becomes a strategy (`Auto`
-/// should be resolved first with [`Ready::mode`]; unresolved, it decodes plainly).
-/// `seed` seeds the lookahead window initialisation; `corpus` is its draft corpus.
-pub fn decoder_for(
-    mode: LookaheadMode,
-    seed: u64,
-    corpus: Option<Arc<DraftCorpus>>,
-) -> Result<Box<dyn Decoder>> {
-    match mode {
-        LookaheadMode::Auto | LookaheadMode::Off => Ok(Box::new(PlainDecoder)),
-        LookaheadMode::On(mut cfg) => {
-            cfg.seed = seed;
-            Ok(Box::new(
-                SpeculativeDecoder::lookahead(cfg)?.with_corpus(corpus),
-            ))
-        }
+/// Extra KV positions a step of `kind` may use beyond the committed tokens.
+fn scratch_positions(kind: DecoderKind) -> usize {
+    match kind {
+        DecoderKind::Plain | DecoderKind::Auto => 0,
+        _ => DecoderSpec::new(kind).step_tokens() + 1,
     }
 }
 
@@ -176,6 +88,11 @@ impl DeviceSet {
         &self.devices
     }
 
+    /// The devices as a [`DecoderSpec`] lists them (`None`: the CPU).
+    pub fn gpus(&self) -> Vec<Option<usize>> {
+        self.devices.iter().map(|d| d.gpu).collect()
+    }
+
     /// The device names, e.g. `["cpu", "cpu"]`.
     pub fn labels(&self) -> Vec<String> {
         self.devices.iter().map(|d| d.label.clone()).collect()
@@ -208,8 +125,8 @@ pub struct Ready {
     pub template: std::result::Result<ChatTemplate, String>,
     /// Positions one request may use: prompt + completion.
     pub context: usize,
-    /// What [`LookaheadMode::Auto`] means on this model and device (never `Auto`).
-    pub auto: LookaheadMode,
+    /// What [`DecoderKind::Auto`] means on this model and device (never `Auto`).
+    pub auto: DecoderKind,
     /// Lookahead Parallelism: the devices of every lookahead request's group (`None`: one
     /// device, the model's).
     pub devices: Option<DeviceSet>,
@@ -220,13 +137,13 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// `auto` is what `--lookahead auto` resolves to (see [`resolve_auto`]).
-    pub fn new(loaded: LoadedModel, context: usize, auto: LookaheadMode) -> Self {
+    /// `auto` is what `--lookahead auto` resolves to ([`DecoderSpec::resolve`]).
+    pub fn new(loaded: LoadedModel, context: usize, auto: DecoderKind) -> Self {
         let template = ChatTemplate::from_tokenizer(&loaded.tokenizer).map_err(|e| e.to_string());
         let context = context.min(loaded.model.config.max_position_embeddings);
         let auto = match auto {
-            LookaheadMode::Auto => LookaheadMode::Off,
-            m => m,
+            DecoderKind::Auto => DecoderKind::Plain,
+            k => k,
         };
         Self {
             loaded,
@@ -257,11 +174,25 @@ impl Ready {
         self
     }
 
-    /// The decoding of a request: `mode` with `auto` resolved for this model.
-    pub fn mode(&self, mode: LookaheadMode) -> LookaheadMode {
-        match mode {
-            LookaheadMode::Auto => self.auto,
-            m => m,
+    /// The decoding of a request: `kind` with `auto` resolved for this model.
+    pub fn kind(&self, kind: DecoderKind) -> DecoderKind {
+        match kind {
+            DecoderKind::Auto => self.auto,
+            k => k,
+        }
+    }
+
+    /// The full description of a request's decoder: `kind` (`auto` resolved), the default
+    /// switches, the request's seed for the window, and with [`Self::devices`] the group's
+    /// devices where there is a window to split (plain decoding and lookahead without a
+    /// window run on the first device alone).
+    pub fn spec(&self, kind: DecoderKind, seed: u64) -> DecoderSpec {
+        let spec = DecoderSpec::new(self.kind(kind)).with_seed(seed);
+        match (&self.devices, spec.kind) {
+            (Some(set), DecoderKind::Lookahead { window, .. }) if window > 0 => {
+                spec.with_devices(set.gpus())
+            }
+            _ => spec,
         }
     }
 
@@ -368,7 +299,8 @@ pub struct Job {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
-    pub mode: LookaheadMode,
+    /// The request's decoding, `auto` resolved ([`Ready::kind`]).
+    pub kind: DecoderKind,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -387,32 +319,41 @@ pub struct Finished {
 /// Runs `job` to the end (blocking); `on_text` receives the text as it becomes final.
 pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Finished> {
     // Only the positions this request can use: prompt + completion (+ one lookahead step).
-    let capacity = (job.prompt.len() + job.max_tokens + job.mode.scratch_positions())
+    let capacity = (job.prompt.len() + job.max_tokens + scratch_positions(job.kind))
         .min(ready.context)
         .max(job.prompt.len() + 1);
-    // Lookahead requests on a device group: their own group (its threads end when it is
-    // dropped at the end of this function). Plain decoding, and lookahead without a window
-    // (W = 0), have nothing to split: they run on the first device alone.
-    // (A device group is the request's own; a single-device session may come from the pool
-    // and goes back to it.)
-    let (mut session, mut decoder, devices): (Box<dyn CausalLm + Send>, Box<dyn Decoder>, _) =
-        match (job.mode, &ready.devices) {
-            (LookaheadMode::On(mut cfg), Some(set)) if cfg.window > 0 => {
-                cfg.seed = job.sampling.seed;
-                cfg.validate()?;
-                let group = set.group(&ready.loaded, capacity)?;
-                let decoder = SpeculativeDecoder::lookahead_parallel(cfg, group.clone())?
-                    .with_corpus(ready.corpus.clone());
-                (Box::new(group), Box::new(decoder), Some(set.labels()))
-            }
-            _ => (
-                ready
-                    .sessions
-                    .take(capacity, ready.context, |n| ready.loaded.new_session(n))?,
-                decoder_for(job.mode, job.sampling.seed, ready.corpus.clone())?,
-                None,
-            ),
-        };
+    // Lookahead requests on a device group get their own group (its threads end when it is
+    // dropped at the end of this function); the others take a single-device session, from
+    // the pool where one fits, and give it back.
+    let spec = ready.spec(job.kind, job.sampling.seed);
+    let corpus = || Ok(ready.corpus.clone());
+    let group = || match &ready.devices {
+        Some(set) => set.group(&ready.loaded, capacity),
+        None => Err(LadeError::InvalidArgument(
+            "Lookahead Parallelism needs the devices of `lade serve --devices`".into(),
+        )),
+    };
+    let built = build(
+        &spec,
+        &DecoderEnv {
+            auto: None,
+            corpus: &corpus,
+            group: &group,
+        },
+    )?;
+    let mut decoder = built.decoder;
+    let (mut session, devices): (Box<dyn CausalLm + Send>, _) = match built.group {
+        Some(group) => (
+            Box::new(group),
+            ready.devices.as_ref().map(DeviceSet::labels),
+        ),
+        None => (
+            ready
+                .sessions
+                .take(capacity, ready.context, |n| ready.loaded.new_session(n))?,
+            None,
+        ),
+    };
     let sampler = Sampler::new(job.sampling)?;
     let rules = StopRules {
         max_tokens: job.max_tokens,
@@ -449,22 +390,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes() {
-        assert_eq!(LookaheadMode::parse("auto").unwrap(), LookaheadMode::Auto);
-        assert_eq!(LookaheadMode::parse("off").unwrap(), LookaheadMode::Off);
+    fn a_lookahead_step_reserves_its_rows() {
+        assert_eq!(scratch_positions(DecoderKind::Plain), 0);
+        let la = DecoderKind::lookahead(4, 3, 2).unwrap();
         assert_eq!(
-            LookaheadMode::parse("4,3,2").unwrap(),
-            LookaheadMode::On(LookaheadConfig::new(4, 3, 2))
+            scratch_positions(la),
+            DecoderSpec::new(la).step_tokens() + 1
         );
-        assert!(LookaheadMode::parse("4,1,2").is_err());
-        assert!(LookaheadMode::parse("fast").is_err());
-        let on = LookaheadMode::On(LookaheadConfig::new(4, 3, 2));
-        assert_eq!(on.resolve(LookaheadRequest::Off), LookaheadMode::Off);
-        assert_eq!(on.resolve(LookaheadRequest::ServerDefault), on);
-        assert_eq!(
-            decoder_for(LookaheadMode::Auto, 0, None).unwrap().name(),
-            "plain"
-        );
-        assert_eq!(decoder_for(on, 0, None).unwrap().name(), "lookahead(4,3,2)");
     }
 }

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-pub use engine::{decoder_for, DeviceSet, GroupDevice, LookaheadMode, Ready};
+pub use engine::{DeviceSet, GroupDevice, Ready};
 pub use error::ApiError;
 
+use crate::decode::{AutoDecision, AutoSource, DecoderKind, DecoderSpec};
 use crate::loader::LoadedModel;
 use metrics::{Gauges, Metrics};
 
@@ -64,8 +65,9 @@ pub struct ServerConfig {
     pub max_concurrent: usize,
     /// Requests that may wait for a slot; more get 429.
     pub queue: usize,
-    /// Decoding of requests that do not choose (`lookahead` field absent).
-    pub lookahead: LookaheadMode,
+    /// Decoding of requests that do not choose (`lookahead` field absent): `auto`, plain or
+    /// lookahead with W, N, G.
+    pub lookahead: DecoderKind,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// After a shutdown signal, how long in-flight generations may run before they are ended.
@@ -85,7 +87,7 @@ impl ServerConfig {
             api_key: None,
             max_concurrent: 4,
             queue: 64,
-            lookahead: LookaheadMode::Auto,
+            lookahead: DecoderKind::Auto,
             max_body_bytes: 4 << 20,
             shutdown_grace: Duration::from_secs(30),
             log: true,
@@ -282,12 +284,45 @@ pub async fn serve(
     serve_with(listener, config, loader, shutdown).await
 }
 
+/// What the server's default decoding means on `loaded` ([`DecoderSpec::resolve`]): `auto`
+/// measured once on a throwaway sequence of at most `context` positions (plain decoding on
+/// the CPU, and when measuring fails), or with several devices the default lookahead config;
+/// any other setting as it is. Logs how `auto` was decided.
+fn resolve_default(
+    state: &AppState,
+    loaded: &LoadedModel,
+    context: usize,
+    devices: Option<&DeviceSet>,
+) -> DecoderKind {
+    let spec = DecoderSpec::new(state.config.lookahead)
+        .with_devices(devices.map(DeviceSet::gpus).unwrap_or_default());
+    match spec.resolve(Some(&AutoSource::model(loaded, context))) {
+        Ok((spec, Some(AutoDecision::ParallelDefault))) => {
+            state.log(&format!(
+                "--lookahead auto: {} (the measured cost model is single-device; with \
+                 --devices, auto means the default config)",
+                spec.kind.label()
+            ));
+            spec.kind
+        }
+        Ok((spec, Some(AutoDecision::Measured(choice)))) => {
+            state.log(&format!("--lookahead auto: {}", choice.describe()));
+            spec.kind
+        }
+        Ok((spec, None)) => spec.kind,
+        Err(e) => {
+            state.log(&format!(
+                "--lookahead auto: measuring failed ({e}); plain decoding"
+            ));
+            DecoderKind::Plain
+        }
+    }
+}
+
 /// [`serve`] with a loader that may also give devices for Lookahead Parallelism: then every
 /// request that decodes with lookahead runs [`crate::decode::SpeculativeDecoder::lookahead_parallel`] on a
-/// device group of its own, `--lookahead auto` means [`LookaheadConfig::DEFAULT`] (the
+/// device group of its own, `--lookahead auto` means [`DecoderKind::DEFAULT_LOOKAHEAD`] (the
 /// measured cost model is single-device), and plain requests run on the first device.
-///
-/// [`LookaheadConfig::DEFAULT`]: crate::decode::LookaheadConfig::DEFAULT
 pub async fn serve_with(
     listener: TcpListener,
     config: ServerConfig,
@@ -320,31 +355,7 @@ pub async fn serve_with(
                     devices,
                     corpus,
                 }) => {
-                    let auto = if state.config.lookahead == LookaheadMode::Auto && devices.is_some()
-                    {
-                        let cfg = crate::decode::LookaheadConfig::DEFAULT;
-                        state.log(&format!(
-                            "--lookahead auto: {} (the measured cost model is single-device; \
-                             with --devices, auto means the default config)",
-                            cfg.label()
-                        ));
-                        LookaheadMode::On(cfg)
-                    } else if state.config.lookahead == LookaheadMode::Auto {
-                        match engine::resolve_auto(&loaded, context) {
-                            Ok((mode, why)) => {
-                                state.log(&format!("--lookahead auto: {why}"));
-                                mode
-                            }
-                            Err(e) => {
-                                state.log(&format!(
-                                    "--lookahead auto: measuring failed ({e}); plain decoding"
-                                ));
-                                LookaheadMode::Off
-                            }
-                        }
-                    } else {
-                        LookaheadMode::Off
-                    };
+                    let auto = resolve_default(&state, &loaded, context, devices.as_ref());
                     let pooled = if state.config.reuse_sessions {
                         state.config.max_concurrent.max(1)
                     } else {
@@ -375,7 +386,7 @@ pub async fn serve_with(
                         state.config.model_id,
                         ready.loaded.device_label(),
                         ready.context,
-                        ready.mode(state.config.lookahead).label()
+                        ready.kind(state.config.lookahead).label()
                     ));
                     let _ = state.ready.set(Arc::new(ready));
                 }

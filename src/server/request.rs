@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::chat_template::ChatMessage;
-use crate::decode::LookaheadConfig;
+use crate::decode::{DecoderKind, DecoderSpec, LookaheadConfig};
 use crate::sampling::{PartialSampling, SamplingParams};
 
 /// Which endpoint a request came to.
@@ -40,17 +40,6 @@ pub enum PromptInput {
     Tokens(Vec<u32>),
 }
 
-/// The `lookahead` extension field.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LookaheadRequest {
-    /// Absent or `null`: the server's `--lookahead` setting.
-    ServerDefault,
-    /// `false`: plain decoding.
-    Off,
-    /// `true` or `{w, n, g}`.
-    On(LookaheadConfig),
-}
-
 /// A validated generation request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenRequest {
@@ -67,7 +56,10 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
-    pub lookahead: LookaheadRequest,
+    /// The `lookahead` extension field: `None` (absent or `null`) for the server's
+    /// `--lookahead` setting, plain decoding for `false`, lookahead for `true` (the default
+    /// W, N, G) or `{w, n, g}` (each field defaulting to the default config's).
+    pub lookahead: Option<DecoderKind>,
     /// Extension: keep generating through end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
 }
@@ -571,12 +563,12 @@ fn stop(f: &Fields<'_>) -> Result<Vec<String>, ApiError> {
     Ok(list)
 }
 
-fn lookahead(v: Option<&Value>) -> Result<LookaheadRequest, ApiError> {
+fn lookahead(v: Option<&Value>) -> Result<Option<DecoderKind>, ApiError> {
     let bad = |m: String| ApiError::invalid("lookahead", m);
-    let cfg = match v {
-        None => return Ok(LookaheadRequest::ServerDefault),
-        Some(Value::Bool(false)) => return Ok(LookaheadRequest::Off),
-        Some(Value::Bool(true)) => LookaheadConfig::DEFAULT,
+    let kind = match v {
+        None => return Ok(None),
+        Some(Value::Bool(false)) => return Ok(Some(DecoderKind::Plain)),
+        Some(Value::Bool(true)) => DecoderKind::DEFAULT_LOOKAHEAD,
         Some(Value::Object(o)) => {
             if let Some(k) = o.keys().find(|k| !["w", "n", "g"].contains(&k.as_str())) {
                 return Err(bad(format!(
@@ -590,11 +582,12 @@ fn lookahead(v: Option<&Value>) -> Result<LookaheadRequest, ApiError> {
                     .map_or(default, |x| usize::try_from(x).unwrap_or(usize::MAX)))
             };
             let d = LookaheadConfig::DEFAULT;
-            LookaheadConfig::new(
+            DecoderKind::lookahead(
                 field("w", d.window)?,
                 field("n", d.ngram)?,
                 field("g", d.guesses)?,
             )
+            .map_err(|e| bad(format!("`lookahead`: {e}")))?
         }
         Some(v) => {
             return Err(bad(format!(
@@ -603,17 +596,21 @@ fn lookahead(v: Option<&Value>) -> Result<LookaheadRequest, ApiError> {
             )))
         }
     };
-    cfg.validate()
-        .map_err(|e| bad(format!("`lookahead`: {e}")))?;
-    let step = cfg.step_tokens(cfg.guesses);
-    if step > MAX_LOOKAHEAD_STEP_TOKENS {
-        return Err(bad(format!(
-            "`lookahead` {{w: {}, n: {}, g: {}}} feeds {step} tokens per step; this server \
-             allows at most {MAX_LOOKAHEAD_STEP_TOKENS} ((w + g) × (n - 1))",
-            cfg.window, cfg.ngram, cfg.guesses
-        )));
+    let step = DecoderSpec::new(kind).step_tokens();
+    if let DecoderKind::Lookahead {
+        window,
+        ngram,
+        guesses,
+    } = kind
+    {
+        if step > MAX_LOOKAHEAD_STEP_TOKENS {
+            return Err(bad(format!(
+                "`lookahead` {{w: {window}, n: {ngram}, g: {guesses}}} feeds {step} tokens per \
+                 step; this server allows at most {MAX_LOOKAHEAD_STEP_TOKENS} ((w + g) × (n - 1))"
+            )));
+        }
     }
-    Ok(LookaheadRequest::On(cfg))
+    Ok(Some(kind))
 }
 
 #[cfg(test)]
@@ -661,10 +658,7 @@ mod tests {
         assert_eq!(r.seed, Some(u64::MAX));
         assert!(r.stream && r.include_usage);
         assert_eq!(r.stop, vec!["\n"]);
-        assert_eq!(
-            r.lookahead,
-            LookaheadRequest::On(LookaheadConfig::new(4, 3, 2))
-        );
+        assert_eq!(r.lookahead, Some(DecoderKind::parse("4,3,2").unwrap()));
     }
 
     #[test]
@@ -674,9 +668,19 @@ mod tests {
         assert!(r.sampling.is_empty());
         assert_eq!(r.max_tokens, None);
         assert!(r.seed.is_none() && !r.stream);
-        assert_eq!(r.lookahead, LookaheadRequest::ServerDefault);
+        assert_eq!(r.lookahead, None);
         let r = chat(r#"{"messages":[{"role":"user","content":"x"}],"lookahead":false}"#).unwrap();
-        assert_eq!(r.lookahead, LookaheadRequest::Off);
+        assert_eq!(r.lookahead, Some(DecoderKind::Plain));
+        let r = chat(r#"{"messages":[{"role":"user","content":"x"}],"lookahead":true}"#).unwrap();
+        assert_eq!(r.lookahead, Some(DecoderKind::DEFAULT_LOOKAHEAD));
+        // Fields left out are the default config's.
+        let r =
+            chat(r#"{"messages":[{"role":"user","content":"x"}],"lookahead":{"w":3}}"#).unwrap();
+        let d = LookaheadConfig::DEFAULT;
+        assert_eq!(
+            r.lookahead,
+            Some(DecoderKind::lookahead(3, d.ngram, d.guesses).unwrap())
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod cost;
 pub mod prior;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -24,7 +24,7 @@ pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
 pub use prior::{AcceptanceEntry, AcceptanceTable};
 
 use super::lookahead::synthetic_step;
-use super::{Decoder, DraftCorpus, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
+use super::LookaheadConfig;
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -68,67 +68,7 @@ pub struct AutoChoice {
     pub cost: ForwardCost,
 }
 
-/// Policy switches a caller applies to the picked lookahead config, and the draft corpus its
-/// decoder gets.
-#[derive(Debug, Clone)]
-pub struct DecoderOptions {
-    pub pool_from_prompt: bool,
-    pub reference_compat: bool,
-    pub context_match: bool,
-    pub adaptive_draft: bool,
-    /// Seed of the window initialisation.
-    pub seed: u64,
-    /// Drafts for steps whose text has none (see [`SpeculativeDecoder::with_corpus`]).
-    pub corpus: Option<Arc<DraftCorpus>>,
-}
-
-impl Default for DecoderOptions {
-    fn default() -> Self {
-        Self {
-            pool_from_prompt: LookaheadConfig::DEFAULT.pool_from_prompt,
-            reference_compat: LookaheadConfig::DEFAULT.reference_compat,
-            context_match: LookaheadConfig::DEFAULT.context_match,
-            adaptive_draft: LookaheadConfig::DEFAULT.adaptive_draft,
-            seed: 0,
-            corpus: None,
-        }
-    }
-}
-
-impl DecoderOptions {
-    /// `config` (its W, N, G) with these switches and seed.
-    pub fn apply(&self, mut config: LookaheadConfig) -> LookaheadConfig {
-        config.pool_from_prompt = self.pool_from_prompt;
-        config.reference_compat = self.reference_compat;
-        config.context_match = self.context_match;
-        config.adaptive_draft = self.adaptive_draft;
-        config.seed = self.seed;
-        config
-    }
-
-    /// A lookahead decoder for `config` (its W, N, G) with these switches and corpus.
-    pub fn lookahead(&self, config: LookaheadConfig) -> Result<SpeculativeDecoder> {
-        Ok(SpeculativeDecoder::lookahead(self.apply(config))?.with_corpus(self.corpus.clone()))
-    }
-}
-
 impl AutoChoice {
-    /// The picked lookahead config with `opts` applied, or `None` for plain decoding.
-    pub fn lookahead_config(&self, opts: &DecoderOptions) -> Option<LookaheadConfig> {
-        match self.strategy {
-            Strategy::Plain => None,
-            Strategy::Lookahead(c) => Some(opts.apply(c)),
-        }
-    }
-
-    /// A fresh decoder for one request.
-    pub fn decoder(&self, opts: &DecoderOptions) -> Result<Box<dyn Decoder + Send>> {
-        Ok(match self.strategy {
-            Strategy::Plain => Box::new(PlainDecoder),
-            Strategy::Lookahead(c) => Box::new(opts.lookahead(c)?),
-        })
-    }
-
     /// One line for logs, e.g. `plain (expected 95 tok/s; best lookahead 4,3,4: 14 tok/s)`.
     pub fn describe(&self) -> String {
         let best = match self.best_lookahead {
@@ -645,22 +585,34 @@ mod tests {
     }
 
     #[test]
-    fn decoder_options_apply_to_the_pick() {
+    fn the_pick_builds_with_the_callers_switches() {
+        use crate::decode::lookahead::DraftSwitches;
+        use crate::decode::spec::{build, DecoderEnv, DecoderKind, DecoderSpec};
         let c = curve(|_| 0.010, 2048);
         let a = pick(&c, &table(), &AutoOptions::default());
-        let opts = DecoderOptions {
+        let Strategy::Lookahead(picked) = a.strategy else {
+            panic!("a flat curve picks lookahead: {}", a.describe());
+        };
+        let switches = DraftSwitches {
             pool_from_prompt: false,
             reference_compat: true,
             context_match: false,
             adaptive_draft: false,
-            seed: 9,
-            corpus: None,
+            corpus_drafts: true,
         };
-        let cfg = a.lookahead_config(&opts).unwrap();
-        assert!(!cfg.pool_from_prompt && cfg.reference_compat && cfg.seed == 9);
-        assert!(!cfg.context_match && !cfg.adaptive_draft);
-        assert_eq!(a.decoder(&opts).unwrap().name(), cfg.label());
+        let spec = DecoderSpec::new(DecoderKind::from_strategy(a.strategy))
+            .with_switches(switches)
+            .with_seed(9);
+        let cfg = spec.lookahead_config().unwrap();
+        assert_eq!(wng(&cfg), wng(&picked));
+        assert_eq!((cfg.switches, cfg.seed), (switches, 9));
+        let built = build(&spec, &DecoderEnv::bare()).unwrap();
+        assert_eq!(built.decoder.name(), cfg.label());
         let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
-        assert_eq!(plain.decoder(&opts).unwrap().name(), "plain");
+        let spec = DecoderSpec::new(DecoderKind::from_strategy(plain.strategy));
+        assert_eq!(
+            build(&spec, &DecoderEnv::bare()).unwrap().decoder.name(),
+            "plain"
+        );
     }
 }

@@ -237,7 +237,7 @@ impl AcceptanceTable {
         tokens: usize,
         steps_by_rows: &BTreeMap<usize, usize>,
     ) {
-        if config.reference_compat {
+        if config.switches.reference_compat {
             return;
         }
         if let Some(e) = self.entries.iter_mut().find(|e| e.is(config)) {
@@ -331,7 +331,7 @@ mod tests {
             &full_steps(&LookaheadConfig::new(5, 5, 5), 1),
         );
         let mut r = LookaheadConfig::new(8, 4, 8);
-        r.reference_compat = true;
+        r.switches.reference_compat = true;
         t.record(&r, 10, &full_steps(&r, 1));
         assert_eq!((e(&t, 0), e(&t, 1)), before);
         assert_eq!(t.entries()[1].rows(), 48);

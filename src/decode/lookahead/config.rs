@@ -1,7 +1,9 @@
-//! Lookahead parameters: window W, n-gram size N, candidates per step G, and policy switches.
+//! Lookahead parameters: window W, n-gram size N, candidates per step G, the drafting
+//! switches ([`DraftSwitches`]) and the seed of the window.
 
 use serde::Serialize;
 
+use super::DraftSwitches;
 use crate::{LadeError, Result};
 
 /// Configuration of lookahead decoding ([`crate::decode::SpeculativeDecoder::lookahead`]).
@@ -15,25 +17,9 @@ pub struct LookaheadConfig {
     pub ngram: usize,
     /// Most candidate n-grams verified per step (the pool keeps at most G per key).
     pub guesses: usize,
-    /// Seed the pool with the prompt's n-grams and keep adding committed ones.
-    pub pool_from_prompt: bool,
-    /// Reproduce the authors' choices: at most N-1 tokens per step (the bonus token after a
-    /// fully matched candidate is dropped).
-    pub reference_compat: bool,
-    /// Put the continuation of the longest matching earlier context of the committed text
-    /// first among the candidates (see [`crate::decode::text_index`]).
-    pub context_match: bool,
-    /// Without a window (W = 0) and with the context match: the context-matched candidate's
-    /// length follows the evidence of the match, from 3 tokens after a one-token context up to
-    /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
-    /// (see [`crate::decode::text_index::TextDraftMode::FollowsMatch`]). Off: one N-1-token
-    /// candidate every step.
-    pub adaptive_draft: bool,
-    /// When the committed text offers no context-matched candidate, or (with
-    /// `adaptive_draft`) only one after a match much shorter than the corpus's context, draft
-    /// from the decoder's draft corpus, if it has one (see [`crate::decode::DraftCorpus`] and
-    /// [`crate::decode::speculative::policy`]).
-    pub corpus_drafts: bool,
+    /// Which drafters feed a step, and how.
+    #[serde(flatten)]
+    pub switches: DraftSwitches,
     /// Seed of the window initialisation (random prompt tokens).
     pub seed: u64,
 }
@@ -45,11 +31,7 @@ impl LookaheadConfig {
         window: 8,
         ngram: 4,
         guesses: 8,
-        pool_from_prompt: true,
-        reference_compat: false,
-        context_match: true,
-        adaptive_draft: true,
-        corpus_drafts: true,
+        switches: DraftSwitches::DEFAULT,
         seed: 0,
     };
 

@@ -13,11 +13,13 @@
 pub mod config;
 pub mod pool;
 pub mod pool_drafter;
+pub mod switches;
 pub mod window;
 
 pub use config::LookaheadConfig;
 pub use pool::NgramPool;
 pub use pool_drafter::{PoolDrafter, WindowShape};
+pub use switches::DraftSwitches;
 pub use window::JacobiWindow;
 
 use super::speculative::{LookaheadRows, StepTree};
