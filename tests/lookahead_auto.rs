@@ -211,6 +211,55 @@ fn choose_measures_once_per_key_and_learns_from_runs() {
     assert!(e(&after) < 1.01);
 }
 
+/// A curve measured on one start is read back by the next (a new process: another key of the
+/// in-process cache here) on the same device, model and build, without timing anything; a
+/// different fingerprint measures afresh.
+#[test]
+fn the_next_start_reuses_the_curve_kept_on_disk() {
+    let dir = std::env::temp_dir().join(format!("lade-auto-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = auto::CostCache::with_fingerprint(&dir, "flat mock device".into());
+    let opts = AutoOptions::default();
+    let key = |n: &str| format!("test-disk-{n}-{}", std::process::id());
+    let first = auto::choose_cached(
+        &key("first"),
+        Some(&cache),
+        |_| Ok(Box::new(Device::new(3000, 0, usize::MAX))),
+        &opts,
+    )
+    .unwrap();
+    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(written.len(), 1, "one curve file: {written:?}");
+    let again = auto::choose_cached(
+        &key("second"),
+        Some(&cache),
+        |_| -> Result<Box<dyn CausalLm>> { panic!("measured again despite the kept curve") },
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(first.strategy, again.strategy);
+    assert_eq!(
+        auto::cached_cost(&key("first")),
+        auto::cached_cost(&key("second"))
+    );
+    // Another device (fingerprint): measured, and kept beside the first.
+    let mut made = false;
+    let other = auto::CostCache::with_fingerprint(&dir, "another device".into());
+    auto::choose_cached(
+        &key("third"),
+        Some(&other),
+        |_| {
+            made = true;
+            Ok(Box::new(Device::new(3000, 0, usize::MAX)))
+        },
+        &opts,
+    )
+    .unwrap();
+    assert!(made);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `auto` through the one construction of decoders: measured on the source it is given (a
 /// CPU-like device here: plain decoding), with the decision kept for the logs.
 #[test]
@@ -220,6 +269,7 @@ fn build_resolves_auto_on_its_source() {
         key: format!("test-build-cpu-{}", std::process::id()),
         session: Box::new(|_| Ok(Box::new(Device::new(1000, 2000, usize::MAX)))),
         max_rows: 4096,
+        cache: None,
     };
     let env = DecoderEnv {
         auto: Some(source),

@@ -40,7 +40,7 @@ impl Default for MeasureOptions {
 }
 
 /// One timed row count.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct CostSample {
     pub rows: usize,
     pub seconds: f64,

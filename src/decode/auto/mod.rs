@@ -13,6 +13,7 @@
 //! [`record`] feeds the tokens and steps of finished generations back into the estimates.
 
 pub mod cost;
+pub mod cost_cache;
 pub mod prior;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::Serialize;
 
 pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
+pub use cost_cache::CostCache;
 pub use prior::{AcceptanceEntry, AcceptanceTable};
 
 use super::lookahead::synthetic_step;
@@ -290,16 +292,28 @@ fn table() -> &'static Mutex<AcceptanceTable> {
 /// (called with the positions it needs, only when no measurement is cached), and combined
 /// with the process-wide acceptance table (the measured prior plus [`record`]ed runs).
 ///
-/// This is what a server calls per request:
-/// `choose(key, |n| Ok(Box::new(Session::new(model.clone(), n)?)), &AutoOptions::default())?
-/// .decoder(&opts)`.
+/// For example: `choose(key, |n| Ok(Box::new(Session::new(model.clone(), n)?)),
+/// &AutoOptions::default())?.strategy`. [`choose_cached`] also keeps the curve on disk.
 pub fn choose(
     key: &str,
     throwaway: impl FnOnce(usize) -> Result<Box<dyn CausalLm>>,
     opts: &AutoOptions,
 ) -> Result<AutoChoice> {
+    choose_cached(key, None, throwaway, opts)
+}
+
+/// [`choose`], where a curve not yet measured in this process is first looked for in `cache`
+/// (measured on an earlier start on the same device, model and build), and a curve measured
+/// here, or a pick newly tried, is written back to it for the next start.
+pub fn choose_cached(
+    key: &str,
+    cache: Option<&CostCache>,
+    throwaway: impl FnOnce(usize) -> Result<Box<dyn CausalLm>>,
+    opts: &AutoOptions,
+) -> Result<AutoChoice> {
     let table = current_table();
     let plan = measure_options(&table, opts);
+    let cache = cache.map(|c| c.for_plan(&format!("{plan:?}")));
     let mut throwaway = Some(throwaway);
     let mut lm: Option<Box<dyn CausalLm>> = None;
     let mut make = |lm: &mut Option<Box<dyn CausalLm>>| -> Result<()> {
@@ -311,7 +325,14 @@ pub fn choose(
         }
         Ok(())
     };
-    let cached = lock(costs()).get(key).cloned();
+    let cached = lock(costs()).get(key).cloned().or_else(|| {
+        let (cost, checks) = cache.as_ref()?.load()?;
+        Some(Measured {
+            cost,
+            checks: checks.into_iter().collect(),
+        })
+    });
+    let known_checks = cached.as_ref().map(|m| m.checks.len());
     let mut measured = match cached {
         Some(m) => m,
         None => {
@@ -329,6 +350,13 @@ pub fn choose(
         Ok(time_step(lm, c).ok())
     };
     let choice = measured.choose(&mut try_step, &table, opts)?;
+    if let Some(cache) = &cache {
+        if known_checks != Some(measured.checks.len()) {
+            let checks: Vec<_> = measured.checks.iter().map(|(&k, &v)| (k, v)).collect();
+            // Without a writable cache the next start measures again; nothing else is lost.
+            let _ = cache.store(&measured.cost, &checks);
+        }
+    }
     lock(costs()).insert(key.to_string(), measured);
     Ok(choice)
 }

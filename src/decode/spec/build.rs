@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{DecoderKind, DecoderSpec};
-use crate::decode::auto::{self, AutoChoice, AutoOptions};
+use crate::decode::auto::{self, AutoChoice, AutoOptions, CostCache};
 use crate::decode::{Decoder, DeviceGroup, DraftCorpus, PlainDecoder, SpeculativeDecoder};
 use crate::loader::LoadedModel;
 use crate::model::CausalLm;
@@ -23,6 +23,8 @@ pub struct AutoSource<'a> {
     pub session: Box<dyn Fn(usize) -> Result<Box<dyn CausalLm>> + 'a>,
     /// Context positions a step may use (configs needing more rows are skipped).
     pub max_rows: usize,
+    /// Where the measured curve is kept between starts (`None`: measured once per process).
+    pub cache: Option<CostCache>,
 }
 
 impl<'a> AutoSource<'a> {
@@ -32,6 +34,7 @@ impl<'a> AutoSource<'a> {
             key: format!("{}|{}", loaded.path.display(), loaded.device_label()),
             session: Box::new(|n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>)),
             max_rows,
+            cache: CostCache::for_model(&loaded.path, &loaded.device_label()),
         }
     }
 }
@@ -119,7 +122,12 @@ impl DecoderSpec {
             max_rows: source.max_rows,
             ..AutoOptions::default()
         };
-        let choice = auto::choose(&source.key, |n| (source.session)(n), &opts)?;
+        let choice = auto::choose_cached(
+            &source.key,
+            source.cache.as_ref(),
+            |n| (source.session)(n),
+            &opts,
+        )?;
         Ok((
             resolved(DecoderKind::from_strategy(choice.strategy)),
             Some(AutoDecision::Measured(choice)),
