@@ -111,11 +111,7 @@ impl CostCache {
     /// Keeps `cost` and `checks` for the next start (written to a temporary file and renamed,
     /// so a reader never sees half a file). A cache that cannot be written only costs the
     /// next start a measurement, so failures are returned for the caller to ignore or report.
-    pub(super) fn store(
-        &self,
-        cost: &ForwardCost,
-        checks: &[StepCheck],
-    ) -> std::io::Result<()> {
+    pub(super) fn store(&self, cost: &ForwardCost, checks: &[StepCheck]) -> std::io::Result<()> {
         let stored = Stored {
             fingerprint: self.fingerprint.clone(),
             samples: cost.samples().to_vec(),
