@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use lade::decode::auto::{self, Strategy};
-use lade::decode::{build, AutoDecision, AutoSource, DecoderEnv, DecoderKind};
+use lade::decode::{build, AutoDecision, DecoderEnv, DecoderKind};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
@@ -237,14 +237,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let built = build(
                 &spec,
-                &DecoderEnv {
-                    auto: Some(AutoSource::model(
-                        &loaded,
-                        context.saturating_sub(ids.len() + args.max_tokens),
-                    )),
-                    corpus: &shared_corpus,
-                    group: &shared_group,
-                },
+                &DecoderEnv::on_model(
+                    &loaded,
+                    context.saturating_sub(ids.len() + args.max_tokens),
+                    &shared_corpus,
+                    &shared_group,
+                ),
             )?;
             let mut dec = built.decoder;
             let mut on_group = built.group;

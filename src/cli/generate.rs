@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
 use lade::decode::{
-    build, AutoDecision, AutoSource, Decoder, DecoderEnv, DecoderKind, DecoderSpec, DraftSwitches,
+    build, AutoDecision, Decoder, DecoderEnv, DecoderKind, DecoderSpec, DraftSwitches,
 };
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
@@ -251,14 +251,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let group = || device_group(&loaded, &spec.devices, context);
     let built = build(
         &spec,
-        &DecoderEnv {
-            auto: Some(AutoSource::model(
-                &loaded,
-                context.saturating_sub(ids.len() + args.max_tokens),
-            )),
-            corpus: &corpus,
-            group: &group,
-        },
+        &DecoderEnv::on_model(
+            &loaded,
+            context.saturating_sub(ids.len() + args.max_tokens),
+            &corpus,
+            &group,
+        ),
     )?;
     let mut decoder: Box<dyn Decoder> = built.decoder;
     let device_names: Vec<String> = spec.devices.iter().map(|&d| device_name(d)).collect();

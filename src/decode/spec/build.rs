@@ -51,6 +51,23 @@ pub struct DecoderEnv<'a> {
     pub group: &'a dyn Fn() -> Result<DeviceGroup>,
 }
 
+impl<'a> DecoderEnv<'a> {
+    /// `auto` measured on `loaded` (a step may use `max_rows` positions), with this corpus and
+    /// device group.
+    pub fn on_model(
+        loaded: &'a LoadedModel,
+        max_rows: usize,
+        corpus: &'a dyn Fn() -> Result<Option<Arc<DraftCorpus>>>,
+        group: &'a dyn Fn() -> Result<DeviceGroup>,
+    ) -> Self {
+        DecoderEnv {
+            auto: Some(AutoSource::model(loaded, max_rows)),
+            corpus,
+            group,
+        }
+    }
+}
+
 impl DecoderEnv<'static> {
     /// No model to measure, no draft corpus, no devices.
     pub fn bare() -> Self {
