@@ -234,9 +234,9 @@ corpus() {  # a draft corpus for the staged model, built as tools/build-draft-co
 
 cpu_table() {  # the CPU path on this machine's cores: one single-threaded `lade bench --device cpu`
   # per job, CPU_PROCS at a time. JOBS="he:0:15,5,15 mt:3:0,32,1 ..." (dataset, prompt index,
-  # lookahead W,N,G); each job runs greedy and that config on one prompt, so every output is
-  # checked against greedy in its own process. Jobs still running at CPU_DEADLINE seconds are
-  # stopped and reported missing. Results: $OUT/cpu-table.tgz, holding
+  # lookahead W,N,G), with $BENCH_ARGS (e.g. the model's --draft-corpus); each job runs greedy
+  # and that config on one prompt, so every output is checked against greedy in its own
+  # process. Jobs still running at CPU_DEADLINE seconds are stopped and reported missing. Results: $OUT/cpu-table.tgz, holding
   # cpu/<dataset>-<prompt>-<W-N-G>/runs.csv.
   local t0=$SECONDS
   mkdir -p "$D/slices" "$OUT/cpu"
@@ -247,7 +247,7 @@ for name, f in (("he", ".devbin/data/humaneval.jsonl"), ("mt", ".devbin/data/mt_
         open(f"{sys.argv[1]}/{name}-{i}.jsonl", "w").write(line)
 EOF2
   lscpu | grep -E "^(Model name|CPU\(s\)|Thread|Core|Socket)" > "$OUT/cpu/lscpu.txt"
-  export LADE M D OUT
+  export LADE M D OUT BENCH_ARGS
   export CPU_END=$(($(date +%s) + ${CPU_DEADLINE:-540}))
   printf '%s\n' ${JOBS:-} | xargs -P "${CPU_PROCS:-14}" -I{} bash -c '
     IFS=: read -r set i cfg <<< "{}"
@@ -255,8 +255,7 @@ EOF2
     left=$((CPU_END - $(date +%s))); [ "$left" -gt 5 ] || { echo "{} skipped"; exit 0; }
     s=$(date +%s)
     timeout "$left" "$LADE" bench --device cpu --threads 1 --model "$M" --dataset "$D/slices/$set-$i.jsonl" $chat \
-      --limit 1 --max-tokens 256 --configs "greedy;lookahead:$cfg" \
-      --draft-corpus assets/draft-corpus/Qwen2.5-Coder-0.5B-Instruct.corpus \
+      --limit 1 --max-tokens 256 --configs "greedy;lookahead:$cfg" ${BENCH_ARGS:-} \
       --out "$OUT/cpu/$set-$i-${cfg//,/-}" -q > /dev/null 2> "$OUT/cpu/$set-$i-${cfg//,/-}.err"
     echo "{} rc=$? $(($(date +%s) - s)) s"' | sort > "$OUT/cpu/jobs.txt"
   echo "cpu-table $(grep -c 'rc=0' "$OUT/cpu/jobs.txt") of $(echo ${JOBS:-} | wc -w) jobs in $((SECONDS - t0)) s"

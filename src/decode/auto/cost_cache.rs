@@ -20,7 +20,7 @@ use super::cost::{CostSample, ForwardCost};
 /// Where one measured curve is kept, and what it must have been measured under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CostCache {
-    file: PathBuf,
+    dir: PathBuf,
     fingerprint: String,
 }
 
@@ -71,10 +71,8 @@ impl CostCache {
 
     /// A cache under an explicit fingerprint (the description the curve is valid for).
     pub fn with_fingerprint(dir: &Path, fingerprint: String) -> Self {
-        let mut h = DefaultHasher::new();
-        fingerprint.hash(&mut h);
         Self {
-            file: dir.join(format!("step-cost-{:016x}.json", h.finish())),
+            dir: dir.to_path_buf(),
             fingerprint,
         }
     }
@@ -82,18 +80,19 @@ impl CostCache {
     /// The same cache for a measurement made under `plan` (its rows and cached positions),
     /// which is part of what the curve depends on.
     pub(super) fn for_plan(&self, plan: &str) -> Self {
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        Self::with_fingerprint(dir, format!("{}; plan {plan}", self.fingerprint))
+        Self::with_fingerprint(&self.dir, format!("{}; plan {plan}", self.fingerprint))
     }
 
-    /// The file the curve is kept in.
-    pub fn file(&self) -> &Path {
-        &self.file
+    /// The file the curve is kept in, named by a hash of the fingerprint.
+    pub fn file(&self) -> PathBuf {
+        let mut h = DefaultHasher::new();
+        self.fingerprint.hash(&mut h);
+        self.dir.join(format!("step-cost-{:016x}.json", h.finish()))
     }
 
     /// The curve and step checks stored under this fingerprint, if a valid file holds them.
     pub(super) fn load(&self) -> Option<Cached> {
-        let text = std::fs::read_to_string(&self.file).ok()?;
+        let text = std::fs::read_to_string(self.file()).ok()?;
         let stored: Stored = serde_json::from_str(&text).ok()?;
         if stored.fingerprint != self.fingerprint {
             return None;
@@ -125,14 +124,11 @@ impl CostCache {
                 })
                 .collect(),
         };
-        if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self
-            .file
-            .with_extension(format!("json.{}.partial", std::process::id()));
+        std::fs::create_dir_all(&self.dir)?;
+        let file = self.file();
+        let tmp = file.with_extension(format!("json.{}.partial", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&stored)?)?;
-        std::fs::rename(&tmp, &self.file)
+        std::fs::rename(&tmp, &file)
     }
 }
 
