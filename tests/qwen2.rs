@@ -13,11 +13,11 @@ use common::golden::{fixture, floats, ids};
 use std::path::Path;
 
 use lade::chat_template::{ChatMessage, ChatTemplate};
-use lade::decode::auto::{self, AutoOptions, Strategy};
 use lade::decode::{Decoder, LookaheadConfig, PlainDecoder, SpeculativeDecoder};
 use lade::generate::{generate, FinishReason, Generation, StopRules};
 use lade::model::{CausalLm, Session, WeightFormat};
 use lade::sampling::{Sampler, SamplingParams};
+use lade::tune::{self as auto, AutoOptions, Strategy};
 use serde_json::Value;
 
 /// f32 logits may differ from torch's by accumulation order only.

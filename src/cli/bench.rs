@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use lade::decode::auto::{self, Strategy};
-use lade::decode::{build, AutoDecision, DecoderEnv, DecoderKind};
+use lade::decode::DecoderKind;
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{Sampler, SamplingParams};
+use lade::tune::{self, build, AutoDecision, DecoderEnv, SamplingMode, Strategy};
 use lade::LadeError;
 use serde_json::json;
 
@@ -66,7 +66,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Expected tokens per step for the `auto` config, one `W,N,G,tokens_per_step` per line
-    /// [default: the prior measured on the default model].
+    /// [default: the model's `<model>.lookahead-prior` file, else the most cautious of the
+    /// shipped priors].
     #[arg(long, value_name = "FILE")]
     pub lookahead_prior: Option<PathBuf>,
     /// Decode every prompt this many times per config and keep the fastest run (wall-clock
@@ -163,7 +164,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be at least 1");
     args.sampling.validate()?;
     let sampling = args.sampling.explicit();
-    load_lookahead_prior(args.lookahead_prior.as_deref())?;
     let dataset = args.dataset.as_ref().context("--dataset is required")?;
     let prompts = read_prompts(dataset, args.limit)?;
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
@@ -174,6 +174,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let context = args
         .model
         .context(loaded.model.config.max_position_embeddings)?;
+    load_lookahead_prior(args.lookahead_prior.as_deref(), &loaded.path, &|l| {
+        args.model.log(l)
+    })?;
+    let mode = SamplingMode::of(&sampling);
     let corpus = args.corpus.load(&loaded, &|l| args.model.log(l))?;
     let mut session = loaded.new_session(context)?;
     // Lookahead Parallelism over the devices of `--devices`, when there are several.
@@ -240,6 +244,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 &DecoderEnv::on_model(
                     &loaded,
                     context.saturating_sub(ids.len() + args.max_tokens),
+                    mode,
                     &shared_corpus,
                     &shared_group,
                 ),
@@ -298,7 +303,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let g = best.expect("at least one run");
             let s = &g.stats;
             if let Some(c) = auto_pick {
-                auto::record(&c, s.generated_tokens, &s.steps_by_rows);
+                tune::record(&c, mode, s.generated_tokens, &s.steps_by_rows);
             }
             let (identical, speedup) = match &greedy {
                 Some((toks, tps)) if !cfg.is_greedy() => (

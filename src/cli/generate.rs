@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lade::chat_template::{ChatMessage, ChatTemplate};
-use lade::decode::{
-    build, AutoDecision, Decoder, DecoderEnv, DecoderKind, DecoderSpec, DraftSwitches,
-};
+use lade::decode::{Decoder, DecoderKind, DecoderSpec, DraftSwitches};
 use lade::generate::{generate, StopRules};
 use lade::model::CausalLm;
 use lade::sampling::{fresh_seed, PartialSampling, Sampler, SamplingParams};
 use lade::tokenizer::TextTokenizer;
+use lade::tune::{build, AutoDecision, DecoderEnv, SamplingMode};
 use serde_json::json;
 
 use super::corpus_args::CorpusArgs;
@@ -91,19 +90,20 @@ pub struct LookaheadArgs {
     #[arg(long)]
     pub reference_compat: bool,
     /// Expected tokens per step for `--lookahead auto`, one `W,N,G,tokens_per_step` per
-    /// line (e.g. measured with `lade bench` on this model) [default: the prior measured on
-    /// the default model, docs/benchmarks.md].
+    /// line (e.g. measured with `lade bench` on this model) [default: the model's
+    /// `<model>.lookahead-prior` file, else the most cautious of the shipped priors].
     #[arg(long, value_name = "FILE")]
     pub lookahead_prior: Option<PathBuf>,
 }
 
-/// Installs the `--lookahead-prior` file as the process-wide acceptance table of `auto`.
-pub fn load_lookahead_prior(path: Option<&std::path::Path>) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading lookahead prior {}", p.display()))?;
-        lade::decode::auto::set_table(lade::decode::auto::AcceptanceTable::parse(&text)?);
-    }
+/// Installs the acceptance prior of `auto` for the model at `model`: the `--lookahead-prior`
+/// file if given, else the model's own, else the shipped ones ([`lade::tune::load_prior`]).
+pub fn load_lookahead_prior(
+    path: Option<&std::path::Path>,
+    model: &std::path::Path,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    lade::tune::load_prior(path, model, &mut |l| log(l))?;
     Ok(())
 }
 
@@ -241,7 +241,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let seed = sampling.seed;
     let spec = args.lookahead.spec(seed, devices.unwrap_or_default())?;
     if spec.kind == DecoderKind::Auto && !spec.is_parallel() {
-        load_lookahead_prior(args.lookahead.lookahead_prior.as_deref())?;
+        load_lookahead_prior(
+            args.lookahead.lookahead_prior.as_deref(),
+            &loaded.path,
+            &|l| args.model.log(l),
+        )?;
     }
     let context = args
         .model
@@ -254,6 +258,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         &DecoderEnv::on_model(
             &loaded,
             context.saturating_sub(ids.len() + args.max_tokens),
+            SamplingMode::of(&sampling),
             &corpus,
             &group,
         ),

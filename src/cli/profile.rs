@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use lade::decode::auto::{fill_cache, timing_id};
 use lade::decode::lookahead::synthetic_step;
 use lade::decode::speculative::StepTree;
 use lade::decode::LookaheadConfig;
 use lade::model::CausalLm;
+use lade::tune::{fill_cache, timing_id};
 use serde_json::json;
 
 use super::ModelArgs;

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// (plain decoding on the CPU, as `lade generate`) or `off`.
     #[arg(long, value_name = "W,N,G|auto|off", default_value = "auto")]
     pub lookahead: String,
+    /// Expected tokens per step for `--lookahead auto` before any request has run, one
+    /// `W,N,G,tokens_per_step` per line [default: the model's `<model>.lookahead-prior` file,
+    /// else the most cautious of the shipped priors]. Requests then refine it.
+    #[arg(long, value_name = "FILE")]
+    pub lookahead_prior: Option<std::path::PathBuf>,
     /// The model name clients send [default: the model file's name without extension].
     #[arg(long)]
     pub model_name: Option<String>,
@@ -127,6 +132,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(!k.trim().is_empty(), "--api-key must not be empty");
     }
     let lookahead = DecoderKind::parse(&args.lookahead).context("--lookahead")?;
+    if let Some(p) = &args.lookahead_prior {
+        lade::tune::AcceptanceTable::read(p).context("--lookahead-prior")?;
+    }
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
     if let (Some(list), Some(s)) = (&devices, &args.devices) {
         anyhow::ensure!(
@@ -148,6 +156,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent: args.max_concurrent,
         queue: args.queue,
         lookahead,
+        lookahead_prior: args.lookahead_prior.clone(),
         max_body_bytes: args.max_body_bytes,
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
         log: !args.model.quiet,

@@ -11,13 +11,14 @@
 //!   [`corpus_file`]).
 //! - [`device_group`]: model replicas on host threads, the transport of Lookahead
 //!   Parallelism.
-//! - [`auto`]: picks a configuration from measured step costs.
 //! - [`spec`]: the description of a decoder every front end parses ([`DecoderSpec`]), and
-//!   the one place decoders are built from it ([`build`]).
+//!   the construction of a decoder from a resolved one ([`construct`]).
+//!
+//! What `auto` picks, and the measuring it rests on, lives apart in `lade::tune`, which
+//! builds on this module (never the other way round).
 //!
 //! [`Drafter`]: speculative::Drafter
 
-pub mod auto;
 pub mod corpus;
 pub mod corpus_drafter;
 pub mod corpus_file;
@@ -35,7 +36,6 @@ use crate::model::CausalLm;
 use crate::sampling::Sampler;
 use crate::Result;
 
-pub use auto::{choose, AutoChoice, AutoOptions, Strategy};
 pub use corpus::DraftCorpus;
 pub use corpus_file::CorpusFile;
 pub use device_group::DeviceGroup;
@@ -43,9 +43,7 @@ pub use lookahead::{DraftSwitches, LookaheadConfig};
 pub use plain::PlainDecoder;
 pub use prompt_lookup::PromptLookupConfig;
 pub use row_outputs::RowOutputs;
-pub use spec::{
-    build, AutoDecision, AutoSource, BuiltDecoder, DecoderEnv, DecoderKind, DecoderSpec,
-};
+pub use spec::{construct, DecoderKind, DecoderParts, DecoderSpec};
 pub use speculative_decoder::{SpeculativeDecoder, SpeculativeStats};
 
 /// The sequence as a strategy sees it before a step.

@@ -6,7 +6,7 @@
 //! batch-invariant, so what a request gets does not depend on what else runs.
 //!
 //! A request's decoder is built from its [`DecoderSpec`] ([`Ready::spec`]) by
-//! [`crate::decode::build`], as `lade generate` builds its own.
+//! [`crate::tune::build`], as `lade generate` builds its own.
 //!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
 //! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as
@@ -25,12 +25,13 @@ use super::error::ApiError;
 use super::request::{Endpoint, PromptInput};
 use super::session_pool::SessionPool;
 use crate::chat_template::ChatTemplate;
-use crate::decode::{build, DecoderEnv, DecoderKind, DecoderSpec, DeviceGroup, DraftCorpus};
+use crate::decode::{DecoderKind, DecoderSpec, DeviceGroup, DraftCorpus};
 use crate::generate::{generate, Generation, StopRules};
 use crate::loader::LoadedModel;
 use crate::model::CausalLm;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::TextTokenizer;
+use crate::tune::{build, resolve, AutoSource, DecoderEnv, SamplingMode};
 use crate::{LadeError, Result};
 
 /// Extra KV positions a step of `kind` may use beyond the committed tokens.
@@ -125,8 +126,11 @@ pub struct Ready {
     pub template: std::result::Result<ChatTemplate, String>,
     /// Positions one request may use: prompt + completion.
     pub context: usize,
-    /// What [`DecoderKind::Auto`] means on this model and device (never `Auto`).
+    /// What [`DecoderKind::Auto`] meant at start-up on this model and device (never `Auto`).
     pub auto: DecoderKind,
+    /// Whether `auto` requests pick again, each from the step costs measured at start-up and
+    /// the acceptance of the requests finished so far ([`Self::with_learning`]).
+    pub learns: bool,
     /// Lookahead Parallelism: the devices of every lookahead request's group (`None`: one
     /// device, the model's).
     pub devices: Option<DeviceSet>,
@@ -137,7 +141,7 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// `auto` is what `--lookahead auto` resolves to ([`DecoderSpec::resolve`]).
+    /// `auto` is what `--lookahead auto` resolves to ([`crate::tune::resolve`]).
     pub fn new(loaded: LoadedModel, context: usize, auto: DecoderKind) -> Self {
         let template = ChatTemplate::from_tokenizer(&loaded.tokenizer).map_err(|e| e.to_string());
         let context = context.min(loaded.model.config.max_position_embeddings);
@@ -150,10 +154,20 @@ impl Ready {
             template,
             context,
             auto,
+            learns: false,
             devices: None,
             sessions: SessionPool::new(0),
             corpus: None,
         }
+    }
+
+    /// The same, `auto` requests picking again from what the server has learned when
+    /// `learns` (`auto` was measured at start-up on this device): every finished lookahead
+    /// request feeds its acceptance to [`crate::tune::record`], so that a config that accepts
+    /// less than expected on this workload gives way to another, or to plain decoding.
+    pub fn with_learning(mut self, learns: bool) -> Self {
+        self.learns = learns;
+        self
     }
 
     /// The same, lookahead requests drafting from `corpus` where their text has no draft.
@@ -174,11 +188,25 @@ impl Ready {
         self
     }
 
-    /// The decoding of a request: `kind` with `auto` resolved for this model.
+    /// The decoding of a request: `kind` with `auto` as it was resolved at start-up.
     pub fn kind(&self, kind: DecoderKind) -> DecoderKind {
         match kind {
             DecoderKind::Auto => self.auto,
             k => k,
+        }
+    }
+
+    /// The decoding of a request about to run: `kind`, with `auto` picked again from the
+    /// acceptance of `mode`'s requests so far where the server [learns](Self::learns) (a
+    /// config not yet run on this device is first timed once), else as at start-up.
+    pub fn pick(&self, kind: DecoderKind, mode: SamplingMode) -> DecoderKind {
+        if kind != DecoderKind::Auto || !self.learns {
+            return self.kind(kind);
+        }
+        let source = AutoSource::model(&self.loaded, self.context).with_mode(mode);
+        match resolve(&DecoderSpec::new(DecoderKind::Auto), Some(&source)) {
+            Ok((spec, _)) => spec.kind,
+            Err(_) => self.auto,
         }
     }
 
@@ -299,7 +327,7 @@ pub struct Job {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
-    /// The request's decoding, `auto` resolved ([`Ready::kind`]).
+    /// The request's decoding (`auto` is picked when the job runs: [`Ready::pick`]).
     pub kind: DecoderKind,
     pub cancel: Arc<AtomicBool>,
 }
@@ -318,14 +346,16 @@ pub struct Finished {
 
 /// Runs `job` to the end (blocking); `on_text` receives the text as it becomes final.
 pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Finished> {
+    let mode = SamplingMode::of(&job.sampling);
+    let kind = ready.pick(job.kind, mode);
     // Only the positions this request can use: prompt + completion (+ one lookahead step).
-    let capacity = (job.prompt.len() + job.max_tokens + scratch_positions(job.kind))
+    let capacity = (job.prompt.len() + job.max_tokens + scratch_positions(kind))
         .min(ready.context)
         .max(job.prompt.len() + 1);
     // Lookahead requests on a device group get their own group (its threads end when it is
     // dropped at the end of this function); the others take a single-device session, from
     // the pool where one fits, and give it back.
-    let spec = ready.spec(job.kind, job.sampling.seed);
+    let spec = ready.spec(kind, job.sampling.seed);
     let corpus = || Ok(ready.corpus.clone());
     let group = || match &ready.devices {
         Some(set) => set.group(&ready.loaded, capacity),
@@ -376,6 +406,12 @@ pub fn run(ready: &Ready, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Fi
     )?;
     if devices.is_none() {
         ready.sessions.put(session);
+        // What this request accepted is what later `auto` picks expect (single-device steps:
+        // the cost model's).
+        if let Some(c) = spec.lookahead_config() {
+            let s = &generation.stats;
+            crate::tune::record(&c, mode, s.generated_tokens, &s.steps_by_rows);
+        }
     }
     Ok(Finished {
         generation,

@@ -349,7 +349,7 @@ async fn start_generation(
         sampling,
         stop: parsed.stop.clone(),
         ignore_eos: parsed.ignore_eos,
-        kind: ready.kind(parsed.lookahead.unwrap_or(st.config.lookahead)),
+        kind: parsed.lookahead.unwrap_or(st.config.lookahead),
         cancel: cancel.flag.clone(),
     };
     let prefix = match endpoint {

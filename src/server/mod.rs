@@ -32,8 +32,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 pub use engine::{DeviceSet, GroupDevice, Ready};
 pub use error::ApiError;
 
-use crate::decode::{AutoDecision, AutoSource, DecoderKind, DecoderSpec};
+use crate::decode::{DecoderKind, DecoderSpec};
 use crate::loader::LoadedModel;
+use crate::tune::{resolve, AutoDecision, AutoSource};
 use metrics::{Gauges, Metrics};
 
 /// Loads the model (on a blocking thread) and says how many positions a request may use.
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     /// Decoding of requests that do not choose (`lookahead` field absent): `auto`, plain or
     /// lookahead with W, N, G.
     pub lookahead: DecoderKind,
+    /// The acceptance prior of `auto` (`None`: the model's own file, else the shipped ones).
+    pub lookahead_prior: Option<std::path::PathBuf>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// After a shutdown signal, how long in-flight generations may run before they are ended.
@@ -88,6 +91,7 @@ impl ServerConfig {
             max_concurrent: 4,
             queue: 64,
             lookahead: DecoderKind::Auto,
+            lookahead_prior: None,
             max_body_bytes: 4 << 20,
             shutdown_grace: Duration::from_secs(30),
             log: true,
@@ -284,37 +288,50 @@ pub async fn serve(
     serve_with(listener, config, loader, shutdown).await
 }
 
-/// What the server's default decoding means on `loaded` ([`DecoderSpec::resolve`]): `auto`
-/// measured once on a throwaway sequence of at most `context` positions (plain decoding on
-/// the CPU, and when measuring fails), or with several devices the default lookahead config;
-/// any other setting as it is. Logs how `auto` was decided.
+/// What the server's default decoding means on `loaded`: a W,N,G or `off` as it is; `auto`
+/// ([`resolve`]) measured on a throwaway sequence of at most `context` positions (plain
+/// decoding on the CPU, and when measuring fails), or with several devices the default
+/// lookahead config. Loads the acceptance prior first and logs how `auto` was decided; the
+/// flag says whether it was measured, so that later requests may pick again from what the
+/// server has learned ([`Ready::with_learning`]).
 fn resolve_default(
     state: &AppState,
     loaded: &LoadedModel,
     context: usize,
     devices: Option<&DeviceSet>,
-) -> DecoderKind {
-    let spec = DecoderSpec::new(state.config.lookahead)
+) -> (DecoderKind, bool) {
+    if state.config.lookahead != DecoderKind::Auto {
+        return (state.config.lookahead, false);
+    }
+    let prior = crate::tune::load_prior(
+        state.config.lookahead_prior.as_deref(),
+        &loaded.path,
+        &mut |l| state.log(l),
+    );
+    if let Err(e) = prior {
+        state.log(&format!("--lookahead-prior: {e}; using the shipped priors"));
+    }
+    let spec = DecoderSpec::new(DecoderKind::Auto)
         .with_devices(devices.map(DeviceSet::gpus).unwrap_or_default());
-    match spec.resolve(Some(&AutoSource::model(loaded, context))) {
+    match resolve(&spec, Some(&AutoSource::model(loaded, context))) {
         Ok((spec, Some(AutoDecision::ParallelDefault))) => {
             state.log(&format!(
                 "--lookahead auto: {} (the measured cost model is single-device; with \
                  --devices, auto means the default config)",
                 spec.kind.label()
             ));
-            spec.kind
+            (spec.kind, false)
         }
         Ok((spec, Some(AutoDecision::Measured(choice)))) => {
             state.log(&format!("--lookahead auto: {}", choice.describe()));
-            spec.kind
+            (spec.kind, true)
         }
-        Ok((spec, None)) => spec.kind,
+        Ok((spec, None)) => (spec.kind, false),
         Err(e) => {
             state.log(&format!(
                 "--lookahead auto: measuring failed ({e}); plain decoding"
             ));
-            DecoderKind::Plain
+            (DecoderKind::Plain, false)
         }
     }
 }
@@ -355,13 +372,15 @@ pub async fn serve_with(
                     devices,
                     corpus,
                 }) => {
-                    let auto = resolve_default(&state, &loaded, context, devices.as_ref());
+                    let (auto, measured) =
+                        resolve_default(&state, &loaded, context, devices.as_ref());
                     let pooled = if state.config.reuse_sessions {
                         state.config.max_concurrent.max(1)
                     } else {
                         0
                     };
                     let ready = Ready::new(loaded, context, auto)
+                        .with_learning(measured)
                         .with_devices(devices)
                         .with_session_pool(pooled)
                         .with_corpus(corpus);

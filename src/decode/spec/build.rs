@@ -1,49 +1,20 @@
-//! The construction of a decoder from a [`DecoderSpec`]: `lade generate`, `lade serve` (each
-//! request), `lade bench` (each config) and `auto` all build their decoders here.
+//! The construction of a decoder from a resolved [`DecoderSpec`] (anything but `auto`): plain,
+//! prompt lookup, or lookahead with the spec's switches and seed, its draft corpus and, with
+//! several devices, the device group its steps are split over.
 //!
-//! `auto` is resolved first ([`DecoderSpec::resolve`]): by the measured cost model on the
-//! model's own device, or, with several devices, as [`DecoderKind::DEFAULT_LOOKAHEAD`] (the
-//! cost model is single-device). A lookahead decoder then gets the draft corpus, and with
-//! several devices the device group its steps are split over.
+//! Front ends do not call this directly: they go through `lade::tune::build`, which resolves
+//! `auto` on the model first and then comes here.
 
 use std::sync::Arc;
 
 use super::{DecoderKind, DecoderSpec};
-use crate::decode::auto::{self, AutoChoice, AutoOptions, CostCache};
 use crate::decode::{Decoder, DeviceGroup, DraftCorpus, PlainDecoder, SpeculativeDecoder};
-use crate::loader::LoadedModel;
-use crate::model::CausalLm;
-use crate::Result;
+use crate::{LadeError, Result};
 
-/// Where `auto` is measured: a model on its device.
-pub struct AutoSource<'a> {
-    /// The measured cost is kept per process and key ([`auto::choose`]).
-    pub key: String,
-    /// A throwaway sequence of at least this many positions on the model.
-    pub session: Box<dyn Fn(usize) -> Result<Box<dyn CausalLm>> + 'a>,
-    /// Context positions a step may use (configs needing more rows are skipped).
-    pub max_rows: usize,
-    /// Where the measured curve is kept between starts (`None`: measured once per process).
-    pub cache: Option<CostCache>,
-}
-
-impl<'a> AutoSource<'a> {
-    /// `loaded` on the device it was loaded to.
-    pub fn model(loaded: &'a LoadedModel, max_rows: usize) -> Self {
-        Self {
-            key: format!("{}|{}", loaded.path.display(), loaded.device_label()),
-            session: Box::new(|n| Ok(loaded.new_session(n)? as Box<dyn CausalLm>)),
-            max_rows,
-            cache: CostCache::for_model(&loaded.path, &loaded.device_label()),
-        }
-    }
-}
-
-/// What building a decoder borrows from its surroundings. Each part is asked for only when
-/// the decoder needs it.
-pub struct DecoderEnv<'a> {
-    /// Where `auto` is measured; without one, `auto` decodes plainly.
-    pub auto: Option<AutoSource<'a>>,
+/// What a decoder borrows from its surroundings. Each part is asked for only when the decoder
+/// needs it.
+#[derive(Clone, Copy)]
+pub struct DecoderParts<'a> {
     /// The draft corpus; called for lookahead decoders only.
     pub corpus: &'a dyn Fn() -> Result<Option<Arc<DraftCorpus>>>,
     /// A device group over the spec's devices (Lookahead Parallelism); called once the spec
@@ -51,28 +22,10 @@ pub struct DecoderEnv<'a> {
     pub group: &'a dyn Fn() -> Result<DeviceGroup>,
 }
 
-impl<'a> DecoderEnv<'a> {
-    /// `auto` measured on `loaded` (a step may use `max_rows` positions), with this corpus and
-    /// device group.
-    pub fn on_model(
-        loaded: &'a LoadedModel,
-        max_rows: usize,
-        corpus: &'a dyn Fn() -> Result<Option<Arc<DraftCorpus>>>,
-        group: &'a dyn Fn() -> Result<DeviceGroup>,
-    ) -> Self {
-        DecoderEnv {
-            auto: Some(AutoSource::model(loaded, max_rows)),
-            corpus,
-            group,
-        }
-    }
-}
-
-impl DecoderEnv<'static> {
-    /// No model to measure, no draft corpus, no devices.
-    pub fn bare() -> Self {
-        DecoderEnv {
-            auto: None,
+impl DecoderParts<'static> {
+    /// No draft corpus, no devices.
+    pub fn none() -> Self {
+        DecoderParts {
             corpus: &no_corpus,
             group: &no_group,
         }
@@ -84,87 +37,30 @@ fn no_corpus() -> Result<Option<Arc<DraftCorpus>>> {
 }
 
 fn no_group() -> Result<DeviceGroup> {
-    Err(crate::LadeError::InvalidArgument(
+    Err(LadeError::InvalidArgument(
         "Lookahead Parallelism needs a device group".into(),
     ))
 }
 
-/// How `auto` was resolved.
-#[derive(Debug, Clone)]
-pub enum AutoDecision {
-    /// Measured on the model: the pick and the numbers behind it.
-    Measured(AutoChoice),
-    /// Several devices: the measured cost model is single-device, so `auto` is
-    /// [`DecoderKind::DEFAULT_LOOKAHEAD`].
-    ParallelDefault,
-}
-
-/// A decoder ready to run.
-pub struct BuiltDecoder {
-    pub decoder: Box<dyn Decoder>,
-    /// Lookahead Parallelism: the group the decoder splits its steps over, the sequence to
-    /// decode on.
-    pub group: Option<DeviceGroup>,
-    /// The spec it was built from, `auto` resolved.
-    pub spec: DecoderSpec,
-    /// How `auto` was resolved (`None`: the spec was not `auto`, or nothing was measured).
-    pub auto: Option<AutoDecision>,
-}
-
-impl DecoderSpec {
-    /// This spec with `auto` resolved: with several devices [`DecoderKind::DEFAULT_LOOKAHEAD`];
-    /// else the pick of the cost model measured on `source` (once per process and key), or
-    /// plain decoding without a source. Other specs come back as they are.
-    pub fn resolve(
-        &self,
-        source: Option<&AutoSource<'_>>,
-    ) -> Result<(DecoderSpec, Option<AutoDecision>)> {
-        if self.kind != DecoderKind::Auto {
-            return Ok((self.clone(), None));
-        }
-        let resolved = |kind| DecoderSpec {
-            kind,
-            ..self.clone()
-        };
-        if self.is_parallel() {
-            return Ok((
-                resolved(DecoderKind::DEFAULT_LOOKAHEAD),
-                Some(AutoDecision::ParallelDefault),
-            ));
-        }
-        let Some(source) = source else {
-            return Ok((resolved(DecoderKind::Plain), None));
-        };
-        let opts = AutoOptions {
-            max_rows: source.max_rows,
-            ..AutoOptions::default()
-        };
-        let choice = auto::choose_cached(
-            &source.key,
-            source.cache.as_ref(),
-            |n| (source.session)(n),
-            &opts,
-        )?;
-        Ok((
-            resolved(DecoderKind::from_strategy(choice.strategy)),
-            Some(AutoDecision::Measured(choice)),
-        ))
-    }
-}
-
-/// The decoder `spec` describes, `auto` resolved on `env.auto`: plain, prompt lookup, or
-/// lookahead with the spec's switches and seed, the draft corpus of `env.corpus`, and with
-/// several devices the group of `env.group` (made after the spec is checked).
-pub fn build(spec: &DecoderSpec, env: &DecoderEnv<'_>) -> Result<BuiltDecoder> {
+/// The decoder `spec` describes, and with several devices the group it splits its steps over
+/// (made after the spec is checked). `auto` must be resolved before.
+pub fn construct(
+    spec: &DecoderSpec,
+    parts: &DecoderParts<'_>,
+) -> Result<(Box<dyn Decoder>, Option<DeviceGroup>)> {
     spec.validate()?;
-    let (spec, auto) = spec.resolve(env.auto.as_ref())?;
     let mut group = None;
     let decoder: Box<dyn Decoder> = match (spec.kind, spec.lookahead_config()) {
+        (DecoderKind::Auto, _) => {
+            return Err(LadeError::InvalidArgument(
+                "`auto` is resolved on a model before a decoder is made".into(),
+            ))
+        }
         (_, Some(config)) => {
             config.validate()?;
-            let corpus = (env.corpus)()?;
+            let corpus = (parts.corpus)()?;
             let decoder = if spec.is_parallel() {
-                let g = (env.group)()?;
+                let g = (parts.group)()?;
                 let d = SpeculativeDecoder::lookahead_parallel(config, g.clone())?;
                 group = Some(g);
                 d
@@ -176,91 +72,18 @@ pub fn build(spec: &DecoderSpec, env: &DecoderEnv<'_>) -> Result<BuiltDecoder> {
         (DecoderKind::PromptLookup(c), _) => Box::new(SpeculativeDecoder::prompt_lookup(c)?),
         _ => Box::new(PlainDecoder),
     };
-    Ok(BuiltDecoder {
-        decoder,
-        group,
-        spec,
-        auto,
-    })
+    Ok((decoder, group))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-
     use super::*;
-    use crate::decode::lookahead::DraftSwitches;
 
     #[test]
-    fn each_kind_builds_its_decoder() {
-        let env = DecoderEnv::bare();
-        let name = |kind| build(&DecoderSpec::new(kind), &env).unwrap().decoder.name();
-        assert_eq!(name(DecoderKind::Plain), "plain");
-        // Nothing to measure on: `auto` decodes plainly.
-        assert_eq!(name(DecoderKind::Auto), "plain");
-        let la = DecoderKind::lookahead(4, 3, 2).unwrap();
-        assert_eq!(name(la), la.label());
-        let pl = DecoderKind::prompt_lookup(4, 5).unwrap();
-        assert_eq!(name(pl), pl.label());
-    }
-
-    #[test]
-    fn the_corpus_is_asked_for_by_lookahead_only_and_the_switches_reach_the_decoder() {
-        let asked = Cell::new(0);
-        let corpus = || {
-            asked.set(asked.get() + 1);
-            Ok(None)
-        };
-        let env = DecoderEnv {
-            corpus: &corpus,
-            ..DecoderEnv::bare()
-        };
-        for kind in [
-            DecoderKind::Plain,
-            DecoderKind::prompt_lookup(3, 3).unwrap(),
-        ] {
-            build(&DecoderSpec::new(kind), &env).unwrap();
-        }
-        assert_eq!(asked.get(), 0);
-        let switches = DraftSwitches {
-            pool_from_prompt: false,
-            reference_compat: true,
-            ..DraftSwitches::DEFAULT
-        };
-        let spec = DecoderSpec::new(DecoderKind::lookahead(2, 3, 2).unwrap())
-            .with_switches(switches)
-            .with_seed(7);
-        let built = build(&spec, &env).unwrap();
-        assert_eq!(asked.get(), 1);
-        let stats = built.decoder.stats_json().unwrap();
-        assert_eq!(stats["pool_from_prompt"], false);
-        assert_eq!(stats["reference_compat"], true);
-        assert_eq!(built.spec, spec);
-        assert!(built.group.is_none() && built.auto.is_none());
-    }
-
-    #[test]
-    fn several_devices_resolve_auto_to_the_default_and_check_before_the_group() {
-        let spec = DecoderSpec::new(DecoderKind::Auto).with_devices(vec![None, None]);
-        let (resolved, decision) = spec.resolve(None).unwrap();
-        assert_eq!(resolved.kind, DecoderKind::DEFAULT_LOOKAHEAD);
-        assert!(matches!(decision, Some(AutoDecision::ParallelDefault)));
-        // An invalid spec never makes its group.
-        let made = Cell::new(false);
-        let group = || -> Result<DeviceGroup> {
-            made.set(true);
-            Err(crate::LadeError::InvalidArgument("no devices here".into()))
-        };
-        let env = DecoderEnv {
-            group: &group,
-            ..DecoderEnv::bare()
-        };
-        let bad = DecoderSpec::new(DecoderKind::Plain).with_devices(vec![None, None]);
-        assert!(build(&bad, &env).is_err());
-        assert!(!made.get());
-        // A valid one does (and here fails with it).
-        let e = build(&spec, &env).err().unwrap();
-        assert!(made.get());
-        assert!(e.to_string().contains("no devices here"), "{e}");
+    fn auto_is_not_a_decoder() {
+        let e = construct(&DecoderSpec::new(DecoderKind::Auto), &DecoderParts::none())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("resolved"), "{e}");
     }
 }

@@ -6,13 +6,13 @@
 //!   Parallelism; what a spec may hold ([`DecoderSpec::validate`]).
 //! - [`parse`]: the text syntax every front end shares (`auto`, `off`, `W,N,G`, the benchmark
 //!   configs).
-//! - [`build`](mod@build): the one construction of a decoder from a spec, `auto` resolved
-//!   on the model.
+//! - [`build`](mod@build): the construction of a decoder from a resolved spec (the front ends
+//!   go through `lade::tune::build`, which resolves `auto` on the model first).
 
 pub mod build;
 pub mod parse;
 
-pub use build::{build, AutoDecision, AutoSource, BuiltDecoder, DecoderEnv};
+pub use build::{construct, DecoderParts};
 
 use super::lookahead::{DraftSwitches, LookaheadConfig};
 use super::prompt_lookup::PromptLookupConfig;
@@ -24,7 +24,7 @@ pub enum DecoderKind {
     /// One token per forward pass.
     Plain,
     /// Whatever is expected to be fastest on the model's device, picked by the measured cost
-    /// model ([`crate::decode::choose`]): plain decoding on a CPU.
+    /// model (`lade::tune::choose`): plain decoding on a CPU.
     Auto,
     /// Lookahead decoding with window W, n-gram size N and G candidates per step (see
     /// [`LookaheadConfig`]).
@@ -61,18 +61,6 @@ impl DecoderKind {
         let c = PromptLookupConfig::new(ngram, guesses);
         c.validate()?;
         Ok(Self::PromptLookup(c))
-    }
-
-    /// The strategy `auto` picked.
-    pub fn from_strategy(s: super::auto::Strategy) -> Self {
-        match s {
-            super::auto::Strategy::Plain => Self::Plain,
-            super::auto::Strategy::Lookahead(c) => Self::Lookahead {
-                window: c.window,
-                ngram: c.ngram,
-                guesses: c.guesses,
-            },
-        }
     }
 
     /// `auto`, `plain`, `lookahead(W,N,G)` or `prompt-lookup(N,G)`.

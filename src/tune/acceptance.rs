@@ -1,74 +1,55 @@
-//! Expected tokens per step of lookahead configs: a prior measured with `lade bench` on GPUs,
-//! refined by the statistics of the generations that ran.
+//! Expected tokens per step of lookahead configs: a prior measured with `lade bench` and
+//! shipped as a data file beside the model, refined by the statistics of the generations
+//! that ran.
 //!
-//! The prior is the step compression of greedy decoding with the prompt pool on the default
-//! model (SmolLM2-135M-Instruct) on MT-Bench in the chat template, the lower of the two measured
-//! tasks (code compresses better), so that `auto` errs towards plain decoding. For other models
-//! it is a rough guide (`--lookahead-prior` takes one measured on them): the running statistics
-//! rescale it to the workload, and reorder configs only once they are observed to differ.
+//! The prior of a model is `<model>.lookahead-prior` beside its file ([`prior_beside`]; the
+//! built-in models get theirs from `assets/lookahead-prior/` when they are fetched), or a file
+//! given with `--lookahead-prior`. A model without one starts from the most cautious of the
+//! shipped priors (each config's lowest compression over them, [`AcceptanceTable::shipped`]):
+//! the running statistics rescale it to the workload, and reorder configs once they are
+//! observed to differ. Greedy and sampled generations keep apart statistics
+//! ([`SamplingMode`]): a sampled text follows drafts less often.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::decode::LookaheadConfig;
+use crate::sampling::SamplingParams;
 use crate::{LadeError, Result};
-
-/// `(W, N, G, tokens per step)`: MT-Bench in the chat template, 256 new tokens, greedy, first 40
-/// prompts (first 20 for 3,3,3, 5,3,5 and 15,5,15; first 10 for 10,5,10 and 20,5,20). Every
-/// output was identical to plain greedy, so the compression is the algorithm's, not the
-/// device's. 1,5,1, 2,5,2, 1,5,3, 4,3,4 and 7,4,7 were measured on an H200 with the
-/// context-matched candidate (the default); the others on an H100 without it, which
-/// accepted 0.01-0.05 tokens per step less (1,5,1: 1.58 without, 1.63 with). 0,8,1, 0,16,1 and
-/// 0,32,1 (no window: one draft from the prompt and the output, as long as the context match
-/// suggests, at most N-1, or a 3- or 7-token draft from the draft corpus where the
-/// text has none or only a short match) were measured on an H200 with the draft corpus of
-/// the default model's own prompts (without the corpus 0,32,1 made 1.76).
-const MEASURED: &[(usize, usize, usize, f64)] = &[
-    (0, 8, 1, 2.11),
-    (0, 16, 1, 2.18),
-    (0, 32, 1, 2.20),
-    (1, 5, 1, 1.63),
-    (2, 3, 2, 1.55),
-    (3, 3, 3, 1.76),
-    (4, 3, 4, 1.73),
-    (2, 5, 2, 1.78),
-    (1, 5, 3, 1.72),
-    (3, 5, 3, 1.86),
-    (4, 5, 4, 1.93),
-    (5, 3, 5, 1.86),
-    (2, 7, 2, 1.82),
-    (7, 4, 7, 1.96),
-    (10, 5, 10, 2.33),
-    (15, 5, 15, 2.44),
-    (20, 5, 20, 2.45),
-];
 
 /// `(W, N, G)`.
 type Wng = (usize, usize, usize);
 
-/// `((W, N, G), [(query rows, steps)])` of configs whose steps vary in size: the
-/// W = 0 configs, whose draft follows the context match (3 / 7 / 15 / 31 tokens after a
-/// 1 / 2-3 / 4-15 / 16+ token match; from the draft corpus 3 or 7 tokens, or none): steps by
-/// query rows in the same H200 run (40 MT-Bench prompts × 256 tokens). A config not listed
-/// has steps of [`AcceptanceEntry::rows`] rows.
-const MEASURED_ROWS: &[(Wng, &[(usize, f64)])] = &[
-    ((0, 8, 1), &[(1, 128.0), (4, 2754.0), (8, 1975.0)]),
-    (
-        (0, 16, 1),
-        &[(1, 128.0), (4, 2754.0), (8, 1445.0), (16, 368.0)],
-    ),
-    (
-        (0, 32, 1),
-        &[
-            (1, 128.0),
-            (4, 2754.0),
-            (8, 1445.0),
-            (16, 248.0),
-            (32, 70.0),
-        ],
-    ),
-];
+/// Where a model's prior lives: `<model>.lookahead-prior` beside a model file, or
+/// `lookahead.prior` inside a model folder (safetensors).
+pub fn prior_beside(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.join("lookahead.prior")
+    } else {
+        model.with_extension("lookahead-prior")
+    }
+}
+
+/// Whose acceptance statistics a generation feeds: greedy and sampled texts accept drafts at
+/// different rates, so `auto` learns them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingMode {
+    Greedy,
+    Sampled,
+}
+
+impl SamplingMode {
+    pub fn of(params: &SamplingParams) -> Self {
+        if params.is_greedy() {
+            Self::Greedy
+        } else {
+            Self::Sampled
+        }
+    }
+}
 
 /// How many steps of evidence the prior counts for when it is blended with observed steps.
 pub(crate) const PRIOR_WEIGHT_STEPS: f64 = 256.0;
@@ -129,28 +110,105 @@ impl AcceptanceEntry {
     fn is(&self, c: &LookaheadConfig) -> bool {
         (self.window, self.ngram, self.guesses) == (c.window, c.ngram, c.guesses)
     }
+
+    fn same_config(&self, o: &AcceptanceEntry) -> bool {
+        (self.window, self.ngram, self.guesses) == (o.window, o.ngram, o.guesses)
+    }
 }
 
 /// Expected acceptance of every config `auto` may pick.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AcceptanceTable {
     entries: Vec<AcceptanceEntry>,
-}
-
-impl Default for AcceptanceTable {
-    fn default() -> Self {
-        Self::measured()
-    }
+    /// Where the prior came from, for logs (a file, or the shipped priors).
+    source: String,
 }
 
 impl AcceptanceTable {
-    /// The prior measured on the default model.
-    pub fn measured() -> Self {
-        MEASURED_ROWS
-            .iter()
-            .fold(Self::from_prior(MEASURED), |t, &(wng, mix)| {
-                t.with_row_mix(wng, mix)
+    /// No prior: `auto` decodes plainly.
+    pub fn empty(source: impl Into<String>) -> Self {
+        Self {
+            entries: Vec::new(),
+            source: source.into(),
+        }
+    }
+
+    /// Where the prior came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The prior of the model at `model`: `explicit` if given (an error if unreadable),
+    /// else [`prior_beside`] the model if present and valid, else [`Self::shipped`] from
+    /// `shipped_dir`. A prior beside the model that does not parse is reported to `log` and
+    /// passed over.
+    pub fn for_model(
+        explicit: Option<&Path>,
+        model: &Path,
+        shipped_dir: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        if let Some(p) = explicit {
+            return Self::read(p);
+        }
+        let beside = prior_beside(model);
+        if beside.is_file() {
+            match Self::read(&beside) {
+                Ok(t) => return Ok(t),
+                Err(e) => log(&format!("{e}; using the shipped priors")),
+            }
+        }
+        Ok(Self::shipped(shipped_dir))
+    }
+
+    /// A prior file ([`Self::parse`]).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LadeError::InvalidArgument(format!(
+                "cannot read the lookahead prior {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut t = Self::parse(&text)
+            .map_err(|e| LadeError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        t.source = path.display().to_string();
+        Ok(t)
+    }
+
+    /// For a model with no prior of its own: every `*.prior` file in `dir` (the priors shipped
+    /// with the built-in models), each config at its lowest compression over them (with that
+    /// file's mix of step sizes). Unreadable files are passed over; with none, the table is
+    /// empty and `auto` decodes plainly.
+    pub fn shipped(dir: &Path) -> Self {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "prior"))
+                    .collect()
             })
+            .unwrap_or_default();
+        files.sort();
+        let mut entries: Vec<AcceptanceEntry> = Vec::new();
+        let mut used = Vec::new();
+        for t in files.iter().filter_map(|f| Self::read(f).ok()) {
+            used.push(t.source.clone());
+            for e in t.entries {
+                match entries.iter_mut().find(|x| x.same_config(&e)) {
+                    Some(x) if x.prior <= e.prior => {}
+                    Some(x) => *x = e,
+                    None => entries.push(e),
+                }
+            }
+        }
+        let source = if used.is_empty() {
+            format!("none (no prior in {})", dir.display())
+        } else {
+            format!(
+                "the most cautious of the shipped priors ({})",
+                used.join(", ")
+            )
+        };
+        Self { entries, source }
     }
 
     /// Gives the entry of `(W, N, G)` (if any) a prior mix of step sizes: `(query rows,
@@ -182,13 +240,17 @@ impl AcceptanceTable {
                     observed_rows: BTreeMap::new(),
                 })
                 .collect(),
+            source: "given".into(),
         }
     }
 
-    /// Parses a prior from text: one `W,N,G,tokens_per_step` per line; `#` starts a comment.
-    /// This is how a prior measured on another model (with `lade bench`) is given.
+    /// Parses a prior from text: one `W,N,G,tokens_per_step` per line, optionally followed by
+    /// `,rows:steps rows:steps ...` (the steps of the measured run by query rows, for configs
+    /// whose steps vary in size); `#` starts a comment. This is the format of the files
+    /// beside a model and of `--lookahead-prior`.
     pub fn parse(text: &str) -> Result<Self> {
         let mut rows = Vec::new();
+        let mut mixes: Vec<(Wng, Vec<(usize, f64)>)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -196,12 +258,13 @@ impl AcceptanceTable {
             }
             let bad = || {
                 LadeError::InvalidArgument(format!(
-                    "lookahead prior line {}: expected W,N,G,tokens_per_step, got `{line}`",
+                    "lookahead prior line {}: expected W,N,G,tokens_per_step[,rows:steps ...], \
+                     got `{line}`",
                     i + 1
                 ))
             };
             let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            if f.len() != 4 {
+            if !(4..=5).contains(&f.len()) {
                 return Err(bad());
             }
             let int = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -214,6 +277,32 @@ impl AcceptanceTable {
                     i + 1
                 )));
             }
+            if rows.iter().any(|&(a, b, c, _)| (a, b, c) == (w, n, g)) {
+                return Err(LadeError::InvalidArgument(format!(
+                    "lookahead prior line {}: {w},{n},{g} is listed twice",
+                    i + 1
+                )));
+            }
+            if let Some(mix) = f.get(4) {
+                let most = LookaheadConfig::new(w, n, g).step_tokens(g);
+                let mut m = Vec::new();
+                for pair in mix.split_whitespace() {
+                    let (r, s) = pair.split_once(':').ok_or_else(bad)?;
+                    let (r, s): (usize, f64) = (int(r)?, s.parse().map_err(|_| bad())?);
+                    if r == 0 || r > most || !(s.is_finite() && s >= 0.0) {
+                        return Err(LadeError::InvalidArgument(format!(
+                            "lookahead prior line {}: `{pair}`: a step of {w},{n},{g} has 1 to \
+                             {most} rows, counted by a non-negative number",
+                            i + 1
+                        )));
+                    }
+                    m.push((r, s));
+                }
+                if m.iter().map(|&(_, s)| s).sum::<f64>() <= 0.0 {
+                    return Err(bad());
+                }
+                mixes.push(((w, n, g), m));
+            }
             rows.push((w, n, g, tps));
         }
         if rows.is_empty() {
@@ -221,7 +310,9 @@ impl AcceptanceTable {
                 "the lookahead prior has no entries".into(),
             ));
         }
-        Ok(Self::from_prior(&rows))
+        Ok(mixes.iter().fold(Self::from_prior(&rows), |t, (wng, mix)| {
+            t.with_row_mix(*wng, mix)
+        }))
     }
 
     pub fn entries(&self) -> &[AcceptanceEntry] {
@@ -384,8 +475,14 @@ mod tests {
         let t =
             AcceptanceTable::parse("# W,N,G,S\n4,3,4,1.25\n\n 15, 5, 15, 1.9 # comment\n").unwrap();
         assert_eq!(
-            t,
-            AcceptanceTable::from_prior(&[(4, 3, 4, 1.25), (15, 5, 15, 1.9)])
+            t.entries(),
+            AcceptanceTable::from_prior(&[(4, 3, 4, 1.25), (15, 5, 15, 1.9)]).entries()
+        );
+        // A mix of step sizes, counted in steps, becomes fractions.
+        let t = AcceptanceTable::parse("0,8,1,2.0, 1:1 4:2 8:1\n").unwrap();
+        assert_eq!(
+            t.entries()[0].prior_rows,
+            vec![(1, 0.25), (4, 0.5), (8, 0.25)]
         );
         for bad in [
             "",
@@ -394,14 +491,102 @@ mod tests {
             "4,1,4,1.0",
             "4,3,4,3.5",
             "4,3,4,0.5",
+            "4,3,4,1.5\n4,3,4,1.6",
+            "0,8,1,2.0,9:1",
+            "0,8,1,2.0,0:1",
+            "0,8,1,2.0,4",
+            "0,8,1,2.0,4:-1",
+            "0,8,1,2.0,4:0",
+            "0,8,1,2.0,4:1,5",
         ] {
             assert!(AcceptanceTable::parse(bad).is_err(), "{bad:?}");
         }
     }
 
+    /// A folder of prior files, removed on drop.
+    struct Priors(PathBuf);
+
+    impl Priors {
+        fn new(tag: &str, files: &[(&str, &str)]) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("lade-priors-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            Self(dir)
+        }
+    }
+
+    impl Drop for Priors {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
-    fn the_measured_prior_is_sane() {
-        let t = AcceptanceTable::measured();
+    fn a_model_without_a_prior_gets_each_configs_lowest_shipped_compression() {
+        let d = Priors::new(
+            "min",
+            &[
+                ("a.prior", "4,3,4,1.8\n0,8,1,2.0,1:1 8:1\n"),
+                ("b.prior", "4,3,4,1.5\n0,8,1,2.4,8:1\n7,4,7,2.0\n"),
+                ("notes.txt", "4,3,4,1.0\n"),
+                ("broken.prior", "4,3,4\n"),
+            ],
+        );
+        let t = AcceptanceTable::shipped(&d.0);
+        let get = |w, n, g| {
+            t.entries()
+                .iter()
+                .find(|e| (e.window, e.ngram, e.guesses) == (w, n, g))
+                .unwrap()
+        };
+        assert_eq!(t.entries().len(), 3);
+        assert_eq!(get(4, 3, 4).prior, 1.5);
+        // The lower entry comes with its own mix of step sizes.
+        assert_eq!(get(0, 8, 1).prior, 2.0);
+        assert_eq!(get(0, 8, 1).prior_rows, vec![(1, 0.5), (8, 0.5)]);
+        assert_eq!(get(7, 4, 7).prior, 2.0);
+        assert!(t.source().contains("a.prior") && t.source().contains("b.prior"));
+        assert!(!t.source().contains("broken"));
+        // No priors at all: an empty table, which `auto` reads as plain decoding.
+        let none = AcceptanceTable::shipped(&d.0.join("missing"));
+        assert!(none.entries().is_empty());
+        assert_eq!(none.best_expected(), 1.0);
+    }
+
+    #[test]
+    fn the_prior_beside_the_model_comes_before_the_shipped_ones() {
+        let d = Priors::new("beside", &[("shipped.prior", "4,3,4,1.5\n")]);
+        let model = d.0.join("m.gguf");
+        let mut lines = Vec::new();
+        let mut log = |l: &str| lines.push(l.to_string());
+        let t = AcceptanceTable::for_model(None, &model, &d.0, &mut log).unwrap();
+        assert_eq!(t.entries()[0].prior, 1.5);
+        std::fs::write(prior_beside(&model), "4,3,4,1.9\n").unwrap();
+        let t = AcceptanceTable::for_model(None, &model, &d.0, &mut log).unwrap();
+        assert_eq!(t.entries()[0].prior, 1.9);
+        assert_eq!(t.source(), prior_beside(&model).display().to_string());
+        // An explicit file wins, and must be readable.
+        let explicit = d.0.join("mine.txt");
+        std::fs::write(&explicit, "4,3,4,1.2\n").unwrap();
+        let t = AcceptanceTable::for_model(Some(&explicit), &model, &d.0, &mut log).unwrap();
+        assert_eq!(t.entries()[0].prior, 1.2);
+        let e = AcceptanceTable::for_model(Some(&d.0.join("nope")), &model, &d.0, &mut log);
+        assert!(e.unwrap_err().to_string().contains("nope"));
+        // A broken file beside the model is reported and passed over.
+        std::fs::write(prior_beside(&model), "4,3\n").unwrap();
+        let t = AcceptanceTable::for_model(None, &model, &d.0, &mut log).unwrap();
+        assert_eq!(t.entries()[0].prior, 1.5);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("line 1"), "{lines:?}");
+    }
+
+    #[test]
+    fn the_shipped_priors_are_sane() {
+        let t = AcceptanceTable::shipped(&crate::assets::lookahead_priors());
         assert!(!t.entries().is_empty());
         for e in t.entries() {
             assert!(e.config().validate().is_ok());

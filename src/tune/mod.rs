@@ -1,4 +1,12 @@
-//! `--lookahead auto`: pick the decoding config with the highest expected tokens per second.
+//! Tuning and measuring, apart from the decoding core: `--lookahead auto` and what it rests on,
+//! and the one construction of decoders ([`build()`], where `auto` is resolved).
+//!
+//! - This file: the pick of the decoding config with the highest expected tokens per second.
+//! - [`cost`]: the step-cost curve measured on the device; [`cost_cache`]: that curve kept on
+//!   disk between starts.
+//! - [`acceptance`]: expected tokens per step of each config, from a prior shipped beside the
+//!   model and the generations that ran.
+//! - [`build`](mod@build): decoders built from a [`DecoderSpec`](crate::decode::DecoderSpec).
 //!
 //! Expected speed of a lookahead config = expected tokens per step ([`AcceptanceTable`]) /
 //! the measured time of a forward pass over its `(W + G)(N - 1)` rows ([`ForwardCost`]), or
@@ -12,21 +20,23 @@
 //! The cost is measured once per process and model key ([`choose`]) on a throwaway sequence;
 //! [`record`] feeds the tokens and steps of finished generations back into the estimates.
 
+pub mod acceptance;
+pub mod build;
 pub mod cost;
 pub mod cost_cache;
-pub mod prior;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
+pub use acceptance::{prior_beside, AcceptanceEntry, AcceptanceTable, SamplingMode};
+pub use build::{build, resolve, AutoDecision, AutoSource, BuiltDecoder, DecoderEnv};
 pub use cost::{fill_cache, timing_id, CostSample, ForwardCost, MeasureOptions};
 pub use cost_cache::CostCache;
-pub use prior::{AcceptanceEntry, AcceptanceTable};
 
-use super::lookahead::synthetic_step;
-use super::LookaheadConfig;
+use crate::decode::lookahead::synthetic_step;
+use crate::decode::{DecoderKind, LookaheadConfig};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -38,6 +48,20 @@ pub enum Strategy {
     Lookahead(LookaheadConfig),
 }
 
+impl Strategy {
+    /// The decoder kind of this pick.
+    pub fn kind(self) -> DecoderKind {
+        match self {
+            Self::Plain => DecoderKind::Plain,
+            Self::Lookahead(c) => DecoderKind::Lookahead {
+                window: c.window,
+                ngram: c.ngram,
+                guesses: c.guesses,
+            },
+        }
+    }
+}
+
 /// Tuning of the choice.
 #[derive(Debug, Clone, Copy)]
 pub struct AutoOptions {
@@ -46,6 +70,8 @@ pub struct AutoOptions {
     pub min_gain: f64,
     /// Context positions available to a step (configs needing more rows are skipped).
     pub max_rows: usize,
+    /// Whose acceptance statistics to expect: greedy or sampled generations.
+    pub mode: SamplingMode,
 }
 
 impl Default for AutoOptions {
@@ -53,6 +79,7 @@ impl Default for AutoOptions {
         Self {
             min_gain: 1.1,
             max_rows: 4096,
+            mode: SamplingMode::Greedy,
         }
     }
 }
@@ -68,6 +95,8 @@ pub struct AutoChoice {
     pub best_lookahead: Option<(LookaheadConfig, f64)>,
     /// The measured cost curve.
     pub cost: ForwardCost,
+    /// Where the acceptance prior came from.
+    pub prior: String,
 }
 
 impl AutoChoice {
@@ -86,6 +115,7 @@ impl AutoChoice {
                          than any lookahead config is expected to gain",
                         l.rows
                     ),
+                    _ if self.prior.starts_with("none") => "no lookahead prior".into(),
                     _ => "no lookahead config fits".into(),
                 }
             }
@@ -95,8 +125,8 @@ impl AutoChoice {
             Strategy::Lookahead(c) => format!("lookahead {},{},{}", c.window, c.ngram, c.guesses),
         };
         format!(
-            "{pick} (expected {:.1} tok/s; plain {:.1} tok/s; {best})",
-            self.expected_tokens_per_s, self.plain_tokens_per_s
+            "{pick} (expected {:.1} tok/s; plain {:.1} tok/s; {best}; prior: {})",
+            self.expected_tokens_per_s, self.plain_tokens_per_s, self.prior
         )
     }
 }
@@ -182,6 +212,7 @@ fn pick_checked(
         plain_tokens_per_s: plain,
         best_lookahead: best,
         cost: cost.clone(),
+        prior: table.source().to_string(),
     }
 }
 
@@ -282,9 +313,21 @@ fn costs() -> &'static Mutex<HashMap<String, Measured>> {
     COSTS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn table() -> &'static Mutex<AcceptanceTable> {
-    static TABLE: OnceLock<Mutex<AcceptanceTable>> = OnceLock::new();
-    TABLE.get_or_init(|| Mutex::new(AcceptanceTable::measured()))
+/// The acceptance statistics of this process, one table per [`SamplingMode`].
+fn tables() -> &'static Mutex<HashMap<SamplingMode, AcceptanceTable>> {
+    static TABLES: OnceLock<Mutex<HashMap<SamplingMode, AcceptanceTable>>> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        Mutex::new(per_mode(AcceptanceTable::shipped(
+            &crate::assets::lookahead_priors(),
+        )))
+    })
+}
+
+fn per_mode(t: AcceptanceTable) -> HashMap<SamplingMode, AcceptanceTable> {
+    [SamplingMode::Greedy, SamplingMode::Sampled]
+        .into_iter()
+        .map(|m| (m, t.clone()))
+        .collect()
 }
 
 /// The `auto` decision for the model known as `key` (e.g. its path and weight format): the
@@ -311,7 +354,7 @@ pub fn choose_cached(
     throwaway: impl FnOnce(usize) -> Result<Box<dyn CausalLm>>,
     opts: &AutoOptions,
 ) -> Result<AutoChoice> {
-    let table = current_table();
+    let table = current_table(opts.mode);
     let plan = measure_options(&table, opts);
     let cache = cache.map(|c| c.for_plan(&format!("{plan:?}")));
     let mut throwaway = Some(throwaway);
@@ -361,21 +404,47 @@ pub fn choose_cached(
     Ok(choice)
 }
 
-/// Replaces the process-wide acceptance table (a prior measured on another model, say);
-/// observations recorded so far are dropped.
+/// Replaces the process-wide acceptance prior (the model's, [`AcceptanceTable::for_model`]),
+/// for greedy and sampled generations alike; observations recorded so far are dropped. Until
+/// it is called, the prior is [`AcceptanceTable::shipped`].
 pub fn set_table(t: AcceptanceTable) {
-    *lock(table()) = t;
+    *lock(tables()) = per_mode(t);
 }
 
-/// A snapshot of the process-wide acceptance table.
-pub fn current_table() -> AcceptanceTable {
-    lock(table()).clone()
+/// Makes the prior of the model at `model` the process-wide one ([`set_table`]): the file
+/// `explicit` (`--lookahead-prior`) if given, else the model's own ([`prior_beside`]), else
+/// the most cautious of the shipped ones ([`AcceptanceTable::shipped`]). Returns where it came
+/// from.
+pub fn load_prior(
+    explicit: Option<&std::path::Path>,
+    model: &std::path::Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let t = AcceptanceTable::for_model(explicit, model, &crate::assets::lookahead_priors(), log)?;
+    let source = t.source().to_string();
+    set_table(t);
+    Ok(source)
+}
+
+/// A snapshot of the process-wide acceptance table of `mode`.
+pub fn current_table(mode: SamplingMode) -> AcceptanceTable {
+    lock(tables())
+        .get(&mode)
+        .cloned()
+        .unwrap_or_else(|| AcceptanceTable::empty("none"))
 }
 
 /// Feeds a finished generation of `config` (its generated tokens, its steps by query rows)
-/// into the process-wide acceptance table.
-pub fn record(config: &LookaheadConfig, tokens: usize, steps_by_rows: &BTreeMap<usize, usize>) {
-    lock(table()).record(config, tokens, steps_by_rows);
+/// into the process-wide acceptance table of `mode`, which later picks of `auto` read.
+pub fn record(
+    config: &LookaheadConfig,
+    mode: SamplingMode,
+    tokens: usize,
+    steps_by_rows: &BTreeMap<usize, usize>,
+) {
+    if let Some(t) = lock(tables()).get_mut(&mode) {
+        t.record(config, tokens, steps_by_rows);
+    }
 }
 
 /// Measured cost curve cached for `key`, if any.
@@ -460,7 +529,7 @@ mod tests {
         // Generations whose steps all ran 32 rows (at the prior's acceptance) move the mix
         // towards them, and 0,8,1 wins again.
         let c32 = LookaheadConfig::new(0, 32, 1);
-        let steps = 4 * prior::PRIOR_WEIGHT_STEPS as usize;
+        let steps = 4 * acceptance::PRIOR_WEIGHT_STEPS as usize;
         t.record(&c32, steps * 18 / 10, &BTreeMap::from([(32, steps)]));
         let a = pick(&c, &t, &AutoOptions::default());
         assert_eq!(
@@ -501,7 +570,7 @@ mod tests {
             (32, 1.67),
         ];
         let c = curve(|r| 1e-3 * rel.iter().find(|p| p.0 == r).unwrap().1, 32);
-        let t = AcceptanceTable::measured();
+        let t = AcceptanceTable::shipped(&crate::assets::lookahead_priors());
         let a = pick(&c, &t, &AutoOptions::default());
         let fits: Vec<&AcceptanceEntry> = t
             .entries()
@@ -614,8 +683,7 @@ mod tests {
 
     #[test]
     fn the_pick_builds_with_the_callers_switches() {
-        use crate::decode::lookahead::DraftSwitches;
-        use crate::decode::spec::{build, DecoderEnv, DecoderKind, DecoderSpec};
+        use crate::decode::{DecoderSpec, DraftSwitches};
         let c = curve(|_| 0.010, 2048);
         let a = pick(&c, &table(), &AutoOptions::default());
         let Strategy::Lookahead(picked) = a.strategy else {
@@ -628,7 +696,7 @@ mod tests {
             adaptive_draft: false,
             corpus_drafts: true,
         };
-        let spec = DecoderSpec::new(DecoderKind::from_strategy(a.strategy))
+        let spec = DecoderSpec::new(a.strategy.kind())
             .with_switches(switches)
             .with_seed(9);
         let cfg = spec.lookahead_config().unwrap();
@@ -637,7 +705,7 @@ mod tests {
         let built = build(&spec, &DecoderEnv::bare()).unwrap();
         assert_eq!(built.decoder.name(), cfg.label());
         let plain = pick(&curve(|r| r as f64, 16), &table(), &AutoOptions::default());
-        let spec = DecoderSpec::new(DecoderKind::from_strategy(plain.strategy));
+        let spec = DecoderSpec::new(plain.strategy.kind());
         assert_eq!(
             build(&spec, &DecoderEnv::bare()).unwrap().decoder.name(),
             "plain"
