@@ -552,3 +552,101 @@ fn corpus_drafts_are_verified_like_any_draft() {
         "steps with / without the corpus: {steps_with} / {steps_without}"
     );
 }
+
+/// Learned draft lengths change how long the drafts are, never the output: greedy and seeded
+/// sampling with them equal plain decoding, whatever the price of rows, with and without a
+/// draft corpus.
+#[test]
+fn learned_draft_lengths_are_lossless() {
+    use lade::decode::draft_length::StepPrice;
+    use lade::decode::DraftCorpus;
+    use std::sync::Arc;
+    let prices: Vec<Option<StepPrice>> = vec![
+        None,
+        Some(StepPrice::new(|r| r as f64)),
+        Some(StepPrice::new(|r| 1.0 + 0.01 * r as f64)),
+        Some(StepPrice::new(|r| 0.5 + 0.5 * (r as f64).sqrt())),
+    ];
+    let corpus = Arc::new(DraftCorpus::from_texts([prompt(9, 40).as_slice()]));
+    let mut accepted = 0;
+    for seed in 0..4 {
+        let p = prompt(seed, 6 + seed as usize * 4);
+        for params in [
+            SamplingParams::greedy(),
+            SamplingParams {
+                temperature: 0.8,
+                seed: 11 + seed as u64,
+                ..SamplingParams::greedy()
+            },
+        ] {
+            let plain = run(&mut PlainDecoder, &p, params, &rules(70), 512);
+            for &(w, n, g) in &[(0, 3, 1), (0, 8, 1), (0, 32, 1), (0, 5, 3), (4, 3, 4)] {
+                for price in &prices {
+                    for with_corpus in [false, true] {
+                        let mut cfg = LookaheadConfig::new(w, n, g);
+                        cfg.switches.learned_lengths = true;
+                        let mut dec = SpeculativeDecoder::lookahead(cfg)
+                            .unwrap()
+                            .with_corpus(with_corpus.then(|| corpus.clone()))
+                            .with_step_price(price.clone());
+                        let la = run(&mut dec, &p, params, &rules(70), 512);
+                        assert_eq!(
+                            la.token_ids, plain.token_ids,
+                            "{w},{n},{g} {price:?} corpus={with_corpus} prompt {seed} {params:?}"
+                        );
+                        accepted += la.stats.drafted_tokens_accepted;
+                    }
+                }
+            }
+        }
+    }
+    assert!(accepted > 0, "drafts were accepted");
+}
+
+/// On a text that repeats, learned lengths of the text's drafts follow the price of rows: where
+/// rows are nearly free the drafts grow as long as the budget; where a row costs more than a
+/// token's time the decoder stops drafting once it has scored the drafts, and its steps
+/// shrink (the n-gram pool is off, so that the text's drafts are the only ones).
+#[test]
+fn learned_draft_lengths_follow_the_price_of_rows() {
+    use lade::decode::draft_length::StepPrice;
+    let period = [1u32, 2, 1, 3, 4, 5];
+    let p: Vec<u32> = period.iter().chain(&period).copied().collect();
+    let run_with = |price: StepPrice| {
+        let mut cfg = LookaheadConfig::new(0, 16, 1);
+        cfg.switches.learned_lengths = true;
+        cfg.switches.pool_from_prompt = false;
+        let mut dec = SpeculativeDecoder::lookahead(cfg)
+            .unwrap()
+            .with_step_price(Some(price));
+        run_table(
+            periodic,
+            &mut dec,
+            &p,
+            SamplingParams::greedy(),
+            &rules(120),
+            512,
+        )
+    };
+    let flat = run_with(StepPrice::new(|r| 1.0 + 0.001 * r as f64));
+    // The periodic text is drafted right every time: once a match length has been scored,
+    // its drafts are as long as the budget, and most steps commit N tokens.
+    let full = flat.stats.accepted_per_step.get(16).copied().unwrap_or(0);
+    assert!(
+        2 * full > flat.stats.steps,
+        "{} steps, accepted per step {:?}",
+        flat.stats.steps,
+        flat.stats.accepted_per_step
+    );
+    assert!(flat.stats.compression > 10.0, "{}", flat.stats.compression);
+    // Every row dearer than a token: after the first scored drafts, no more drafts.
+    let dear = run_with(StepPrice::new(|r| 1.1 * r as f64 - 0.1));
+    assert_eq!(dear.token_ids, flat.token_ids);
+    let single = dear.stats.steps_by_rows.get(&1).copied().unwrap_or(0);
+    assert!(
+        single + 5 >= dear.stats.steps,
+        "{} steps, by rows {:?}",
+        dear.stats.steps,
+        dear.stats.steps_by_rows
+    );
+}

@@ -89,6 +89,11 @@ pub struct LookaheadArgs {
     /// Reproduce the authors' choices (at most N-1 tokens per step) for comparison.
     #[arg(long)]
     pub reference_compat: bool,
+    /// Learn the lengths of the drafts found in the text and in the draft corpus from this
+    /// generation, priced by the step costs measured on the device, instead of fixed ladders
+    /// of the matched context's length.
+    #[arg(long)]
+    pub learned_draft_lengths: bool,
     /// Expected tokens per step for `--lookahead auto`, one `W,N,G,tokens_per_step` per
     /// line (e.g. measured with `lade bench` on this model) [default: the model's
     /// `<model>.lookahead-prior` file, else the most cautious of the shipped priors].
@@ -115,6 +120,7 @@ impl LookaheadArgs {
             reference_compat: self.reference_compat,
             context_match: !self.no_context_match,
             adaptive_draft: !self.fixed_draft,
+            learned_lengths: self.learned_draft_lengths,
             ..DraftSwitches::DEFAULT
         }
     }
@@ -410,6 +416,13 @@ mod tests {
         .unwrap();
         let bench = DecoderSpec::parse_config("lookahead:1,5,1-pool-ctx+ref").unwrap();
         assert_eq!(flags, bench.with_seed(5));
+        let learned = spec(&["--lookahead", "0,8,1", "--learned-draft-lengths"]).unwrap();
+        assert_eq!(
+            learned,
+            DecoderSpec::parse_config("lookahead:0,8,1+learn")
+                .unwrap()
+                .with_seed(learned.seed)
+        );
         let fixed = spec(&["--lookahead", "0,8,1", "--fixed-draft"]).unwrap();
         assert_eq!(
             fixed.switches,

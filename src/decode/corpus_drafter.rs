@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::corpus::DraftCorpus;
+use super::draft_length::DraftLengths;
 use super::speculative::{Budget, Draft, Drafter};
 
 /// Tokens drafted from the draft corpus when the context it matched is `order` tokens long:
@@ -23,11 +24,26 @@ pub fn corpus_draft_len(order: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct CorpusDrafter {
     corpus: Arc<DraftCorpus>,
+    /// Draft lengths learned from the generation (else [`corpus_draft_len`]).
+    lengths: Option<DraftLengths>,
 }
 
 impl CorpusDrafter {
     pub fn new(corpus: Arc<DraftCorpus>) -> Self {
-        Self { corpus }
+        Self {
+            corpus,
+            lengths: None,
+        }
+    }
+
+    /// The same, its draft lengths learned by `lengths` instead of [`corpus_draft_len`].
+    pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
+        self.lengths = lengths;
+        self
+    }
+
+    pub fn lengths(&self) -> Option<&DraftLengths> {
+        self.lengths.as_ref()
     }
 
     pub fn corpus(&self) -> &Arc<DraftCorpus> {
@@ -36,18 +52,30 @@ impl CorpusDrafter {
 }
 
 impl Drafter for CorpusDrafter {
-    fn begin(&mut self, _prompt: &[u32]) {}
+    fn begin(&mut self, _prompt: &[u32]) {
+        if let Some(l) = self.lengths.as_mut() {
+            l.reset();
+        }
+    }
 
-    fn propose(&self, text: &[u32], budget: Budget) -> Vec<Draft> {
+    fn propose(&mut self, text: &[u32], budget: Budget) -> Vec<Draft> {
         if budget.drafts == 0 {
             return Vec::new();
         }
         let Some((_, order)) = self.corpus.next(text) else {
             return Vec::new();
         };
-        let tokens = self
-            .corpus
-            .draft(text, corpus_draft_len(order).min(budget.tokens));
+        let tokens = match self.lengths.as_mut() {
+            Some(learn) => {
+                let mut full = self.corpus.draft(text, learn.max());
+                learn.note(text.len(), order, &full);
+                full.truncate(learn.length(order).min(budget.tokens));
+                full
+            }
+            None => self
+                .corpus
+                .draft(text, corpus_draft_len(order).min(budget.tokens)),
+        };
         if tokens.is_empty() {
             return Vec::new();
         }
@@ -57,7 +85,11 @@ impl Drafter for CorpusDrafter {
         }]
     }
 
-    fn observe(&mut self, _text: &[u32], _new: usize, _outputs: &[u32]) {}
+    fn observe(&mut self, text: &[u32], _new: usize, _outputs: &[u32]) {
+        if let Some(l) = self.lengths.as_mut() {
+            l.observe(text);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +99,7 @@ mod tests {
     #[test]
     fn the_draft_grows_with_the_matched_context_within_the_budget() {
         let text: Vec<u32> = (10..=30).collect();
-        let d = CorpusDrafter::new(Arc::new(DraftCorpus::from_texts([text.as_slice()])));
+        let mut d = CorpusDrafter::new(Arc::new(DraftCorpus::from_texts([text.as_slice()])));
         let budget = Budget {
             drafts: 1,
             tokens: 31,

@@ -9,6 +9,8 @@
 //! - Drafters: [`lookahead`] (the Jacobi window and the n-gram pool), [`text_index`] (the
 //!   prompt and output), [`corpus_drafter`] (the draft corpus of [`corpus`] and
 //!   [`corpus_file`]).
+//! - [`draft_length`]: draft lengths learned from the generation and priced by the device's
+//!   step costs (the `learned_lengths` switch).
 //! - [`device_group`]: model replicas on host threads, the transport of Lookahead
 //!   Parallelism.
 //! - [`spec`]: the description of a decoder every front end parses ([`DecoderSpec`]), and
@@ -23,6 +25,7 @@ pub mod corpus;
 pub mod corpus_drafter;
 pub mod corpus_file;
 pub mod device_group;
+pub mod draft_length;
 pub mod lookahead;
 pub mod plain;
 pub mod prompt_lookup;

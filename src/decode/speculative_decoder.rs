@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::corpus::DraftCorpus;
 use super::corpus_drafter::CorpusDrafter;
 use super::device_group::DeviceGroup;
+use super::draft_length::{DraftLengths, StepPrice};
 use super::lookahead::{JacobiWindow, LookaheadConfig, NgramPool, PoolDrafter, WindowShape};
 use super::prompt_lookup::PromptLookupConfig;
 use super::speculative::{
@@ -65,6 +66,12 @@ pub struct SpeculativeDecoder {
     pool: PoolDrafter,
     text: Option<TextDrafter>,
     corpus: Option<CorpusDrafter>,
+    /// With the `learned_lengths` switch: the rows of a step besides its lead draft, and the
+    /// price of a step's rows ([`Self::with_step_price`]).
+    learned: Option<(usize, Option<StepPrice>)>,
+    /// With the `learned_lengths` switch and no window: the lengths of the pool's drafts
+    /// (found on a one-token key).
+    pool_lengths: Option<DraftLengths>,
     policy: DraftPolicy,
     /// Longest draft of the pool and the text index (N-1).
     draft_tokens: usize,
@@ -94,11 +101,26 @@ impl SpeculativeDecoder {
         } else {
             TextDraftMode::Continuation
         };
+        // A step's rows besides one draft of N-1 tokens: what a lead draft's length adds to.
+        let learned = config
+            .switches
+            .learned_lengths
+            .then(|| (config.step_tokens(g).saturating_sub(n - 1).max(1), None));
+        let text_lengths = learned
+            .as_ref()
+            .filter(|_| mode == TextDraftMode::FollowsMatch)
+            .map(|&(base, _)| DraftLengths::new(n - 1, base, None));
         Ok(Self {
             configuration: Configuration::Lookahead(config),
             pool: PoolDrafter::new(n - 1, g, shape, config.switches.pool_from_prompt),
-            text: (config.switches.context_match && g > 0).then(|| TextDrafter::new(mode)),
+            text: (config.switches.context_match && g > 0)
+                .then(|| TextDrafter::new(mode).with_lengths(text_lengths)),
             corpus: None,
+            pool_lengths: learned
+                .as_ref()
+                .filter(|_| config.window == 0)
+                .map(|&(base, _)| DraftLengths::new(n - 1, base, None)),
+            learned,
             policy: DraftPolicy::new(g),
             draft_tokens: n - 1,
             max_match: if config.switches.reference_compat {
@@ -137,6 +159,8 @@ impl SpeculativeDecoder {
             pool: PoolDrafter::new(n - 1, config.guesses, None, true),
             text: None,
             corpus: None,
+            learned: None,
+            pool_lengths: None,
             policy: DraftPolicy::new(config.guesses),
             draft_tokens: n - 1,
             max_match: n - 1,
@@ -152,7 +176,40 @@ impl SpeculativeDecoder {
             self.configuration,
             Configuration::Lookahead(c) if c.switches.corpus_drafts && c.guesses > 0
         );
-        self.corpus = corpus.filter(|_| wanted).map(CorpusDrafter::new);
+        let lengths = self
+            .learned
+            .as_ref()
+            .map(|(base, price)| DraftLengths::new(self.max_match, *base, price.clone()));
+        self.corpus = corpus
+            .filter(|_| wanted)
+            .map(|c| CorpusDrafter::new(c).with_lengths(lengths));
+        self
+    }
+
+    /// This decoder with its learned draft lengths (the `learned_lengths` switch) priced by
+    /// `price`, the relative time of a step by its rows on the model's device; without a
+    /// price drafts reach as far as their evidence. No effect without the switch.
+    pub fn with_step_price(mut self, price: Option<StepPrice>) -> Self {
+        let Some((base, _)) = self.learned else {
+            return self;
+        };
+        self.learned = Some((base, price.clone()));
+        self.pool_lengths = self
+            .pool_lengths
+            .take()
+            .map(|l| DraftLengths::new(l.max(), base, price.clone()));
+        if let Some(t) = self.text.take() {
+            let lengths = t
+                .lengths()
+                .map(|l| DraftLengths::new(l.max(), base, price.clone()));
+            self.text = Some(t.with_lengths(lengths));
+        }
+        if let Some(c) = self.corpus.take() {
+            let lengths = c
+                .lengths()
+                .map(|l| DraftLengths::new(l.max(), base, price.clone()));
+            self.corpus = Some(c.with_lengths(lengths));
+        }
         self
     }
 
@@ -174,18 +231,29 @@ impl SpeculativeDecoder {
     }
 
     /// The drafts of the step after `text`, by the policy.
-    fn drafts(&self, text: &[u32]) -> StepDrafts {
+    fn drafts(&mut self, text: &[u32]) -> StepDrafts {
         let budget = |drafts, tokens| Budget { drafts, tokens };
-        let pool = self
+        let mut pool = self
             .pool
             .propose(text, budget(self.policy.drafts, self.draft_tokens));
+        if let Some(learn) = self.pool_lengths.as_mut() {
+            // Scored on the first draft, all cut to the length learned for one-token keys.
+            if let Some(first) = pool.first() {
+                learn.note(text.len(), 1, &first.tokens);
+            }
+            let len = learn.length(1);
+            pool.retain_mut(|d| {
+                d.tokens.truncate(len);
+                !d.tokens.is_empty()
+            });
+        }
         let from_text = self
             .text
-            .as_ref()
+            .as_mut()
             .and_then(|d| d.propose(text, budget(1, self.draft_tokens)).pop());
         let from_corpus = self
             .corpus
-            .as_ref()
+            .as_mut()
             .and_then(|d| d.propose(text, budget(1, self.max_match)).pop());
         self.policy.combine(pool, from_text, from_corpus)
     }
@@ -193,6 +261,9 @@ impl SpeculativeDecoder {
     /// Every drafter observes the step that made `text` (its last `new` tokens new).
     fn observe(&mut self, text: &[u32], new: usize, outputs: &[u32]) {
         self.pool.observe(text, new, outputs);
+        if let Some(l) = self.pool_lengths.as_mut() {
+            l.observe(text);
+        }
         if let Some(d) = self.text.as_mut() {
             d.observe(text, new, outputs);
         }
@@ -217,6 +288,9 @@ impl Decoder for SpeculativeDecoder {
         }
         self.begun = true;
         self.pool.begin(prompt);
+        if let Some(l) = self.pool_lengths.as_mut() {
+            l.reset();
+        }
         if let Some(d) = self.text.as_mut() {
             d.begin(prompt);
         }
@@ -308,6 +382,14 @@ impl Decoder for SpeculativeDecoder {
                     .as_ref()
                     .is_some_and(|t| t.mode() == TextDraftMode::FollowsMatch),
                 "reference_compat": c.switches.reference_compat,
+                "learned_lengths": self.learned.as_ref().map(|(_, price)| serde_json::json!({
+                    "priced": price.is_some(),
+                    "text_scored": self.text.as_ref().and_then(TextDrafter::lengths)
+                        .map(DraftLengths::scored),
+                    "pool_scored": self.pool_lengths.as_ref().map(DraftLengths::scored),
+                    "corpus_scored": self.corpus.as_ref().and_then(CorpusDrafter::lengths)
+                        .map(DraftLengths::scored),
+                })),
                 "pool_size": self.pool().len(),
                 "lookahead_steps": s.speculative_steps,
                 "fallback_steps": s.fallback_steps,

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
+use super::draft_length::DraftLengths;
 use super::speculative::{Budget, Draft, Drafter};
 
 /// Longest context indexed.
@@ -102,6 +103,9 @@ pub enum TextDraftMode {
 pub struct TextDrafter {
     index: TextIndex,
     mode: TextDraftMode,
+    /// [`TextDraftMode::FollowsMatch`]: draft lengths learned from the generation (else
+    /// [`draft_len`]).
+    lengths: Option<DraftLengths>,
 }
 
 impl TextDrafter {
@@ -109,7 +113,19 @@ impl TextDrafter {
         Self {
             index: TextIndex::default(),
             mode,
+            lengths: None,
         }
+    }
+
+    /// The same, its [`TextDraftMode::FollowsMatch`] draft lengths learned by `lengths`
+    /// instead of [`draft_len`].
+    pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
+        self.lengths = lengths;
+        self
+    }
+
+    pub fn lengths(&self) -> Option<&DraftLengths> {
+        self.lengths.as_ref()
     }
 
     pub fn mode(&self) -> TextDraftMode {
@@ -118,6 +134,15 @@ impl TextDrafter {
 
     /// The [`TextDraftMode::FollowsMatch`] draft after `tokens`, at most `max` tokens.
     fn follow_match(&self, tokens: &[u32], max: usize) -> Option<Draft> {
+        self.follow_match_of(tokens, |matched| draft_len(matched, max))
+    }
+
+    /// The [`TextDraftMode::FollowsMatch`] draft after `tokens` of `len(matched)` tokens.
+    fn follow_match_of(
+        &self,
+        tokens: &[u32],
+        draft_tokens: impl Fn(usize) -> usize,
+    ) -> Option<Draft> {
         let len = tokens.len();
         let end = self.index.latest_end(tokens, 1..=LONGEST_CONTEXT, 1)?;
         let matched = (0..MATCH_CAP.min(end + 1))
@@ -125,7 +150,7 @@ impl TextDrafter {
             .count();
         let period = len - 1 - end;
         let mut draft: Vec<u32> = Vec::new();
-        for j in 0..draft_len(matched, max) {
+        for j in 0..draft_tokens(matched) {
             let src = end + 1 + j;
             let t = if src < len {
                 tokens[src]
@@ -145,9 +170,12 @@ impl Drafter for TextDrafter {
     fn begin(&mut self, prompt: &[u32]) {
         self.index = TextIndex::default();
         self.index.extend(prompt);
+        if let Some(l) = self.lengths.as_mut() {
+            l.reset();
+        }
     }
 
-    fn propose(&self, text: &[u32], budget: Budget) -> Vec<Draft> {
+    fn propose(&mut self, text: &[u32], budget: Budget) -> Vec<Draft> {
         if budget.drafts == 0 || budget.tokens == 0 {
             return Vec::new();
         }
@@ -160,13 +188,29 @@ impl Drafter for TextDrafter {
                         context: None,
                     })
             }
-            TextDraftMode::FollowsMatch => self.follow_match(text, budget.tokens),
+            TextDraftMode::FollowsMatch => match self.lengths.take() {
+                Some(mut learn) => {
+                    let full = self.follow_match_of(text, |_| learn.max());
+                    let draft = full.and_then(|mut d| {
+                        let matched = d.context.unwrap_or(1);
+                        learn.note(text.len(), matched, &d.tokens);
+                        d.tokens.truncate(learn.length(matched).min(budget.tokens));
+                        (!d.tokens.is_empty()).then_some(d)
+                    });
+                    self.lengths = Some(learn);
+                    draft
+                }
+                None => self.follow_match(text, budget.tokens),
+            },
         };
         draft.into_iter().collect()
     }
 
     fn observe(&mut self, text: &[u32], _new: usize, _outputs: &[u32]) {
         self.index.extend(text);
+        if let Some(l) = self.lengths.as_mut() {
+            l.observe(text);
+        }
     }
 }
 
@@ -189,7 +233,8 @@ mod tests {
                 drafts: 1,
                 tokens: self.tokens,
             };
-            self.drafter.propose(text, budget).pop()
+            // A copy proposes: probing leaves the drafter as it was.
+            self.drafter.clone().propose(text, budget).pop()
         }
         fn lookup(&self, text: &[u32]) -> Option<Vec<u32>> {
             self.draft(text).map(|d| d.tokens)

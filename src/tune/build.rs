@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::{AutoChoice, AutoOptions, CostCache, SamplingMode};
+use crate::decode::draft_length::StepPrice;
 use crate::decode::{
     construct, Decoder, DecoderKind, DecoderParts, DecoderSpec, DeviceGroup, DraftCorpus,
 };
@@ -137,21 +138,26 @@ pub fn resolve(
     let Some(source) = source else {
         return Ok((resolved(DecoderKind::Plain), None));
     };
+    let choice = choose_on_source(source)?;
+    Ok((
+        resolved(choice.strategy.kind()),
+        Some(AutoDecision::Measured(choice)),
+    ))
+}
+
+/// `auto`'s pick on `source` (measured once per process and key, or read from its cache).
+fn choose_on_source(source: &AutoSource<'_>) -> Result<AutoChoice> {
     let opts = AutoOptions {
         max_rows: source.max_rows,
         mode: source.mode,
         ..AutoOptions::default()
     };
-    let choice = super::choose_cached(
+    super::choose_cached(
         &source.key,
         source.cache.as_ref(),
         |n| (source.session)(n),
         &opts,
-    )?;
-    Ok((
-        resolved(choice.strategy.kind()),
-        Some(AutoDecision::Measured(choice)),
-    ))
+    )
 }
 
 /// The decoder `spec` describes, `auto` resolved on `env.auto`: plain, prompt lookup, or
@@ -160,9 +166,24 @@ pub fn resolve(
 pub fn build(spec: &DecoderSpec, env: &DecoderEnv<'_>) -> Result<BuiltDecoder> {
     spec.validate()?;
     let (spec, auto) = resolve(spec, env.auto.as_ref())?;
+    // Learned draft lengths are priced by the step costs `auto` measured (or would measure)
+    // on the model's device.
+    let measured = match &auto {
+        Some(AutoDecision::Measured(choice)) => Some(choice.cost.clone()),
+        _ => None,
+    };
+    let step_price = || -> Result<Option<StepPrice>> {
+        let cost = match (&measured, &env.auto) {
+            (Some(c), _) => c.clone(),
+            (None, Some(source)) => choose_on_source(source)?.cost,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(super::cost::step_price(cost)))
+    };
     let parts = DecoderParts {
         corpus: env.corpus,
         group: env.group,
+        step_price: &step_price,
     };
     let (decoder, group) = construct(&spec, &parts)?;
     Ok(BuiltDecoder {

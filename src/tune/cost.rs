@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::decode::draft_length::StepPrice;
 use crate::model::{AttentionMask, Batch, CausalLm};
 use crate::{LadeError, Result};
 
@@ -152,6 +153,13 @@ impl ForwardCost {
     pub fn relative(&self, rows: usize) -> Option<f64> {
         Some(self.seconds(rows)? / self.samples[0].seconds)
     }
+}
+
+/// The price of a step's rows for learned draft lengths: `cost`'s time of a step of so many
+/// rows over a single-row step's, extrapolated beyond the measured range.
+pub fn step_price(cost: ForwardCost) -> StepPrice {
+    let one = cost.samples()[0].seconds.max(1e-12);
+    StepPrice::new(move |rows| cost.seconds_extrapolated(rows) / one)
 }
 
 /// The batch of `rows` rows after `past` cached positions: causal among themselves (as a

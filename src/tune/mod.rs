@@ -695,6 +695,7 @@ mod tests {
             context_match: false,
             adaptive_draft: false,
             corpus_drafts: true,
+            learned_lengths: true,
         };
         let spec = DecoderSpec::new(a.strategy.kind())
             .with_switches(switches)

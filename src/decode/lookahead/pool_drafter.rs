@@ -71,7 +71,7 @@ impl Drafter for PoolDrafter {
     }
 
     /// The pool's tuples for the pending token, oldest first, once the window is warm.
-    fn propose(&self, text: &[u32], budget: Budget) -> Vec<Draft> {
+    fn propose(&mut self, text: &[u32], budget: Budget) -> Vec<Draft> {
         let Some(&pending) = text.last() else {
             return Vec::new();
         };

@@ -26,6 +26,11 @@ pub struct DraftSwitches {
     /// from the decoder's draft corpus, if it has one (see [`crate::decode::DraftCorpus`] and
     /// [`crate::decode::speculative::policy`]).
     pub corpus_drafts: bool,
+    /// The lengths of the context-matched drafts (W = 0 with `adaptive_draft`) and of the
+    /// corpus's drafts are learned from the generation and priced by the device's measured
+    /// step costs (see [`crate::decode::draft_length`]) instead of following fixed ladders of
+    /// the matched context's length.
+    pub learned_lengths: bool,
 }
 
 impl DraftSwitches {
@@ -36,17 +41,19 @@ impl DraftSwitches {
         context_match: true,
         adaptive_draft: true,
         corpus_drafts: true,
+        learned_lengths: false,
     };
 
-    /// The suffixes of the benchmark syntax (`lookahead:W,N,G-pool-ctx-adapt-corpus+ref`), in
-    /// the order they must appear: each turns one switch away from its default.
-    pub const SUFFIXES: [&'static str; 5] = ["-pool", "-ctx", "-adapt", "-corpus", "+ref"];
+    /// The suffixes of the benchmark syntax (`lookahead:W,N,G-pool-ctx-adapt-corpus+ref+learn`),
+    /// in the order they must appear: each turns one switch away from its default.
+    pub const SUFFIXES: [&'static str; 6] =
+        ["-pool", "-ctx", "-adapt", "-corpus", "+ref", "+learn"];
 
     /// Splits the switch suffixes ([`Self::SUFFIXES`], in that order) off the end of `s`:
     /// the text before them and the switches they give.
     pub fn strip_suffixes(s: &str) -> (&str, DraftSwitches) {
         let mut rest = s;
-        let mut has = [false; 5];
+        let mut has = [false; 6];
         for (i, suffix) in Self::SUFFIXES.iter().enumerate().rev() {
             if let Some(r) = rest.strip_suffix(suffix) {
                 rest = r;
@@ -60,6 +67,7 @@ impl DraftSwitches {
             adaptive_draft: d.adaptive_draft && !has[2],
             corpus_drafts: d.corpus_drafts && !has[3],
             reference_compat: d.reference_compat || has[4],
+            learned_lengths: d.learned_lengths || has[5],
         };
         (rest, switches)
     }
@@ -73,6 +81,7 @@ impl DraftSwitches {
             self.adaptive_draft != d.adaptive_draft,
             self.corpus_drafts != d.corpus_drafts,
             self.reference_compat != d.reference_compat,
+            self.learned_lengths != d.learned_lengths,
         ];
         Self::SUFFIXES
             .iter()
@@ -103,6 +112,10 @@ mod tests {
         let (rest, s) = DraftSwitches::strip_suffixes("0,32,1-adapt-corpus");
         assert_eq!(rest, "0,32,1");
         assert!(!s.adaptive_draft && !s.corpus_drafts && s.pool_from_prompt);
+        let (rest, s) = DraftSwitches::strip_suffixes("0,32,1+learn");
+        assert_eq!(rest, "0,32,1");
+        assert!(s.learned_lengths && s.adaptive_draft);
+        assert_eq!(s.suffixes(), "+learn");
         let (rest, s) = DraftSwitches::strip_suffixes("8,4,8");
         assert_eq!((rest, s), ("8,4,8", DraftSwitches::DEFAULT));
         assert_eq!(s.suffixes(), "");

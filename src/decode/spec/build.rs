@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::{DecoderKind, DecoderSpec};
+use crate::decode::draft_length::StepPrice;
 use crate::decode::{Decoder, DeviceGroup, DraftCorpus, PlainDecoder, SpeculativeDecoder};
 use crate::{LadeError, Result};
 
@@ -20,6 +21,9 @@ pub struct DecoderParts<'a> {
     /// A device group over the spec's devices (Lookahead Parallelism); called once the spec
     /// is known to be valid.
     pub group: &'a dyn Fn() -> Result<DeviceGroup>,
+    /// The price of a step's rows on the model's device; called for lookahead with learned
+    /// draft lengths only (`None`: drafts reach as far as their evidence).
+    pub step_price: &'a dyn Fn() -> Result<Option<StepPrice>>,
 }
 
 impl DecoderParts<'static> {
@@ -28,11 +32,16 @@ impl DecoderParts<'static> {
         DecoderParts {
             corpus: &no_corpus,
             group: &no_group,
+            step_price: &no_price,
         }
     }
 }
 
 fn no_corpus() -> Result<Option<Arc<DraftCorpus>>> {
+    Ok(None)
+}
+
+fn no_price() -> Result<Option<StepPrice>> {
     Ok(None)
 }
 
@@ -67,7 +76,12 @@ pub fn construct(
             } else {
                 SpeculativeDecoder::lookahead(config)?
             };
-            Box::new(decoder.with_corpus(corpus))
+            let price = if config.switches.learned_lengths {
+                (parts.step_price)()?
+            } else {
+                None
+            };
+            Box::new(decoder.with_corpus(corpus).with_step_price(price))
         }
         (DecoderKind::PromptLookup(c), _) => Box::new(SpeculativeDecoder::prompt_lookup(c)?),
         _ => Box::new(PlainDecoder),

@@ -33,8 +33,9 @@ pub trait Drafter: Debug + Send {
     /// Starts a sequence with `prompt`.
     fn begin(&mut self, prompt: &[u32]);
     /// Drafts continuing `text` (the committed text; its last token is the pending one),
-    /// within `budget`.
-    fn propose(&self, text: &[u32], budget: Budget) -> Vec<Draft>;
+    /// within `budget`. A drafter may keep what it proposed, to score it in
+    /// [`Self::observe`].
+    fn propose(&mut self, text: &[u32], budget: Budget) -> Vec<Draft>;
     /// Rows this drafter adds to the next step, whose outputs only it reads.
     fn lookahead_rows(&self) -> LookaheadRows {
         LookaheadRows::default()
