@@ -121,12 +121,8 @@ impl DraftLengths {
                 .unwrap_or(0);
         };
         let expected = |l: usize| -> f64 {
-            let right: u64 = scores
-                .iter()
-                .enumerate()
-                .map(|(m, &c)| c * m.min(l) as u64)
-                .sum();
-            (1.0 + right as f64 / n as f64) / price.of(self.base_rows + l)
+            let right = self.expected_right(evidence, l).unwrap_or(0.0);
+            (1.0 + right) / price.of(self.base_rows + l)
         };
         let mut best = (0, f64::NEG_INFINITY);
         for l in self.candidates() {
@@ -136,6 +132,21 @@ impl DraftLengths {
             }
         }
         best.0
+    }
+
+    /// Expected right tokens of a draft of `len` tokens on `evidence` context tokens, from the
+    /// scored drafts of its bucket (`None` before any was scored).
+    pub fn expected_right(&self, evidence: usize, len: usize) -> Option<f64> {
+        let scores = &self.matched[bucket(evidence)];
+        let n: u64 = scores.iter().sum();
+        (n > 0).then(|| {
+            let right: u64 = scores
+                .iter()
+                .enumerate()
+                .map(|(m, &c)| c * m.min(len) as u64)
+                .sum();
+            right as f64 / n as f64
+        })
     }
 
     /// Keeps `draft`, the full-length draft after `text` on `evidence` context tokens, for
@@ -248,6 +259,10 @@ mod tests {
             assert_eq!(d.scored()[0], 3);
             d
         };
+        let d = scored(StepPrice::new(|r| r as f64));
+        assert_eq!(d.expected_right(1, 7), Some(10.0 / 3.0));
+        assert_eq!(d.expected_right(1, 1), Some(2.0 / 3.0));
+        assert_eq!(d.expected_right(16, 7), None, "nothing scored on long contexts");
         // Rows nearly free up to 16 (a GPU): the longest candidate that adds tokens.
         let flat = scored(StepPrice::new(|r| 1.0 + 0.001 * r as f64));
         assert_eq!(flat.length(1), 7);

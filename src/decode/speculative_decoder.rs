@@ -24,7 +24,7 @@ use super::draft_length::{DraftLengths, StepPrice};
 use super::lookahead::{JacobiWindow, LookaheadConfig, NgramPool, PoolDrafter, WindowShape};
 use super::prompt_lookup::PromptLookupConfig;
 use super::speculative::{
-    speculative_step, Budget, DraftPolicy, Drafter, OneModel, Replicas, Source, SplitStats,
+    speculative_step, Budget, Draft, DraftPolicy, Drafter, OneModel, Replicas, Source, SplitStats,
     StepDrafts,
 };
 use super::text_index::{TextDraftMode, TextDrafter};
@@ -255,7 +255,28 @@ impl SpeculativeDecoder {
             .corpus
             .as_mut()
             .and_then(|d| d.propose(text, budget(1, self.max_match)).pop());
+        let (from_text, from_corpus) = self.weigh(from_text, from_corpus);
         self.policy.combine(pool, from_text, from_corpus)
+    }
+
+    /// With learned draft lengths, the text's and the corpus's drafts compete on how many
+    /// tokens their drafts of the same evidence got right so far (the other is dropped, so the
+    /// better one leads); until both have been scored, the policy's margin decides.
+    fn weigh(&self, text: Option<Draft>, corpus: Option<Draft>) -> (Option<Draft>, Option<Draft>) {
+        let expected = |d: &Option<Draft>, l: Option<&DraftLengths>| {
+            let d = d.as_ref()?;
+            l?.expected_right(d.context.unwrap_or(1), d.tokens.len())
+        };
+        let t = expected(&text, self.text.as_ref().and_then(TextDrafter::lengths));
+        let c = expected(
+            &corpus,
+            self.corpus.as_ref().and_then(CorpusDrafter::lengths),
+        );
+        match (t, c) {
+            (Some(t), Some(c)) if c > t => (None, corpus),
+            (Some(_), Some(_)) => (text, None),
+            _ => (text, corpus),
+        }
     }
 
     /// Every drafter observes the step that made `text` (its last `new` tokens new).
