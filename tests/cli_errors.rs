@@ -443,3 +443,43 @@ fn a_reader_that_stops_early_gets_no_panic() {
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(head.starts_with(b"{\"ids\":["));
 }
+
+#[test]
+fn a_bad_lookahead_prior_is_a_clear_error() {
+    let m = model();
+    let missing = std::env::temp_dir().join("lade-no-such-prior");
+    let missing = missing.display().to_string();
+    let bad = tmp("bad.prior", b"# W,N,G,tokens_per_step\n4,3,4\n");
+    let bad = bad.display().to_string();
+    for (prior, needle) in [(&missing, "lade-no-such-prior"), (&bad, "line 2")] {
+        fails_with(
+            &[
+                "generate",
+                "--model",
+                &m,
+                "-p",
+                "hi",
+                "-n",
+                "2",
+                "--lookahead",
+                "auto",
+                "--lookahead-prior",
+                prior,
+            ],
+            needle,
+        );
+        // The server checks it before it loads the model or binds its port.
+        fails_with(
+            &[
+                "serve",
+                "--model",
+                &m,
+                "--port",
+                "0",
+                "--lookahead-prior",
+                prior,
+            ],
+            needle,
+        );
+    }
+}

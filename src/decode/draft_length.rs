@@ -262,7 +262,11 @@ mod tests {
         let d = scored(StepPrice::new(|r| r as f64));
         assert_eq!(d.expected_right(1, 7), Some(10.0 / 3.0));
         assert_eq!(d.expected_right(1, 1), Some(2.0 / 3.0));
-        assert_eq!(d.expected_right(16, 7), None, "nothing scored on long contexts");
+        assert_eq!(
+            d.expected_right(16, 7),
+            None,
+            "nothing scored on long contexts"
+        );
         // Rows nearly free up to 16 (a GPU): the longest candidate that adds tokens.
         let flat = scored(StepPrice::new(|r| 1.0 + 0.001 * r as f64));
         assert_eq!(flat.length(1), 7);
