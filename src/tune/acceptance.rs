@@ -169,8 +169,12 @@ impl AcceptanceTable {
                 path.display()
             ))
         })?;
-        let mut t = Self::parse(&text)
-            .map_err(|e| LadeError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let mut t = Self::parse(&text).map_err(|e| match e {
+            LadeError::InvalidArgument(m) => {
+                LadeError::InvalidArgument(format!("{}: {m}", path.display()))
+            }
+            e => e,
+        })?;
         t.source = path.display().to_string();
         Ok(t)
     }
