@@ -46,6 +46,10 @@ impl CorpusDrafter {
         self.lengths.as_ref()
     }
 
+    pub fn lengths_mut(&mut self) -> Option<&mut DraftLengths> {
+        self.lengths.as_mut()
+    }
+
     pub fn corpus(&self) -> &Arc<DraftCorpus> {
         &self.corpus
     }

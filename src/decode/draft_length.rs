@@ -90,6 +90,11 @@ impl DraftLengths {
         }
     }
 
+    /// Prices rows by `price` from now on.
+    pub fn set_price(&mut self, price: Option<StepPrice>) {
+        self.price = price;
+    }
+
     /// Forgets the scores (a new generation).
     pub fn reset(&mut self) {
         self.matched = vec![vec![0; self.max + 1]; BUCKETS];

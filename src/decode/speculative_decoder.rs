@@ -194,21 +194,13 @@ impl SpeculativeDecoder {
             return self;
         };
         self.learned = Some((base, price.clone()));
-        self.pool_lengths = self
-            .pool_lengths
-            .take()
-            .map(|l| DraftLengths::new(l.max(), base, price.clone()));
-        if let Some(t) = self.text.take() {
-            let lengths = t
-                .lengths()
-                .map(|l| DraftLengths::new(l.max(), base, price.clone()));
-            self.text = Some(t.with_lengths(lengths));
-        }
-        if let Some(c) = self.corpus.take() {
-            let lengths = c
-                .lengths()
-                .map(|l| DraftLengths::new(l.max(), base, price.clone()));
-            self.corpus = Some(c.with_lengths(lengths));
+        let learners = [
+            self.pool_lengths.as_mut(),
+            self.text.as_mut().and_then(TextDrafter::lengths_mut),
+            self.corpus.as_mut().and_then(CorpusDrafter::lengths_mut),
+        ];
+        for l in learners.into_iter().flatten() {
+            l.set_price(price.clone());
         }
         self
     }

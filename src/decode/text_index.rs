@@ -128,42 +128,47 @@ impl TextDrafter {
         self.lengths.as_ref()
     }
 
+    pub fn lengths_mut(&mut self) -> Option<&mut DraftLengths> {
+        self.lengths.as_mut()
+    }
+
     pub fn mode(&self) -> TextDraftMode {
         self.mode
     }
 
     /// The [`TextDraftMode::FollowsMatch`] draft after `tokens`, at most `max` tokens.
     fn follow_match(&self, tokens: &[u32], max: usize) -> Option<Draft> {
-        self.follow_match_of(tokens, |matched| draft_len(matched, max))
+        follow_match_in(&self.index, tokens, |matched| draft_len(matched, max))
     }
+}
 
-    /// The [`TextDraftMode::FollowsMatch`] draft after `tokens` of `len(matched)` tokens.
-    fn follow_match_of(
-        &self,
-        tokens: &[u32],
-        draft_tokens: impl Fn(usize) -> usize,
-    ) -> Option<Draft> {
-        let len = tokens.len();
-        let end = self.index.latest_end(tokens, 1..=LONGEST_CONTEXT, 1)?;
-        let matched = (0..MATCH_CAP.min(end + 1))
-            .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
-            .count();
-        let period = len - 1 - end;
-        let mut draft: Vec<u32> = Vec::new();
-        for j in 0..draft_tokens(matched) {
-            let src = end + 1 + j;
-            let t = if src < len {
-                tokens[src]
-            } else {
-                draft[j - period]
-            };
-            draft.push(t);
-        }
-        (!draft.is_empty()).then_some(Draft {
-            tokens: draft,
-            context: Some(matched),
-        })
+/// The [`TextDraftMode::FollowsMatch`] draft after `tokens` found through `index`, of
+/// `draft_tokens(matched)` tokens.
+fn follow_match_in(
+    index: &TextIndex,
+    tokens: &[u32],
+    draft_tokens: impl Fn(usize) -> usize,
+) -> Option<Draft> {
+    let len = tokens.len();
+    let end = index.latest_end(tokens, 1..=LONGEST_CONTEXT, 1)?;
+    let matched = (0..MATCH_CAP.min(end + 1))
+        .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
+        .count();
+    let period = len - 1 - end;
+    let mut draft: Vec<u32> = Vec::new();
+    for j in 0..draft_tokens(matched) {
+        let src = end + 1 + j;
+        let t = if src < len {
+            tokens[src]
+        } else {
+            draft[j - period]
+        };
+        draft.push(t);
     }
+    (!draft.is_empty()).then_some(Draft {
+        tokens: draft,
+        context: Some(matched),
+    })
 }
 
 impl Drafter for TextDrafter {
@@ -188,17 +193,15 @@ impl Drafter for TextDrafter {
                         context: None,
                     })
             }
-            TextDraftMode::FollowsMatch => match self.lengths.take() {
-                Some(mut learn) => {
-                    let full = self.follow_match_of(text, |_| learn.max());
-                    let draft = full.and_then(|mut d| {
+            TextDraftMode::FollowsMatch => match self.lengths.as_mut() {
+                Some(learn) => {
+                    let max = learn.max();
+                    follow_match_in(&self.index, text, |_| max).and_then(|mut d| {
                         let matched = d.context.unwrap_or(1);
                         learn.note(text.len(), matched, &d.tokens);
                         d.tokens.truncate(learn.length(matched).min(budget.tokens));
                         (!d.tokens.is_empty()).then_some(d)
-                    });
-                    self.lengths = Some(learn);
-                    draft
+                    })
                 }
                 None => self.follow_match(text, budget.tokens),
             },
