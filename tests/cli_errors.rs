@@ -483,3 +483,40 @@ fn a_bad_lookahead_prior_is_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn a_lookahead_prior_without_auto_is_a_clear_error() {
+    let m = model();
+    let prior = tmp("unused.prior", b"# W,N,G,tokens_per_step\n4,3,4,1.5\n");
+    let prior = prior.display().to_string();
+    fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "hi",
+            "-n",
+            "2",
+            "--lookahead",
+            "4,3,4",
+            "--lookahead-prior",
+            &prior,
+        ],
+        "only `--lookahead auto`",
+    );
+    fails_with(
+        &[
+            "serve",
+            "--model",
+            &m,
+            "--port",
+            "0",
+            "--lookahead",
+            "off",
+            "--lookahead-prior",
+            &prior,
+        ],
+        "only `--lookahead auto`",
+    );
+}

@@ -393,6 +393,10 @@ fn the_alias_fetches_and_runs_from_the_command_line() {
     if std::env::var_os("LADE_QWEN_MODEL").is_none() {
         assert_eq!(qwen["cached"], true, "{qwen}");
         assert_eq!(Path::new(qwen["path"].as_str().unwrap()), path);
+        // Its draft corpus is installed beside it; it ships no lookahead prior.
+        let corpus = qwen["draft_corpus"].as_str().expect("a draft corpus path");
+        assert!(Path::new(corpus).is_file(), "{corpus}");
+        assert!(qwen["lookahead_prior"].is_null(), "{qwen}");
     }
     // `--model NAME` names the built-in model.
     let (ok, out, err) = common::run_lade(&[

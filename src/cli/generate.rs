@@ -246,6 +246,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     args.model.log(&sampling_line);
     let seed = sampling.seed;
     let spec = args.lookahead.spec(seed, devices.unwrap_or_default())?;
+    if let Some(p) = &args.lookahead.lookahead_prior {
+        anyhow::ensure!(
+            spec.kind == DecoderKind::Auto && !spec.is_parallel(),
+            "--lookahead-prior {}: only `--lookahead auto` on one device reads a prior \
+             (this run decodes with {})",
+            p.display(),
+            spec.kind.label()
+        );
+    }
     if spec.kind == DecoderKind::Auto && !spec.is_parallel() {
         load_lookahead_prior(
             args.lookahead.lookahead_prior.as_deref(),

