@@ -1,5 +1,5 @@
-//! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) to PTX
-//! with nvcc; the driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
+//! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) and
+//! the matmul variants of the dev harness (dev/cuda/gemm_variants.cu) to PTX with nvcc; the driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,22 +8,29 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     // kernels.cu includes the other .cu files of the folder.
     println!("cargo:rerun-if-changed=src/model/cuda");
+    println!("cargo:rerun-if-changed=dev/cuda");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("kernels.ptx");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let nvcc = std::env::var("CUDA_HOME")
         .map(|h| PathBuf::from(h).join("bin/nvcc"))
         .unwrap_or_else(|_| PathBuf::from("nvcc"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-O3", "--fmad=true", "-std=c++17"])
-        .arg(format!("-arch=compute_{cap}"))
-        .arg("src/model/cuda/kernels.cu")
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("running {}: {e} (set CUDA_HOME)", nvcc.display()));
-    assert!(status.success(), "nvcc failed on src/model/cuda/kernels.cu");
+    // The production kernels, and the matmul variants of the dev harness (dev/cuda).
+    for (src, ptx) in [
+        ("src/model/cuda/kernels.cu", "kernels.ptx"),
+        ("dev/cuda/gemm_variants.cu", "gemm_variants.ptx"),
+    ] {
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-O3", "--fmad=true", "-std=c++17"])
+            .arg(format!("-arch=compute_{cap}"))
+            .arg(src)
+            .arg("-o")
+            .arg(out_dir.join(ptx))
+            .status()
+            .unwrap_or_else(|e| panic!("running {}: {e} (set CUDA_HOME)", nvcc.display()));
+        assert!(status.success(), "nvcc failed on {src}");
+    }
 }

@@ -10,7 +10,8 @@
 #            prompts, data, gguf wheel)
 # MODEL=qwen2.5-coder-0.5b measures the built-in Qwen2.5-Coder-0.5B-Instruct Q4_K_M instead, staged
 # the same way in eleven parts (split -b 45M ... .devbin/qwen.part.).
-# Phases: smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
+# Phases: unpack (the carried binaries, when no model is staged), kernels-check and kernels-time
+# (the matmul dev harness: dev/cuda/README.md), smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
 # shape and per-kernel breakdown, on the staged model or the one `synth` wrote), variants (step times
@@ -264,6 +265,26 @@ EOF2
   tar czf "$OUT/cpu-table.tgz" -C "$OUT" cpu && rm -rf "$OUT/cpu"
 }
 
+unpack() {  # the binaries carried so far, without a staged model (for synth and kernels)
+  xz -dc "$D/lade.xz" > "$LADE" && chmod +x "$LADE"
+  for t in gpu-test gpu-kernels-test; do
+    [ -e "$D/$t.xz" ] && xz -dc "$D/$t.xz" > "$D/$t" && chmod +x "$D/$t"
+  done
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+}
+
+kernels_check() {  # the matmul variants against the production kernel and the CPU twin
+  timeout ${TEST_TIMEOUT:-300} "$D/gpu-kernels-test" --test-threads 1 --nocapture > "$OUT/kernels-check.txt" 2>&1
+  echo "kernel checks rc=$?"; tail -8 "$OUT/kernels-check.txt"
+}
+
+kernels_time() {  # timings of every matmul kernel and split count (dev/cuda/README.md)
+  timeout ${SWEEP_TIMEOUT:-300} "$D/gpu-kernels-test" --ignored --nocapture time_gemm_variants \
+    > "$OUT/gemm-sweep.csv" 2> "$OUT/gemm-sweep.err"
+  echo "kernel timings rc=$?"; tail -3 "$OUT/gemm-sweep.err"
+  python3 dev/cuda/sweep_summary.py "$OUT/gemm-sweep.csv" | tee "$OUT/gemm-sweep-summary.txt"
+}
+
 synth() {  # a random-weight model of a named shape, measured by the phases after this one
   local shape=${SYNTH_SHAPE:-llama3-8b} t0=$SECONDS
   local f=/tmp/lade-synth/$shape.gguf
@@ -283,6 +304,9 @@ phases() {  # the phases named, in order
       bench-mt) bench mt .devbin/data/mt_bench.jsonl --chat ;;
       bench-he) bench he .devbin/data/humaneval.jsonl "" ;;
       ncu) ncu_kernels ;;
+      unpack) unpack ;;
+      kernels-check) kernels_check ;;
+      kernels-time) kernels_time ;;
       bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
                  BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
       graphs) graphs ;;

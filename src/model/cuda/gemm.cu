@@ -10,17 +10,19 @@
 // N and the device, never by M); inside a split the k-tiles, their four k16 steps and the P
 // planes are accumulated in increasing order into one accumulator, and an mma's output element
 // depends only on its own row and column. The S split sums are then added in split order
-// (s = 0, 1, ...) by whichever block of the column tile finishes last (with S = 1 the block
-// finishes from its registers: the same values). The rows per block (16 MT), the columns per
-// block (BN), the pipeline depth, the warp layout and the order in which blocks run are
+// (s = 0, 1, ...): by a block that computed every split itself (G = S splits per block, the
+// running total in registers), or, when the splits are spread over several blocks (each G
+// consecutive splits, each split's sum to the workspace), by whichever block of the column
+// tile finishes last. The rows per block (16 MT), the columns per block (BN), the splits per
+// block (G), the pipeline depth, the warp layout and the order in which blocks run are
 // schedule only.
 //
-// Block: a tile of 16 MT rows x BN columns, warps WM x WN with WM = 2 for MT >= 2 (else 1) and
-// WN = BN / 16, each warp MT / WM m16 tiles x 16 columns. k-tiles are staged through shared
-// memory by cp.async, STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged tile is 64
-// halves (8 chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so that the
-// ldmatrix reads of 8 rows hit 8 different bank groups. The weights of the first stages are
-// requested before the wait for the previous kernel (they are never written by a step).
+// Block: a tile of 16 MT rows x BN columns, WM x WN warps, each warp MT / WM m16 tiles x
+// BN / WN columns. k-tiles are staged through shared memory by cp.async, KS k-tiles a stage,
+// STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged tile is 64 halves (8
+// chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so that the ldmatrix reads
+// of 8 rows hit 8 different bank groups. The weights of the first stages are requested before
+// the wait for the previous kernel (they are never written by a step).
 //
 // Epilogue (mode), on the finished sums v of a column pair (n, n + 1):
 //   0 store       out[m, n..n+2] = v (+ bias)
@@ -29,8 +31,8 @@
 //   3 rope        v (+ bias); q and k pairs rotated at the row's position (interleaved pairs,
 //                 GGUF layout); out[m, ..] = the rotated row; k, v also to the cache at L + m
 //                 (cache layout per layer (nkv, cap, hd)).
-// ws: S * M * N floats of split sums; cnt: one counter per (row block, column tile), zero
-// between launches (the finishing block resets it).
+// ws: S * M * N floats of split sums (unused when G = S); cnt: one counter per (row block,
+// column tile), zero between launches (the finishing block resets it).
 
 #define GEMM_BK 64
 
@@ -82,30 +84,40 @@ __device__ __forceinline__ void store_a(unsigned short* a, size_t plane, int P, 
 // Offset (in halves) of chunk c of row r in a staged tile.
 __device__ __forceinline__ int tile_off(int r, int c) { return r * GEMM_BK + ((c ^ (r & 7)) << 3); }
 
-template <int MT, int P, int THREADS>
+// Requests `cnt` (<= KS) consecutive k-tiles from k-tile kt on into a stage: sub-tile q of the
+// weights at sw + q BN 64, of activation plane p at sa + (q P + p) ROWS 64. Consecutive threads
+// take consecutive 16-byte chunks of one row across the sub-tiles (longer runs of a weight row).
+template <int MT, int P, int THREADS, int KS>
 __device__ __forceinline__ void gemm_load_a(unsigned short* sa, const unsigned short* A,
-                                            size_t a_plane, int M, int K, int m0, int k0) {
+                                            size_t a_plane, int M, int K, int m0, int kt,
+                                            int cnt) {
     constexpr int ROWS = 16 * MT;
-    for (int idx = threadIdx.x; idx < P * ROWS * 8; idx += THREADS) {
-        const int p = idx / (ROWS * 8), rem = idx - p * ROWS * 8;
-        const int r = rem >> 3, c = rem & 7;
-        const int m = m0 + r, k = k0 + 8 * c;
+    constexpr int PER_ROW = 8 * KS;  // 16-byte chunks of a row in a stage
+    for (int idx = threadIdx.x; idx < P * ROWS * PER_ROW; idx += THREADS) {
+        const int p = idx / (ROWS * PER_ROW), rem = idx % (ROWS * PER_ROW);
+        const int r = rem / PER_ROW, cq = rem % PER_ROW;
+        const int q = cq >> 3, c = cq & 7;
+        if (q >= cnt) continue;
+        const int m = m0 + r, k = (kt + q) * GEMM_BK + 8 * c;
         const bool ok = m < M && k < K;
         const unsigned short* src = ok ? A + p * a_plane + (size_t)m * K + k : A;
-        cp_async16(sa + p * ROWS * GEMM_BK + tile_off(r, c), src, ok);
+        cp_async16(sa + (q * P + p) * ROWS * GEMM_BK + tile_off(r, c), src, ok);
     }
 }
 
-template <int BN, int THREADS>
+template <int BN, int THREADS, int KS>
 __device__ __forceinline__ void gemm_load_w(unsigned short* sw, const unsigned short* W, int N,
-                                            int K, int n0, int k0) {
+                                            int K, int n0, int kt, int cnt) {
+    constexpr int PER_ROW = 8 * KS;
 #pragma unroll
-    for (int it = 0; it < BN * 8 / THREADS; ++it) {
+    for (int it = 0; it < BN * PER_ROW / THREADS; ++it) {
         const int idx = threadIdx.x + it * THREADS;
-        const int r = idx >> 3, c = idx & 7;
-        const int n = n0 + r, k = k0 + 8 * c;
+        const int r = idx / PER_ROW, cq = idx % PER_ROW;
+        const int q = cq >> 3, c = cq & 7;
+        if (q >= cnt) continue;
+        const int n = n0 + r, k = (kt + q) * GEMM_BK + 8 * c;
         const bool ok = n < N && k < K;
-        cp_async16(sw + tile_off(r, c), ok ? W + (size_t)n * K + k : W, ok);
+        cp_async16(sw + q * BN * GEMM_BK + tile_off(r, c), ok ? W + (size_t)n * K + k : W, ok);
     }
 }
 
@@ -179,65 +191,82 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
     }
 }
 
-template <int MT, int P, int BN, int STAGES>
+template <int MT, int P, int BN, int STAGES, int WM, int WN, int KS>
 __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, size_t a_plane,
                                           const unsigned short* __restrict__ W, int M, int N,
                                           int K, int S, float* ws, int* cnt,
                                           const GemmEpilogue& e) {
-    constexpr int WM = MT >= 2 ? 2 : 1;
-    constexpr int WN = BN / 16;
     constexpr int THREADS = 32 * WM * WN;
-    constexpr int MTW = MT / WM;  // m16 tiles per warp
-    constexpr int NTW = 2;        // n8 tiles per warp
+    constexpr int MTW = MT / WM;          // m16 tiles per warp
+    constexpr int NTW = BN / (8 * WN);    // n8 tiles per warp
+    static_assert(MT % WM == 0 && NTW % 2 == 0 && NTW >= 2, "warp tile");
     constexpr int ROWS = 16 * MT;
-    constexpr int A_STAGE = P * ROWS * GEMM_BK;
-    constexpr int STAGE = BN * GEMM_BK + A_STAGE;
+    constexpr int W_STAGE = KS * BN * GEMM_BK;  // KS k-tiles of weights, then of activations
+    constexpr int STAGE = W_STAGE + KS * P * ROWS * GEMM_BK;
     extern __shared__ __align__(16) unsigned short smem[];
 
-    const int n0 = blockIdx.x * BN, s = blockIdx.y, m0 = blockIdx.z * ROWS;
+    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WN, wn = warp % WN;
     const int T = (K + GEMM_BK - 1) / GEMM_BK;
-    const int kt0 = (int)((long long)s * T / S), kt1 = (int)((long long)(s + 1) * T / S);
-    const int nk = kt1 - kt0;
+    // Split s holds the k-tiles [s T / S, (s + 1) T / S); this block the splits
+    // [s_begin, s_end), G = ceil(S / gridDim.y) of them.
+    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
+    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
+    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
+    const bool whole = gridDim.y == 1;  // this block adds up every split itself
+    const int kt0 = split_start(s_begin);
+    const int nk = split_start(s_end) - kt0;
+
+    const int nst = (nk + KS - 1) / KS;  // pipeline stages of KS k-tiles (the last may be short)
+    auto stage_tiles = [&](int st) { return min(KS, nk - st * KS); };
 
     // Weights of the first stages before the wait (nothing in a step writes them).
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < nk)
-            gemm_load_w<BN, THREADS>(smem + st * STAGE, W, N, K, n0, (kt0 + st) * GEMM_BK);
+        if (st < nst)
+            gemm_load_w<BN, THREADS, KS>(smem + st * STAGE, W, N, K, n0, kt0 + st * KS,
+                                     stage_tiles(st));
         cp_async_commit();
     }
     wait_previous_kernel();
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < nk)
-            gemm_load_a<MT, P, THREADS>(smem + st * STAGE + BN * GEMM_BK, A, a_plane, M, K,
-                                        m0, (kt0 + st) * GEMM_BK);
+        if (st < nst)
+            gemm_load_a<MT, P, THREADS, KS>(smem + st * STAGE + W_STAGE, A, a_plane, M, K, m0,
+                                        kt0 + st * KS, stage_tiles(st));
         cp_async_commit();
     }
 
-    float acc[MTW][NTW][4];
+    float acc[MTW][NTW][4], tot[MTW][NTW][4];
 #pragma unroll
     for (int i = 0; i < MTW; ++i)
 #pragma unroll
-        for (int j = 0; j < NTW; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+        for (int j = 0; j < NTW; ++j)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[i][j][c] = tot[i][j][c] = 0.f;
+    const int g = lane >> 2, t4 = lane & 3;
+    int s_cur = s_begin, split_end = split_start(s_begin + 1) - kt0;
 
-    for (int kt = 0; kt < nk; ++kt) {
+    for (int st = 0; st < nst; ++st) {
         cp_async_wait<STAGES - 2>();
         __syncthreads();
         {
-            const int nxt = kt + STAGES - 1;
-            if (nxt < nk) {
-                unsigned short* st = smem + (nxt % STAGES) * STAGE;
-                gemm_load_w<BN, THREADS>(st, W, N, K, n0, (kt0 + nxt) * GEMM_BK);
-                gemm_load_a<MT, P, THREADS>(st + BN * GEMM_BK, A, a_plane, M, K, m0,
-                                            (kt0 + nxt) * GEMM_BK);
+            const int nxt = st + STAGES - 1;
+            if (nxt < nst) {
+                unsigned short* sn = smem + (nxt % STAGES) * STAGE;
+                gemm_load_w<BN, THREADS, KS>(sn, W, N, K, n0, kt0 + nxt * KS, stage_tiles(nxt));
+                gemm_load_a<MT, P, THREADS, KS>(sn + W_STAGE, A, a_plane, M, K, m0, kt0 + nxt * KS,
+                                            stage_tiles(nxt));
             }
             cp_async_commit();
         }
-        const unsigned short* sw = smem + (kt % STAGES) * STAGE;
-        const unsigned short* sa = sw + BN * GEMM_BK;
+#pragma unroll
+        for (int q = 0; q < KS; ++q) {
+        const int kt = st * KS + q;
+        if (kt >= nk) break;
+        const unsigned short* sw = smem + (st % STAGES) * STAGE + q * BN * GEMM_BK;
+        const unsigned short* sa = smem + (st % STAGES) * STAGE + W_STAGE + q * P * ROWS * GEMM_BK;
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
             unsigned b[NTW][2];
@@ -263,13 +292,40 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
                 }
             }
         }
+        if (kt + 1 == split_end) {
+            // Split s_cur is summed: into the running total (added in split order) or to the
+            // workspace; the accumulators start again from zero.
+#pragma unroll
+            for (int mi = 0; mi < MTW; ++mi) {
+#pragma unroll
+                for (int ni = 0; ni < NTW; ++ni) {
+                    if (whole) {
+#pragma unroll
+                        for (int c = 0; c < 4; ++c)
+                            tot[mi][ni][c] = s_cur == 0 ? acc[mi][ni][c] : tot[mi][ni][c] + acc[mi][ni][c];
+                    } else {
+                        const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf) {
+                            const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
+                            if (m < M && n < N)
+                                *(float2*)(ws + ((size_t)s_cur * M + m) * N + n) =
+                                    make_float2(acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+                        }
+                    }
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+                }
+            }
+            ++s_cur;
+            split_end = split_start(s_cur + 1) - kt0;
+        }
+        }
     }
     cp_async_wait<0>();
 
-    const int g = lane >> 2, t4 = lane & 3;
-    if (S == 1) {
-        // One split: the sums are final here (the same values the workspace path would read
-        // back and add to nothing).
+    if (whole) {
+        // Every split added here, in split order: the values the workspace path would add.
 #pragma unroll
         for (int mi = 0; mi < MTW; ++mi) {
 #pragma unroll
@@ -279,33 +335,19 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
                 for (int hf = 0; hf < 2; ++hf) {
                     const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
                     if (m < M && n < N)
-                        gemm_finish<P>(e, m, n, N, acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+                        gemm_finish<P>(e, m, n, N, tot[mi][ni][2 * hf], tot[mi][ni][2 * hf + 1]);
                 }
             }
         }
         return;
     }
-    // Split sums to the workspace, then the column tile's last block finishes.
-#pragma unroll
-    for (int mi = 0; mi < MTW; ++mi) {
-#pragma unroll
-        for (int ni = 0; ni < NTW; ++ni) {
-            const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
-                if (m < M && n < N)
-                    *(float2*)(ws + ((size_t)s * M + m) * N + n) =
-                        make_float2(acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
-            }
-        }
-    }
+    // The column tile's last block to finish adds the split sums in split order.
     __shared__ int last;
     __threadfence();
     __syncthreads();
     {
         int* c = cnt + blockIdx.z * gridDim.x + blockIdx.x;
-        if (tid == 0) last = atomicAdd(c, 1) == S - 1;
+        if (tid == 0) last = atomicAdd(c, 1) == (int)gridDim.y - 1;
         __syncthreads();
         if (!last) return;
         if (tid == 0) *c = 0;
@@ -325,12 +367,12 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     }
 }
 
-// grid (ceil(N / BN), S, ceil(M / (16 MT))), block 32 * (BN / 16) * (MT >= 2 ? 2 : 1),
-// dynamic shared memory STAGES * (BN + P * 16 MT) * 64 halves. K % 8 == 0, N even.
-// Named gemm_p{P}_m{MT}_n{BN}_s{STAGES}.
-#define GEMM_ENTRY(mt, p, bn, st)                                                               \
-    extern "C" __global__ void __launch_bounds__(32 * (bn / 16) * (mt >= 2 ? 2 : 1))            \
-        gemm_p##p##_m##mt##_n##bn##_s##st(                                                      \
+// grid (ceil(N / BN), ceil(S / G), ceil(M / (16 MT))) for G splits per block, block
+// 32 * WM * WN, dynamic shared memory STAGES * KS * (BN + P * 16 MT) * 64 halves. K % 8 == 0,
+// N even, 1 <= S <= ceil(K / 64). Named gemm_p{P}_m{MT}_n{BN}_s{STAGES}_w{WM}x{WN}_k{KS}.
+#define GEMM_ENTRY(mt, p, bn, st, wm, wn, ks)                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * wm * wn)                                  \
+        gemm_p##p##_m##mt##_n##bn##_s##st##_w##wm##x##wn##_k##ks(                               \
             const unsigned short* A, size_t a_plane, const unsigned short* W, int M, int N,     \
             int K, int S, float* ws, int* cnt, int mode, float* out, int ldo,                   \
             const float* bias, unsigned short* a_out, size_t a_out_plane, const int* io,        \
@@ -338,17 +380,16 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
             int nkv, int hd, int cap) {                                                         \
         const GemmEpilogue e{mode, out, ldo, bias, a_out, a_out_plane, io, QB, cos_t,           \
                              sin_t, kc, vc, nh, nkv, hd, cap};                                  \
-        gemm_impl<mt, p, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e);                        \
+        gemm_impl<mt, p, bn, st, wm, wn, ks>(A, a_plane, W, M, N, K, S, ws, cnt, e);            \
     }
-// The shapes of GEMM_SHAPES in kernels.rs. P = 2 (hi/lo activations) is built for comparison
-// only; the production path runs P = ACT_PLANES (kernels.rs).
-#define GEMM_ENTRIES(p)      \
-    GEMM_ENTRY(1, p, 64, 6)  \
-    GEMM_ENTRY(2, p, 64, 6)  \
-    GEMM_ENTRY(4, p, 64, 4)  \
-    GEMM_ENTRY(8, p, 128, 3)
-GEMM_ENTRIES(1)
-GEMM_ENTRIES(2)
+// The shapes of GEMM_SHAPES in kernels.rs (the production path). Other shapes, and P = 2
+// (hi/lo activations), are variants in dev/cuda/gemm_variants.cu.
+#ifndef GEMM_NO_PRODUCTION
+GEMM_ENTRY(1, 1, 128, 4, 1, 4, 1)
+GEMM_ENTRY(2, 1, 128, 4, 2, 4, 1)
+GEMM_ENTRY(4, 1, 128, 4, 2, 4, 1)
+GEMM_ENTRY(8, 1, 128, 3, 4, 2, 1)
+#endif
 
 // A-format rows of rmsnorm(x[row]) * g, row = m or io[rowsel_off + m] (rowsel_off >= 0).
 // grid M, block 256, dynamic shared memory K floats (the row). K % 4 == 0. The sum of squares:

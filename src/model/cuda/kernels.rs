@@ -17,52 +17,138 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 /// Keys per attention split (`CHUNK` in kernels.cu).
 pub const CHUNK: usize = 128;
 /// k-tile of the matmul (`GEMM_BK` in gemm.cu): splits of K are whole k-tiles.
-const GEMM_BK: usize = 64;
-/// The matmul's block shapes (16-row tiles per block, columns per block, pipeline stages): the
-/// entry points `gemm_p{P}_m{MT}_n{BN}_s{STAGES}` of gemm.cu, in this order. Schedule only: a
-/// row's arithmetic is the same in every one.
-const GEMM_SHAPES: [(usize, usize, usize); 4] = [(1, 64, 6), (2, 64, 6), (4, 64, 4), (8, 128, 3)];
+pub const GEMM_BK: usize = 64;
 
-/// Which [`GEMM_SHAPES`] entry runs a matmul of `m` rows: for a few rows, a deep pipeline (more
-/// weight bytes in flight); for many, taller and wider tiles (each weight tile read once for up
-/// to 128 rows, the activation tiles re-read less). Narrower column tiles for a few rows (16 or
-/// 32, more blocks for small models) measured slower on the H200 for the default model.
-fn gemm_shape_index(m: usize) -> usize {
-    match m {
-        0..=16 => 0,
-        17..=32 => 1,
-        33..=64 => 2,
-        _ => 3,
+/// A block shape of the matmul: 16 `mt` rows x `bn` columns, `stages` pipeline stages of `ks`
+/// k-tiles, `wm` x `wn` warps; the entry point `gemm_p{P}_m{mt}_n{bn}_s{stages}_w{wm}x{wn}_k{ks}`
+/// of gemm.cu. Schedule only: a row's arithmetic is the same in every one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    pub mt: usize,
+    pub bn: usize,
+    pub stages: usize,
+    pub wm: usize,
+    pub wn: usize,
+    pub ks: usize,
+}
+
+impl GemmTile {
+    const fn new(mt: usize, bn: usize, stages: usize, wm: usize, wn: usize, ks: usize) -> Self {
+        GemmTile {
+            mt,
+            bn,
+            stages,
+            wm,
+            wn,
+            ks,
+        }
     }
+
+    /// The kernel's name for `planes` activation planes.
+    pub fn name(&self, planes: usize) -> String {
+        let t = self;
+        format!(
+            "gemm_p{planes}_m{}_n{}_s{}_w{}x{}_k{}",
+            t.mt, t.bn, t.stages, t.wm, t.wn, t.ks
+        )
+    }
+
+    /// Reads a kernel name back: (planes, tile).
+    pub fn parse(name: &str) -> Option<(usize, GemmTile)> {
+        let mut parts = name.strip_prefix("gemm_p")?.split('_');
+        let mut field = |pre: &str| -> Option<usize> {
+            let part = parts.next()?;
+            part.strip_prefix(pre).unwrap_or(part).parse().ok()
+        };
+        let planes = field("")?;
+        let (mt, bn, stages) = (field("m")?, field("n")?, field("s")?);
+        let (wm, wn) = parts.next()?.strip_prefix('w')?.split_once('x')?;
+        let ks = parts.next()?.strip_prefix('k')?.parse().ok()?;
+        let tile = GemmTile::new(mt, bn, stages, wm.parse().ok()?, wn.parse().ok()?, ks);
+        parts.next().is_none().then_some((planes, tile))
+    }
+
+    pub fn rows(&self) -> usize {
+        16 * self.mt
+    }
+
+    pub fn threads(&self) -> usize {
+        32 * self.wm * self.wn
+    }
+
+    /// Dynamic shared memory of a block with `planes` activation planes.
+    pub fn smem(&self, planes: usize) -> usize {
+        self.stages * self.ks * (self.bn + planes * self.rows()) * GEMM_BK * 2
+    }
+}
+
+/// The production matmul's block shapes, by the most rows each serves: 128 columns a block
+/// (fewer, longer weight rows per block), one 16-row tile with a 4-deep pipeline for up to 16
+/// rows, taller tiles for more (each weight tile read once for up to 128 rows, the activation
+/// tiles re-read less). Chosen with the dev harness's timings at the LLaMA-2-7B and 70B shapes on
+/// an H200 (dev/cuda/README.md); every variant gives the same results.
+const GEMM_TILES: [(usize, GemmTile); 4] = [
+    (16, GemmTile::new(1, 128, 4, 1, 4, 1)),
+    (32, GemmTile::new(2, 128, 4, 2, 4, 1)),
+    (64, GemmTile::new(4, 128, 4, 2, 4, 1)),
+    (usize::MAX, GemmTile::new(8, 128, 3, 4, 2, 1)),
+];
+
+/// Which [`GEMM_TILES`] entry runs a matmul of `m` rows.
+fn gemm_tile_index(m: usize) -> usize {
+    GEMM_TILES
+        .iter()
+        .position(|&(most, _)| m <= most)
+        .unwrap_or(GEMM_TILES.len() - 1)
 }
 
 /// f16 planes per activation value in the matmul's input (A format): 1 = f16(v); 2 = hi and
 /// lo halves (about 22 bits of v, twice the tensor-core work).
 pub const ACT_PLANES: usize = 1;
 
-/// Splits of the K range of a (k, n) matmul on a device of `sms` multiprocessors: enough
-/// blocks for about one and a half per multiprocessor at 64 columns a block, with each split at
-/// least 8 k-tiles and at most 16 splits. It depends on the shape and the device only, never
-/// on the rows of a step, since it sets the order in which a row's products are added.
+/// Splits of the K range of a (k, n) matmul on a device of `sms` multiprocessors: about three
+/// blocks per multiprocessor for a one-row step at 128 columns a block, each split at least 4
+/// k-tiles (small models' matmuls still spread over a few dozen blocks), at most 16 splits. It
+/// depends on the shape and the device only, never on the rows of a step, since it sets the
+/// order in which a row's products are added.
 pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
-    let tiles = n.div_ceil(64).max(1);
-    let max_s = (k.div_ceil(GEMM_BK) / 8).clamp(1, 16);
-    (3 * sms).div_ceil(2 * tiles).clamp(1, max_s)
+    let column_tiles = n.div_ceil(128).max(1);
+    let most = (k.div_ceil(GEMM_BK) / 4).clamp(1, 16);
+    ((3 * sms + column_tiles / 2) / column_tiles).clamp(1, most)
+}
+
+/// Blocks along the split axis of a launch of `tile` with `splits` splits: one per split (each
+/// writes its sum to the workspace; the last to finish adds them), or one for all of them. A
+/// one-row-tall tile spreads its splits (its blocks stream the weights: the more in flight the
+/// better); a taller one sums them itself when the launch has a block per multiprocessor
+/// without them (`row_column_blocks` column tiles times row blocks), saving the workspace
+/// traffic of many rows.
+pub fn gemm_split_blocks(
+    tile: &GemmTile,
+    splits: usize,
+    row_column_blocks: usize,
+    sms: usize,
+) -> usize {
+    if tile.mt > 1 && row_column_blocks >= sms {
+        1
+    } else {
+        splits
+    }
 }
 
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
 /// `n` columns at most.
 pub fn gemm_counters(m: usize, n: usize) -> usize {
-    GEMM_SHAPES
+    GEMM_TILES
         .iter()
-        .map(|&(mt, bn, _)| m.div_ceil(16 * mt) * n.div_ceil(bn))
+        .map(|&(_, t)| m.div_ceil(t.rows()) * n.div_ceil(t.bn))
         .max()
         .unwrap_or(0)
 }
 
 pub struct Kernels {
     embed: CudaFunction,
-    /// `gemm_p{ACT_PLANES}_m{MT}_n{BN}_s{STAGES}` for each of [`GEMM_SHAPES`].
+    /// The kernel of each of [`GEMM_TILES`] for `ACT_PLANES` planes.
     gemm: Vec<CudaFunction>,
     norm_rows: CudaFunction,
     /// Multiprocessors of the device (sets the matmul's K splits).
@@ -152,10 +238,14 @@ fn attn_smem(hd: usize) -> usize {
     4 * (ATT_QT * hd + 2 * ATT_KS * (hd + 4) + ATT_QT * CHUNK)
 }
 
-/// Dynamic shared memory of a matmul block of `mt` 16-row tiles, `bn` columns and `stages`
-/// pipeline stages.
-fn gemm_smem((mt, bn, stages): (usize, usize, usize)) -> usize {
-    stages * (bn + ACT_PLANES * 16 * mt) * GEMM_BK * 2
+/// How one matmul launch is cut: the block shape, the K splits (fixed by the shape of the
+/// matmul: they set the order of the additions) and the blocks along the split axis
+/// (`split_blocks` = 1: each block adds up every split itself; `splits`: one block per split).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmSchedule {
+    pub tile: GemmTile,
+    pub splits: usize,
+    pub split_blocks: usize,
 }
 
 /// Where a matmul's finished sums go (the `mode` of gemm.cu's epilogue).
@@ -182,6 +272,8 @@ pub enum GemmOut<'a> {
 /// planes of `a_plane` halves).
 pub struct GemmArgs<'a> {
     pub a: &'a CudaSlice<u16>,
+    /// f16 planes in `a`: `ACT_PLANES` on the production path.
+    pub planes: usize,
     pub a_plane: usize,
     pub w: &'a CudaSlice<u16>,
     pub bias: Option<&'a CudaSlice<f32>>,
@@ -209,6 +301,26 @@ pub struct RopeArgs<'a> {
     pub cap: usize,
 }
 
+/// Lets launches of `func` request `bytes` of dynamic shared memory, or says that this device
+/// (`optin` bytes per block at most) cannot run it.
+pub(super) fn allow_smem(func: &CudaFunction, bytes: usize, optin: usize) -> Result<()> {
+    if bytes > optin {
+        return Err(crate::LadeError::Gpu(format!(
+            "a kernel needs {bytes} bytes of shared memory per block; this device allows {optin}"
+        )));
+    }
+    // SAFETY: a live function handle (its module is kept alive by its owner); the attribute
+    // only raises the dynamic shared memory a launch may request.
+    unsafe {
+        result::function::set_function_attribute(
+            func.cu_function(),
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+    }
+    .map_err(gpu_err)
+}
+
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let module = ctx.load_module(Ptx::from_src(PTX)).map_err(gpu_err)?;
@@ -218,9 +330,9 @@ impl Kernels {
             attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let gemm = GEMM_SHAPES
+        let gemm = GEMM_TILES
             .iter()
-            .map(|&(mt, bn, st)| f(&format!("gemm_p{ACT_PLANES}_m{mt}_n{bn}_s{st}")))
+            .map(|(_, t)| f(&t.name(ACT_PLANES)))
             .collect::<Result<Vec<_>>>()?;
         let k = Kernels {
             embed: f("embed")?,
@@ -235,26 +347,11 @@ impl Kernels {
         let needs = k
             .gemm
             .iter()
-            .zip(GEMM_SHAPES.map(gemm_smem))
+            .zip(GEMM_TILES.map(|(_, t)| t.smem(ACT_PLANES)))
             .chain(k.attention.iter().zip([attn_smem(64), attn_smem(128)]))
             .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
         for (func, bytes) in needs {
-            if bytes > smem_optin {
-                return Err(crate::LadeError::Gpu(format!(
-                    "a kernel needs {bytes} bytes of shared memory per block; this device \
-                     allows {smem_optin}"
-                )));
-            }
-            // SAFETY: a live function handle of `module`, kept alive by `k`; the attribute only
-            // raises the dynamic shared memory a launch may request.
-            unsafe {
-                result::function::set_function_attribute(
-                    func.cu_function(),
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    bytes as i32,
-                )
-            }
-            .map_err(gpu_err)?;
+            allow_smem(func, bytes, smem_optin)?;
         }
         Ok(k)
     }
@@ -347,8 +444,7 @@ impl Kernels {
 
     /// The matmul kernel a step of `m` rows runs (for reports).
     pub fn gemm_name(&self, m: usize) -> String {
-        let (mt, bn, st) = GEMM_SHAPES[gemm_shape_index(m)];
-        format!("gemm_p{ACT_PLANES}_m{mt}_n{bn}_s{st}")
+        GEMM_TILES[gemm_tile_index(m)].1.name(ACT_PLANES)
     }
 
     /// K splits of a (k, n) matmul on this device.
@@ -356,7 +452,20 @@ impl Kernels {
         gemm_splits(k, n, self.sms)
     }
 
-    /// `out = A wᵀ` with its epilogue (see gemm.cu).
+    /// The production kernel of `tile`, if it is one.
+    pub(super) fn production_gemm(&self, tile: &GemmTile) -> Option<&CudaFunction> {
+        GEMM_TILES
+            .iter()
+            .position(|(_, t)| t == tile)
+            .map(|i| &self.gemm[i])
+    }
+
+    /// Multiprocessors of the device.
+    pub fn sms(&self) -> usize {
+        self.sms
+    }
+
+    /// `out = A wᵀ` with its epilogue (see gemm.cu), on the production schedule.
     pub fn gemm(
         &self,
         s: &Arc<CudaStream>,
@@ -364,9 +473,41 @@ impl Kernels {
         scratch: &GemmScratch<'_>,
         g: &GemmArgs<'_>,
     ) -> Result<()> {
+        let index = gemm_tile_index(g.m);
+        let tile = GEMM_TILES[index].1;
         let splits = self.splits(g.k, g.n);
-        let shape = gemm_shape_index(g.m);
-        let (mt, bn, st) = GEMM_SHAPES[shape];
+        let column_blocks = g.n.div_ceil(tile.bn) * g.m.div_ceil(tile.rows()).max(1);
+        let schedule = GemmSchedule {
+            tile,
+            splits,
+            split_blocks: gemm_split_blocks(&tile, splits, column_blocks, self.sms),
+        };
+        self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
+    }
+
+    /// `out = A wᵀ` by `func`, the kernel of `schedule.tile` for `ACT_PLANES` planes (or of the
+    /// planes `g.a` holds, for a dev variant), on that schedule.
+    pub(super) fn gemm_on(
+        &self,
+        func: &CudaFunction,
+        schedule: &GemmSchedule,
+        s: &Arc<CudaStream>,
+        io: &CudaSlice<i32>,
+        scratch: &GemmScratch<'_>,
+        g: &GemmArgs<'_>,
+    ) -> Result<()> {
+        let GemmSchedule {
+            tile,
+            splits,
+            split_blocks,
+        } = *schedule;
+        let k_tiles = g.k.div_ceil(GEMM_BK);
+        if splits == 0 || splits > k_tiles || split_blocks == 0 || split_blocks > splits {
+            return Err(crate::LadeError::Gpu(format!(
+                "matmul schedule of {splits} splits over {split_blocks} blocks for K = {}",
+                g.k
+            )));
+        }
         let mut a = Args::default();
         a.ptr(s, g.a)
             .u64(g.a_plane)
@@ -412,12 +553,13 @@ impl Kernels {
                 .i32(0),
         };
         let grid = (
-            g.n.div_ceil(bn) as u32,
-            splits as u32,
-            g.m.div_ceil(16 * mt).max(1) as u32,
+            g.n.div_ceil(tile.bn) as u32,
+            split_blocks as u32,
+            g.m.div_ceil(tile.rows()).max(1) as u32,
         );
-        let threads = 32 * (bn / 16) * if mt >= 2 { 2 } else { 1 };
-        // SAFETY: the arguments match `gemm_p*` in gemm.cu; `a` holds ACT_PLANES planes of
+        // SAFETY: the arguments match `gemm_p*` in gemm.cu (`func` is such a kernel, of
+        // `tile` and `g.planes`, its shared memory allowed by `allow_smem`); 1 <= splits <=
+        // k-tiles and 1 <= split_blocks <= splits (checked above); `a` holds g.planes planes of
         // `a_plane` >= m * k halves, `w` is (n, k) with k % 8 == 0 (checked at load), n is even;
         // `ws` holds splits * m * n floats and `cnt` the row blocks x column tiles counters,
         // zero between launches (the session sizes both with `gemm_counters` and the largest
@@ -430,8 +572,8 @@ impl Kernels {
         unsafe {
             self.launch(
                 s,
-                &self.gemm[shape],
-                cfg(grid, threads as u32, gemm_smem((mt, bn, st)) as u32),
+                func,
+                cfg(grid, tile.threads() as u32, tile.smem(g.planes) as u32),
                 &mut a,
                 Order::Overlap,
             )

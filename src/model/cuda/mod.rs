@@ -8,6 +8,7 @@
 //! removes most of the per-launch cost. The graph stays valid as the sequence grows because
 //! the kernels read the cache length and the step's rows from device memory.
 
+pub mod dev;
 mod kernels;
 mod session;
 

@@ -224,6 +224,7 @@ impl CudaSession {
                 &b.io,
                 &scratch,
                 &GemmArgs {
+                    planes: ACT_PLANES,
                     a,
                     a_plane,
                     w,
@@ -260,6 +261,7 @@ impl CudaSession {
                 &b.io,
                 &scratch,
                 &GemmArgs {
+                    planes: ACT_PLANES,
                     a: &b.act,
                     a_plane: b.act_plane,
                     w: &w.wqkv,
@@ -336,6 +338,7 @@ impl CudaSession {
                 &b.io,
                 &scratch,
                 &GemmArgs {
+                    planes: ACT_PLANES,
                     a: &b.act,
                     a_plane: b.act_plane,
                     w: &m.lm_head,

@@ -1,0 +1,308 @@
+//! The matmul's dev harness: the production kernel and every variant of
+//! `dev/cuda/gemm_variants.cu` launched on given inputs at any shape and schedule, and timed on
+//! random ones. The production path never loads the variants; `tests/gpu_kernels.rs` checks
+//! each bit for bit against the production kernel and against a CPU twin, and its ignored
+//! `time_gemm_variants` prints the timings (dev/cuda/README.md).
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+
+use super::gpu_err;
+use super::kernels::{
+    allow_smem, gemm_split_blocks, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels,
+};
+use crate::{LadeError, Result};
+
+pub use super::kernels::{GemmTile, GEMM_BK};
+
+const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_variants.ptx"));
+
+/// Most rows, columns x splits (workspace) and counters the harness's scratch holds.
+const MAX_ROWS: usize = 128;
+const MAX_WS: usize = 16 * MAX_ROWS * 65536;
+const MAX_COUNTERS: usize = 1 << 20;
+
+/// One matmul kernel: the production one of a tile, or a variant.
+pub struct GemmKernel {
+    pub name: String,
+    pub planes: usize,
+    pub tile: GemmTile,
+    pub production: bool,
+    func: CudaFunction,
+}
+
+/// A matmul problem on the device: `planes` f16 planes of (m, k) activations and `copies`
+/// copies of the (n, k) f16 weights (timing rotates through them so that the weights come from
+/// memory, not from the L2 cache).
+pub struct GemmProblem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub planes: usize,
+    a: CudaSlice<u16>,
+    w: Vec<CudaSlice<u16>>,
+    out: CudaSlice<f32>,
+}
+
+impl GemmProblem {
+    pub fn weight_bytes(&self) -> usize {
+        2 * self.n * self.k
+    }
+}
+
+pub struct GemmHarness {
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    _variants: Arc<CudaModule>,
+    all: Vec<GemmKernel>,
+    ws: CudaSlice<f32>,
+    cnt: CudaSlice<i32>,
+    io: CudaSlice<i32>,
+}
+
+impl GemmHarness {
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
+        let stream = ctx.new_stream().map_err(gpu_err)?;
+        let kernels = Kernels::load(&ctx)?;
+        let variants = ctx
+            .load_module(Ptx::from_src(VARIANTS_PTX))
+            .map_err(gpu_err)?;
+        let optin = ctx
+            .attribute(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(gpu_err)?
+            .max(0) as usize;
+        let mut all = Vec::new();
+        let production: Vec<String> = (1..=MAX_ROWS)
+            .map(|m| kernels.gemm_name(m))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for name in entry_names(VARIANTS_PTX).chain(production.iter().map(String::as_str)) {
+            let Some((planes, tile)) = GemmTile::parse(name) else {
+                continue;
+            };
+            let is_production = production.iter().any(|p| p == name);
+            let func = if is_production {
+                kernels.production_gemm(&tile).cloned()
+            } else {
+                variants.load_function(name).map_err(gpu_err).ok()
+            };
+            let Some(func) = func else {
+                return Err(LadeError::Gpu(format!("matmul kernel {name} not found")));
+            };
+            allow_smem(&func, tile.smem(planes), optin)?;
+            all.push(GemmKernel {
+                name: name.to_string(),
+                planes,
+                tile,
+                production: is_production,
+                func,
+            });
+        }
+        Ok(GemmHarness {
+            ws: stream.alloc_zeros::<f32>(MAX_WS).map_err(gpu_err)?,
+            cnt: stream.alloc_zeros::<i32>(MAX_COUNTERS).map_err(gpu_err)?,
+            io: stream.alloc_zeros::<i32>(8).map_err(gpu_err)?,
+            stream,
+            kernels,
+            _variants: variants,
+            all,
+        })
+    }
+
+    /// Every kernel: the production ones first.
+    pub fn kernels(&self) -> Vec<&GemmKernel> {
+        let mut v: Vec<&GemmKernel> = self.all.iter().collect();
+        v.sort_by_key(|k| (!k.production, k.name.clone()));
+        v
+    }
+
+    /// The production kernel and schedule of an (m, n, k) matmul.
+    pub fn production(&self, m: usize, n: usize, k: usize) -> (&GemmKernel, GemmSchedule) {
+        let name = self.kernels.gemm_name(m);
+        let kernel = self
+            .all
+            .iter()
+            .find(|x| x.name == name)
+            .expect("every production tile is loaded");
+        (kernel, self.schedule(kernel.tile, m, n, k, None))
+    }
+
+    /// The schedule of `tile` for an (m, n, k) matmul: the production split count (or
+    /// `splits`), and the production rule for the blocks along the split axis.
+    pub fn schedule(
+        &self,
+        tile: GemmTile,
+        m: usize,
+        n: usize,
+        k: usize,
+        splits: Option<usize>,
+    ) -> GemmSchedule {
+        let splits = splits.unwrap_or_else(|| self.kernels.splits(k, n));
+        let column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
+        GemmSchedule {
+            tile,
+            splits,
+            split_blocks: gemm_split_blocks(&tile, splits, column_blocks, self.kernels.sms()),
+        }
+    }
+
+    pub fn sms(&self) -> usize {
+        self.kernels.sms()
+    }
+
+    /// Uploads a problem: `a` holds `planes` planes of m * k halves, `w` n * k halves.
+    pub fn problem(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        planes: usize,
+        a: &[u16],
+        w: &[u16],
+        copies: usize,
+    ) -> Result<GemmProblem> {
+        if m == 0 || m > MAX_ROWS || k % 8 != 0 || n % 2 != 0 || n > MAX_WS / (16 * MAX_ROWS) {
+            return Err(LadeError::Gpu(format!(
+                "the harness takes 1..={MAX_ROWS} rows, K % 8 == 0 and an even N <= {}; \
+                 got {m} x {n} x {k}",
+                MAX_WS / (16 * MAX_ROWS)
+            )));
+        }
+        if a.len() != planes * m * k || w.len() != n * k {
+            return Err(LadeError::Gpu("matmul inputs of the wrong length".into()));
+        }
+        let s = &self.stream;
+        let first = s.clone_htod(w).map_err(gpu_err)?;
+        let mut ws = vec![first];
+        for _ in 1..copies.max(1) {
+            let mut c = s.alloc_zeros::<u16>(n * k).map_err(gpu_err)?;
+            s.memcpy_dtod(&ws[0], &mut c).map_err(gpu_err)?;
+            ws.push(c);
+        }
+        Ok(GemmProblem {
+            m,
+            n,
+            k,
+            planes,
+            a: s.clone_htod(a).map_err(gpu_err)?,
+            w: ws,
+            out: s.alloc_zeros::<f32>(m * n).map_err(gpu_err)?,
+        })
+    }
+
+    fn launch(
+        &self,
+        kernel: &GemmKernel,
+        schedule: &GemmSchedule,
+        p: &GemmProblem,
+        copy: usize,
+    ) -> Result<()> {
+        if kernel.planes != p.planes || schedule.tile != kernel.tile {
+            return Err(LadeError::Gpu(format!(
+                "{} takes {} planes; the problem has {}",
+                kernel.name, kernel.planes, p.planes
+            )));
+        }
+        if schedule.splits * p.m * p.n > MAX_WS {
+            return Err(LadeError::Gpu(
+                "split sums beyond the harness's workspace".into(),
+            ));
+        }
+        let args = GemmArgs {
+            a: &p.a,
+            planes: p.planes,
+            a_plane: p.m * p.k,
+            w: &p.w[copy % p.w.len()],
+            bias: None,
+            m: p.m,
+            n: p.n,
+            k: p.k,
+            out: GemmOut::Store {
+                out: &p.out,
+                ldo: p.n,
+            },
+        };
+        let scratch = GemmScratch {
+            ws: &self.ws,
+            cnt: &self.cnt,
+        };
+        self.kernels.gemm_on(
+            &kernel.func,
+            schedule,
+            &self.stream,
+            &self.io,
+            &scratch,
+            &args,
+        )
+    }
+
+    /// `out = A wᵀ` (m x n floats) by `kernel` on `schedule`; the output is poisoned (NaN)
+    /// before the launch, so an element the kernel does not write shows.
+    pub fn run(
+        &self,
+        kernel: &GemmKernel,
+        schedule: &GemmSchedule,
+        p: &mut GemmProblem,
+    ) -> Result<Vec<f32>> {
+        let s = &self.stream;
+        s.memcpy_htod(&vec![f32::NAN; p.m * p.n], &mut p.out)
+            .map_err(gpu_err)?;
+        self.launch(kernel, schedule, p, 0)?;
+        let out = s.clone_dtoh(&p.out).map_err(gpu_err)?;
+        s.synchronize().map_err(gpu_err)?;
+        Ok(out)
+    }
+
+    /// Median microseconds of one launch over `batches` timed batches of `reps` launches each
+    /// (after a warm-up), the launches rotating through the problem's weight copies.
+    pub fn time(
+        &self,
+        kernel: &GemmKernel,
+        schedule: &GemmSchedule,
+        p: &GemmProblem,
+        reps: usize,
+        batches: usize,
+    ) -> Result<f64> {
+        let s = &self.stream;
+        let ctx = s.context();
+        let mut copy = 0;
+        for _ in 0..3 {
+            self.launch(kernel, schedule, p, copy)?;
+            copy += 1;
+        }
+        let event = || {
+            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(gpu_err)
+        };
+        let (start, end) = (event()?, event()?);
+        let mut per_launch = Vec::with_capacity(batches);
+        for _ in 0..batches.max(1) {
+            start.record(s).map_err(gpu_err)?;
+            for _ in 0..reps.max(1) {
+                self.launch(kernel, schedule, p, copy)?;
+                copy += 1;
+            }
+            end.record(s).map_err(gpu_err)?;
+            end.synchronize().map_err(gpu_err)?;
+            let ms = start.elapsed_ms(&end).map_err(gpu_err)?;
+            per_launch.push(1000.0 * f64::from(ms) / reps.max(1) as f64);
+        }
+        per_launch.sort_by(f64::total_cmp);
+        Ok(per_launch[per_launch.len() / 2])
+    }
+}
+
+/// The `gemm_p*` entry points of a PTX module.
+fn entry_names(ptx: &str) -> impl Iterator<Item = &str> {
+    ptx.lines().filter_map(|l| {
+        let rest = l.trim().strip_prefix(".visible .entry ")?;
+        let name = rest.split('(').next()?.trim();
+        name.starts_with("gemm_p").then_some(name)
+    })
+}

@@ -1,0 +1,296 @@
+//! The matmul kernel against its variants and a CPU twin: every variant of the dev harness
+//! (dev/cuda/gemm_variants.cu) equals the production kernel bit for bit under the same K
+//! splits, on random shapes that include the LLaMA-2-7B and 70B dimensions and 1..=128 rows, and
+//! every kernel agrees with f64 sums of the same f16 inputs. A row's result does not depend on
+//! the tile, the warp layout or how the splits are spread over blocks. Built only with
+//! `--features cuda`; run on a GPU machine. The ignored `time_gemm_variants` prints timings
+//! (dev/cuda/README.md).
+#![cfg(feature = "cuda")]
+
+use half::f16;
+use lade::model::cuda::dev::{GemmHarness, GemmKernel, GemmProblem, GEMM_BK};
+
+/// SplitMix64: the tests' random numbers (seeded, so a failure can be repeated).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// f16 bits of values uniform in [-scale, scale).
+fn halves(rng: &mut Rng, n: usize, scale: f32) -> Vec<u16> {
+    (0..n)
+        .map(|_| f16::from_f32(rng.unit() * scale).to_bits())
+        .collect()
+}
+
+/// `planes` A-format planes of the f32 values `v`: f16(v), then f16(v - f16(v)).
+fn a_planes(v: &[f32], planes: usize) -> Vec<u16> {
+    let hi: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let mut out: Vec<u16> = hi.iter().map(|h| h.to_bits()).collect();
+    if planes == 2 {
+        out.extend(
+            v.iter()
+                .zip(&hi)
+                .map(|(&x, h)| f16::from_f32(x - h.to_f32()).to_bits()),
+        );
+    }
+    out
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// The activations as f32 (the A planes are made from them).
+    x: Vec<f32>,
+    w: Vec<u16>,
+}
+
+fn case(rng: &mut Rng, m: usize, n: usize, k: usize) -> Case {
+    Case {
+        m,
+        n,
+        k,
+        x: (0..m * k).map(|_| rng.unit()).collect(),
+        w: halves(rng, n * k, 1.0 / (k as f32).sqrt()),
+    }
+}
+
+fn upload(h: &GemmHarness, c: &Case, planes: usize) -> GemmProblem {
+    h.problem((c.m, c.n, c.k), planes, &a_planes(&c.x, planes), &c.w, 1)
+        .expect("problem uploads")
+}
+
+/// The shapes checked: (n, k) of the LLaMA-2-7B and 70B projections and LM head, a few
+/// ragged ones (K not a multiple of the k-tile, N not of the column tile), and random ones.
+fn shapes(rng: &mut Rng) -> Vec<(usize, usize)> {
+    let mut v = vec![
+        (12288, 4096),
+        (4096, 4096),
+        (22016, 4096),
+        (4096, 11008),
+        (8192, 28672),
+        (10240, 8192),
+        (34, 200),
+        (1000, 24),
+        (130, 4104),
+    ];
+    for _ in 0..4 {
+        v.push((2 * (1 + rng.below(1500)), 8 * (1 + rng.below(1200))));
+    }
+    v
+}
+
+/// Rows for a shape: 1, 128, and random counts in between (fewer for the largest shapes).
+fn rows(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+    let mut v = vec![1, 128];
+    let extra = if n * k > 50_000_000 { 1 } else { 3 };
+    for _ in 0..extra {
+        v.push(1 + rng.below(128));
+    }
+    v
+}
+
+/// Split counts to check for K: 1, the production count, and a random one.
+fn split_counts(h: &GemmHarness, rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+    let tiles = k.div_ceil(GEMM_BK);
+    let production = h.schedule(h.kernels()[0].tile, 1, n, k, None).splits;
+    let mut v = vec![1, production, 1 + rng.below(tiles.min(16))];
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[test]
+fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
+    let h = GemmHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x1a2e_5eed);
+    let mut checked = 0;
+    for (n, k) in shapes(&mut rng) {
+        for m in rows(&mut rng, n, k) {
+            let c = case(&mut rng, m, n, k);
+            for planes in [1, 2] {
+                let kernels: Vec<&GemmKernel> = h
+                    .kernels()
+                    .into_iter()
+                    .filter(|x| x.planes == planes)
+                    .collect();
+                let Some(reference) = kernels.first() else {
+                    continue;
+                };
+                let mut p = upload(&h, &c, planes);
+                for splits in split_counts(&h, &mut rng, n, k) {
+                    // The reference: the first kernel of these planes (the production one for
+                    // one plane), one block per split.
+                    let mut s = h.schedule(reference.tile, m, n, k, Some(splits));
+                    s.split_blocks = splits;
+                    let want = h.run(reference, &s, &mut p).expect("reference runs");
+                    assert!(
+                        want.iter().all(|v| v.is_finite()),
+                        "{} left NaN",
+                        reference.name
+                    );
+                    for kernel in &kernels {
+                        for split_blocks in [1, splits] {
+                            let mut s = h.schedule(kernel.tile, m, n, k, Some(splits));
+                            s.split_blocks = split_blocks;
+                            let got = h.run(kernel, &s, &mut p).expect("variant runs");
+                            let first = got
+                                .iter()
+                                .zip(&want)
+                                .position(|(a, b)| a.to_bits() != b.to_bits());
+                            assert!(
+                                first.is_none(),
+                                "{} ({m} x {n} x {k}, {splits} splits over {split_blocks} \
+                                 blocks) differs from {} at element {:?}: {:?} vs {:?}",
+                                kernel.name,
+                                reference.name,
+                                first,
+                                first.map(|i| got[i]),
+                                first.map(|i| want[i]),
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{checked} launches equal to their reference");
+}
+
+#[test]
+fn every_gemm_kernel_agrees_with_the_cpu_twin() {
+    let h = GemmHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x7717_c0de);
+    for (n, k) in shapes(&mut rng) {
+        let m = 1 + rng.below(128);
+        let c = case(&mut rng, m, n, k);
+        // The twin: f64 sums of the products of the f16 weights and the activations as the
+        // kernel reads them (f16 for one plane, hi + lo for two), at sampled elements.
+        let samples: Vec<(usize, usize)> = (0..64).map(|_| (rng.below(m), rng.below(n))).collect();
+        let mut problems = [upload(&h, &c, 1), upload(&h, &c, 2)];
+        for kernel in h.kernels() {
+            let p = &mut problems[kernel.planes - 1];
+            let (_, production) = h.production(m, n, k);
+            let s = h.schedule(kernel.tile, m, n, k, Some(production.splits));
+            let got = h.run(kernel, &s, p).expect("kernel runs");
+            let a = a_planes(&c.x, kernel.planes);
+            let (mut err, mut norm) = (0f64, 0f64);
+            for &(i, j) in &samples {
+                let want: f64 = (0..k)
+                    .map(|kk| {
+                        let av: f64 = (0..kernel.planes)
+                            .map(|pl| {
+                                f64::from(f16::from_bits(a[pl * m * k + i * k + kk]).to_f32())
+                            })
+                            .sum();
+                        av * f64::from(f16::from_bits(c.w[j * k + kk]).to_f32())
+                    })
+                    .sum();
+                err += (f64::from(got[i * n + j]) - want).powi(2);
+                norm += want * want;
+            }
+            let rel = (err / norm.max(1e-30)).sqrt();
+            assert!(
+                rel < 5e-5,
+                "{} at {m} x {n} x {k}: relative error {rel:e} against f64 sums",
+                kernel.name
+            );
+        }
+    }
+}
+
+/// Timings of every kernel and split count at the LLaMA-2-7B and 70B projection shapes:
+/// `cargo test --release --features cuda --test gpu_kernels -- --ignored --nocapture`.
+/// `LADE_GEMM_ROWS` (default "1,8,32,64,128") and `LADE_GEMM_SHAPES` ("name:n:k;...") narrow it.
+#[test]
+#[ignore]
+fn time_gemm_variants() {
+    let h = GemmHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x71_3e);
+    let rows: Vec<usize> = std::env::var("LADE_GEMM_ROWS")
+        .unwrap_or_else(|_| "1,8,32,64,128".into())
+        .split(',')
+        .map(|r| r.trim().parse().expect("LADE_GEMM_ROWS: row counts"))
+        .collect();
+    let shapes: Vec<(String, usize, usize)> = std::env::var("LADE_GEMM_SHAPES")
+        .unwrap_or_else(|_| {
+            "7b-qkv:12288:4096;7b-o:4096:4096;7b-gate-up:22016:4096;7b-down:4096:11008;\
+             7b-head:32000:4096;70b-qkv:10240:8192;70b-o:8192:8192;70b-gate-up:57344:8192;\
+             70b-down:8192:28672;135m-qkv:960:576;135m-o:576:576;135m-gate-up:3072:576;\
+             135m-down:576:1536;135m-head:49152:576;qwen-qkv:1152:896;qwen-o:896:896;\
+             qwen-gate-up:9728:896;qwen-down:896:4864;qwen-head:151936:896"
+                .into()
+        })
+        .split(';')
+        .map(|s| {
+            let f: Vec<&str> = s.split(':').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    println!("device: {} multiprocessors", h.sms());
+    println!("shape,n,k,rows,kernel,splits,split_blocks,us,weight_GBps,TFLOPs,production");
+    for (name, n, k) in &shapes {
+        let (n, k) = (*n, *k);
+        let w = halves(&mut rng, n * k, 1.0 / (k as f32).sqrt());
+        // Enough weight copies that a launch reads memory, not the 60 MB L2 cache.
+        let copies = (512usize << 20).div_ceil(2 * n * k).max(2);
+        let tiles = k.div_ceil(GEMM_BK);
+        for &m in &rows {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+            let mut problems: Vec<GemmProblem> = Vec::new();
+            for planes in [1, 2] {
+                problems.push(
+                    h.problem((m, n, k), planes, &a_planes(&x, planes), &w, copies)
+                        .expect("problem uploads"),
+                );
+            }
+            let (prod, prod_s) = h.production(m, n, k);
+            for kernel in h.kernels() {
+                // Tiles far taller than the step, or one-row tiles for many rows, are skipped.
+                if kernel.tile.rows() > 2 * m.max(16) || (kernel.tile.rows() == 16 && m > 32) {
+                    continue;
+                }
+                let p = &problems[kernel.planes - 1];
+                for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
+                    if splits > tiles || splits * m * n > 16 * 128 * 65536 {
+                        continue;
+                    }
+                    let blocks: &[usize] = if splits == 1 { &[1] } else { &[1, splits] };
+                    for &split_blocks in blocks {
+                        let mut s = h.schedule(kernel.tile, m, n, k, Some(splits));
+                        s.split_blocks = split_blocks;
+                        let us = h.time(kernel, &s, p, 10, 5).expect("kernel runs");
+                        let is_prod = kernel.name == prod.name && s == prod_s;
+                        println!(
+                            "{name},{n},{k},{m},{},{splits},{split_blocks},{us:.2},{:.0},{:.1},{}",
+                            kernel.name,
+                            p.weight_bytes() as f64 / us / 1e3,
+                            2.0 * (m * n * k) as f64 / us / 1e6,
+                            u8::from(is_prod)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
