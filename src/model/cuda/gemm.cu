@@ -357,11 +357,23 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
         const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
         const int m = m0 + r, n = n0 + 2 * cp;
         if (m >= M || n >= N) continue;
-        float2 v = __ldcg((const float2*)(ws + (size_t)m * N + n));
-        for (int s2 = 1; s2 < S; ++s2) {
-            const float2 p2 = __ldcg((const float2*)(ws + ((size_t)s2 * M + m) * N + n));
-            v.x += p2.x;
-            v.y += p2.y;
+        // Eight split sums requested at a time (independent loads in flight), then added in
+        // split order.
+        const float2* src = (const float2*)(ws + (size_t)m * N + n);
+        const size_t stride = (size_t)M * N / 2;  // float2s from one split's sums to the next
+        float2 v = __ldcg(src);
+        for (int s0 = 1; s0 < S; s0 += 8) {
+            float2 p2[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                if (s0 + u < S) p2[u] = __ldcg(src + (s0 + u) * stride);
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                if (s0 + u < S) {
+                    v.x += p2[u].x;
+                    v.y += p2[u].y;
+                }
+            }
         }
         gemm_finish<P>(e, m, n, N, v.x, v.y);
     }
