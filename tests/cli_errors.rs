@@ -444,6 +444,45 @@ fn a_reader_that_stops_early_gets_no_panic() {
     assert!(head.starts_with(b"{\"ids\":["));
 }
 
+/// `lade generate` and `lade serve` with `--lookahead-prior prior` (and `--lookahead` as given
+/// to each) both fail, saying `needle`; the server before it loads the model or binds its port.
+fn prior_fails(
+    m: &str,
+    generate_lookahead: &str,
+    serve_lookahead: &str,
+    prior: &str,
+    needle: &str,
+) {
+    let generate = [
+        "generate",
+        "--model",
+        m,
+        "-p",
+        "hi",
+        "-n",
+        "2",
+        "--lookahead",
+        generate_lookahead,
+    ];
+    let serve = [
+        "serve",
+        "--model",
+        m,
+        "--port",
+        "0",
+        "--lookahead",
+        serve_lookahead,
+    ];
+    for command in [&generate[..], &serve[..]] {
+        let args: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--lookahead-prior", prior])
+            .collect();
+        fails_with(&args, needle);
+    }
+}
+
 #[test]
 fn a_bad_lookahead_prior_is_a_clear_error() {
     let m = model();
@@ -452,35 +491,7 @@ fn a_bad_lookahead_prior_is_a_clear_error() {
     let bad = tmp("bad.prior", b"# W,N,G,tokens_per_step\n4,3,4\n");
     let bad = bad.display().to_string();
     for (prior, needle) in [(&missing, "lade-no-such-prior"), (&bad, "line 2")] {
-        fails_with(
-            &[
-                "generate",
-                "--model",
-                &m,
-                "-p",
-                "hi",
-                "-n",
-                "2",
-                "--lookahead",
-                "auto",
-                "--lookahead-prior",
-                prior,
-            ],
-            needle,
-        );
-        // The server checks it before it loads the model or binds its port.
-        fails_with(
-            &[
-                "serve",
-                "--model",
-                &m,
-                "--port",
-                "0",
-                "--lookahead-prior",
-                prior,
-            ],
-            needle,
-        );
+        prior_fails(&m, "auto", "auto", prior, needle);
     }
 }
 
@@ -489,34 +500,5 @@ fn a_lookahead_prior_without_auto_is_a_clear_error() {
     let m = model();
     let prior = tmp("unused.prior", b"# W,N,G,tokens_per_step\n4,3,4,1.5\n");
     let prior = prior.display().to_string();
-    fails_with(
-        &[
-            "generate",
-            "--model",
-            &m,
-            "-p",
-            "hi",
-            "-n",
-            "2",
-            "--lookahead",
-            "4,3,4",
-            "--lookahead-prior",
-            &prior,
-        ],
-        "only `--lookahead auto`",
-    );
-    fails_with(
-        &[
-            "serve",
-            "--model",
-            &m,
-            "--port",
-            "0",
-            "--lookahead",
-            "off",
-            "--lookahead-prior",
-            &prior,
-        ],
-        "only `--lookahead auto`",
-    );
+    prior_fails(&m, "4,3,4", "off", &prior, "only `--lookahead auto`");
 }
