@@ -13,7 +13,7 @@ use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 
 use super::gpu_err;
 use super::kernels::{
-    allow_smem, gemm_split_blocks, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels,
+    allow_smem, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels, ACT_PLANES,
 };
 use crate::{LadeError, Result};
 
@@ -78,31 +78,31 @@ impl GemmHarness {
             )
             .map_err(gpu_err)?
             .max(0) as usize;
-        let mut all = Vec::new();
-        let production: Vec<String> = (1..=MAX_ROWS)
-            .map(|m| kernels.gemm_name(m))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
+        // The production kernels (their shared memory already allowed by `Kernels::load`),
+        // then every variant.
+        let mut all: Vec<GemmKernel> = kernels
+            .production_gemms()
+            .map(|(tile, func)| GemmKernel {
+                name: tile.name(ACT_PLANES),
+                planes: ACT_PLANES,
+                tile,
+                production: true,
+                func: func.clone(),
+            })
             .collect();
-        for name in entry_names(VARIANTS_PTX).chain(production.iter().map(String::as_str)) {
+        for name in entry_names(VARIANTS_PTX) {
             let Some((planes, tile)) = GemmTile::parse(name) else {
-                continue;
+                return Err(LadeError::Gpu(format!(
+                    "matmul variant {name}: not a kernel name"
+                )));
             };
-            let is_production = production.iter().any(|p| p == name);
-            let func = if is_production {
-                kernels.production_gemm(&tile).cloned()
-            } else {
-                variants.load_function(name).map_err(gpu_err).ok()
-            };
-            let Some(func) = func else {
-                return Err(LadeError::Gpu(format!("matmul kernel {name} not found")));
-            };
+            let func = variants.load_function(name).map_err(gpu_err)?;
             allow_smem(&func, tile.smem(planes), optin)?;
             all.push(GemmKernel {
                 name: name.to_string(),
                 planes,
                 tile,
-                production: is_production,
+                production: false,
                 func,
             });
         }
@@ -146,12 +146,7 @@ impl GemmHarness {
         splits: Option<usize>,
     ) -> GemmSchedule {
         let splits = splits.unwrap_or_else(|| self.kernels.splits(k, n));
-        let column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
-        GemmSchedule {
-            tile,
-            splits,
-            split_blocks: gemm_split_blocks(&tile, splits, column_blocks, self.kernels.sms()),
-        }
+        self.kernels.gemm_schedule(tile, m, n, splits)
     }
 
     pub fn sms(&self) -> usize {
@@ -205,8 +200,9 @@ impl GemmHarness {
     ) -> Result<()> {
         if kernel.planes != p.planes || schedule.tile != kernel.tile {
             return Err(LadeError::Gpu(format!(
-                "{} takes {} planes; the problem has {}",
-                kernel.name, kernel.planes, p.planes
+                "{} takes {} planes and its own tile; the problem has {} planes, the schedule \
+                 the tile {:?}",
+                kernel.name, kernel.planes, p.planes, schedule.tile
             )));
         }
         if schedule.splits * p.m * p.n > MAX_WS {

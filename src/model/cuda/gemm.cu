@@ -19,9 +19,9 @@
 //
 // Block: a tile of 16 MT rows x BN columns, WM x WN warps, each warp MT / WM m16 tiles x
 // BN / WN columns. k-tiles are staged through shared memory by cp.async, KS k-tiles a stage,
-// STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged tile is 64 halves (8
-// chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so that the ldmatrix reads
-// of 8 rows hit 8 different bank groups. The weights of the first stages are requested before
+// STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged
+// k-tile is 64 halves (8 chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so
+// that the ldmatrix reads of 8 rows hit 8 different bank groups. The weights of the first stages are requested before
 // the wait for the previous kernel (they are never written by a step).
 //
 // Epilogue (mode), on the finished sums v of a column pair (n, n + 1):
@@ -263,63 +263,63 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
         }
 #pragma unroll
         for (int q = 0; q < KS; ++q) {
-        const int kt = st * KS + q;
-        if (kt >= nk) break;
-        const unsigned short* sw = smem + (st % STAGES) * STAGE + q * BN * GEMM_BK;
-        const unsigned short* sa = smem + (st % STAGES) * STAGE + W_STAGE + q * P * ROWS * GEMM_BK;
+            const int kt = st * KS + q;
+            if (kt >= nk) break;
+            const unsigned short* sw = smem + (st % STAGES) * STAGE + q * BN * GEMM_BK;
+            const unsigned short* sa = smem + (st % STAGES) * STAGE + W_STAGE + q * P * ROWS * GEMM_BK;
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
-            unsigned b[NTW][2];
+            for (int kk = 0; kk < GEMM_BK / 16; ++kk) {
+                unsigned b[NTW][2];
 #pragma unroll
-            for (int np = 0; np < NTW / 2; ++np) {
-                unsigned r[4];
-                const int row = wn * (NTW * 8) + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                ldsm_x4(r, sw + tile_off(row, 2 * kk + ((lane >> 3) & 1)));
-                b[2 * np][0] = r[0];
-                b[2 * np][1] = r[1];
-                b[2 * np + 1][0] = r[2];
-                b[2 * np + 1][1] = r[3];
+                for (int np = 0; np < NTW / 2; ++np) {
+                    unsigned r[4];
+                    const int row = wn * (NTW * 8) + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                    ldsm_x4(r, sw + tile_off(row, 2 * kk + ((lane >> 3) & 1)));
+                    b[2 * np][0] = r[0];
+                    b[2 * np][1] = r[1];
+                    b[2 * np + 1][0] = r[2];
+                    b[2 * np + 1][1] = r[3];
+                }
+#pragma unroll
+                for (int p = 0; p < P; ++p) {
+#pragma unroll
+                    for (int mi = 0; mi < MTW; ++mi) {
+                        unsigned a[4];
+                        const int row = (wm * MTW + mi) * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+                        ldsm_x4(a, sa + p * ROWS * GEMM_BK + tile_off(row, 2 * kk + (lane >> 4)));
+#pragma unroll
+                        for (int ni = 0; ni < NTW; ++ni) mma16816(acc[mi][ni], a, b[ni][0], b[ni][1]);
+                    }
+                }
             }
-#pragma unroll
-            for (int p = 0; p < P; ++p) {
+            if (kt + 1 == split_end) {
+                // Split s_cur is summed: into the running total (added in split order) or to the
+                // workspace; the accumulators start again from zero.
 #pragma unroll
                 for (int mi = 0; mi < MTW; ++mi) {
-                    unsigned a[4];
-                    const int row = (wm * MTW + mi) * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
-                    ldsm_x4(a, sa + p * ROWS * GEMM_BK + tile_off(row, 2 * kk + (lane >> 4)));
 #pragma unroll
-                    for (int ni = 0; ni < NTW; ++ni) mma16816(acc[mi][ni], a, b[ni][0], b[ni][1]);
-                }
-            }
-        }
-        if (kt + 1 == split_end) {
-            // Split s_cur is summed: into the running total (added in split order) or to the
-            // workspace; the accumulators start again from zero.
+                    for (int ni = 0; ni < NTW; ++ni) {
+                        if (whole) {
 #pragma unroll
-            for (int mi = 0; mi < MTW; ++mi) {
+                            for (int c = 0; c < 4; ++c)
+                                tot[mi][ni][c] = s_cur == 0 ? acc[mi][ni][c] : tot[mi][ni][c] + acc[mi][ni][c];
+                        } else {
+                            const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
 #pragma unroll
-                for (int ni = 0; ni < NTW; ++ni) {
-                    if (whole) {
-#pragma unroll
-                        for (int c = 0; c < 4; ++c)
-                            tot[mi][ni][c] = s_cur == 0 ? acc[mi][ni][c] : tot[mi][ni][c] + acc[mi][ni][c];
-                    } else {
-                        const int n = n0 + wn * (NTW * 8) + ni * 8 + 2 * t4;
-#pragma unroll
-                        for (int hf = 0; hf < 2; ++hf) {
-                            const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
-                            if (m < M && n < N)
-                                *(float2*)(ws + ((size_t)s_cur * M + m) * N + n) =
-                                    make_float2(acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+                            for (int hf = 0; hf < 2; ++hf) {
+                                const int m = m0 + (wm * MTW + mi) * 16 + g + 8 * hf;
+                                if (m < M && n < N)
+                                    *(float2*)(ws + ((size_t)s_cur * M + m) * N + n) =
+                                        make_float2(acc[mi][ni][2 * hf], acc[mi][ni][2 * hf + 1]);
+                            }
                         }
-                    }
 #pragma unroll
-                    for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+                        for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+                    }
                 }
+                ++s_cur;
+                split_end = split_start(s_cur + 1) - kt0;
             }
-            ++s_cur;
-            split_end = split_start(s_cur + 1) - kt0;
-        }
         }
     }
     cp_async_wait<0>();

@@ -124,7 +124,7 @@ pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
 /// better); a taller one sums them itself when the launch has a block per multiprocessor
 /// without them (`row_column_blocks` column tiles times row blocks), saving the workspace
 /// traffic of many rows.
-pub fn gemm_split_blocks(
+fn gemm_split_blocks(
     tile: &GemmTile,
     splits: usize,
     row_column_blocks: usize,
@@ -453,12 +453,10 @@ impl Kernels {
         gemm_splits(k, n, self.sms)
     }
 
-    /// The production kernel of `tile`, if it is one.
-    pub(super) fn production_gemm(&self, tile: &GemmTile) -> Option<&CudaFunction> {
-        GEMM_TILES
-            .iter()
-            .position(|(_, t)| t == tile)
-            .map(|i| &self.gemm[i])
+    /// The production matmul kernels: each tile of [`GEMM_TILES`] with its kernel (for
+    /// `ACT_PLANES` planes).
+    pub(super) fn production_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
+        GEMM_TILES.iter().map(|&(_, t)| t).zip(&self.gemm)
     }
 
     /// Multiprocessors of the device.
@@ -475,15 +473,25 @@ impl Kernels {
         g: &GemmArgs<'_>,
     ) -> Result<()> {
         let index = gemm_tile_index(g.m);
-        let tile = GEMM_TILES[index].1;
-        let splits = self.splits(g.k, g.n);
-        let column_blocks = g.n.div_ceil(tile.bn) * g.m.div_ceil(tile.rows()).max(1);
-        let schedule = GemmSchedule {
+        let schedule = self.gemm_schedule(GEMM_TILES[index].1, g.m, g.n, self.splits(g.k, g.n));
+        self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
+    }
+
+    /// The schedule of an (m, n) matmul on `tile` with `splits` K splits: the blocks along the
+    /// split axis by [`gemm_split_blocks`].
+    pub(super) fn gemm_schedule(
+        &self,
+        tile: GemmTile,
+        m: usize,
+        n: usize,
+        splits: usize,
+    ) -> GemmSchedule {
+        let row_column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
+        GemmSchedule {
             tile,
             splits,
-            split_blocks: gemm_split_blocks(&tile, splits, column_blocks, self.sms),
-        };
-        self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
+            split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, self.sms),
+        }
     }
 
     /// `out = A wᵀ` by `func`, the kernel of `schedule.tile` for `ACT_PLANES` planes (or of the
