@@ -1,5 +1,6 @@
 //! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) and
-//! the matmul variants of the dev harness (dev/cuda/gemm_variants.cu) to PTX with nvcc; the driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
+//! the kernel variants of the dev harness (dev/cuda/*_variants.cu) to PTX with nvcc; the
+//! driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,10 +19,11 @@ fn main() {
         .map(|h| PathBuf::from(h).join("bin/nvcc"))
         .unwrap_or_else(|_| PathBuf::from("nvcc"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    // The production kernels, and the matmul variants of the dev harness (dev/cuda).
+    // The production kernels, and the variants of the dev harness (dev/cuda).
     for (src, ptx) in [
         ("src/model/cuda/kernels.cu", "kernels.ptx"),
         ("dev/cuda/gemm_variants.cu", "gemm_variants.ptx"),
+        ("dev/cuda/attention_variants.cu", "attention_variants.ptx"),
     ] {
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", "--fmad=true", "-std=c++17"])

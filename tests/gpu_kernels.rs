@@ -1,14 +1,20 @@
-//! The matmul kernel against its variants and a CPU twin: every variant of the dev harness
-//! (dev/cuda/gemm_variants.cu) equals the production kernel bit for bit under the same K
-//! splits, on random shapes that include the LLaMA-2-7B and 70B dimensions and 1..=128 rows, and
-//! every kernel agrees with f64 sums of the same f16 inputs. A row's result does not depend on
-//! the tile, the warp layout or how the splits are spread over blocks. Built only with
-//! `--features cuda`; run on a GPU machine. The ignored `time_gemm_variants` prints timings
-//! (dev/cuda/README.md).
+//! The GPU kernels against CPU twins and against themselves, through the dev harnesses
+//! (src/model/cuda/dev). The matmul: every variant of dev/cuda/gemm_variants.cu equals the
+//! production kernel bit for bit under the same K splits, on random shapes that include the
+//! LLaMA-2-7B and 70B dimensions and 1..=128 rows, and every kernel agrees with f64 sums of the
+//! same f16 inputs; a row's result does not depend on the tile, the warp layout or how the
+//! splits are spread over blocks. The attention: agrees with an f64 softmax over the keys each
+//! row sees (head dims 64 and 128, GQA ratios 1 to 8, caches up to 8300 positions, causal,
+//! tree and arbitrary in-step masks of up to 120 rows), and a row of a step gives bit for bit
+//! what it gives alone after its in-step keys were cached. Built only with `--features cuda`;
+//! run on a GPU machine. The ignored `time_gemm_variants` prints timings (dev/cuda/README.md).
 #![cfg(feature = "cuda")]
 
 use half::f16;
-use lade::model::cuda::dev::{GemmHarness, GemmKernel, GemmProblem, GEMM_BK};
+use lade::model::cuda::dev::{
+    AttentionCase, AttentionHarness, GemmHarness, GemmKernel, GemmProblem, GEMM_BK,
+};
+use lade::model::AttentionMask;
 
 /// SplitMix64: the tests' random numbers (seeded, so a failure can be repeated).
 struct Rng(u64);
@@ -289,6 +295,358 @@ fn time_gemm_variants() {
                             u8::from(is_prod)
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Head layouts checked: (heads, kv heads, head dim) of LLaMA-2-7B, Llama-3-8B, LLaMA-2-70B,
+/// SmolLM2-135M and Qwen2.5-0.5B.
+const ATTENTION_HEADS: [(usize, usize, usize); 5] = [
+    (32, 32, 128),
+    (32, 8, 128),
+    (64, 8, 128),
+    (9, 3, 64),
+    (14, 2, 64),
+];
+
+/// In-step masks: causal, a tree (each row sees its ancestors and itself, as lookahead's
+/// verification branches do), or any earlier rows and itself.
+#[derive(Clone, Copy, Debug)]
+enum StepMask {
+    Causal,
+    Tree,
+    Random,
+}
+
+fn step_mask(rng: &mut Rng, kind: StepMask, q: usize) -> AttentionMask {
+    let mut visible = vec![false; q * q];
+    let mut parent = vec![usize::MAX; q];
+    for i in 0..q {
+        visible[i * q + i] = true;
+        match kind {
+            StepMask::Causal => (0..i).for_each(|j| visible[i * q + j] = true),
+            StepMask::Tree => {
+                if i > 0 {
+                    parent[i] = rng.below(i);
+                    let mut a = parent[i];
+                    while a != usize::MAX {
+                        visible[i * q + a] = true;
+                        a = parent[a];
+                    }
+                }
+            }
+            StepMask::Random => (0..i).for_each(|j| visible[i * q + j] = rng.below(3) == 0),
+        }
+    }
+    AttentionMask::Block { q, visible }
+}
+
+struct AttentionData {
+    heads: (usize, usize, usize),
+    past: usize,
+    rows: usize,
+    mask: AttentionMask,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl AttentionData {
+    fn random(
+        rng: &mut Rng,
+        heads: (usize, usize, usize),
+        past: usize,
+        rows: usize,
+        kind: StepMask,
+    ) -> Self {
+        let (nh, nkv, hd) = heads;
+        let kv = nkv * (past + rows) * hd;
+        let mut draw = |n: usize, scale: f32| (0..n).map(|_| rng.unit() * scale).collect();
+        let q = draw(rows * nh * hd, 2.0);
+        let k = draw(kv, 1.0);
+        let v = draw(kv, 1.0);
+        AttentionData {
+            heads,
+            past,
+            rows,
+            mask: step_mask(rng, kind, rows),
+            q,
+            k,
+            v,
+        }
+    }
+
+    fn case(&self) -> AttentionCase<'_> {
+        AttentionCase {
+            heads: self.heads,
+            past: self.past,
+            rows: self.rows,
+            mask: &self.mask,
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+        }
+    }
+
+    /// The step's rows that row i sees, in increasing order.
+    fn seen(&self, i: usize) -> Vec<usize> {
+        (0..self.rows)
+            .filter(|&j| self.mask.sees(self.past, self.rows, i, self.past + j))
+            .collect()
+    }
+
+    /// The CPU twin: row i, head h, by f64 softmax over the keys the row sees.
+    fn reference(&self, i: usize, h: usize) -> Vec<f64> {
+        let (nh, nkv, hd) = self.heads;
+        let keys = self.past + self.rows;
+        let kvh = h / (nh / nkv);
+        let q = &self.q[(i * nh + h) * hd..][..hd];
+        let positions: Vec<usize> = (0..self.past)
+            .chain(self.seen(i).into_iter().map(|j| self.past + j))
+            .collect();
+        let at = |x: &[f32], p: usize| -> Vec<f64> {
+            x[(kvh * keys + p) * hd..][..hd]
+                .iter()
+                .map(|&e| f64::from(e))
+                .collect()
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores: Vec<f64> = positions
+            .iter()
+            .map(|&p| {
+                let k = at(&self.k, p);
+                q.iter()
+                    .zip(&k)
+                    .map(|(&a, b)| f64::from(a) * b)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+        let l: f64 = w.iter().sum();
+        let mut out = vec![0f64; hd];
+        for (&p, wp) in positions.iter().zip(&w) {
+            for (o, x) in out.iter_mut().zip(at(&self.v, p)) {
+                *o += wp / l * x;
+            }
+        }
+        out
+    }
+
+    /// Row i alone: its in-step keys before it moved into the cache, then the row itself.
+    fn alone(&self, i: usize) -> AttentionData {
+        let (nh, nkv, hd) = self.heads;
+        let keys = self.past + self.rows;
+        let seen = self.seen(i);
+        let positions: Vec<usize> = (0..self.past)
+            .chain(seen.iter().map(|&j| self.past + j))
+            .collect();
+        let gather = |x: &[f32]| -> Vec<f32> {
+            (0..nkv)
+                .flat_map(|h| {
+                    positions
+                        .iter()
+                        .flat_map(move |&p| x[(h * keys + p) * hd..][..hd].iter().copied())
+                })
+                .collect()
+        };
+        AttentionData {
+            heads: self.heads,
+            past: positions.len() - 1,
+            rows: 1,
+            mask: AttentionMask::Causal,
+            q: self.q[i * nh * hd..(i + 1) * nh * hd].to_vec(),
+            k: gather(&self.k),
+            v: gather(&self.v),
+        }
+    }
+}
+
+/// (past, rows, mask) of the attention checks: single rows, ragged chunk boundaries (127, 128,
+/// 129 cached positions), chains that cross a chunk boundary, lookahead-sized trees, and a
+/// cache past 8192 positions.
+const ATTENTION_STEPS: [(usize, usize, StepMask); 9] = [
+    (0, 1, StepMask::Causal),
+    (5, 3, StepMask::Tree),
+    (127, 1, StepMask::Causal),
+    (128, 17, StepMask::Random),
+    (129, 42, StepMask::Tree),
+    (100, 120, StepMask::Causal),
+    (700, 120, StepMask::Tree),
+    (1000, 64, StepMask::Random),
+    (8300, 4, StepMask::Tree),
+];
+
+/// The CPU twin's outputs of `samples` (row, head) pairs of a case.
+fn twin_samples(d: &AttentionData, rng: &mut Rng) -> Vec<(usize, usize, Vec<f64>)> {
+    let nh = d.heads.0;
+    (0..d.rows)
+        .flat_map(|i| (0..nh.min(8)).map(move |_| i))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|i| {
+            let head = rng.below(nh);
+            (i, head, d.reference(i, head))
+        })
+        .collect()
+}
+
+#[test]
+fn every_attention_kernel_agrees_with_the_cpu_twin() {
+    let h = AttentionHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0xa77e_2710);
+    for heads in ATTENTION_HEADS {
+        let (nh, _, hd) = heads;
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            // Every row, up to 8 sampled heads of it.
+            let twin = twin_samples(&d, &mut rng);
+            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            for kernel in h.kernels(hd) {
+                let got = h.run(kernel, &mut p).expect("attention runs");
+                for (i, head, want) in &twin {
+                    let out = &got[(i * nh + head) * hd..][..hd];
+                    let (mut err, mut norm) = (0f64, 0f64);
+                    for (&g, w) in out.iter().zip(want) {
+                        err += (f64::from(g) - w).powi(2);
+                        norm += w * w;
+                    }
+                    // f16 outputs: relative rounding 2^-11.
+                    let rel = (err / norm.max(1e-30)).sqrt();
+                    assert!(
+                        rel < 1e-3,
+                        "{}: {heads:?}, {past} cached, {rows} rows ({kind:?}): row {i} head \
+                         {head} relative error {rel:e} against the f64 softmax",
+                        kernel.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The index of the first element whose bits differ.
+fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
+}
+
+#[test]
+fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
+    let h = AttentionHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x5eed_a77e);
+    for heads in ATTENTION_HEADS {
+        let width = heads.0 * heads.2;
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            let mut picked: Vec<usize> = vec![0, rows - 1];
+            picked.extend((0..4).map(|_| rng.below(rows)));
+            picked.sort_unstable();
+            picked.dedup();
+            let alone: Vec<(usize, AttentionData)> =
+                picked.into_iter().map(|i| (i, d.alone(i))).collect();
+            for kernel in h.kernels(heads.2) {
+                let together = h.run(kernel, &mut p).expect("attention runs");
+                for (i, a) in &alone {
+                    let mut pa = h.problem(&a.case(), 1).expect("case uploads");
+                    let got = h.run(kernel, &mut pa).expect("attention runs");
+                    let first = first_difference(&got, &together[i * width..(i + 1) * width]);
+                    assert!(
+                        first.is_none(),
+                        "{}: {heads:?}, {past} cached, {rows} rows ({kind:?}): row {i} alone \
+                         differs from the row in the step at element {first:?}",
+                        kernel.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_variants_in_production_order_equal_it_bit_for_bit() {
+    let h = AttentionHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x0bd3_a77e);
+    let mut checked = 0;
+    for heads in ATTENTION_HEADS {
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            let kernels = h.kernels(heads.2);
+            let want = h.run(kernels[0], &mut p).expect("production runs");
+            for kernel in kernels
+                .iter()
+                .filter(|k| k.name.starts_with("attention_inorder"))
+            {
+                let got = h.run(kernel, &mut p).expect("variant runs");
+                let first = first_difference(&got, &want);
+                assert!(
+                    first.is_none(),
+                    "{}: {heads:?}, {past} cached, {rows} rows ({kind:?}) differs from {} at \
+                     element {first:?}",
+                    kernel.name,
+                    kernels[0].name
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no attention_inorder variant was loaded");
+}
+
+/// Timings of every attention kernel at LLaMA-family head layouts, 512 and 4096 cached
+/// positions, 1..=120 rows of a lookahead-like tree:
+/// `cargo test --release --features cuda --test gpu_kernels -- --ignored --nocapture
+/// time_attention_variants`. `LADE_ATTN_ROWS` (default "1,8,32,64,120") and `LADE_ATTN_PAST`
+/// ("512,4096") narrow it.
+#[test]
+#[ignore]
+fn time_attention_variants() {
+    let h = AttentionHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng(0x713e_a77e);
+    let list = |var: &str, default: &str| -> Vec<usize> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|r| r.trim().parse().expect("a list of counts"))
+            .collect()
+    };
+    let rows = list("LADE_ATTN_ROWS", "1,8,32,64,120");
+    let pasts = list("LADE_ATTN_PAST", "512,4096");
+    let named = [
+        ("7b", (32, 32, 128)),
+        ("8b", (32, 8, 128)),
+        ("70b", (64, 8, 128)),
+        ("135m", (9, 3, 64)),
+        ("qwen-0.5b", (14, 2, 64)),
+    ];
+    println!("heads,past,rows,kernel,us,cache_GBps,production");
+    for (name, heads) in named {
+        for &past in &pasts {
+            for &m in &rows {
+                let kind = if m == 1 {
+                    StepMask::Causal
+                } else {
+                    StepMask::Tree
+                };
+                let d = AttentionData::random(&mut rng, heads, past, m, kind);
+                let bytes = 8 * heads.1 * past * heads.2;
+                // Enough cache copies that a launch reads memory, not the 60 MB L2 cache.
+                let copies = (256usize << 20).div_ceil(bytes.max(1)).clamp(2, 32);
+                let p = h.problem(&d.case(), copies).expect("case uploads");
+                for kernel in h.kernels(heads.2) {
+                    let us = h.time(kernel, &p, 20, 5).expect("kernel runs");
+                    println!(
+                        "{name},{past},{m},{},{us:.2},{:.0},{}",
+                        kernel.name,
+                        p.cache_bytes() as f64 / us / 1e3,
+                        u8::from(kernel.production)
+                    );
                 }
             }
         }

@@ -10,11 +10,13 @@
 #            prompts, data, gguf wheel)
 # MODEL=qwen2.5-coder-0.5b measures the built-in Qwen2.5-Coder-0.5B-Instruct Q4_K_M instead, staged
 # the same way in eleven parts (split -b 45M ... .devbin/qwen.part.).
-# Phases: unpack (the carried binaries, when no model is staged), kernels-check and kernels-time
-# (the matmul dev harness: dev/cuda/README.md), smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
+# Phases: unpack (the carried binaries, when no model is staged), kernels-check (every kernel
+# check of the dev harnesses), kernels-time and attn-time (timings of the matmul and attention
+# kernels and variants: dev/cuda/README.md), smoke (greedy vs lookahead token check), bench (lade bench sweeps; bench-eos: the same
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
-# shape and per-kernel breakdown, on the staged model or the one `synth` wrote), variants (step times
+# shape and per-kernel breakdown, on the staged model or the one `synth` wrote), profile-both
+# (step times of a base build carried as .devbin/lade-base.xz against this one, interleaved), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
@@ -135,6 +137,18 @@ profile() {  # step time vs step shape and the per-kernel breakdown
   timeout ${PROFILE_TIMEOUT:-200} "$LADE" profile --device cuda --model "$M" --kernels -q \
     ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile$t.md" 2> "$OUT/profile$t.err"
   echo "profile$t rc=$?"; cat "$OUT/profile$t.md"; tail -3 "$OUT/profile$t.err"
+}
+
+profile_both() {  # step times of the carried base build (.devbin/lade-base.xz) and this build,
+  # interleaved twice (base, this, base, this: the spread of each shows the noise)
+  local t=_$(basename "$M" .gguf) bin round
+  for round in 1 2; do
+    for bin in lade-base lade; do
+      timeout ${PROFILE_TIMEOUT:-200} "$D/$bin" profile --device cuda --model "$M" -q \
+        ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile${t}_${bin}_$round.md" 2>&1
+      echo "profile $bin round $round rc=$?"; grep "^|" "$OUT/profile${t}_${bin}_$round.md"
+    done
+  done
 }
 
 variants() {  # lade profile (step times) under environment variants: VARIANTS="default;A=1 B=2"
@@ -267,7 +281,7 @@ EOF2
 
 unpack() {  # the binaries carried so far, without a staged model (for synth and kernels)
   xz -dc "$D/lade.xz" > "$LADE" && chmod +x "$LADE"
-  for t in gpu-test gpu-kernels-test; do
+  for t in gpu-test gpu-kernels-test lade-base; do
     [ -e "$D/$t.xz" ] && xz -dc "$D/$t.xz" > "$D/$t" && chmod +x "$D/$t"
   done
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -283,6 +297,13 @@ kernels_time() {  # timings of every matmul kernel and split count (dev/cuda/REA
     > "$OUT/gemm-sweep.csv" 2> "$OUT/gemm-sweep.err"
   echo "kernel timings rc=$?"; tail -3 "$OUT/gemm-sweep.err"
   python3 dev/cuda/sweep_summary.py "$OUT/gemm-sweep.csv" | tee "$OUT/gemm-sweep-summary.txt"
+}
+
+attn_time() {  # timings of every attention kernel (dev/cuda/README.md)
+  timeout ${SWEEP_TIMEOUT:-300} "$D/gpu-kernels-test" --ignored --nocapture time_attention_variants \
+    > "$OUT/attn-sweep.csv" 2> "$OUT/attn-sweep.err"
+  echo "attention timings rc=$?"; tail -3 "$OUT/attn-sweep.err"
+  python3 dev/cuda/attention_summary.py "$OUT/attn-sweep.csv" | tee "$OUT/attn-sweep-summary.txt"
 }
 
 synth() {  # a random-weight model of a named shape, measured by the phases after this one
@@ -307,11 +328,13 @@ phases() {  # the phases named, in order
       unpack) unpack ;;
       kernels-check) kernels_check ;;
       kernels-time) kernels_time ;;
+      attn-time) attn_time ;;
       bench-eos) BENCH_ARGS=--stop-at-eos bench mt_eos .devbin/data/mt_bench.jsonl --chat
                  BENCH_ARGS=--stop-at-eos bench he_eos .devbin/data/humaneval.jsonl "" ;;
       graphs) graphs ;;
       oneshot) oneshot ;;
       profile) profile ;;
+      profile-both) profile_both ;;
       variants) variants ;;
       pick) pick; . "$OUT/picked.env" ;;
       scaling) scaling ;;

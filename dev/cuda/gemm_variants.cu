@@ -12,6 +12,11 @@ GEMM_ENTRY(1, 1, 64, 6, 1, 4, 1)
 GEMM_ENTRY(1, 1, 64, 8, 1, 4, 1)
 GEMM_ENTRY(1, 1, 64, 6, 1, 2, 1)
 GEMM_ENTRY(1, 1, 128, 4, 1, 8, 1)
+// One row, 128 columns, deeper pipelines: more weight bytes in flight where a launch has one
+// block per multiprocessor (the o and down projections).
+GEMM_ENTRY(1, 1, 128, 6, 1, 4, 1)
+GEMM_ENTRY(1, 1, 128, 8, 1, 4, 1)
+GEMM_ENTRY(1, 1, 128, 8, 1, 8, 1)
 // One row, several k-tiles a stage (longer runs of each weight row per request).
 GEMM_ENTRY(1, 1, 128, 2, 1, 4, 2)
 GEMM_ENTRY(1, 1, 128, 3, 1, 4, 2)

@@ -235,7 +235,7 @@ const ATT_QT: usize = 32;
 const ATT_KS: usize = 64;
 
 /// Dynamic shared memory of an attention block for head dim `hd` (`AttSmem` in attention.cu).
-fn attn_smem(hd: usize) -> usize {
+pub(super) fn attn_smem(hd: usize) -> usize {
     4 * (ATT_QT * hd + 2 * ATT_KS * (hd + 4) + ATT_QT * CHUNK)
 }
 
@@ -282,6 +282,29 @@ pub struct GemmArgs<'a> {
     pub n: usize,
     pub k: usize,
     pub out: GemmOut<'a>,
+}
+
+/// One attention launch over a step of `qb` rows (see attention.cu).
+pub struct AttentionArgs<'a> {
+    /// The qkv projection's rows: (qb, (heads + 2 kv heads) * head dim).
+    pub qkv: &'a CudaSlice<f32>,
+    pub io: &'a CudaSlice<i32>,
+    pub qb: usize,
+    /// This layer's caches: (kv heads, cap, head dim).
+    pub kc: CudaView<'a, f32>,
+    pub vc: CudaView<'a, f32>,
+    /// Split partials: qb * heads * splits * (head dim + 4) floats.
+    pub part: &'a CudaSlice<f32>,
+    /// At least qb * heads counters, zero between launches.
+    pub done: &'a CudaSlice<i32>,
+    /// The output in A format: `ACT_PLANES` planes of `out_plane` halves.
+    pub out: &'a CudaSlice<u16>,
+    pub out_plane: usize,
+    /// (heads, kv heads, head dim).
+    pub heads: (usize, usize, usize),
+    pub cap: usize,
+    /// Key chunks of [`CHUNK`]: cover every row's visible keys.
+    pub splits: usize,
 }
 
 /// A step's matmul scratch: split sums and the finishing counters (zero between launches).
@@ -634,54 +657,49 @@ impl Kernels {
     }
 
     /// Attention of the step's rows over the cache and their in-step chains, split over
-    /// chunks of [`CHUNK`] keys and merged in the same launch (see attention.cu). `done` holds
-    /// at least qb * heads zeros.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention(
-        &self,
-        s: &Arc<CudaStream>,
-        qkv: &CudaSlice<f32>,
-        io: &CudaSlice<i32>,
-        qb: usize,
-        kc: &CudaView<'_, f32>,
-        vc: &CudaView<'_, f32>,
-        part: &CudaSlice<f32>,
-        done: &CudaSlice<i32>,
-        out: &CudaSlice<u16>,
-        out_plane: usize,
-        heads: (usize, usize, usize),
-        cap: usize,
-        splits: usize,
-    ) -> Result<()> {
-        let (nh, nkv, hd) = heads;
-        let func = match hd {
+    /// chunks of [`CHUNK`] keys and merged in the same launch (see attention.cu).
+    pub fn attention(&self, s: &Arc<CudaStream>, x: &AttentionArgs<'_>) -> Result<()> {
+        let func = match x.heads.2 {
             64 => &self.attention[0],
             128 => &self.attention[1],
-            _ => {
+            hd => {
                 return Err(crate::LadeError::Unsupported(format!(
                     "head_dim {hd} (the GPU attention takes 64 or 128)"
                 )))
             }
         };
+        self.attention_on(func, s, x)
+    }
+
+    /// [`Kernels::attention`] by `func`: the production kernel of the head dim, or a variant
+    /// of the dev harness with the same arguments and shared memory (dev/cuda).
+    pub(super) fn attention_on(
+        &self,
+        func: &CudaFunction,
+        s: &Arc<CudaStream>,
+        x: &AttentionArgs<'_>,
+    ) -> Result<()> {
+        let (nh, nkv, hd) = x.heads;
         let scale = 1.0f32 / (hd as f32).sqrt();
         let mut a = Args::default();
-        a.ptr(s, qkv)
-            .ptr(s, io)
-            .i32(qb)
-            .ptr(s, kc)
-            .ptr(s, vc)
-            .ptr(s, part)
-            .ptr(s, done)
-            .ptr(s, out)
-            .u64(out_plane)
+        a.ptr(s, x.qkv)
+            .ptr(s, x.io)
+            .i32(x.qb)
+            .ptr(s, &x.kc)
+            .ptr(s, &x.vc)
+            .ptr(s, x.part)
+            .ptr(s, x.done)
+            .ptr(s, x.out)
+            .u64(x.out_plane)
             .i32(ACT_PLANES)
             .i32(nh)
             .i32(nkv)
-            .i32(cap)
-            .i32(splits)
+            .i32(x.cap)
+            .i32(x.splits)
             .f32(scale);
-        let tiles = (qb * (nh / nkv)).div_ceil(ATT_QT);
-        // SAFETY: arguments match `attention_hd{64,128}` in attention.cu; `qkv` holds qb rows of
+        let tiles = (x.qb * (nh / nkv)).div_ceil(ATT_QT);
+        // SAFETY: arguments match `attention_hd{64,128}` in attention.cu (and its variants, which
+        // take the same arguments and shared memory); `qkv` holds qb rows of
         // (nh + 2 nkv) * hd floats; `part` holds qb * nh * splits * (hd + 4) floats and splits
         // * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK); `done` holds
         // tiles * nkv <= qb * nh counters, zero between launches; `out` holds ACT_PLANES
@@ -694,7 +712,7 @@ impl Kernels {
                 s,
                 func,
                 cfg(
-                    (tiles as u32, nkv as u32, splits as u32),
+                    (tiles as u32, nkv as u32, x.splits as u32),
                     256,
                     attn_smem(hd) as u32,
                 ),
@@ -702,6 +720,11 @@ impl Kernels {
                 Order::Overlap,
             )
         }
+    }
+
+    /// The production attention kernels: (head dim, kernel).
+    pub(super) fn production_attention(&self) -> [(usize, &CudaFunction); 2] {
+        [(64, &self.attention[0]), (128, &self.attention[1])]
     }
 
     pub fn argmax_rows(

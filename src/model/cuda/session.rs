@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice, CudaStream};
 
-use super::kernels::{gemm_counters, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK};
+use super::kernels::{
+    gemm_counters, AttentionArgs, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK,
+};
 use super::{gpu_err, CudaLlama};
 use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
@@ -279,18 +281,20 @@ impl CudaSession {
             // act = attention: (qb, heads * head_dim)
             k.attention(
                 s,
-                &b.qkv,
-                &b.io,
-                qb,
-                &kc,
-                &vc,
-                &b.part,
-                &b.done,
-                &b.act,
-                b.act_plane,
-                heads,
-                self.cap_alloc,
-                splits,
+                &AttentionArgs {
+                    qkv: &b.qkv,
+                    io: &b.io,
+                    qb,
+                    kc,
+                    vc,
+                    part: &b.part,
+                    done: &b.done,
+                    out: &b.act,
+                    out_plane: b.act_plane,
+                    heads,
+                    cap: self.cap_alloc,
+                    splits,
+                },
             )?;
             mark("attention")?;
             // x += act Woᵀ

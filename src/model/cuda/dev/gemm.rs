@@ -6,18 +6,16 @@
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream,
-};
-use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream};
 
-use super::gpu_err;
-use super::kernels::{
+use super::{entry_names, median_launch_us, Loaded};
+use crate::model::cuda::gpu_err;
+use crate::model::cuda::kernels::{
     allow_smem, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels, ACT_PLANES,
 };
 use crate::{LadeError, Result};
 
-pub use super::kernels::{GemmTile, GEMM_BK};
+pub use crate::model::cuda::kernels::{GemmTile, GEMM_BK};
 
 const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_variants.ptx"));
 
@@ -66,18 +64,12 @@ pub struct GemmHarness {
 
 impl GemmHarness {
     pub fn new(ordinal: usize) -> Result<Self> {
-        let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
-        let stream = ctx.new_stream().map_err(gpu_err)?;
-        let kernels = Kernels::load(&ctx)?;
-        let variants = ctx
-            .load_module(Ptx::from_src(VARIANTS_PTX))
-            .map_err(gpu_err)?;
-        let optin = ctx
-            .attribute(
-                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )
-            .map_err(gpu_err)?
-            .max(0) as usize;
+        let Loaded {
+            stream,
+            kernels,
+            variants,
+            optin,
+        } = Loaded::new(ordinal, VARIANTS_PTX)?;
         // The production kernels (their shared memory already allowed by `Kernels::load`),
         // then every variant.
         let mut all: Vec<GemmKernel> = kernels
@@ -90,7 +82,7 @@ impl GemmHarness {
                 func: func.clone(),
             })
             .collect();
-        for name in entry_names(VARIANTS_PTX) {
+        for name in entry_names(VARIANTS_PTX, "gemm_p") {
             let Some((planes, tile)) = GemmTile::parse(name) else {
                 return Err(LadeError::Gpu(format!(
                     "matmul variant {name}: not a kernel name"
@@ -265,40 +257,8 @@ impl GemmHarness {
         reps: usize,
         batches: usize,
     ) -> Result<f64> {
-        let s = &self.stream;
-        let ctx = s.context();
-        let mut copy = 0;
-        for _ in 0..3 {
-            self.launch(kernel, schedule, p, copy)?;
-            copy += 1;
-        }
-        let event = || {
-            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(gpu_err)
-        };
-        let (start, end) = (event()?, event()?);
-        let mut per_launch = Vec::with_capacity(batches);
-        for _ in 0..batches.max(1) {
-            start.record(s).map_err(gpu_err)?;
-            for _ in 0..reps.max(1) {
-                self.launch(kernel, schedule, p, copy)?;
-                copy += 1;
-            }
-            end.record(s).map_err(gpu_err)?;
-            end.synchronize().map_err(gpu_err)?;
-            let ms = start.elapsed_ms(&end).map_err(gpu_err)?;
-            per_launch.push(1000.0 * f64::from(ms) / reps.max(1) as f64);
-        }
-        per_launch.sort_by(f64::total_cmp);
-        Ok(per_launch[per_launch.len() / 2])
+        median_launch_us(&self.stream, reps, batches, |copy| {
+            self.launch(kernel, schedule, p, copy)
+        })
     }
-}
-
-/// The `gemm_p*` entry points of a PTX module.
-fn entry_names(ptx: &str) -> impl Iterator<Item = &str> {
-    ptx.lines().filter_map(|l| {
-        let rest = l.trim().strip_prefix(".visible .entry ")?;
-        let name = rest.split('(').next()?.trim();
-        name.starts_with("gemm_p").then_some(name)
-    })
 }
