@@ -10,31 +10,14 @@
 //! run on a GPU machine. The ignored `time_gemm_variants` prints timings (dev/cuda/README.md).
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::attention_case::{AttentionData, Rng, StepMask, ATTENTION_HEADS, ATTENTION_STEPS};
+
 use half::f16;
 use lade::model::cuda::dev::{
     AttentionCase, AttentionHarness, GemmHarness, GemmKernel, GemmProblem, GEMM_BK,
 };
-use lade::model::AttentionMask;
-
-/// SplitMix64: the tests' random numbers (seeded, so a failure can be repeated).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 /// f16 bits of values uniform in [-scale, scale).
 fn halves(rng: &mut Rng, n: usize, scale: f32) -> Vec<u16> {
@@ -301,184 +284,18 @@ fn time_gemm_variants() {
     }
 }
 
-/// Head layouts checked: (heads, kv heads, head dim) of LLaMA-2-7B, Llama-3-8B, LLaMA-2-70B,
-/// SmolLM2-135M and Qwen2.5-0.5B.
-const ATTENTION_HEADS: [(usize, usize, usize); 5] = [
-    (32, 32, 128),
-    (32, 8, 128),
-    (64, 8, 128),
-    (9, 3, 64),
-    (14, 2, 64),
-];
-
-/// In-step masks: causal, a tree (each row sees its ancestors and itself, as lookahead's
-/// verification branches do), or any earlier rows and itself.
-#[derive(Clone, Copy, Debug)]
-enum StepMask {
-    Causal,
-    Tree,
-    Random,
-}
-
-fn step_mask(rng: &mut Rng, kind: StepMask, q: usize) -> AttentionMask {
-    let mut visible = vec![false; q * q];
-    let mut parent = vec![usize::MAX; q];
-    for i in 0..q {
-        visible[i * q + i] = true;
-        match kind {
-            StepMask::Causal => (0..i).for_each(|j| visible[i * q + j] = true),
-            StepMask::Tree => {
-                if i > 0 {
-                    parent[i] = rng.below(i);
-                    let mut a = parent[i];
-                    while a != usize::MAX {
-                        visible[i * q + a] = true;
-                        a = parent[a];
-                    }
-                }
-            }
-            StepMask::Random => (0..i).for_each(|j| visible[i * q + j] = rng.below(3) == 0),
-        }
-    }
-    AttentionMask::Block { q, visible }
-}
-
-struct AttentionData {
-    heads: (usize, usize, usize),
-    past: usize,
-    rows: usize,
-    mask: AttentionMask,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-}
-
-impl AttentionData {
-    fn random(
-        rng: &mut Rng,
-        heads: (usize, usize, usize),
-        past: usize,
-        rows: usize,
-        kind: StepMask,
-    ) -> Self {
-        let (nh, nkv, hd) = heads;
-        let kv = nkv * (past + rows) * hd;
-        let mut draw = |n: usize, scale: f32| (0..n).map(|_| rng.unit() * scale).collect();
-        let q = draw(rows * nh * hd, 2.0);
-        let k = draw(kv, 1.0);
-        let v = draw(kv, 1.0);
-        AttentionData {
-            heads,
-            past,
-            rows,
-            mask: step_mask(rng, kind, rows),
-            q,
-            k,
-            v,
-        }
-    }
-
-    fn case(&self) -> AttentionCase<'_> {
-        AttentionCase {
-            heads: self.heads,
-            past: self.past,
-            rows: self.rows,
-            mask: &self.mask,
-            q: &self.q,
-            k: &self.k,
-            v: &self.v,
-        }
-    }
-
-    /// The step's rows that row i sees, in increasing order.
-    fn seen(&self, i: usize) -> Vec<usize> {
-        (0..self.rows)
-            .filter(|&j| self.mask.sees(self.past, self.rows, i, self.past + j))
-            .collect()
-    }
-
-    /// The CPU twin: row i, head h, by f64 softmax over the keys the row sees.
-    fn reference(&self, i: usize, h: usize) -> Vec<f64> {
-        let (nh, nkv, hd) = self.heads;
-        let keys = self.past + self.rows;
-        let kvh = h / (nh / nkv);
-        let q = &self.q[(i * nh + h) * hd..][..hd];
-        let positions: Vec<usize> = (0..self.past)
-            .chain(self.seen(i).into_iter().map(|j| self.past + j))
-            .collect();
-        let at = |x: &[f32], p: usize| -> Vec<f64> {
-            x[(kvh * keys + p) * hd..][..hd]
-                .iter()
-                .map(|&e| f64::from(e))
-                .collect()
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores: Vec<f64> = positions
-            .iter()
-            .map(|&p| {
-                let k = at(&self.k, p);
-                q.iter()
-                    .zip(&k)
-                    .map(|(&a, b)| f64::from(a) * b)
-                    .sum::<f64>()
-                    * scale
-            })
-            .collect();
-        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-        let l: f64 = w.iter().sum();
-        let mut out = vec![0f64; hd];
-        for (&p, wp) in positions.iter().zip(&w) {
-            for (o, x) in out.iter_mut().zip(at(&self.v, p)) {
-                *o += wp / l * x;
-            }
-        }
-        out
-    }
-
-    /// Row i alone: its in-step keys before it moved into the cache, then the row itself.
-    fn alone(&self, i: usize) -> AttentionData {
-        let (nh, nkv, hd) = self.heads;
-        let keys = self.past + self.rows;
-        let seen = self.seen(i);
-        let positions: Vec<usize> = (0..self.past)
-            .chain(seen.iter().map(|&j| self.past + j))
-            .collect();
-        let gather = |x: &[f32]| -> Vec<f32> {
-            (0..nkv)
-                .flat_map(|h| {
-                    positions
-                        .iter()
-                        .flat_map(move |&p| x[(h * keys + p) * hd..][..hd].iter().copied())
-                })
-                .collect()
-        };
-        AttentionData {
-            heads: self.heads,
-            past: positions.len() - 1,
-            rows: 1,
-            mask: AttentionMask::Causal,
-            q: self.q[i * nh * hd..(i + 1) * nh * hd].to_vec(),
-            k: gather(&self.k),
-            v: gather(&self.v),
-        }
+/// The harness's view of an attention case.
+fn attention_case(d: &AttentionData) -> AttentionCase<'_> {
+    AttentionCase {
+        heads: d.heads,
+        past: d.past,
+        rows: d.rows,
+        mask: &d.mask,
+        q: &d.q,
+        k: &d.k,
+        v: &d.v,
     }
 }
-
-/// (past, rows, mask) of the attention checks: single rows, ragged chunk boundaries (127, 128,
-/// 129 cached positions), chains that cross a chunk boundary, lookahead-sized trees, and a
-/// cache past 8192 positions.
-const ATTENTION_STEPS: [(usize, usize, StepMask); 9] = [
-    (0, 1, StepMask::Causal),
-    (5, 3, StepMask::Tree),
-    (127, 1, StepMask::Causal),
-    (128, 17, StepMask::Random),
-    (129, 42, StepMask::Tree),
-    (100, 120, StepMask::Causal),
-    (700, 120, StepMask::Tree),
-    (1000, 64, StepMask::Random),
-    (8300, 4, StepMask::Tree),
-];
 
 /// The CPU twin's outputs of `samples` (row, head) pairs of a case.
 fn twin_samples(d: &AttentionData, rng: &mut Rng) -> Vec<(usize, usize, Vec<f64>)> {
@@ -504,7 +321,7 @@ fn every_attention_kernel_agrees_with_the_cpu_twin() {
             let d = AttentionData::random(&mut rng, heads, past, rows, kind);
             // Every row, up to 8 sampled heads of it.
             let twin = twin_samples(&d, &mut rng);
-            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            let mut p = h.problem(&attention_case(&d), 1).expect("case uploads");
             for kernel in h.kernels(hd) {
                 let got = h.run(kernel, &mut p).expect("attention runs");
                 for (i, head, want) in &twin {
@@ -543,7 +360,7 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
         let width = heads.0 * heads.2;
         for (past, rows, kind) in ATTENTION_STEPS {
             let d = AttentionData::random(&mut rng, heads, past, rows, kind);
-            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            let mut p = h.problem(&attention_case(&d), 1).expect("case uploads");
             let mut picked: Vec<usize> = vec![0, rows - 1];
             picked.extend((0..4).map(|_| rng.below(rows)));
             picked.sort_unstable();
@@ -553,7 +370,7 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
             for kernel in h.kernels(heads.2) {
                 let together = h.run(kernel, &mut p).expect("attention runs");
                 for (i, a) in &alone {
-                    let mut pa = h.problem(&a.case(), 1).expect("case uploads");
+                    let mut pa = h.problem(&attention_case(a), 1).expect("case uploads");
                     let got = h.run(kernel, &mut pa).expect("attention runs");
                     let first = first_difference(&got, &together[i * width..(i + 1) * width]);
                     assert!(
@@ -576,7 +393,7 @@ fn attention_variants_in_production_order_equal_it_bit_for_bit() {
     for heads in ATTENTION_HEADS {
         for (past, rows, kind) in ATTENTION_STEPS {
             let d = AttentionData::random(&mut rng, heads, past, rows, kind);
-            let mut p = h.problem(&d.case(), 1).expect("case uploads");
+            let mut p = h.problem(&attention_case(&d), 1).expect("case uploads");
             let kernels = h.kernels(heads.2);
             let want = h.run(kernels[0], &mut p).expect("production runs");
             for kernel in kernels
@@ -638,7 +455,9 @@ fn time_attention_variants() {
                 let bytes = 8 * heads.1 * past * heads.2;
                 // Enough cache copies that a launch reads memory, not the 60 MB L2 cache.
                 let copies = (256usize << 20).div_ceil(bytes.max(1)).clamp(2, 32);
-                let p = h.problem(&d.case(), copies).expect("case uploads");
+                let p = h
+                    .problem(&attention_case(&d), copies)
+                    .expect("case uploads");
                 for kernel in h.kernels(heads.2) {
                     let us = h.time(kernel, &p, 20, 5).expect("kernel runs");
                     println!(

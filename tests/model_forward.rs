@@ -1,8 +1,12 @@
 //! The forward pass built for speculation: batching, rollback and branch keeping must not change
-//! a single bit of the logits on CPU.
+//! a single bit of the logits on CPU; the CPU attention agrees with an f64 softmax and gives a
+//! row of a step what it gives alone.
 
 mod common;
 
+use candle_core::{Device, Tensor};
+use common::attention_case::{AttentionData, Rng, ATTENTION_HEADS, ATTENTION_STEPS};
+use lade::model::attention::{attend_cpu, visible_keys};
 use lade::model::{AttentionMask, Batch, CausalLm, Session, WeightFormat};
 
 const PROMPT: [u32; 12] = [1, 4093, 198, 19556, 905, 17, 504, 713, 216, 34, 32, 2];
@@ -135,4 +139,79 @@ fn forward_rejects_bad_batches_without_panicking() {
     });
     assert!(too_far.is_err());
     assert_eq!(s.cache_len(), 0, "failed forwards leave the cache alone");
+}
+
+/// `attend_cpu` on a case: (rows, heads * head dim).
+fn cpu_attention(d: &AttentionData) -> Vec<f32> {
+    let (nh, nkv, hd) = d.heads;
+    let keys = d.past + d.rows;
+    // q: (heads, rows, head dim)
+    let mut q = vec![0f32; nh * d.rows * hd];
+    for i in 0..d.rows {
+        for h in 0..nh {
+            q[(h * d.rows + i) * hd..][..hd].copy_from_slice(&d.q[(i * nh + h) * hd..][..hd]);
+        }
+    }
+    let cpu = Device::Cpu;
+    let q = Tensor::from_vec(q, (nh, d.rows, hd), &cpu).unwrap();
+    let k = Tensor::from_vec(d.k.clone(), (nkv, keys, hd), &cpu).unwrap();
+    let v = Tensor::from_vec(d.v.clone(), (nkv, keys, hd), &cpu).unwrap();
+    let rows = visible_keys(&d.mask, d.past, d.rows);
+    attend_cpu(&q, &k, &v, &rows, nkv)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn cpu_attention_agrees_with_an_f64_softmax() {
+    let mut rng = Rng(0xc9a7_7e11);
+    for heads in ATTENTION_HEADS {
+        let (nh, _, hd) = heads;
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            let got = cpu_attention(&d);
+            for i in 0..rows {
+                let head = rng.below(nh);
+                let want = d.reference(i, head);
+                let out = &got[(i * nh + head) * hd..][..hd];
+                let (mut err, mut norm) = (0f64, 0f64);
+                for (&g, w) in out.iter().zip(&want) {
+                    err += (f64::from(g) - w).powi(2);
+                    norm += w * w;
+                }
+                let rel = (err / norm.max(1e-30)).sqrt();
+                assert!(
+                    rel < 1e-5,
+                    "{heads:?}, {past} cached, {rows} rows ({kind:?}): row {i} head {head} \
+                     relative error {rel:e} against the f64 softmax"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_attention_gives_a_row_in_a_step_what_it_gives_alone() {
+    let mut rng = Rng(0x5eed_c9a7);
+    for heads in ATTENTION_HEADS {
+        let width = heads.0 * heads.2;
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            let together = cpu_attention(&d);
+            for i in [0, rows / 2, rows - 1] {
+                let alone = cpu_attention(&d.alone(i));
+                assert!(
+                    alone
+                        .iter()
+                        .zip(&together[i * width..(i + 1) * width])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{heads:?}, {past} cached, {rows} rows ({kind:?}): row {i} alone differs \
+                     from the row in the step"
+                );
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: the default model, loaded once per format.
 #![allow(dead_code)]
 
+pub mod attention_case;
 pub mod golden;
 pub mod mock;
 pub mod record;
