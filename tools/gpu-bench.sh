@@ -61,9 +61,10 @@ stage_b() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 }
 
-gputest() {
+gputest() {  # tests/gpu.rs on the staged model ($GPU_TESTS: name filters, e.g. the exactness
+  # tests alone on a model `synth` wrote, whose outputs no golden file holds)
   LADE_MODEL=$M LADE_DATA_DIR=$PWD/.devbin/data timeout ${TEST_TIMEOUT:-300} "$D/gpu-test" --test-threads 1 --nocapture \
-    > "$OUT/gputest.txt" 2>&1
+    ${GPU_TESTS:-} > "$OUT/gputest.txt" 2>&1
   echo "gpu tests rc=$?"; tail -25 "$OUT/gputest.txt"
 }
 
