@@ -12,7 +12,10 @@
 
 mod common;
 
-use common::attention_case::{AttentionData, Rng, StepMask, ATTENTION_HEADS, ATTENTION_STEPS};
+use common::attention_case::{
+    first_difference, relative_error, AttentionData, Rng, StepMask, ATTENTION_HEADS,
+    ATTENTION_STEPS,
+};
 
 use half::f16;
 use lade::model::cuda::dev::{
@@ -107,7 +110,7 @@ fn split_counts(h: &GemmHarness, rng: &mut Rng, n: usize, k: usize) -> Vec<usize
 #[test]
 fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
     let h = GemmHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x1a2e_5eed);
+    let mut rng = Rng::new(0x1a2e_5eed);
     let mut checked = 0;
     for (n, k) in shapes(&mut rng) {
         for m in rows(&mut rng, n, k) {
@@ -138,10 +141,7 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
                             let mut s = h.schedule(kernel.tile, m, n, k, Some(splits));
                             s.split_blocks = split_blocks;
                             let got = h.run(kernel, &s, &mut p).expect("variant runs");
-                            let first = got
-                                .iter()
-                                .zip(&want)
-                                .position(|(a, b)| a.to_bits() != b.to_bits());
+                            let first = first_difference(&got, &want);
                             assert!(
                                 first.is_none(),
                                 "{} ({m} x {n} x {k}, {splits} splits over {split_blocks} \
@@ -165,7 +165,7 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
 #[test]
 fn every_gemm_kernel_agrees_with_the_cpu_twin() {
     let h = GemmHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x7717_c0de);
+    let mut rng = Rng::new(0x7717_c0de);
     for (n, k) in shapes(&mut rng) {
         let m = 1 + rng.below(128);
         let c = case(&mut rng, m, n, k);
@@ -211,7 +211,7 @@ fn every_gemm_kernel_agrees_with_the_cpu_twin() {
 #[ignore]
 fn time_gemm_variants() {
     let h = GemmHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x71_3e);
+    let mut rng = Rng::new(0x71_3e);
     let rows: Vec<usize> = std::env::var("LADE_GEMM_ROWS")
         .unwrap_or_else(|_| "1,8,32,64,128".into())
         .split(',')
@@ -314,7 +314,7 @@ fn twin_samples(d: &AttentionData, rng: &mut Rng) -> Vec<(usize, usize, Vec<f64>
 #[test]
 fn every_attention_kernel_agrees_with_the_cpu_twin() {
     let h = AttentionHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0xa77e_2710);
+    let mut rng = Rng::new(0xa77e_2710);
     for heads in ATTENTION_HEADS {
         let (nh, _, hd) = heads;
         for (past, rows, kind) in ATTENTION_STEPS {
@@ -325,14 +325,8 @@ fn every_attention_kernel_agrees_with_the_cpu_twin() {
             for kernel in h.kernels(hd) {
                 let got = h.run(kernel, &mut p).expect("attention runs");
                 for (i, head, want) in &twin {
-                    let out = &got[(i * nh + head) * hd..][..hd];
-                    let (mut err, mut norm) = (0f64, 0f64);
-                    for (&g, w) in out.iter().zip(want) {
-                        err += (f64::from(g) - w).powi(2);
-                        norm += w * w;
-                    }
                     // f16 outputs: relative rounding 2^-11.
-                    let rel = (err / norm.max(1e-30)).sqrt();
+                    let rel = relative_error(&got[(i * nh + head) * hd..][..hd], want);
                     assert!(
                         rel < 1e-3,
                         "{}: {heads:?}, {past} cached, {rows} rows ({kind:?}): row {i} head \
@@ -345,17 +339,10 @@ fn every_attention_kernel_agrees_with_the_cpu_twin() {
     }
 }
 
-/// The index of the first element whose bits differ.
-fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
-    a.iter()
-        .zip(b)
-        .position(|(x, y)| x.to_bits() != y.to_bits())
-}
-
 #[test]
 fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
     let h = AttentionHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x5eed_a77e);
+    let mut rng = Rng::new(0x5eed_a77e);
     for heads in ATTENTION_HEADS {
         let width = heads.0 * heads.2;
         for (past, rows, kind) in ATTENTION_STEPS {
@@ -388,7 +375,7 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
 #[test]
 fn attention_variants_in_production_order_equal_it_bit_for_bit() {
     let h = AttentionHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x0bd3_a77e);
+    let mut rng = Rng::new(0x0bd3_a77e);
     let mut checked = 0;
     for heads in ATTENTION_HEADS {
         for (past, rows, kind) in ATTENTION_STEPS {
@@ -425,7 +412,7 @@ fn attention_variants_in_production_order_equal_it_bit_for_bit() {
 #[ignore]
 fn time_attention_variants() {
     let h = AttentionHarness::new(0).expect("CUDA device 0");
-    let mut rng = Rng(0x713e_a77e);
+    let mut rng = Rng::new(0x713e_a77e);
     let list = |var: &str, default: &str| -> Vec<usize> {
         std::env::var(var)
             .unwrap_or_else(|_| default.into())

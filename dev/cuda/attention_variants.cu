@@ -22,21 +22,17 @@
 
 // a[d] = sum_j p_j v_j[d] in increasing j for every vector of the block: thread (vg, d4) owns
 // float4 column d4 of vectors vg, vg + VG, ...; cache keys from the staged buffers, in-step
-// values requested IN_BATCH keys at a time.
-template <int HD, typename PartA>
+// values (at `key_pos(v, j)`) requested IN_BATCH keys at a time.
+template <int HD, typename KeyPos, typename PartA>
 __device__ __forceinline__ void attn_values_in_order(const float* sc, float* const* buf,
                                                      const float* vbase, const int* vn,
-                                                     const int* const* vlist, PartA part_a,
-                                                     int nv, int L, int start, int nmax) {
+                                                     KeyPos key_pos, PartA part_a, int nv,
+                                                     int L, int start, int nmax) {
     constexpr int KLD = AttSmem<HD>::KLD;
     constexpr int H4 = HD / 4;
     constexpr int VG = ATT_THREADS / H4;
     constexpr int PER = (ATT_QT + VG - 1) / VG;
     const int tid = threadIdx.x, d4 = tid % H4, vg = tid / H4;
-    auto key_pos = [&](int v, int j) -> int {
-        if (j < L) return j;
-        return L + (vlist[v] ? vlist[v][j - L] : j - L);
-    };
     float4 acc[PER];
 #pragma unroll
     for (int u = 0; u < PER; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -292,7 +288,7 @@ __device__ __forceinline__ void attn_tile_v2(const float* qkv, const int* io, in
     };
     constexpr int NG = CHUNK / ATT_VG;  // groups of a chunk
     if (!GROUPED) {
-        attn_values_in_order<HD>(sc, buf, vbase, vn, vlist, part_a, nv, L, start, nmax);
+        attn_values_in_order<HD>(sc, buf, vbase, vn, key_pos, part_a, nv, L, start, nmax);
     } else if (nv <= ATT_VPAR) {
         // Few vectors: thread (vsub, g, d4) forms A_g of vector v0 + vsub; the groups' sums go
         // through shared memory (the queries' space, free now) and are added in group order.

@@ -4,17 +4,22 @@
 //! checks.
 
 use lade::model::AttentionMask;
+use lade::sampling::random_u64;
 
-/// SplitMix64: the tests' random numbers (seeded, so a failure can be repeated).
-pub struct Rng(pub u64);
+/// The tests' random numbers: lade's counter-based generator, seeded so that a failure can be
+/// repeated.
+pub struct Rng {
+    seed: u64,
+    index: u64,
+}
 
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng { seed, index: 0 }
+    }
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.index += 1;
+        random_u64(self.seed, self.index)
     }
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
@@ -23,6 +28,23 @@ impl Rng {
     pub fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
+}
+
+/// The index of the first element whose bits differ.
+pub fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
+}
+
+/// ‖got − want‖ / ‖want‖.
+pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (&g, w) in got.iter().zip(want) {
+        err += (f64::from(g) - w).powi(2);
+        norm += w * w;
+    }
+    (err / norm.max(1e-30)).sqrt()
 }
 
 /// Head layouts checked: (heads, kv heads, head dim) of LLaMA-2-7B, Llama-3-8B, LLaMA-2-70B,
@@ -109,15 +131,20 @@ impl AttentionData {
             .collect()
     }
 
+    /// The cache positions of the keys row i sees, in order: the cache, then its in-step rows.
+    fn positions(&self, i: usize) -> Vec<usize> {
+        (0..self.past)
+            .chain(self.seen(i).into_iter().map(|j| self.past + j))
+            .collect()
+    }
+
     /// The CPU twin: row i, head h, by f64 softmax over the keys the row sees.
     pub fn reference(&self, i: usize, h: usize) -> Vec<f64> {
         let (nh, nkv, hd) = self.heads;
         let keys = self.past + self.rows;
         let kvh = h / (nh / nkv);
         let q = &self.q[(i * nh + h) * hd..][..hd];
-        let positions: Vec<usize> = (0..self.past)
-            .chain(self.seen(i).into_iter().map(|j| self.past + j))
-            .collect();
+        let positions = self.positions(i);
         let at = |x: &[f32], p: usize| -> Vec<f64> {
             x[(kvh * keys + p) * hd..][..hd]
                 .iter()
@@ -152,10 +179,7 @@ impl AttentionData {
     pub fn alone(&self, i: usize) -> AttentionData {
         let (nh, nkv, hd) = self.heads;
         let keys = self.past + self.rows;
-        let seen = self.seen(i);
-        let positions: Vec<usize> = (0..self.past)
-            .chain(seen.iter().map(|&j| self.past + j))
-            .collect();
+        let positions = self.positions(i);
         let gather = |x: &[f32]| -> Vec<f32> {
             (0..nkv)
                 .flat_map(|h| {
