@@ -1,5 +1,5 @@
 //! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) and
-//! the kernel variants of the dev harness (dev/cuda/*_variants.cu) to PTX with nvcc; the
+//! the kernel variants of the dev harness (dev/cuda/*.cu) to PTX with nvcc; the
 //! driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
 
 use std::path::PathBuf;
@@ -19,15 +19,30 @@ fn main() {
         .map(|h| PathBuf::from(h).join("bin/nvcc"))
         .unwrap_or_else(|_| PathBuf::from("nvcc"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    // The production kernels, and the variants of the dev harness (dev/cuda).
-    for (src, ptx) in [
-        ("src/model/cuda/kernels.cu", "kernels.ptx"),
-        ("dev/cuda/gemm_variants.cu", "gemm_variants.ptx"),
-        ("dev/cuda/attention_variants.cu", "attention_variants.ptx"),
+    // The production kernels, and the variants of the dev harness (dev/cuda); the wgmma
+    // variants use instructions of compute capability 9.0 only (the "a" target), and the
+    // harness loads them on such devices only.
+    for (src, ptx, arch) in [
+        ("src/model/cuda/kernels.cu", "kernels.ptx", cap.clone()),
+        (
+            "dev/cuda/gemm_variants.cu",
+            "gemm_variants.ptx",
+            cap.clone(),
+        ),
+        (
+            "dev/cuda/attention_variants.cu",
+            "attention_variants.ptx",
+            cap.clone(),
+        ),
+        (
+            "dev/cuda/gemm_wgmma.cu",
+            "gemm_wgmma.ptx",
+            "90a".to_string(),
+        ),
     ] {
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", "--fmad=true", "-std=c++17"])
-            .arg(format!("-arch=compute_{cap}"))
+            .arg(format!("-arch=compute_{arch}"))
             .arg(src)
             .arg("-o")
             .arg(out_dir.join(ptx))

@@ -138,6 +138,8 @@ fn gpu_lookahead_equals_gpu_plain_greedy() {
         // window see up to 30 window columns).
         (10, 11, 10),
         (30, 5, 30),
+        // 600 rows: more than one pass (the step runs in pieces).
+        (30, 11, 30),
     ];
     for (p, prompt) in prompts.iter().enumerate() {
         let want = decode(s.as_mut(), &mut PlainDecoder, &greedy, prompt, 128);
@@ -249,6 +251,62 @@ fn gpu_rows_do_not_depend_on_the_batch() {
     full.push(42);
     let want = causal_logits(s.as_mut(), &full, &[full.len() - 1]).remove(0);
     assert_eq!(next.row(0), &want[..], "after keep_rows vs fresh prefill");
+}
+
+#[test]
+fn gpu_a_step_longer_than_one_pass_is_exact() {
+    // A tree of 1100 rows in row order (each row continues an earlier one) runs as pieces of
+    // one pass each; a row's logits equal, bit for bit, those of its chain prefilled alone.
+    let model = gpu_model();
+    let prompt = common::dataset_prompts(&model, "humaneval", 1, false).remove(0);
+    let mut s = model.new_session(2048).unwrap();
+    let q = 1100;
+    let mut parent = vec![usize::MAX; q];
+    let mut seed = 0x7eee_u64;
+    for (i, p) in parent.iter_mut().enumerate().skip(1) {
+        seed = lade::sampling::random_u64(seed, i as u64);
+        *p = if i % 4 == 0 { i - 1 } else { seed as usize % i };
+    }
+    let chain = |mut i: usize| {
+        let mut rows = vec![i];
+        while parent[i] != usize::MAX {
+            i = parent[i];
+            rows.push(i);
+        }
+        rows.reverse();
+        rows
+    };
+    let tokens: Vec<u32> = (0..q).map(|i| prompt[(i * 7) % prompt.len()]).collect();
+    let mut visible = vec![false; q * q];
+    let mut positions = vec![0u32; q];
+    for i in 0..q {
+        let c = chain(i);
+        positions[i] = (prompt.len() + c.len() - 1) as u32;
+        for j in c {
+            visible[i * q + j] = true;
+        }
+    }
+    let checked = [0, 1, 511, 512, 513, 700, 1023, 1024, 1099];
+    causal_logits(s.as_mut(), &prompt, &[]);
+    let tree = s
+        .forward(&Batch {
+            tokens: &tokens,
+            positions: &positions,
+            mask: &AttentionMask::Block { q, visible },
+            logit_rows: &checked,
+        })
+        .unwrap();
+    assert_eq!(s.cache_len(), prompt.len() + q);
+    for (k, &i) in checked.iter().enumerate() {
+        let mut seq = prompt.clone();
+        seq.extend(chain(i).iter().map(|&j| tokens[j]));
+        let want = causal_logits(s.as_mut(), &seq, &[seq.len() - 1]).remove(0);
+        assert_eq!(
+            tree.row(k),
+            &want[..],
+            "row {i} of a {q}-row step vs its chain alone"
+        );
+    }
 }
 
 /// Prompt tokens of the datasets, concatenated until there are `n`.

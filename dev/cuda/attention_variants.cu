@@ -117,7 +117,7 @@ __device__ __forceinline__ void attn_tile_v2(const float* qkv, const int* io, in
     const int v0 = blockIdx.x * ATT_QT;
     const int nv = min(ATT_QT, QB * G - v0);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int L = io[0];
+    const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
     const int start = s * CHUNK;
     if (tid < ATT_QT) {
         const int v = v0 + tid;

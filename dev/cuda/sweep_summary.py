@@ -45,3 +45,14 @@ for (shape, m), p in sorted(prod.items()):
     if hl:
         print(f"{shape:14s} {m:4d} f16 {float(p['us']):8.1f} us  hi/lo {float(hl[0]['us']):8.1f} us  "
               f"x{float(hl[0]['us']) / float(p['us']):.2f}")
+
+print()
+print("wgmma (dev/cuda/gemm_wgmma.cu) against mma.sync: the fastest kernel and schedule of each")
+for (shape, m), rs in sorted(by.items()):
+    mma = [r for r in rs if r["kernel"].startswith("gemm_p1_")]
+    wg = [r for r in rs if r["kernel"].startswith("wgmma_")]
+    if mma and wg:
+        a = min(mma, key=lambda r: float(r["us"]))
+        b = min(wg, key=lambda r: float(r["us"]))
+        print(f"{shape:14s} {m:4d} mma.sync {float(a['us']):8.1f} us  wgmma {float(b['us']):8.1f} us "
+              f"x{float(b['us']) / float(a['us']):.2f}  ({b['kernel']} / {b['splits']} / {b['split_blocks']})")

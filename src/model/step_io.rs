@@ -5,6 +5,8 @@
 //! ```text
 //! [0]                        cache length L before the step
 //! [1], [2]                   real query rows q, real logit rows r
+//! [3]                        E: rows of the same step already in the cache, at L - E ..
+//!                            L (a step longer than one pass runs as pieces; 0 otherwise)
 //! [4 .. 4+QB]                token ids            (padding rows: 0)
 //! [4+QB .. 4+2QB]            positions            (padding rows: 0)
 //! [4+2QB .. 4+3QB]           in-step rows seen: -1 = causal (0..=i), else a count
@@ -13,12 +15,15 @@
 //! [4+4QB+RB ..]              the lists, increasing row indices (padding rows see only
 //!                            themselves; causal rows have none)
 //! ```
+//!
+//! Row indices in the lists count the step's rows from its first: E + i for row i of this
+//! pass, below E for rows of earlier pieces (cache position L - E + index).
 //! Every row sees the whole cache; only the in-step part of the mask varies. A row may see any
 //! number of the step's rows: the buffer is made for `QB * QB` list entries, and only what a
 //! step uses is copied.
 
 use super::Batch;
-use crate::Result;
+use crate::{LadeError, Result};
 
 /// Rows are padded (to a power of two up to 16, then to a multiple of 16) so that few shapes
 /// (and graphs) exist while little work is wasted on padding.
@@ -65,17 +70,72 @@ impl StepIo {
 
     /// Packs `batch` (already validated) for a cache of `past` positions.
     pub fn pack(batch: &Batch<'_>, past: usize) -> Result<Self> {
-        let q = batch.tokens.len();
-        let r = batch.logit_rows.len();
+        let rows = batch.mask.in_step_rows(past, batch.tokens.len())?;
+        Ok(Self::pack_rows(
+            batch.tokens,
+            batch.positions,
+            batch.logit_rows,
+            past,
+            0,
+            &rows,
+        ))
+    }
+
+    /// Packs the rows `piece` of `batch` (already validated, for a cache of `past` positions)
+    /// as one pass of a step run in pieces: the rows before `piece.start` are in the cache
+    /// then (at `past ..`), and `logit_rows` (indices into the piece) are read from this pass.
+    /// Every row must see only rows up to itself (a tree in row order, as speculative steps
+    /// are), so that the rows it sees have run by the time it runs.
+    pub fn pack_piece(
+        batch: &Batch<'_>,
+        past: usize,
+        piece: std::ops::Range<usize>,
+        logit_rows: &[usize],
+    ) -> Result<Self> {
+        let rows = batch.mask.in_step_rows(past, batch.tokens.len())?;
+        let mut seen = Vec::with_capacity(piece.len());
+        for i in piece.clone() {
+            // Explicit lists: "causal" (rows 0..=i of the step) has no short form in a piece.
+            let list = rows[i].clone().unwrap_or_else(|| (0..=i as u32).collect());
+            if list.iter().any(|&j| j as usize > i) {
+                return Err(LadeError::Unsupported(format!(
+                    "step row {i} sees a later row; a step longer than one pass runs in row \
+                     order"
+                )));
+            }
+            seen.push(Some(list));
+        }
+        Ok(Self::pack_rows(
+            &batch.tokens[piece.clone()],
+            &batch.positions[piece.clone()],
+            logit_rows,
+            past + piece.start,
+            piece.start,
+            &seen,
+        ))
+    }
+
+    /// The buffer of `tokens` at `positions` after `past` cached positions, the last `earlier`
+    /// of them rows of the same step; `rows[i]`: the step rows row i sees (`None`: causal).
+    fn pack_rows(
+        tokens: &[u32],
+        positions: &[u32],
+        logit_rows: &[usize],
+        past: usize,
+        earlier: usize,
+        rows: &[Option<Vec<u32>>],
+    ) -> Self {
+        let q = tokens.len();
+        let r = logit_rows.len();
         let (qb, rb) = (bucket(q), bucket(r));
-        let rows = batch.mask.in_step_rows(past, q)?;
         let mut data = vec![0i32; Self::lists_off(qb, rb)];
         data[0] = past as i32;
         data[1] = q as i32;
         data[2] = r as i32;
+        data[3] = earlier as i32;
         for i in 0..qb {
             let (tok, pos) = if i < q {
-                (batch.tokens[i], batch.positions[i])
+                (tokens[i], positions[i])
             } else {
                 (0, 0)
             };
@@ -89,19 +149,16 @@ impl StepIo {
                     seen.len() as i32
                 }
                 None => {
-                    data.push(i as i32);
+                    data.push((earlier + i) as i32);
                     1
                 }
             };
             data[Self::seen_count_off(qb) + i] = count;
         }
-        for (slot, &row) in data[Self::logit_rows_off(qb)..]
-            .iter_mut()
-            .zip(batch.logit_rows)
-        {
+        for (slot, &row) in data[Self::logit_rows_off(qb)..].iter_mut().zip(logit_rows) {
             *slot = row as i32;
         }
-        Ok(StepIo { qb, rb, data })
+        StepIo { qb, rb, data }
     }
 }
 
@@ -183,5 +240,110 @@ mod tests {
         let pad = d[StepIo::seen_start_off(io.qb) + 47] as usize;
         assert_eq!(d[pad], 47);
         assert!(d.len() <= StepIo::len(io.qb, io.rb));
+    }
+
+    /// The cache positions of the keys row `i` of a packed pass sees, in order, read as the
+    /// attention kernel reads them (kernels.cu): the cache before the step, then its list.
+    fn keys_of(io: &StepIo, i: usize) -> Vec<usize> {
+        let d = &io.data;
+        let base = (d[0] - d[3]) as usize;
+        let count = d[StepIo::seen_count_off(io.qb) + i];
+        let mut keys: Vec<usize> = (0..base).collect();
+        if count < 0 {
+            keys.extend(base..base + d[3] as usize + i + 1);
+        } else {
+            let start = d[StepIo::seen_start_off(io.qb) + i] as usize;
+            keys.extend(
+                d[start..start + count as usize]
+                    .iter()
+                    .map(|&j| base + j as usize),
+            );
+        }
+        keys
+    }
+
+    #[test]
+    fn a_step_in_pieces_gives_each_row_the_keys_of_one_pass() {
+        // A random tree of 45 rows in row order (each row sees its parent's rows and itself),
+        // some rows a causal prefix; run in pieces of 16 rows after 7 cached positions.
+        let (q, past) = (45, 7);
+        let mut visible = vec![false; q * q];
+        let mut seed = 0x5eed_u64;
+        for i in 0..q {
+            let parent = if i == 0 {
+                None
+            } else {
+                seed = crate::sampling::random_u64(seed, i as u64);
+                // Every fifth row continues the row before it, the others a random earlier one.
+                Some(if i % 5 == 0 { i - 1 } else { seed as usize % i })
+            };
+            if let Some(p) = parent {
+                for j in 0..q {
+                    visible[i * q + j] = visible[p * q + j];
+                }
+            }
+            visible[i * q + i] = true;
+        }
+        let mask = AttentionMask::Block { q, visible };
+        let tokens: Vec<u32> = (0..q as u32).collect();
+        let positions: Vec<u32> = (0..q as u32).map(|i| past as u32 + i).collect();
+        let batch = Batch {
+            tokens: &tokens,
+            positions: &positions,
+            mask: &mask,
+            logit_rows: &[],
+        };
+        let whole = StepIo::pack(&batch, past).unwrap();
+        for start in (0..q).step_by(16) {
+            let end = (start + 16).min(q);
+            let logit_rows: Vec<usize> = (0..end - start).rev().collect();
+            let piece = StepIo::pack_piece(&batch, past, start..end, &logit_rows).unwrap();
+            let d = &piece.data;
+            assert_eq!(
+                (d[0], d[1], d[3]),
+                ((past + start) as i32, (end - start) as i32, start as i32)
+            );
+            assert_eq!(
+                &d[4..4 + end - start],
+                &tokens[start..end]
+                    .iter()
+                    .map(|&t| t as i32)
+                    .collect::<Vec<_>>()[..]
+            );
+            for i in start..end {
+                assert_eq!(
+                    keys_of(&piece, i - start),
+                    keys_of(&whole, i),
+                    "row {i} in the piece from {start}"
+                );
+            }
+            // A padding row sees its own slot.
+            if end - start < piece.qb {
+                let pad = piece.qb - 1;
+                assert_eq!(keys_of(&piece, pad).last(), Some(&(past + start + pad)));
+            }
+            assert_eq!(
+                &d[StepIo::logit_rows_off(piece.qb)..][..end - start],
+                &logit_rows.iter().map(|&r| r as i32).collect::<Vec<_>>()[..]
+            );
+        }
+    }
+
+    #[test]
+    fn a_piece_whose_row_sees_a_later_row_is_refused() {
+        let q = 3;
+        let mut visible = vec![false; q * q];
+        for (i, j) in [(0, 0), (1, 1), (1, 2), (2, 2)] {
+            visible[i * q + j] = true;
+        }
+        let mask = AttentionMask::Block { q, visible };
+        let batch = Batch {
+            tokens: &[1, 2, 3],
+            positions: &[0, 1, 2],
+            mask: &mask,
+            logit_rows: &[],
+        };
+        assert!(StepIo::pack_piece(&batch, 0, 0..2, &[]).is_err());
+        assert!(StepIo::pack_piece(&batch, 0, 2..3, &[]).is_ok());
     }
 }

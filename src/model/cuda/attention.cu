@@ -2,7 +2,9 @@
 // split over keys in fixed chunks, merged in split order).
 //
 // Row i sees n_i keys: the L cache keys (j < L: cache position j), then its in-step chain
-// (j >= L: cache position L + list_i[j - L], or L + (j - L) for a causal row). Keys are
+// (j >= L: cache position L + list_i[j - L], or L + (j - L) for a causal row). L is the cache
+// before the step: io[0] - io[3], where io[3] rows of the same step (earlier pieces of a step
+// longer than one pass) are already in the cache and reached through the lists. Keys are
 // numbered by j, and split s holds j in [s CHUNK, (s + 1) CHUNK): a row's keys, their order
 // and their chunks are those the same token would see decoded alone after its chain, so its
 // result is bit-identical to plain decoding's.
@@ -74,7 +76,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     const int v0 = blockIdx.x * ATT_QT;
     const int nv = min(ATT_QT, QB * G - v0);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int L = io[0];
+    const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
     const int start = s * CHUNK;
     if (tid < ATT_QT) {
         const int v = v0 + tid;

@@ -191,6 +191,50 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
     }
 }
 
+// The splits' sums of a block's tile (16 MT rows from m0, BN columns from n0), each written to the
+// workspace by one block of the column tile: the last of those blocks to finish adds them in
+// split order and finishes the tile; the others return.
+template <int P, int ROWS, int BN, int THREADS>
+__device__ __forceinline__ void gemm_finish_splits(const float* ws, int* cnt, int M, int N, int S,
+                                                   int m0, int n0, const GemmEpilogue& e) {
+    const int tid = threadIdx.x;
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    {
+        int* c = cnt + blockIdx.z * gridDim.x + blockIdx.x;
+        if (tid == 0) last = atomicAdd(c, 1) == (int)gridDim.y - 1;
+        __syncthreads();
+        if (!last) return;
+        if (tid == 0) *c = 0;
+        __threadfence();
+    }
+    for (int idx = tid; idx < ROWS * (BN / 2); idx += THREADS) {
+        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
+        const int m = m0 + r, n = n0 + 2 * cp;
+        if (m >= M || n >= N) continue;
+        // Eight split sums requested at a time (independent loads in flight), then added in
+        // split order.
+        const float2* src = (const float2*)(ws + (size_t)m * N + n);
+        const size_t stride = (size_t)M * N / 2;  // float2s from one split's sums to the next
+        float2 v = __ldcg(src);
+        for (int s0 = 1; s0 < S; s0 += 8) {
+            float2 p2[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                if (s0 + u < S) p2[u] = __ldcg(src + (s0 + u) * stride);
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                if (s0 + u < S) {
+                    v.x += p2[u].x;
+                    v.y += p2[u].y;
+                }
+            }
+        }
+        gemm_finish<P>(e, m, n, N, v.x, v.y);
+    }
+}
+
 template <int MT, int P, int BN, int STAGES, int WM, int WN, int KS>
 __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, size_t a_plane,
                                           const unsigned short* __restrict__ W, int M, int N,
@@ -341,42 +385,7 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
         }
         return;
     }
-    // The column tile's last block to finish adds the split sums in split order.
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    {
-        int* c = cnt + blockIdx.z * gridDim.x + blockIdx.x;
-        if (tid == 0) last = atomicAdd(c, 1) == (int)gridDim.y - 1;
-        __syncthreads();
-        if (!last) return;
-        if (tid == 0) *c = 0;
-        __threadfence();
-    }
-    for (int idx = tid; idx < ROWS * (BN / 2); idx += THREADS) {
-        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
-        const int m = m0 + r, n = n0 + 2 * cp;
-        if (m >= M || n >= N) continue;
-        // Eight split sums requested at a time (independent loads in flight), then added in
-        // split order.
-        const float2* src = (const float2*)(ws + (size_t)m * N + n);
-        const size_t stride = (size_t)M * N / 2;  // float2s from one split's sums to the next
-        float2 v = __ldcg(src);
-        for (int s0 = 1; s0 < S; s0 += 8) {
-            float2 p2[8];
-#pragma unroll
-            for (int u = 0; u < 8; ++u)
-                if (s0 + u < S) p2[u] = __ldcg(src + (s0 + u) * stride);
-#pragma unroll
-            for (int u = 0; u < 8; ++u) {
-                if (s0 + u < S) {
-                    v.x += p2[u].x;
-                    v.y += p2[u].y;
-                }
-            }
-        }
-        gemm_finish<P>(e, m, n, N, v.x, v.y);
-    }
+    gemm_finish_splits<P, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
 }
 
 // grid (ceil(N / BN), ceil(S / G), ceil(M / (16 MT))) for G splits per block, block

@@ -10,6 +10,8 @@
 // Step inputs live in one int32 buffer `io` (one host->device copy per step), for a bucket of
 // QB query rows and RB logit rows (src/model/step_io.rs writes it):
 //   io[0]                      cache length L before the step
+//   io[3]                      rows of the same step already in the cache (a step longer
+//                              than one pass runs as pieces; 0 otherwise)
 //   io[4 .. 4+QB]              token ids
 //   io[4+QB .. 4+2QB]          positions
 //   io[4+2QB .. 4+3QB]         visible in-step rows per query row: -1 = causal (rows 0..=i)

@@ -21,7 +21,9 @@ pub const GEMM_BK: usize = 64;
 
 /// A block shape of the matmul: 16 `mt` rows x `bn` columns, `stages` pipeline stages of `ks`
 /// k-tiles, `wm` x `wn` warps; the entry point `gemm_p{P}_m{mt}_n{bn}_s{stages}_w{wm}x{wn}_k{ks}`
-/// of gemm.cu. Schedule only: a row's arithmetic is the same in every one.
+/// of gemm.cu (mma.sync), or, with `wgmma`, `wgmma_p{P}_...` of the dev harness's
+/// dev/cuda/gemm_wgmma.cu (Hopper's warpgroup instruction). Schedule only: a row's arithmetic
+/// is the same in every tile of one instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTile {
     pub mt: usize,
@@ -30,6 +32,7 @@ pub struct GemmTile {
     pub wm: usize,
     pub wn: usize,
     pub ks: usize,
+    pub wgmma: bool,
 }
 
 impl GemmTile {
@@ -41,6 +44,7 @@ impl GemmTile {
             wm,
             wn,
             ks,
+            wgmma: false,
         }
     }
 
@@ -48,14 +52,24 @@ impl GemmTile {
     pub fn name(&self, planes: usize) -> String {
         let t = self;
         format!(
-            "gemm_p{planes}_m{}_n{}_s{}_w{}x{}_k{}",
-            t.mt, t.bn, t.stages, t.wm, t.wn, t.ks
+            "{}_p{planes}_m{}_n{}_s{}_w{}x{}_k{}",
+            if t.wgmma { "wgmma" } else { "gemm" },
+            t.mt,
+            t.bn,
+            t.stages,
+            t.wm,
+            t.wn,
+            t.ks
         )
     }
 
     /// Reads a kernel name back: (planes, tile).
     pub fn parse(name: &str) -> Option<(usize, GemmTile)> {
-        let mut parts = name.strip_prefix("gemm_p")?.split('_');
+        let (wgmma, rest) = match name.strip_prefix("wgmma_p") {
+            Some(rest) => (true, rest),
+            None => (false, name.strip_prefix("gemm_p")?),
+        };
+        let mut parts = rest.split('_');
         let mut field = |pre: &str| -> Option<usize> {
             let part = parts.next()?;
             part.strip_prefix(pre).unwrap_or(part).parse().ok()
@@ -64,7 +78,10 @@ impl GemmTile {
         let (mt, bn, stages) = (field("m")?, field("n")?, field("s")?);
         let (wm, wn) = parts.next()?.strip_prefix('w')?.split_once('x')?;
         let ks = parts.next()?.strip_prefix('k')?.parse().ok()?;
-        let tile = GemmTile::new(mt, bn, stages, wm.parse().ok()?, wn.parse().ok()?, ks);
+        let tile = GemmTile {
+            wgmma,
+            ..GemmTile::new(mt, bn, stages, wm.parse().ok()?, wn.parse().ok()?, ks)
+        };
         parts.next().is_none().then_some((planes, tile))
     }
 
@@ -76,9 +93,11 @@ impl GemmTile {
         32 * self.wm * self.wn
     }
 
-    /// Dynamic shared memory of a block with `planes` activation planes.
+    /// Dynamic shared memory of a block with `planes` activation planes (a wgmma kernel puts
+    /// its tiles on 1024-byte boundaries, which takes up to 1024 bytes more).
     pub fn smem(&self, planes: usize) -> usize {
-        self.stages * self.ks * (self.bn + planes * self.rows()) * GEMM_BK * 2
+        let stages = self.stages * self.ks * (self.bn + planes * self.rows()) * GEMM_BK * 2;
+        stages + if self.wgmma { 1024 } else { 0 }
     }
 }
 

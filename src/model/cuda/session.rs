@@ -24,15 +24,16 @@ fn min_step_rows() -> usize {
         .clamp(1, MAX_ROWS)
 }
 
-/// Largest row bucket one forward pass runs; longer causal prefills are cut into pieces.
+/// Largest row bucket one forward pass runs; longer steps (a prefill, a large lookahead tree)
+/// run as consecutive passes of at most this many rows.
 pub const MAX_ROWS: usize = 512;
 
 /// Device buffers of one step shape (rows `qc`, logit rows `rc`, attention splits `sc`).
 struct Buffers {
     qc: usize,
     rc: usize,
-    io: CudaSlice<i32>,  // StepIo::len(qc, rc)
-    x: CudaSlice<f32>,   // (qc, hidden) residual stream
+    io: CudaSlice<i32>, // at least StepIo::len(qc, rc) (more for the pieces of a long step)
+    x: CudaSlice<f32>,  // (qc, hidden) residual stream
     qkv: CudaSlice<f32>, // (qc, (heads + 2 kv_heads) * head_dim)
     /// A-format matmul inputs (ACT_PLANES planes of `act_plane` halves): rmsnorm(x) rows
     /// (qc or rc, hidden) and the attention's output (qc, heads * head_dim).
@@ -136,19 +137,20 @@ impl CudaSession {
         self.cap_alloc.div_ceil(CHUNK)
     }
 
-    /// Makes sure the buffers hold a step of `qb` rows and `rb` logit rows. Growing them moves
-    /// them, so every captured graph is dropped; they are therefore made for at least
-    /// [`min_step_rows`] rows and logit rows from the start (a lookahead generation's steps
-    /// grow from 1 to 32 logit rows, which would otherwise drop the graphs at each size).
-    fn ensure_buffers(&mut self, qb: usize, rb: usize) -> Result<()> {
+    /// Makes sure the buffers hold a step of `qb` rows and `rb` logit rows whose packed inputs
+    /// take `io_len` ints. Growing them moves them, so every captured graph is dropped; they
+    /// are therefore made for at least [`min_step_rows`] rows and logit rows from the start (a
+    /// lookahead generation's steps grow from 1 to 32 logit rows, which would otherwise drop
+    /// the graphs at each size).
+    fn ensure_buffers(&mut self, qb: usize, rb: usize, io_len: usize) -> Result<()> {
         if let Some(b) = &self.bufs {
-            if b.qc >= qb && b.rc >= rb {
+            if b.qc >= qb && b.rc >= rb && b.io.len() >= io_len {
                 return Ok(());
             }
         }
-        let (qc, rc) = match &self.bufs {
-            Some(b) => (b.qc.max(qb), b.rc.max(rb)),
-            None => (qb, rb),
+        let (qc, rc, io_len) = match &self.bufs {
+            Some(b) => (b.qc.max(qb), b.rc.max(rb), b.io.len().max(io_len)),
+            None => (qb, rb, io_len),
         };
         let least = min_step_rows();
         let (qc, rc) = (qc.max(least), rc.max(least));
@@ -174,7 +176,9 @@ impl CudaSession {
         self.bufs = Some(Buffers {
             qc,
             rc,
-            io: s.alloc_zeros::<i32>(StepIo::len(qc, rc)).map_err(gpu_err)?,
+            io: s
+                .alloc_zeros::<i32>(StepIo::len(qc, rc).max(io_len))
+                .map_err(gpu_err)?,
             x: a(qc * c.hidden_size)?,
             qkv: a(qc * qkv_w)?,
             act: h16(ACT_PLANES * act_plane)?,
@@ -365,7 +369,7 @@ impl CudaSession {
 
     /// Copies the step's inputs to the device.
     fn upload(&mut self, io: &StepIo) -> Result<()> {
-        self.ensure_buffers(io.qb, io.rb)?;
+        self.ensure_buffers(io.qb, io.rb, io.data.len())?;
         let s = self.stream.clone();
         let b = self.bufs.as_mut().expect("buffers allocated");
         let mut dst = b.io.slice_mut(0..io.data.len());
@@ -408,10 +412,15 @@ impl CudaSession {
             self.model.config.vocab_size,
             self.model.max_positions,
         )?;
-        if self.len + q > self.capacity || bucket(q) > MAX_ROWS {
+        if self.len + q > self.capacity {
             return Err(LadeError::InvalidArgument(format!(
                 "a profiled step of {q} rows does not fit after {} cached positions",
                 self.len
+            )));
+        }
+        if bucket(q) > MAX_ROWS {
+            return Err(LadeError::InvalidArgument(format!(
+                "a profiled step runs as one pass: at most {MAX_ROWS} rows, not {q}"
             )));
         }
         let io = StepIo::pack(batch, self.len)?;
@@ -459,7 +468,12 @@ impl CudaSession {
         let io = StepIo::pack(batch, self.len)?;
         self.run(&io)?;
         self.len += q;
-        let r = batch.logit_rows.len();
+        self.read_rows(batch.logit_rows.len(), whole)
+    }
+
+    /// The logit rows of the pass just run (whole, or their argmax).
+    fn read_rows(&self, r: usize, whole: bool) -> Result<RowsOut> {
+        let vocab = self.model.config.vocab_size;
         let s = &self.stream;
         let b = self.bufs.as_ref().expect("buffers allocated");
         let out = if r == 0 {
@@ -479,39 +493,63 @@ impl CudaSession {
         Ok(out)
     }
 
-    /// A causal batch longer than [`MAX_ROWS`], run as consecutive causal pieces.
+    /// A step of more than [`MAX_ROWS`] rows, run as consecutive passes of at most that many:
+    /// a causal batch as causal pieces (the rows before a piece are then simply cache), a tree
+    /// in row order with each piece's rows seeing the rows of earlier pieces through their
+    /// lists ([`StepIo::pack_piece`]), so that every row's keys and their order are those of
+    /// one pass. The logit rows come back in the order asked.
     fn forward_in_pieces(&mut self, batch: &Batch<'_>, whole: bool) -> Result<RowsOut> {
-        if !matches!(batch.mask, AttentionMask::Causal) {
-            return Err(LadeError::Unsupported(format!(
-                "a tree-masked step of {} rows (the GPU runs at most {MAX_ROWS})",
-                batch.tokens.len()
-            )));
+        let past = self.len;
+        let out = self.run_pieces(batch, whole);
+        if out.is_err() {
+            // None of the step stays (earlier pieces may have run).
+            self.len = past;
         }
-        if batch.logit_rows.windows(2).any(|w| w[0] > w[1]) {
-            return Err(LadeError::Unsupported(
-                "unordered logit rows in a prefill longer than the GPU step".into(),
-            ));
-        }
-        let mut logits = Vec::new();
-        let mut ids = Vec::new();
+        out
+    }
+
+    fn run_pieces(&mut self, batch: &Batch<'_>, whole: bool) -> Result<RowsOut> {
+        let vocab = self.model.config.vocab_size;
         let q = batch.tokens.len();
+        let past = self.len;
+        let r = batch.logit_rows.len();
+        let mut logits = vec![0f32; if whole { r * vocab } else { 0 }];
+        let mut ids = vec![0u32; if whole { 0 } else { r }];
         for start in (0..q).step_by(MAX_ROWS) {
             let end = (start + MAX_ROWS).min(q);
-            let rows: Vec<usize> = batch
+            // (index in the answer, row in the piece) of the logit rows of this piece
+            let (slots, rows): (Vec<usize>, Vec<usize>) = batch
                 .logit_rows
                 .iter()
-                .filter(|&&r| (start..end).contains(&r))
-                .map(|&r| r - start)
-                .collect();
-            let piece = Batch {
-                tokens: &batch.tokens[start..end],
-                positions: &batch.positions[start..end],
-                mask: &AttentionMask::Causal,
-                logit_rows: &rows,
+                .enumerate()
+                .filter(|&(_, &row)| (start..end).contains(&row))
+                .map(|(k, &row)| (k, row - start))
+                .unzip();
+            let io = match batch.mask {
+                AttentionMask::Causal => StepIo::pack(
+                    &Batch {
+                        tokens: &batch.tokens[start..end],
+                        positions: &batch.positions[start..end],
+                        mask: &AttentionMask::Causal,
+                        logit_rows: &rows,
+                    },
+                    self.len,
+                )?,
+                _ => StepIo::pack_piece(batch, past, start..end, &rows)?,
             };
-            match self.forward_rows(&piece, whole)? {
-                RowsOut::Logits(l) => logits.extend(l),
-                RowsOut::Argmax(a) => ids.extend(a),
+            self.run(&io)?;
+            self.len += end - start;
+            match self.read_rows(rows.len(), whole)? {
+                RowsOut::Logits(l) => {
+                    for (&k, row) in slots.iter().zip(l.chunks_exact(vocab)) {
+                        logits[k * vocab..(k + 1) * vocab].copy_from_slice(row);
+                    }
+                }
+                RowsOut::Argmax(a) => {
+                    for (&k, id) in slots.iter().zip(a) {
+                        ids[k] = id;
+                    }
+                }
             }
         }
         Ok(if whole {

@@ -1,12 +1,16 @@
 //! The matmul's dev harness: the production kernel and every variant of
-//! `dev/cuda/gemm_variants.cu` launched on given inputs at any shape and schedule, and timed on
+//! `dev/cuda/gemm_variants.cu` (and, on a device of compute capability 9.0, of
+//! `dev/cuda/gemm_wgmma.cu`) launched on given inputs at any shape and schedule, and timed on
 //! random ones. The production path never loads the variants; `tests/gpu_kernels.rs` checks
 //! each bit for bit against the production kernel and against a CPU twin, and its ignored
 //! `time_gemm_variants` prints the timings (dev/cuda/README.md).
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream};
+use candle_core::cuda_backend::cudarc::driver::{
+    sys, CudaFunction, CudaModule, CudaSlice, CudaStream,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 
 use super::{entry_names, median_launch_us, Loaded};
 use crate::model::cuda::gpu_err;
@@ -18,6 +22,8 @@ use crate::{LadeError, Result};
 pub use crate::model::cuda::kernels::{GemmTile, GEMM_BK};
 
 const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_variants.ptx"));
+/// dev/cuda/gemm_wgmma.cu, for devices of compute capability 9.0 only.
+const WGMMA_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_wgmma.ptx"));
 
 /// Most rows, columns x splits (workspace) and counters the harness's scratch holds.
 const MAX_ROWS: usize = 128;
@@ -55,7 +61,7 @@ impl GemmProblem {
 pub struct GemmHarness {
     stream: Arc<CudaStream>,
     kernels: Kernels,
-    _variants: Arc<CudaModule>,
+    _variants: Vec<Arc<CudaModule>>,
     all: Vec<GemmKernel>,
     ws: CudaSlice<f32>,
     cnt: CudaSlice<i32>,
@@ -82,21 +88,35 @@ impl GemmHarness {
                 func: func.clone(),
             })
             .collect();
-        for name in entry_names(VARIANTS_PTX, "gemm_p") {
-            let Some((planes, tile)) = GemmTile::parse(name) else {
-                return Err(LadeError::Gpu(format!(
-                    "matmul variant {name}: not a kernel name"
-                )));
-            };
-            let func = variants.load_function(name).map_err(gpu_err)?;
-            allow_smem(&func, tile.smem(planes), optin)?;
-            all.push(GemmKernel {
-                name: name.to_string(),
-                planes,
-                tile,
-                production: false,
-                func,
-            });
+        let mut modules = vec![(variants, VARIANTS_PTX, "gemm_p")];
+        let ctx = stream.context();
+        let capability = |a| ctx.attribute(a).map_err(gpu_err);
+        use sys::CUdevice_attribute::*;
+        if (
+            capability(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            capability(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        ) == (9, 0)
+        {
+            let wgmma = ctx.load_module(Ptx::from_src(WGMMA_PTX)).map_err(gpu_err)?;
+            modules.push((wgmma, WGMMA_PTX, "wgmma_p"));
+        }
+        for (module, ptx, prefix) in &modules {
+            for name in entry_names(ptx, prefix) {
+                let Some((planes, tile)) = GemmTile::parse(name) else {
+                    return Err(LadeError::Gpu(format!(
+                        "matmul variant {name}: not a kernel name"
+                    )));
+                };
+                let func = module.load_function(name).map_err(gpu_err)?;
+                allow_smem(&func, tile.smem(planes), optin)?;
+                all.push(GemmKernel {
+                    name: name.to_string(),
+                    planes,
+                    tile,
+                    production: false,
+                    func,
+                });
+            }
         }
         Ok(GemmHarness {
             ws: stream.alloc_zeros::<f32>(MAX_WS).map_err(gpu_err)?,
@@ -104,7 +124,7 @@ impl GemmHarness {
             io: stream.alloc_zeros::<i32>(8).map_err(gpu_err)?,
             stream,
             kernels,
-            _variants: variants,
+            _variants: modules.into_iter().map(|(m, _, _)| m).collect(),
             all,
         })
     }
