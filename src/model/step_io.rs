@@ -81,38 +81,46 @@ impl StepIo {
         ))
     }
 
-    /// Packs the rows `piece` of `batch` (already validated, for a cache of `past` positions)
-    /// as one pass of a step run in pieces: the rows before `piece.start` are in the cache
-    /// then (at `past ..`), and `logit_rows` (indices into the piece) are read from this pass.
-    /// Every row must see only rows up to itself (a tree in row order, as speculative steps
-    /// are), so that the rows it sees have run by the time it runs.
+    /// The rows each row of `batch` (already validated, for a cache of `past` positions) sees,
+    /// as explicit lists for a step run in pieces ([`Self::pack_piece`]): computed once per
+    /// step. Every row must see only rows up to itself (a tree in row order, as speculative
+    /// steps are), so that the rows it sees have run by the time it runs; "causal" (rows 0..=i
+    /// of the step) has no short form in a piece.
+    pub fn piece_lists(batch: &Batch<'_>, past: usize) -> Result<Vec<Option<Vec<u32>>>> {
+        let rows = batch.mask.in_step_rows(past, batch.tokens.len())?;
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, seen)| {
+                let list = seen.unwrap_or_else(|| (0..=i as u32).collect());
+                if list.iter().any(|&j| j as usize > i) {
+                    return Err(LadeError::Unsupported(format!(
+                        "step row {i} sees a later row; a step longer than one pass runs in \
+                         row order"
+                    )));
+                }
+                Ok(Some(list))
+            })
+            .collect()
+    }
+
+    /// Packs the rows `piece` of `batch` as one pass of a step run in pieces, `lists` the
+    /// step's [`Self::piece_lists`]: the rows before `piece.start` are in the cache then (at
+    /// `past ..`), and `logit_rows` (indices into the piece) are read from this pass.
     pub fn pack_piece(
         batch: &Batch<'_>,
+        lists: &[Option<Vec<u32>>],
         past: usize,
         piece: std::ops::Range<usize>,
         logit_rows: &[usize],
-    ) -> Result<Self> {
-        let rows = batch.mask.in_step_rows(past, batch.tokens.len())?;
-        let mut seen = Vec::with_capacity(piece.len());
-        for i in piece.clone() {
-            // Explicit lists: "causal" (rows 0..=i of the step) has no short form in a piece.
-            let list = rows[i].clone().unwrap_or_else(|| (0..=i as u32).collect());
-            if list.iter().any(|&j| j as usize > i) {
-                return Err(LadeError::Unsupported(format!(
-                    "step row {i} sees a later row; a step longer than one pass runs in row \
-                     order"
-                )));
-            }
-            seen.push(Some(list));
-        }
-        Ok(Self::pack_rows(
+    ) -> Self {
+        Self::pack_rows(
             &batch.tokens[piece.clone()],
             &batch.positions[piece.clone()],
             logit_rows,
             past + piece.start,
             piece.start,
-            &seen,
-        ))
+            &lists[piece],
+        )
     }
 
     /// The buffer of `tokens` at `positions` after `past` cached positions, the last `earlier`
@@ -294,10 +302,11 @@ mod tests {
             logit_rows: &[],
         };
         let whole = StepIo::pack(&batch, past).unwrap();
+        let lists = StepIo::piece_lists(&batch, past).unwrap();
         for start in (0..q).step_by(16) {
             let end = (start + 16).min(q);
             let logit_rows: Vec<usize> = (0..end - start).rev().collect();
-            let piece = StepIo::pack_piece(&batch, past, start..end, &logit_rows).unwrap();
+            let piece = StepIo::pack_piece(&batch, &lists, past, start..end, &logit_rows);
             let d = &piece.data;
             assert_eq!(
                 (d[0], d[1], d[3]),
@@ -330,20 +339,23 @@ mod tests {
     }
 
     #[test]
-    fn a_piece_whose_row_sees_a_later_row_is_refused() {
+    fn a_step_whose_row_sees_a_later_row_is_refused_in_pieces() {
         let q = 3;
+        let mask_of = |visible: Vec<bool>| AttentionMask::Block { q, visible };
         let mut visible = vec![false; q * q];
-        for (i, j) in [(0, 0), (1, 1), (1, 2), (2, 2)] {
+        for (i, j) in [(0, 0), (1, 1), (2, 2)] {
             visible[i * q + j] = true;
         }
-        let mask = AttentionMask::Block { q, visible };
-        let batch = Batch {
+        let in_order = mask_of(visible.clone());
+        visible[q + 2] = true; // row 1 sees row 2
+        let later = mask_of(visible);
+        let batch = |mask| Batch {
             tokens: &[1, 2, 3],
             positions: &[0, 1, 2],
-            mask: &mask,
+            mask,
             logit_rows: &[],
         };
-        assert!(StepIo::pack_piece(&batch, 0, 0..2, &[]).is_err());
-        assert!(StepIo::pack_piece(&batch, 0, 2..3, &[]).is_ok());
+        assert!(StepIo::piece_lists(&batch(&later), 0).is_err());
+        assert!(StepIo::piece_lists(&batch(&in_order), 0).is_ok());
     }
 }

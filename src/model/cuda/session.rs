@@ -513,6 +513,11 @@ impl CudaSession {
         let q = batch.tokens.len();
         let past = self.len;
         let r = batch.logit_rows.len();
+        // A tree's lists of visible rows, once for the step (a causal batch needs none).
+        let lists = match batch.mask {
+            AttentionMask::Causal => None,
+            _ => Some(StepIo::piece_lists(batch, past)?),
+        };
         let mut logits = vec![0f32; if whole { r * vocab } else { 0 }];
         let mut ids = vec![0u32; if whole { 0 } else { r }];
         for start in (0..q).step_by(MAX_ROWS) {
@@ -525,8 +530,8 @@ impl CudaSession {
                 .filter(|&(_, &row)| (start..end).contains(&row))
                 .map(|(k, &row)| (k, row - start))
                 .unzip();
-            let io = match batch.mask {
-                AttentionMask::Causal => StepIo::pack(
+            let io = match &lists {
+                None => StepIo::pack(
                     &Batch {
                         tokens: &batch.tokens[start..end],
                         positions: &batch.positions[start..end],
@@ -535,7 +540,7 @@ impl CudaSession {
                     },
                     self.len,
                 )?,
-                _ => StepIo::pack_piece(batch, past, start..end, &rows)?,
+                Some(lists) => StepIo::pack_piece(batch, lists, past, start..end, &rows),
             };
             self.run(&io)?;
             self.len += end - start;
