@@ -1,4 +1,4 @@
-//! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/kernels.cu) and
+//! With the `cuda` feature, compiles lade's own CUDA kernels (src/model/cuda/*.cu) and
 //! the kernel variants of the dev harness (dev/cuda/*.cu) to PTX with nvcc; the
 //! driver JIT-compiles the PTX for the GPU at load. Without it, does nothing.
 
@@ -19,11 +19,16 @@ fn main() {
         .map(|h| PathBuf::from(h).join("bin/nvcc"))
         .unwrap_or_else(|_| PathBuf::from("nvcc"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    // The production kernels, and the variants of the dev harness (dev/cuda); the wgmma
-    // variants use instructions of compute capability 9.0 only (the "a" target), and the
-    // harness loads them on such devices only.
+    // The production kernels (the matmul on Hopper's wgmma uses instructions of compute
+    // capability 9.0 only, the "a" target; it is loaded on such devices only), and the
+    // variants of the dev harness (dev/cuda).
     for (src, ptx, arch) in [
         ("src/model/cuda/kernels.cu", "kernels.ptx", cap.clone()),
+        (
+            "src/model/cuda/gemm_wgmma.cu",
+            "gemm_wgmma.ptx",
+            "90a".to_string(),
+        ),
         (
             "dev/cuda/gemm_variants.cu",
             "gemm_variants.ptx",
@@ -36,7 +41,7 @@ fn main() {
         ),
         (
             "dev/cuda/gemm_wgmma.cu",
-            "gemm_wgmma.ptx",
+            "gemm_wgmma_variants.ptx",
             "90a".to_string(),
         ),
     ] {

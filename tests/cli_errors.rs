@@ -308,6 +308,18 @@ fn profile_rejects_bad_shapes_and_gpu_only_flags_on_the_cpu() {
     fails(&["--shapes", "4,1,4"], "--shapes");
     fails(&["--past", "100000"], "exceeds the context");
     fails(&["--repeat", "0"], "--repeat");
+    // Arguments are checked before the model loads: a bad shape with a missing model file
+    // names the shape.
+    fails_with(
+        &[
+            "profile",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--shapes",
+            "plain;0,64,1",
+        ],
+        "0,64,1",
+    );
     fails(&["--kernels"], "gpu");
 }
 

@@ -291,10 +291,6 @@ unpack() {  # the binaries carried so far, without a staged model (for synth and
 kernels_check() {  # the matmul variants against the production kernel and the CPU twin
   timeout ${TEST_TIMEOUT:-300} "$D/gpu-kernels-test" --test-threads 1 --nocapture > "$OUT/kernels-check.txt" 2>&1
   echo "kernel checks rc=$?"; tail -8 "$OUT/kernels-check.txt"
-  # Whether the wgmma kernels equal the production kernel bit for bit (a measurement).
-  timeout ${TEST_TIMEOUT:-300} "$D/gpu-kernels-test" --ignored --nocapture \
-    wgmma_against_the_production_kernel > "$OUT/wgmma-vs-production.txt" 2>&1
-  echo "wgmma against production rc=$?"; grep -E "equals|difference|no wgmma" "$OUT/wgmma-vs-production.txt"
 }
 
 kernels_time() {  # timings of every matmul kernel and split count (dev/cuda/README.md)

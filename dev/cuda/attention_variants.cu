@@ -3,404 +3,92 @@
 // tests/gpu_kernels.rs checks each against a CPU twin and for rows that do not depend on their
 // step, and times them (dev/cuda/README.md).
 //
-// attention_inorder_hd{64,128}: the production kernel's arithmetic (bit for bit the same results)
-// with less latency: the in-step (vector, key) pairs spread over every thread of the block
-// instead of one thread per key looping over its vectors; the in-step values requested in
-// batches before use; the split merge reading each split's (m, l) once per vector and a float4
-// of a[] per thread, 8 splits' partials requested at a time; warps without a vector skip the
-// score loop.
-// A variant named attention_inorder_* keeps the production kernel's additions, and the tests
-// check it bit for bit against it.
-// attention_grouped_hd{64,128}: the same, with the values summed in 16-key groups
+// attention_grouped_hd{64,128}: the production kernel with the values summed in 16-key groups
 // (a[d] = A_0[d] + ... + A_7[d]), formed in parallel when a block has few vectors: one row of a
 // step without GQA has one vector per block, whose 128-key chain of additions becomes 16 plus 8.
 #define GEMM_NO_PRODUCTION
 #include "../../src/model/cuda/kernels.cu"
 
-#define ATT_VG 16   // keys per value group (GROUPED)
+#define ATT_VG 16   // keys per value group
 #define ATT_VPAR 8  // up to this many vectors a block, the value groups are formed in parallel
 
-// a[d] = sum_j p_j v_j[d] in increasing j for every vector of the block: thread (vg, d4) owns
-// float4 column d4 of vectors vg, vg + VG, ...; cache keys from the staged buffers, in-step
-// values (at `key_pos(v, j)`) requested IN_BATCH keys at a time.
-template <int HD, typename KeyPos, typename PartA>
-__device__ __forceinline__ void attn_values_in_order(const float* sc, float* const* buf,
-                                                     const float* vbase, const int* vn,
-                                                     KeyPos key_pos, PartA part_a, int nv,
-                                                     int L, int start, int nmax) {
-    constexpr int KLD = AttSmem<HD>::KLD;
-    constexpr int H4 = HD / 4;
-    constexpr int VG = ATT_THREADS / H4;
-    constexpr int PER = (ATT_QT + VG - 1) / VG;
-    const int tid = threadIdx.x, d4 = tid % H4, vg = tid / H4;
-    float4 acc[PER];
+// The chunk's weighted values in groups: a[d] = A_0[d] + A_1[d] + ... + A_7[d] in that order,
+// A_g summing p_j v_j[d] over the visible keys of the chunk's 16-key group g in increasing j
+// (each group from zero). Every value is in shared memory or (in-step) requested before use.
+struct AttValuesGrouped {
+    template <int HD, typename KeyPos, typename PartA>
+    static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
+                                               const float* vbase, const int* vn, KeyPos key_pos,
+                                               PartA part_a, int nv, int L, int start, int nmax) {
+        constexpr int KLD = AttSmem<HD>::KLD;
+        constexpr int H4 = HD / 4;
+        const int tid = threadIdx.x;
+        auto value_group = [&](int v, int g, int d4) -> float4 {
+            const int jg = start + g * ATT_VG;
+            const float* vs = buf[g / (ATT_KS / ATT_VG)] + (g % (ATT_KS / ATT_VG)) * ATT_VG * KLD;
+            const float* w = sc + v * CHUNK + g * ATT_VG;
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+            constexpr int BATCH = 8;  // values requested before the first of them is used
 #pragma unroll
-    for (int u = 0; u < PER; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int t0 = 0; t0 < ATT_VG; t0 += BATCH) {
+                float4 x[BATCH];
 #pragma unroll
-    for (int grp = 0; grp < 2; ++grp) {
-        const float* vs = buf[grp];
-        const int j0 = start + grp * ATT_KS;
-        // Keys jj < jc are cache keys (staged), seen by every vector (vn > L).
-        const int jc = min(max(L - j0, 0), ATT_KS);
-#pragma unroll 8
-        for (int jj = 0; jj < jc; ++jj) {
-#pragma unroll
-            for (int u = 0; u < PER; ++u) {
-                const int v = vg + u * VG;
-                if (v < nv) {
-                    const float w = sc[v * CHUNK + grp * ATT_KS + jj];
-                    const float4 x = *(const float4*)(vs + jj * KLD + 4 * d4);
-                    acc[u].x = fmaf(w, x.x, acc[u].x);
-                    acc[u].y = fmaf(w, x.y, acc[u].y);
-                    acc[u].z = fmaf(w, x.z, acc[u].z);
-                    acc[u].w = fmaf(w, x.w, acc[u].w);
+                for (int t = 0; t < BATCH; ++t) {
+                    const int j = jg + t0 + t;
+                    if (j < L)
+                        x[t] = *(const float4*)(vs + (t0 + t) * KLD + 4 * d4);
+                    else if (j < vn[v])
+                        x[t] = *((const float4*)(vbase + (size_t)key_pos(v, j) * HD) + d4);
                 }
-            }
-        }
-        constexpr int IN_BATCH = 4;
-        for (int jb = jc; jb < ATT_KS && j0 + jb < nmax; jb += IN_BATCH) {
-            float4 x[PER][IN_BATCH];
-            bool ok[PER][IN_BATCH];
 #pragma unroll
-            for (int u = 0; u < PER; ++u) {
-                const int v = vg + u * VG;
-#pragma unroll
-                for (int q = 0; q < IN_BATCH; ++q) {
-                    const int j = j0 + jb + q;
-                    ok[u][q] = jb + q < ATT_KS && v < nv && j < vn[v];
-                    if (ok[u][q])
-                        x[u][q] = *((const float4*)(vbase + (size_t)key_pos(v, j) * HD) + d4);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < PER; ++u) {
-                const int v = vg + u * VG;
-#pragma unroll
-                for (int q = 0; q < IN_BATCH; ++q) {
-                    if (ok[u][q]) {
-                        const float w = sc[v * CHUNK + grp * ATT_KS + jb + q];
-                        acc[u].x = fmaf(w, x[u][q].x, acc[u].x);
-                        acc[u].y = fmaf(w, x[u][q].y, acc[u].y);
-                        acc[u].z = fmaf(w, x[u][q].z, acc[u].z);
-                        acc[u].w = fmaf(w, x[u][q].w, acc[u].w);
+                for (int t = 0; t < BATCH; ++t) {
+                    if (jg + t0 + t < vn[v]) {
+                        a.x = fmaf(w[t0 + t], x[t].x, a.x);
+                        a.y = fmaf(w[t0 + t], x[t].y, a.y);
+                        a.z = fmaf(w[t0 + t], x[t].z, a.z);
+                        a.w = fmaf(w[t0 + t], x[t].w, a.w);
                     }
                 }
             }
-        }
-    }
-#pragma unroll
-    for (int u = 0; u < PER; ++u) {
-        const int v = vg + u * VG;
-        if (v < nv && start < vn[v]) part_a(v)[d4] = acc[u];
-    }
-}
-
-template <int HD, bool GROUPED>
-__device__ __forceinline__ void attn_tile_v2(const float* qkv, const int* io, int QB,
-                                          const float* kc, const float* vc, float* part,
-                                          int* done, unsigned short* out, size_t out_plane, int P,
-                                          int nh, int nkv, int cap, int S, float scale) {
-    using SM = AttSmem<HD>;
-    constexpr int KLD = SM::KLD;
-    constexpr int H4 = HD / 4;
-    static_assert(CHUNK == 2 * ATT_KS, "two staged groups per chunk");
-    extern __shared__ __align__(16) float sm[];
-    float* qs = sm + SM::Q;
-    float* buf[2] = {sm + SM::BUF, sm + SM::BUF + ATT_KS * KLD};
-    float* sc = sm + SM::SC;
-    __shared__ int vrow[ATT_QT], vhead[ATT_QT], vn[ATT_QT];
-    __shared__ const int* vlist[ATT_QT];
-    __shared__ int last;
-
-    const int G = nh / nkv;
-    const int kvh = blockIdx.y, s = blockIdx.z;
-    const int v0 = blockIdx.x * ATT_QT;
-    const int nv = min(ATT_QT, QB * G - v0);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
-    const int start = s * CHUNK;
-    if (tid < ATT_QT) {
-        const int v = v0 + tid;
-        const int i = v / G;
-        vrow[tid] = i;
-        vhead[tid] = kvh * G + (v - i * G);
-        const int c = tid < nv ? io_vn(io, QB)[i] : 0;
-        vn[tid] = tid < nv ? L + (c < 0 ? i + 1 : c) : 0;
-        vlist[tid] = c < 0 ? nullptr : io_vl(io, QB, min(i, QB - 1));
-    }
-    __syncthreads();
-    // Splits this tile uses: those of its row with the most keys.
-    int nmax = 0;
-    for (int v = 0; v < nv; ++v) nmax = max(nmax, vn[v]);
-    const int ns_tile = (nmax + CHUNK - 1) / CHUNK;
-    const float* kbase = kc + (size_t)kvh * cap * HD;
-    const float* vbase = vc + (size_t)kvh * cap * HD;
-    if (start >= nmax) {
-        wait_previous_kernel();
-        return;
-    }
-    // The chunk's cache keys were written by earlier steps: request them before the wait for
-    // the qkv kernel.
-    att_stage<HD>(buf[0], kbase, start, L);
-    att_stage<HD>(buf[1], kbase, start + ATT_KS, L);
-    wait_previous_kernel();
-
-    const int ld = (nh + 2 * nkv) * HD;
-    for (int t = tid; t < nv * H4; t += ATT_THREADS) {
-        const int v = t / H4, d4 = t - v * H4;
-        *(float4*)(qs + v * HD + 4 * d4) =
-            *((const float4*)(qkv + (size_t)vrow[v] * ld + vhead[v] * HD) + d4);
-    }
-    // Position in the cache of key j of vector v (j >= L: its in-step chain).
-    auto key_pos = [&](int v, int j) -> int {
-        if (j < L) return j;
-        return L + (vlist[v] ? vlist[v][j - L] : j - L);
-    };
-
-    // Scores, one staged group at a time: thread (jj, vg) scores key jj against vectors vg,
-    // vg + 4, .... As soon as a group's keys are scored, its buffer takes the values.
-#pragma unroll
-    for (int grp = 0; grp < 2; ++grp) {
-        cp_async_wait<1>();  // this group's keys are in (the next group may still be pending)
-        __syncthreads();
-        const float* ks = buf[grp];
-        const int kb = grp * ATT_KS;
-        const int jj = tid % ATT_KS, vg = tid / ATT_KS;
-        const int j = start + kb + jj;
-        constexpr int VS = ATT_THREADS / ATT_KS;  // vectors vg, vg + VS, ...
-        constexpr int PERV = ATT_QT / VS;
-        if (j < L) {
-            // A cache key, shared by every vector: each float4 of it is read once for all.
-            const float* kr = ks + jj * KLD;
-            float dd[PERV][4];
-#pragma unroll
-            for (int u = 0; u < PERV; ++u) dd[u][0] = dd[u][1] = dd[u][2] = dd[u][3] = 0.f;
-            const int nu = (nv - vg + VS - 1) / VS;  // vectors of this thread (warp-uniform)
-#pragma unroll 2
-            for (int d4 = 0; d4 < H4 && nu > 0; ++d4) {
-                const float4 k4 = *(const float4*)(kr + 4 * d4);
-#pragma unroll
-                for (int u = 0; u < PERV; ++u) {
-                    if (u < nu) {
-                        const float4 q4 = *(const float4*)(qs + (vg + u * VS) * HD + 4 * d4);
-                        dd[u][0] = fmaf(q4.x, k4.x, dd[u][0]);
-                        dd[u][1] = fmaf(q4.y, k4.y, dd[u][1]);
-                        dd[u][2] = fmaf(q4.z, k4.z, dd[u][2]);
-                        dd[u][3] = fmaf(q4.w, k4.w, dd[u][3]);
-                    }
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < PERV; ++u) {
-                const int v = vg + u * VS;
+            return a;
+        };
+        auto add4 = [](float4 a, float4 b) {
+            return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+        };
+        constexpr int NG = CHUNK / ATT_VG;  // groups of a chunk
+        if (nv <= ATT_VPAR) {
+            // Few vectors: thread (vsub, g, d4) forms A_g of vector vb + vsub; the groups' sums
+            // go through `scratch` and are added in group order.
+            constexpr int VPAR = ATT_THREADS / (NG * H4);  // vectors at a time
+            const int d4 = tid % H4, g = (tid / H4) % NG, vsub = tid / (H4 * NG);
+            float4* red = (float4*)scratch;  // (VPAR, NG, H4)
+            for (int vb = 0; vb < nv; vb += VPAR) {
+                const int v = vb + vsub;
                 if (v < nv)
-                    sc[v * CHUNK + kb + jj] =
-                        j < vn[v] ? ((dd[u][0] + dd[u][1]) + (dd[u][2] + dd[u][3])) * scale
-                                  : -INFINITY;
-            }
-        }
-        // In-step keys of the group (j >= L): each vector's own chain, the same arithmetic as
-        // above, the (vector, key) pairs spread over every thread of the block. A pair past
-        // its vector's keys scores -inf without a load.
-        const int jin = min(max(L - (start + kb), 0), ATT_KS);  // the group's first in-step key
-        const int nin = ATT_KS - jin;
-        for (int pr = tid; pr < nv * nin; pr += ATT_THREADS) {
-            const int v = pr / nin, jx = jin + (pr - v * nin);
-            const int jk = start + kb + jx;
-            float score = -INFINITY;
-            if (jk < vn[v]) {
-                const float* kr = kbase + (size_t)key_pos(v, jk) * HD;
-                const float* q = qs + v * HD;
-                float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
-#pragma unroll 16
-                for (int d4 = 0; d4 < H4; ++d4) {
-                    const float4 k4 = *(const float4*)(kr + 4 * d4);
-                    const float4 q4 = *(const float4*)(q + 4 * d4);
-                    d0 = fmaf(q4.x, k4.x, d0);
-                    d1 = fmaf(q4.y, k4.y, d1);
-                    d2 = fmaf(q4.z, k4.z, d2);
-                    d3 = fmaf(q4.w, k4.w, d3);
+                    red[(vsub * NG + g) * H4 + d4] =
+                        start < vn[v] ? value_group(v, g, d4) : make_float4(0.f, 0.f, 0.f, 0.f);
+                __syncthreads();
+                if (g == 0 && v < nv && start < vn[v]) {
+                    float4 a = red[(vsub * NG) * H4 + d4];
+#pragma unroll
+                    for (int g2 = 1; g2 < NG; ++g2) a = add4(a, red[(vsub * NG + g2) * H4 + d4]);
+                    part_a(v)[d4] = a;
                 }
-                score = ((d0 + d1) + (d2 + d3)) * scale;
+                __syncthreads();
             }
-            sc[v * CHUNK + kb + jx] = score;
-        }
-        __syncthreads();  // every thread is done with this group's keys
-        att_stage<HD>(buf[grp], vbase, start + kb, L);
-    }
-    // Per vector: max, exponentials, their sum (warp w takes vectors w, w + 8, ...).
-    for (int v = warp; v < nv; v += ATT_THREADS / 32) {
-        float* row = sc + v * CHUNK;
-        float m = -INFINITY;
-        for (int j = lane; j < CHUNK; j += 32) m = fmaxf(m, row[j]);
-        m = warp_max(m);
-        float l = 0.f;
-        for (int j = lane; j < CHUNK; j += 32) {
-            const float p = start + j < vn[v] ? expf(row[j] - m) : 0.f;
-            row[j] = p;
-            l += p;
-        }
-        l = warp_sum(l);
-        if (lane == 0) {
-            float* dst = part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4);
-            dst[0] = m;
-            dst[1] = l;  // [2], [3]: padding, so that a[] is 16-byte aligned
-        }
-    }
-    // Weighted values. GROUPED: a[d] = A_0[d] + A_1[d] + ... + A_7[d] in that order, A_g
-    // summing p_j v_j[d] over the visible keys of the chunk's 16-key group g in increasing j
-    // (each group from zero). Otherwise a[d] = sum_j p_j v_j[d] in increasing j (the production
-    // kernel's additions). Every value is in shared memory or (in-step) requested before use.
-    cp_async_wait<0>();
-    __syncthreads();  // every value is in, and every vector's weights are final
-    auto value_group = [&](int v, int g, int d4) -> float4 {
-        const int jg = start + g * ATT_VG;
-        const float* vs = buf[g / (ATT_KS / ATT_VG)] + (g % (ATT_KS / ATT_VG)) * ATT_VG * KLD;
-        const float* w = sc + v * CHUNK + g * ATT_VG;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        constexpr int BATCH = 8;  // values requested before the first of them is used
-#pragma unroll
-        for (int t0 = 0; t0 < ATT_VG; t0 += BATCH) {
-            float4 x[BATCH];
-#pragma unroll
-            for (int t = 0; t < BATCH; ++t) {
-                const int j = jg + t0 + t;
-                if (j < L)
-                    x[t] = *(const float4*)(vs + (t0 + t) * KLD + 4 * d4);
-                else if (j < vn[v])
-                    x[t] = *((const float4*)(vbase + (size_t)key_pos(v, j) * HD) + d4);
-            }
-#pragma unroll
-            for (int t = 0; t < BATCH; ++t) {
-                if (jg + t0 + t < vn[v]) {
-                    a.x = fmaf(w[t0 + t], x[t].x, a.x);
-                    a.y = fmaf(w[t0 + t], x[t].y, a.y);
-                    a.z = fmaf(w[t0 + t], x[t].z, a.z);
-                    a.w = fmaf(w[t0 + t], x[t].w, a.w);
-                }
-            }
-        }
-        return a;
-    };
-    auto add4 = [](float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); };
-    auto part_a = [&](int v) {
-        return (float4*)(part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4) + 4);
-    };
-    constexpr int NG = CHUNK / ATT_VG;  // groups of a chunk
-    if (!GROUPED) {
-        attn_values_in_order<HD>(sc, buf, vbase, vn, key_pos, part_a, nv, L, start, nmax);
-    } else if (nv <= ATT_VPAR) {
-        // Few vectors: thread (vsub, g, d4) forms A_g of vector v0 + vsub; the groups' sums go
-        // through shared memory (the queries' space, free now) and are added in group order.
-        constexpr int VPAR = ATT_THREADS / (NG * H4);  // vectors at a time
-        const int d4 = tid % H4, g = (tid / H4) % NG, vsub = tid / (H4 * NG);
-        float4* red = (float4*)qs;  // (VPAR, NG, H4)
-        for (int vb = 0; vb < nv; vb += VPAR) {
-            const int v = vb + vsub;
-            if (v < nv) red[(vsub * NG + g) * H4 + d4] = start < vn[v] ? value_group(v, g, d4)
-                                                                      : make_float4(0.f, 0.f, 0.f, 0.f);
-            __syncthreads();
-            if (g == 0 && v < nv && start < vn[v]) {
-                float4 a = red[(vsub * NG) * H4 + d4];
-#pragma unroll
-                for (int g2 = 1; g2 < NG; ++g2) a = add4(a, red[(vsub * NG + g2) * H4 + d4]);
+        } else {
+            // Many vectors: thread (vg, d4) forms every group of vectors vg, vg + VG, ... in turn.
+            constexpr int VG = ATT_THREADS / H4;
+            const int d4 = tid % H4, vg = tid / H4;
+            for (int v = vg; v < nv; v += VG) {
+                if (start >= vn[v]) continue;
+                float4 a = value_group(v, 0, d4);
+                for (int g = 1; g < NG; ++g) a = add4(a, value_group(v, g, d4));
                 part_a(v)[d4] = a;
             }
-            __syncthreads();
-        }
-    } else {
-        // Many vectors: thread (vg, d4) forms every group of vectors vg, vg + VG, ... in turn.
-        constexpr int VG = ATT_THREADS / H4;
-        const int d4 = tid % H4, vg = tid / H4;
-        for (int v = vg; v < nv; v += VG) {
-            if (start >= vn[v]) continue;
-            float4 a = value_group(v, 0, d4);
-            for (int g = 1; g < NG; ++g) a = add4(a, value_group(v, g, d4));
-            part_a(v)[d4] = a;
         }
     }
+};
 
-    // The last block of the tile (over its splits) merges (threadFenceReduction pattern).
-    __threadfence();
-    __syncthreads();
-    int* cnt = done + blockIdx.x * nkv + kvh;
-    if (tid == 0) last = atomicAdd(cnt, 1) == ns_tile - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (tid == 0) *cnt = 0;
-    // Per vector (one thread each): the largest split maximum and l = sum_s l_s e_s in split
-    // order. Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
-    __shared__ float vmax[ATT_QT], vsum[ATT_QT];
-    auto split_part = [&](int v, int s2) {
-        return part + (((size_t)vrow[v] * nh + vhead[v]) * S + s2) * (HD + 4);
-    };
-    constexpr int MB = 8;  // split partials requested at a time
-    if (tid < nv) {
-        const int v = tid, ns = (vn[v] + CHUNK - 1) / CHUNK;
-        float mall = -INFINITY;
-        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(split_part(v, s2)));
-        float l = 0.f;
-        for (int s0 = 0; s0 < ns; s0 += MB) {
-            float2 ml[MB];
-#pragma unroll
-            for (int u = 0; u < MB; ++u)
-                if (s0 + u < ns) ml[u] = __ldcg((const float2*)split_part(v, s0 + u));
-#pragma unroll
-            for (int u = 0; u < MB; ++u)
-                if (s0 + u < ns) l = fmaf(ml[u].y, expf(ml[u].x - mall), l);
-        }
-        vmax[v] = mall;
-        vsum[v] = l;
-    }
-    __syncthreads();
-    // Per (vector, float4 of the head): a = sum_s a_s e_s in split order, out = a / l.
-    for (int t = tid; t < nv * H4; t += ATT_THREADS) {
-        const int v = t / H4, c4 = t - v * H4;
-        const int ns = (vn[v] + CHUNK - 1) / CHUNK;
-        const float mall = vmax[v];
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int s0 = 0; s0 < ns; s0 += MB) {
-            float m2[MB];
-            float4 a2[MB];
-#pragma unroll
-            for (int u = 0; u < MB; ++u) {
-                if (s0 + u < ns) {
-                    const float* p2 = split_part(v, s0 + u);
-                    m2[u] = __ldcg(p2);
-                    a2[u] = __ldcg((const float4*)(p2 + 4) + c4);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < MB; ++u) {
-                if (s0 + u < ns) {
-                    const float e = expf(m2[u] - mall);
-                    a.x = fmaf(a2[u].x, e, a.x);
-                    a.y = fmaf(a2[u].y, e, a.y);
-                    a.z = fmaf(a2[u].z, e, a.z);
-                    a.w = fmaf(a2[u].w, e, a.w);
-                }
-            }
-        }
-        const float l = vsum[v];
-        const size_t o = (size_t)vrow[v] * nh * HD + vhead[v] * HD + 4 * c4;
-        store_a(out, out_plane, P, o, a.x / l);
-        store_a(out, out_plane, P, o + 1, a.y / l);
-        store_a(out, out_plane, P, o + 2, a.z / l);
-        store_a(out, out_plane, P, o + 3, a.w / l);
-    }
-}
-
-#define ATTN_V2_ENTRY(name, hd, grouped)                                                         \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)                                 \
-        attention_##name##_hd##hd(const float* qkv, const int* io, int QB, const float* kc,      \
-                                  const float* vc, float* part, int* done, unsigned short* out,  \
-                                  size_t out_plane, int P, int nh, int nkv, int cap, int S,      \
-                                  float scale) {                                                 \
-        attn_tile_v2<hd, grouped>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh, nkv,   \
-                                  cap, S, scale);                                                \
-    }
-ATTN_V2_ENTRY(inorder, 64, false)
-ATTN_V2_ENTRY(inorder, 128, false)
-ATTN_V2_ENTRY(grouped, 64, true)
-ATTN_V2_ENTRY(grouped, 128, true)
+ATTN_KERNEL(attention_grouped_hd64, 64, AttValuesGrouped)
+ATTN_KERNEL(attention_grouped_hd128, 128, AttValuesGrouped)

@@ -46,14 +46,12 @@ struct Shape {
     layout: StepTree,
 }
 
-fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>> {
+/// The shapes of `--shapes`, checked before the model loads: `None` for `plain`, else W,N,G.
+fn parse_shapes(s: &str) -> anyhow::Result<Vec<Option<(usize, usize, usize)>>> {
     let mut out = Vec::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         if part == "plain" {
-            out.push(Shape {
-                label: "plain".into(),
-                layout: synthetic_step(0, 1, 0, past, |i| timing_id(i, vocab)),
-            });
+            out.push(None);
             continue;
         }
         let (w, n, g) = LookaheadConfig::parse_wng(part)
@@ -61,13 +59,27 @@ fn parse_shapes(s: &str, past: usize, vocab: usize) -> anyhow::Result<Vec<Shape>
         LookaheadConfig::new(w, n, g)
             .validate()
             .with_context(|| format!("--shapes: `{part}`"))?;
-        out.push(Shape {
-            label: format!("lookahead {w},{n},{g}"),
-            layout: synthetic_step(w, n, g, past, |i| timing_id(i, vocab)),
-        });
+        out.push(Some((w, n, g)));
     }
     anyhow::ensure!(!out.is_empty(), "--shapes is empty");
     Ok(out)
+}
+
+/// The step of each shape after `past` positions, with token ids of a `vocab`-token model.
+fn build_shapes(specs: &[Option<(usize, usize, usize)>], past: usize, vocab: usize) -> Vec<Shape> {
+    specs
+        .iter()
+        .map(|spec| {
+            let ((w, n, g), label) = match *spec {
+                None => ((0, 1, 0), "plain".to_string()),
+                Some((w, n, g)) => ((w, n, g), format!("lookahead {w},{n},{g}")),
+            };
+            Shape {
+                label,
+                layout: synthetic_step(w, n, g, past, |i| timing_id(i, vocab)),
+            }
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -99,20 +111,22 @@ fn time_step(
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    // Everything the arguments alone decide is checked before a model of many gigabytes loads.
+    let specs = parse_shapes(&args.shapes)?;
+    #[cfg(not(feature = "cuda"))]
+    anyhow::ensure!(
+        !args.kernels,
+        "--kernels needs a GPU (a build with tools/build-cuda.sh)"
+    );
     let loaded = args.model.load()?;
     let c = &loaded.model.config;
     let ctx = args.model.context(c.max_position_embeddings)?;
-    let shapes = parse_shapes(&args.shapes, args.past, c.vocab_size)?;
+    let shapes = build_shapes(&specs, args.past, c.vocab_size);
     let most = shapes.iter().map(|s| s.layout.len()).max().unwrap_or(1);
     anyhow::ensure!(
         args.past + most <= ctx,
         "--past {} plus a step of {most} rows exceeds the context of {ctx} positions",
         args.past
-    );
-    #[cfg(not(feature = "cuda"))]
-    anyhow::ensure!(
-        !args.kernels,
-        "--kernels needs a GPU (a build with tools/build-cuda.sh)"
     );
     let mut lm = loaded.new_session(ctx)?;
     fill_cache(lm.as_mut(), args.past)?;

@@ -23,7 +23,20 @@
 // written in A format (the o projection's input). done[tile, kvh] counts finished blocks,
 // zero between launches (the merging block resets it).
 //
-// grid (ceil(QB G / ATT_QT), nkv, S), block 256, dynamic shared memory `attn_smem(HD)`.
+// The schedule (none of it changes an addition's order). The chunk's cache keys are requested
+// in two groups of ATT_KS before the wait for the qkv kernel; as soon as a group's keys are
+// scored its buffer takes the group's values. Scores: thread (jj, vg) scores cache key jj
+// against vectors vg, vg + 4, ..., reading each float4 of the key once for all of them (warps
+// without a vector skip it); the in-step (vector, key) pairs are spread over every thread of
+// the block, a pair past its vector's keys scoring -inf without a load. Warp w takes the max,
+// exponentials and sum of vectors w, w + 8, .... Values (`AttValuesInOrder`): thread (vg, d4)
+// owns float4 column d4 of vectors vg, vg + VG, ..., cache values from the staging buffers,
+// in-step values requested a few keys at a time before the first of them is used. Merge: one
+// thread per vector reads each split's (m, l) once, then thread (vector, c4) sums float4 c4 of
+// a[], the splits' partials requested 8 at a time.
+//
+// grid (ceil(QB G / ATT_QT), nkv, S), block 256 (two blocks an SM), dynamic shared memory
+// `attn_smem(HD)`.
 
 #define ATT_QT 32   // query vectors per block
 #define ATT_KS 64   // keys (or values) staged at a time: CHUNK / ATT_KS = 2 groups
@@ -54,7 +67,87 @@ __device__ __forceinline__ void att_stage(float* dst, const float* base, int j0,
     cp_async_commit();
 }
 
-template <int HD>
+// The chunk's weighted values, a[d] = sum_j p_j v_j[d] in increasing j, for every vector of the
+// block, written to part_a(v) (float4s). Called by every thread once the chunk's cache values
+// are in shared memory and every weight sc[v * CHUNK + j - start] is final. Thread (vg, d4) owns
+// float4 column d4 of vectors vg, vg + VG, ...; cache values come from the staging buffers,
+// in-step values (at `key_pos(v, j)`) are requested IN_BATCH keys at a time. `attn_tile` takes
+// the value step as a parameter (dev/cuda/attention_variants.cu sums in another order, using
+// `scratch`: the queries' space, free by then).
+struct AttValuesInOrder {
+    template <int HD, typename KeyPos, typename PartA>
+    static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
+                                               const float* vbase, const int* vn, KeyPos key_pos,
+                                               PartA part_a, int nv, int L, int start, int nmax) {
+        constexpr int KLD = AttSmem<HD>::KLD;
+        constexpr int H4 = HD / 4;
+        constexpr int VG = ATT_THREADS / H4;
+        constexpr int PER = (ATT_QT + VG - 1) / VG;
+        const int tid = threadIdx.x, d4 = tid % H4, vg = tid / H4;
+        float4 acc[PER];
+#pragma unroll
+        for (int u = 0; u < PER; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int grp = 0; grp < 2; ++grp) {
+            const float* vs = buf[grp];
+            const int j0 = start + grp * ATT_KS;
+            // Keys jj < jc are cache keys (staged), seen by every vector (vn > L).
+            const int jc = min(max(L - j0, 0), ATT_KS);
+#pragma unroll 8
+            for (int jj = 0; jj < jc; ++jj) {
+#pragma unroll
+                for (int u = 0; u < PER; ++u) {
+                    const int v = vg + u * VG;
+                    if (v < nv) {
+                        const float w = sc[v * CHUNK + grp * ATT_KS + jj];
+                        const float4 x = *(const float4*)(vs + jj * KLD + 4 * d4);
+                        acc[u].x = fmaf(w, x.x, acc[u].x);
+                        acc[u].y = fmaf(w, x.y, acc[u].y);
+                        acc[u].z = fmaf(w, x.z, acc[u].z);
+                        acc[u].w = fmaf(w, x.w, acc[u].w);
+                    }
+                }
+            }
+            constexpr int IN_BATCH = 4;
+            for (int jb = jc; jb < ATT_KS && j0 + jb < nmax; jb += IN_BATCH) {
+                float4 x[PER][IN_BATCH];
+                bool ok[PER][IN_BATCH];
+#pragma unroll
+                for (int u = 0; u < PER; ++u) {
+                    const int v = vg + u * VG;
+#pragma unroll
+                    for (int q = 0; q < IN_BATCH; ++q) {
+                        const int j = j0 + jb + q;
+                        ok[u][q] = jb + q < ATT_KS && v < nv && j < vn[v];
+                        if (ok[u][q])
+                            x[u][q] = *((const float4*)(vbase + (size_t)key_pos(v, j) * HD) + d4);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < PER; ++u) {
+                    const int v = vg + u * VG;
+#pragma unroll
+                    for (int q = 0; q < IN_BATCH; ++q) {
+                        if (ok[u][q]) {
+                            const float w = sc[v * CHUNK + grp * ATT_KS + jb + q];
+                            acc[u].x = fmaf(w, x[u][q].x, acc[u].x);
+                            acc[u].y = fmaf(w, x[u][q].y, acc[u].y);
+                            acc[u].z = fmaf(w, x[u][q].z, acc[u].z);
+                            acc[u].w = fmaf(w, x[u][q].w, acc[u].w);
+                        }
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PER; ++u) {
+            const int v = vg + u * VG;
+            if (v < nv && start < vn[v]) part_a(v)[d4] = acc[u];
+        }
+    }
+};
+
+template <int HD, typename Values>
 __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int QB,
                                           const float* kc, const float* vc, float* part,
                                           int* done, unsigned short* out, size_t out_plane, int P,
@@ -134,9 +227,9 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
             float dd[PERV][4];
 #pragma unroll
             for (int u = 0; u < PERV; ++u) dd[u][0] = dd[u][1] = dd[u][2] = dd[u][3] = 0.f;
-            const int nu = (nv - vg + VS - 1) / VS;  // vectors of this thread
+            const int nu = (nv - vg + VS - 1) / VS;  // vectors of this thread (warp-uniform)
 #pragma unroll 2
-            for (int d4 = 0; d4 < H4; ++d4) {
+            for (int d4 = 0; d4 < H4 && nu > 0; ++d4) {
                 const float4 k4 = *(const float4*)(kr + 4 * d4);
 #pragma unroll
                 for (int u = 0; u < PERV; ++u) {
@@ -157,27 +250,32 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
                         j < vn[v] ? ((dd[u][0] + dd[u][1]) + (dd[u][2] + dd[u][3])) * scale
                                   : -INFINITY;
             }
-        } else {
-            // An in-step key: each vector's own chain (the same arithmetic as above).
-            for (int v = vg; v < nv; v += VS) {
-                float score = -INFINITY;
-                if (j < vn[v]) {
-                    const float* kr = kbase + (size_t)key_pos(v, j) * HD;
-                    const float* q = qs + v * HD;
-                    float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
-#pragma unroll 8
-                    for (int d4 = 0; d4 < H4; ++d4) {
-                        const float4 k4 = *(const float4*)(kr + 4 * d4);
-                        const float4 q4 = *(const float4*)(q + 4 * d4);
-                        d0 = fmaf(q4.x, k4.x, d0);
-                        d1 = fmaf(q4.y, k4.y, d1);
-                        d2 = fmaf(q4.z, k4.z, d2);
-                        d3 = fmaf(q4.w, k4.w, d3);
-                    }
-                    score = ((d0 + d1) + (d2 + d3)) * scale;
+        }
+        // In-step keys of the group (j >= L): each vector's own chain, the same arithmetic as
+        // above, the (vector, key) pairs spread over every thread of the block. A pair past
+        // its vector's keys scores -inf without a load.
+        const int jin = min(max(L - (start + kb), 0), ATT_KS);  // the group's first in-step key
+        const int nin = ATT_KS - jin;
+        for (int pr = tid; pr < nv * nin; pr += ATT_THREADS) {
+            const int v = pr / nin, jx = jin + (pr - v * nin);
+            const int jk = start + kb + jx;
+            float score = -INFINITY;
+            if (jk < vn[v]) {
+                const float* kr = kbase + (size_t)key_pos(v, jk) * HD;
+                const float* q = qs + v * HD;
+                float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+#pragma unroll 16
+                for (int d4 = 0; d4 < H4; ++d4) {
+                    const float4 k4 = *(const float4*)(kr + 4 * d4);
+                    const float4 q4 = *(const float4*)(q + 4 * d4);
+                    d0 = fmaf(q4.x, k4.x, d0);
+                    d1 = fmaf(q4.y, k4.y, d1);
+                    d2 = fmaf(q4.z, k4.z, d2);
+                    d3 = fmaf(q4.w, k4.w, d3);
                 }
-                sc[v * CHUNK + kb + jj] = score;
+                score = ((d0 + d1) + (d2 + d3)) * scale;
             }
+            sc[v * CHUNK + kb + jx] = score;
         }
         __syncthreads();  // every thread is done with this group's keys
         att_stage<HD>(buf[grp], vbase, start + kb, L);
@@ -201,43 +299,13 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
             dst[1] = l;  // [2], [3]: padding, so that a[] is 16-byte aligned
         }
     }
-    // Weighted values: thread (vg, d4) owns float4 column d4 of vectors vg, vg + VG, ....
-    constexpr int VG = ATT_THREADS / H4;
-    constexpr int PER = (ATT_QT + VG - 1) / VG;
-    const int d4 = tid % H4, vg = tid / H4;
-    float4 acc[PER];
-#pragma unroll
-    for (int u = 0; u < PER; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int grp = 0; grp < 2; ++grp) {
-        if (grp == 0) cp_async_wait<1>(); else cp_async_wait<0>();
-        __syncthreads();  // this group's values are in, and every vector's weights are final
-        const float* vs = buf[grp];
-        const int j0 = start + grp * ATT_KS;
-        for (int jj = 0; jj < ATT_KS; ++jj) {
-            const int j = j0 + jj;
-#pragma unroll
-            for (int u = 0; u < PER; ++u) {
-                const int v = vg + u * VG;
-                if (v < nv && j < vn[v]) {
-                    const float w = sc[v * CHUNK + grp * ATT_KS + jj];
-                    const float4 x = j < L ? *(const float4*)(vs + jj * KLD + 4 * d4)
-                                           : *((const float4*)(vbase + (size_t)key_pos(v, j) * HD) + d4);
-                    acc[u].x = fmaf(w, x.x, acc[u].x);
-                    acc[u].y = fmaf(w, x.y, acc[u].y);
-                    acc[u].z = fmaf(w, x.z, acc[u].z);
-                    acc[u].w = fmaf(w, x.w, acc[u].w);
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int u = 0; u < PER; ++u) {
-        const int v = vg + u * VG;
-        if (v < nv && start < vn[v])
-            *(float4*)(part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4) + 4 + 4 * d4) =
-                acc[u];
-    }
+    // Weighted values: every cache value from shared memory, in-step values requested before use.
+    cp_async_wait<0>();
+    __syncthreads();  // every staged value is in, and every vector's weights are final
+    auto part_a = [&](int v) {
+        return (float4*)(part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4) + 4);
+    };
+    Values::template sum<HD>(sc, buf, qs, vbase, vn, key_pos, part_a, nv, L, start, nmax);
 
     // The last block of the tile (over its splits) merges (threadFenceReduction pattern).
     __threadfence();
@@ -248,32 +316,79 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     if (!last) return;
     __threadfence();
     if (tid == 0) *cnt = 0;
-    for (int t = tid; t < nv * HD; t += ATT_THREADS) {
-        const int v = t / HD, d = t - v * HD;
-        const int ns = (vn[v] + CHUNK - 1) / CHUNK;
-        // Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
-        const float* base = part + ((size_t)vrow[v] * nh + vhead[v]) * S * (HD + 4);
+    // Per vector (one thread each): the largest split maximum and l = sum_s l_s e_s in split
+    // order. Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
+    __shared__ float vmax[ATT_QT], vsum[ATT_QT];
+    auto split_part = [&](int v, int s2) {
+        return part + (((size_t)vrow[v] * nh + vhead[v]) * S + s2) * (HD + 4);
+    };
+    constexpr int MB = 8;  // split partials requested at a time
+    if (tid < nv) {
+        const int v = tid, ns = (vn[v] + CHUNK - 1) / CHUNK;
         float mall = -INFINITY;
-        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(base + s2 * (HD + 4)));
-        float l = 0.f, a = 0.f;
-        for (int s2 = 0; s2 < ns; ++s2) {
-            const float* p2 = base + s2 * (HD + 4);
-            const float e = expf(__ldcg(p2) - mall);
-            l = fmaf(__ldcg(p2 + 1), e, l);
-            a = fmaf(__ldcg(p2 + 4 + d), e, a);
+        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(split_part(v, s2)));
+        float l = 0.f;
+        for (int s0 = 0; s0 < ns; s0 += MB) {
+            float2 ml[MB];
+#pragma unroll
+            for (int u = 0; u < MB; ++u)
+                if (s0 + u < ns) ml[u] = __ldcg((const float2*)split_part(v, s0 + u));
+#pragma unroll
+            for (int u = 0; u < MB; ++u)
+                if (s0 + u < ns) l = fmaf(ml[u].y, expf(ml[u].x - mall), l);
         }
-        store_a(out, out_plane, P, (size_t)vrow[v] * nh * HD + vhead[v] * HD + d, a / l);
+        vmax[v] = mall;
+        vsum[v] = l;
+    }
+    __syncthreads();
+    // Per (vector, float4 of the head): a = sum_s a_s e_s in split order, out = a / l.
+    for (int t = tid; t < nv * H4; t += ATT_THREADS) {
+        const int v = t / H4, c4 = t - v * H4;
+        const int ns = (vn[v] + CHUNK - 1) / CHUNK;
+        const float mall = vmax[v];
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int s0 = 0; s0 < ns; s0 += MB) {
+            float m2[MB];
+            float4 a2[MB];
+#pragma unroll
+            for (int u = 0; u < MB; ++u) {
+                if (s0 + u < ns) {
+                    const float* p2 = split_part(v, s0 + u);
+                    m2[u] = __ldcg(p2);
+                    a2[u] = __ldcg((const float4*)(p2 + 4) + c4);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < MB; ++u) {
+                if (s0 + u < ns) {
+                    const float e = expf(m2[u] - mall);
+                    a.x = fmaf(a2[u].x, e, a.x);
+                    a.y = fmaf(a2[u].y, e, a.y);
+                    a.z = fmaf(a2[u].z, e, a.z);
+                    a.w = fmaf(a2[u].w, e, a.w);
+                }
+            }
+        }
+        const float l = vsum[v];
+        const size_t o = (size_t)vrow[v] * nh * HD + vhead[v] * HD + 4 * c4;
+        store_a(out, out_plane, P, o, a.x / l);
+        store_a(out, out_plane, P, o + 1, a.y / l);
+        store_a(out, out_plane, P, o + 2, a.z / l);
+        store_a(out, out_plane, P, o + 3, a.w / l);
     }
 }
 
-#define ATTN_ENTRY(hd)                                                                          \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                   \
-        attention_hd##hd(const float* qkv, const int* io, int QB, const float* kc,              \
-                         const float* vc, float* part, int* done, unsigned short* out,          \
-                         size_t out_plane, int P, int nh, int nkv, int cap, int S,              \
-                         float scale) {                                                         \
-        attn_tile<hd>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh, nkv, cap, S,      \
-                      scale);                                                                   \
+// An attention entry point; `values` sums the chunk's weighted values (AttValuesInOrder in
+// production). At most 128 registers a thread, so that two blocks (shared memory
+// `attn_smem(HD)` each) share an SM.
+#define ATTN_KERNEL(name, hd, values)                                                           \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)                                \
+        name(const float* qkv, const int* io, int QB, const float* kc, const float* vc,         \
+             float* part, int* done, unsigned short* out, size_t out_plane, int P, int nh,      \
+             int nkv, int cap, int S, float scale) {                                            \
+        attn_tile<hd, values>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh, nkv, cap, \
+                              S, scale);                                                        \
     }
+#define ATTN_ENTRY(hd) ATTN_KERNEL(attention_hd##hd, hd, AttValuesInOrder)
 ATTN_ENTRY(64)
 ATTN_ENTRY(128)

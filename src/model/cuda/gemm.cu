@@ -403,8 +403,8 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
                              sin_t, kc, vc, nh, nkv, hd, cap};                                  \
         gemm_impl<mt, p, bn, st, wm, wn, ks>(A, a_plane, W, M, N, K, S, ws, cnt, e);            \
     }
-// The shapes of GEMM_SHAPES in kernels.rs (the production path). Other shapes, and P = 2
-// (hi/lo activations), are variants in dev/cuda/gemm_variants.cu.
+// The tiles of MMA_TILES in kernels.rs (the production path off compute capability 9.0).
+// Other shapes, and P = 2 (hi/lo activations), are variants in dev/cuda/gemm_variants.cu.
 #ifndef GEMM_NO_PRODUCTION
 GEMM_ENTRY(1, 1, 128, 4, 1, 4, 1)
 GEMM_ENTRY(2, 1, 128, 4, 2, 4, 1)

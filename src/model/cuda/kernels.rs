@@ -13,6 +13,9 @@ use super::gpu_err;
 use crate::Result;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
+/// The matmul on Hopper's warpgroup instruction (gemm_wgmma.cu, compute_90a), loaded on
+/// devices of compute capability 9.0 only.
+const WGMMA_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_wgmma.ptx"));
 
 /// Keys per attention split (`CHUNK` in kernels.cu).
 pub const CHUNK: usize = 128;
@@ -21,9 +24,9 @@ pub const GEMM_BK: usize = 64;
 
 /// A block shape of the matmul: 16 `mt` rows x `bn` columns, `stages` pipeline stages of `ks`
 /// k-tiles, `wm` x `wn` warps; the entry point `gemm_p{P}_m{mt}_n{bn}_s{stages}_w{wm}x{wn}_k{ks}`
-/// of gemm.cu (mma.sync), or, with `wgmma`, `wgmma_p{P}_...` of the dev harness's
-/// dev/cuda/gemm_wgmma.cu (Hopper's warpgroup instruction). Schedule only: a row's arithmetic
-/// is the same in every tile of one instruction.
+/// of gemm.cu (mma.sync), or, with `wgmma`, `wgmma_p{P}_...` of gemm_wgmma.cu (Hopper's
+/// warpgroup instruction, `wm` = 1). Schedule only: a row's arithmetic is the same in every
+/// tile and in both instructions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTile {
     pub mt: usize,
@@ -45,6 +48,14 @@ impl GemmTile {
             wn,
             ks,
             wgmma: false,
+        }
+    }
+
+    /// A tile of the wgmma matmul: `wn` warps (`bn` / 64 warpgroups), one k-tile a stage.
+    const fn wgmma(mt: usize, bn: usize, stages: usize, wn: usize) -> Self {
+        GemmTile {
+            wgmma: true,
+            ..GemmTile::new(mt, bn, stages, 1, wn, 1)
         }
     }
 
@@ -101,24 +112,38 @@ impl GemmTile {
     }
 }
 
-/// The production matmul's block shapes, by the most rows each serves: 128 columns a block
-/// (fewer, longer weight rows per block), one 16-row tile with a 4-deep pipeline for up to 16
-/// rows, taller tiles for more (each weight tile read once for up to 128 rows, the activation
-/// tiles re-read less). Chosen with the dev harness's timings at the LLaMA-2-7B and 70B shapes on
-/// an H200 (dev/cuda/README.md); every variant gives the same results.
-const GEMM_TILES: [(usize, GemmTile); 4] = [
+/// The matmul's block shapes on mma.sync (gemm.cu, any device lade runs on), by the most rows
+/// each serves: 128 columns a block (fewer, longer weight rows per block), one 16-row tile with
+/// a 4-deep pipeline for up to 16 rows, taller tiles for more (each weight tile read once for
+/// up to 128 rows, the activation tiles re-read less). Chosen with the dev harness's timings at
+/// the LLaMA-2-7B and 70B shapes on an H200 (dev/cuda/README.md); every variant gives the same
+/// results.
+const MMA_TILES: [(usize, GemmTile); 4] = [
     (16, GemmTile::new(1, 128, 4, 1, 4, 1)),
     (32, GemmTile::new(2, 128, 4, 2, 4, 1)),
     (64, GemmTile::new(4, 128, 4, 2, 4, 1)),
     (usize::MAX, GemmTile::new(8, 128, 3, 4, 2, 1)),
 ];
 
-/// Which [`GEMM_TILES`] entry runs a matmul of `m` rows.
-fn gemm_tile_index(m: usize) -> usize {
-    GEMM_TILES
+/// The block shapes on Hopper's wgmma (gemm_wgmma.cu, the production matmul on devices of
+/// compute capability 9.0), by the most rows each serves: a 16·mt-row tile for up to 16·mt rows
+/// (each weight tile read once for up to 128 rows), 128 columns (two warpgroups), 4 stages.
+/// Chosen with the dev harness's timings at the LLaMA-2-7B and 1B shapes on an H100, where it
+/// takes 0.7 to 0.95 of the mma.sync kernels' time (dev/cuda/README.md); both give the same
+/// results bit for bit.
+const WGMMA_TILES: [(usize, GemmTile); 4] = [
+    (16, GemmTile::wgmma(1, 128, 4, 8)),
+    (32, GemmTile::wgmma(2, 128, 4, 8)),
+    (64, GemmTile::wgmma(4, 128, 4, 8)),
+    (usize::MAX, GemmTile::wgmma(8, 128, 4, 8)),
+];
+
+/// Which entry of a tile table runs a matmul of `m` rows.
+fn gemm_tile_index(tiles: &[(usize, GemmTile)], m: usize) -> usize {
+    tiles
         .iter()
         .position(|&(most, _)| m <= most)
-        .unwrap_or(GEMM_TILES.len() - 1)
+        .unwrap_or(tiles.len() - 1)
 }
 
 /// f16 planes per activation value in the matmul's input (A format): 1 = f16(v); 2 = hi and
@@ -159,8 +184,9 @@ fn gemm_split_blocks(
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
 /// `n` columns at most.
 pub fn gemm_counters(m: usize, n: usize) -> usize {
-    GEMM_TILES
+    MMA_TILES
         .iter()
+        .chain(&WGMMA_TILES)
         .map(|&(_, t)| m.div_ceil(t.rows()) * n.div_ceil(t.bn))
         .max()
         .unwrap_or(0)
@@ -168,8 +194,14 @@ pub fn gemm_counters(m: usize, n: usize) -> usize {
 
 pub struct Kernels {
     embed: CudaFunction,
-    /// The kernel of each of [`GEMM_TILES`] for `ACT_PLANES` planes.
+    /// The production matmul's tiles: [`WGMMA_TILES`] on a device of compute capability 9.0,
+    /// [`MMA_TILES`] elsewhere.
+    gemm_tiles: &'static [(usize, GemmTile)],
+    /// The kernel of each of `gemm_tiles` for `ACT_PLANES` planes.
     gemm: Vec<CudaFunction>,
+    /// The kernel of each of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
+    /// [`MMA_TILES`]; for the dev harness's checks where it is not).
+    mma: Vec<CudaFunction>,
     norm_rows: CudaFunction,
     /// Multiprocessors of the device (sets the matmul's K splits).
     sms: usize,
@@ -373,13 +405,29 @@ impl Kernels {
             attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let gemm = GEMM_TILES
+        let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let mma = MMA_TILES
             .iter()
             .map(|(_, t)| f(&t.name(ACT_PLANES)))
             .collect::<Result<Vec<_>>>()?;
+        // wgmma exists on compute capability 9.0 only (PTX of the "a" target runs nowhere
+        // else).
+        let (gemm_tiles, gemm): (&'static [(usize, GemmTile)], Vec<CudaFunction>) =
+            if (major, minor) == (9, 0) {
+                let wgmma = ctx.load_module(Ptx::from_src(WGMMA_PTX)).map_err(gpu_err)?;
+                let funcs = WGMMA_TILES
+                    .iter()
+                    .map(|(_, t)| wgmma.load_function(&t.name(ACT_PLANES)).map_err(gpu_err))
+                    .collect::<Result<Vec<_>>>()?;
+                (&WGMMA_TILES, funcs)
+            } else {
+                (&MMA_TILES, mma.clone())
+            };
         let k = Kernels {
             embed: f("embed")?,
+            gemm_tiles,
             gemm,
+            mma,
             norm_rows: f("norm_rows")?,
             sms,
             attention: [f("attention_hd64")?, f("attention_hd128")?],
@@ -390,7 +438,8 @@ impl Kernels {
         let needs = k
             .gemm
             .iter()
-            .zip(GEMM_TILES.map(|(_, t)| t.smem(ACT_PLANES)))
+            .zip(k.gemm_tiles.iter().map(|(_, t)| t.smem(ACT_PLANES)))
+            .chain(k.mma.iter().zip(MMA_TILES.map(|(_, t)| t.smem(ACT_PLANES))))
             .chain(k.attention.iter().zip([attn_smem(64), attn_smem(128)]))
             .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
         for (func, bytes) in needs {
@@ -487,7 +536,8 @@ impl Kernels {
 
     /// The matmul kernel a step of `m` rows runs (for reports).
     pub fn gemm_name(&self, m: usize) -> String {
-        GEMM_TILES[gemm_tile_index(m)].1.name(ACT_PLANES)
+        let tiles = self.gemm_tiles;
+        tiles[gemm_tile_index(tiles, m)].1.name(ACT_PLANES)
     }
 
     /// K splits of a (k, n) matmul on this device.
@@ -495,10 +545,21 @@ impl Kernels {
         gemm_splits(k, n, self.sms)
     }
 
-    /// The production matmul kernels: each tile of [`GEMM_TILES`] with its kernel (for
+    /// The production matmul kernels: each tile of the production table with its kernel (for
     /// `ACT_PLANES` planes).
     pub(super) fn production_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
-        GEMM_TILES.iter().map(|&(_, t)| t).zip(&self.gemm)
+        self.gemm_tiles.iter().map(|&(_, t)| t).zip(&self.gemm)
+    }
+
+    /// gemm.cu's mma.sync kernels where they are not the production matmul (on compute
+    /// capability 9.0), each with its tile: the dev harness checks them against it.
+    pub(super) fn other_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
+        let others = self.gemm_tiles.iter().any(|(_, t)| t.wgmma);
+        MMA_TILES
+            .iter()
+            .map(|&(_, t)| t)
+            .zip(&self.mma)
+            .filter(move |_| others)
     }
 
     /// Multiprocessors of the device.
@@ -514,8 +575,9 @@ impl Kernels {
         scratch: &GemmScratch<'_>,
         g: &GemmArgs<'_>,
     ) -> Result<()> {
-        let index = gemm_tile_index(g.m);
-        let schedule = self.gemm_schedule(GEMM_TILES[index].1, g.m, g.n, self.splits(g.k, g.n));
+        let index = gemm_tile_index(self.gemm_tiles, g.m);
+        let schedule =
+            self.gemm_schedule(self.gemm_tiles[index].1, g.m, g.n, self.splits(g.k, g.n));
         self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
     }
 
@@ -608,8 +670,9 @@ impl Kernels {
             split_blocks as u32,
             g.m.div_ceil(tile.rows()).max(1) as u32,
         );
-        // SAFETY: the arguments match `gemm_p*` in gemm.cu (`func` is such a kernel, of
-        // `tile` and `g.planes`, its shared memory allowed by `allow_smem`); 1 <= splits <=
+        // SAFETY: the arguments match `gemm_p*` in gemm.cu and `wgmma_p*` in gemm_wgmma.cu
+        // (one parameter list; `func` is such a kernel, of `tile` and `g.planes` (one plane for
+        // wgmma), its shared memory allowed by `allow_smem`); 1 <= splits <=
         // k-tiles and 1 <= split_blocks <= splits (checked above); `a` holds g.planes planes of
         // `a_plane` >= m * k halves, `w` is (n, k) with k % 8 == 0 (checked at load), n is even;
         // `ws` holds splits * m * n floats and `cnt` the row blocks x column tiles counters,

@@ -1,8 +1,7 @@
 //! The attention's dev harness: the production kernel (`attention.cu`) and every variant of
 //! `dev/cuda/attention_variants.cu` launched on given queries, cache keys and values and an
 //! in-step mask, outside a model, and timed. `tests/gpu_kernels.rs` checks each against a CPU
-//! twin, checks that a row's result does not depend on the step it is in, checks the variants
-//! that keep the production arithmetic bit for bit against it, and times them.
+//! twin, checks that a row's result does not depend on the step it is in, and times them.
 
 use std::sync::Arc;
 

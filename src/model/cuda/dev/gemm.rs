@@ -1,5 +1,6 @@
-//! The matmul's dev harness: the production kernel and every variant of
-//! `dev/cuda/gemm_variants.cu` (and, on a device of compute capability 9.0, of
+//! The matmul's dev harness: the production kernels (wgmma on a device of compute capability
+//! 9.0, mma.sync elsewhere), the other instruction's production kernels where it has them, and
+//! every variant of `dev/cuda/gemm_variants.cu` (and, on compute capability 9.0, of
 //! `dev/cuda/gemm_wgmma.cu`) launched on given inputs at any shape and schedule, and timed on
 //! random ones. The production path never loads the variants; `tests/gpu_kernels.rs` checks
 //! each bit for bit against the production kernel and against a CPU twin, and its ignored
@@ -23,7 +24,7 @@ pub use crate::model::cuda::kernels::{GemmTile, GEMM_BK};
 
 const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_variants.ptx"));
 /// dev/cuda/gemm_wgmma.cu, for devices of compute capability 9.0 only.
-const WGMMA_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_wgmma.ptx"));
+const WGMMA_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gemm_wgmma_variants.ptx"));
 
 /// Most rows, columns x splits (workspace) and counters the harness's scratch holds.
 const MAX_ROWS: usize = 128;
@@ -76,15 +77,17 @@ impl GemmHarness {
             variants,
             optin,
         } = Loaded::new(ordinal, VARIANTS_PTX)?;
-        // The production kernels (their shared memory already allowed by `Kernels::load`),
-        // then every variant.
-        let mut all: Vec<GemmKernel> = kernels
-            .production_gemms()
-            .map(|(tile, func)| GemmKernel {
+        // The production kernels, then mma.sync's where wgmma is production (their shared
+        // memory already allowed by `Kernels::load`), then every variant.
+        let production = kernels.production_gemms().map(|g| (g, true));
+        let others = kernels.other_gemms().map(|g| (g, false));
+        let mut all: Vec<GemmKernel> = production
+            .chain(others)
+            .map(|((tile, func), production)| GemmKernel {
                 name: tile.name(ACT_PLANES),
                 planes: ACT_PLANES,
                 tile,
-                production: true,
+                production,
                 func: func.clone(),
             })
             .collect();

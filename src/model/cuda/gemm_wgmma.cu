@@ -1,0 +1,264 @@
+// The matmul on Hopper's warpgroup tensor-core instruction (wgmma, sm_90a): gemm.cu's splits,
+// k-tile order and epilogue, another instruction. The production matmul on devices of compute
+// capability 9.0 (H100, H200); other devices run gemm.cu's mma.sync kernels. Compiled for
+// compute_90a by build.rs as a module of its own. Both instructions give the same results bit
+// for bit (`tests/gpu_kernels.rs` checks every kernel of both against the production one and
+// against a CPU twin), so a step's tokens do not depend on which of them ran.
+//
+// Operands swapped (out^T = W A^T): the wgmma M dimension is 64 weight rows per warpgroup (its
+// A operand, read from shared memory), the N dimension the block's 16 MT activation rows (its
+// B operand, N = 16 MT: 16 for up to 16 rows of a step, up to 128), so that a one-row step
+// multiplies 16 rows, not 64. Both operands are staged exactly as gemm.cu stages them (rows of
+// 64 halves, chunk c of row r at c ^ (r & 7)), which is the 128-byte swizzle of a K-major
+// operand when a tile starts on a 1024-byte boundary; the four k16 steps of a k-tile advance
+// the descriptors' start by 32 bytes. One block: BN / 64 warpgroups, each its 64 weight rows
+// of the block's BN; every warpgroup multiplies all of the block's activation rows.
+//
+// Additions: per split, the k-tiles in increasing order, the four k16 steps of each in order,
+// one wgmma (accumulate) each into f32 accumulators zeroed at the split's start; splits added
+// in split order (in registers, or through the workspace by the finisher of gemm.cu): the
+// sequence of gemm.cu's mma.sync m16n8k16.
+#include "common.cuh"
+#define GEMM_NO_PRODUCTION
+#include "gemm.cu"
+
+// 64-bit shared-memory matrix descriptor of a K-major operand tile at `p` (1024-byte aligned
+// up to the k16 step's offset) in the 128-byte swizzle: start address / 16 (bits 0-13),
+// leading byte offset unused for this layout (1, bits 16-29), stride byte offset 1024 / 16
+// (bits 32-45: eight rows of 128 bytes to the next eight), swizzle mode 1 = 128 bytes (bits
+// 62-63).
+__device__ __forceinline__ unsigned long long wgmma_desc(const void* p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    return (unsigned long long)((s & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) |
+           (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of `v` across a wgmma wait.
+__device__ __forceinline__ void wgmma_keep(float& v) { asm volatile("" : "+f"(v)::"memory"); }
+// Orders this thread's earlier shared-memory writes (cp.async) before later reads by the
+// tensor cores (the async proxy).
+__device__ __forceinline__ void fence_async_shared() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// d (64 x NT, f32, the fragment layout of wgmma) += A (64 x 16 at descriptor a) B^T (NT x 16
+// at descriptor b).
+template <int NT>
+__device__ __forceinline__ void wgmma_k16(float (&d)[NT / 2], unsigned long long a,
+                                          unsigned long long b);
+// Eight accumulators from d[i] on, as operands of the asm below.
+#define WGMMA_ACC8(i)                                                                           \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]),  \
+        "+f"(d[i + 6]), "+f"(d[i + 7])
+
+template <>
+__device__ __forceinline__ void wgmma_k16<16>(float (&d)[8], unsigned long long a,
+                                              unsigned long long b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7"
+        "}, %8, %9, 1, 1, 1, 0, 0;"
+        :
+        WGMMA_ACC8(0)
+        : "l"(a), "l"(b));
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<32>(float (&d)[16], unsigned long long a,
+                                              unsigned long long b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, %16, %17, 1, 1, 1, 0, 0;"
+        :
+        WGMMA_ACC8(0), WGMMA_ACC8(8)
+        : "l"(a), "l"(b));
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<64>(float (&d)[32], unsigned long long a,
+                                              unsigned long long b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, %32, %33, 1, 1, 1, 0, 0;"
+        :
+        WGMMA_ACC8(0), WGMMA_ACC8(8), WGMMA_ACC8(16), WGMMA_ACC8(24)
+        : "l"(a), "l"(b));
+}
+template <>
+__device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], unsigned long long a,
+                                              unsigned long long b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, 1, 1, 1, 0, 0;"
+        :
+        WGMMA_ACC8(0), WGMMA_ACC8(8), WGMMA_ACC8(16), WGMMA_ACC8(24),
+        WGMMA_ACC8(32), WGMMA_ACC8(40), WGMMA_ACC8(48), WGMMA_ACC8(56)
+        : "l"(a), "l"(b));
+}
+
+template <int MT, int BN, int STAGES>
+__device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ A, size_t a_plane,
+                                             const unsigned short* __restrict__ W, int M, int N,
+                                             int K, int S, float* ws, int* cnt,
+                                             const GemmEpilogue& e) {
+    constexpr int WG = BN / 64;           // warpgroups
+    constexpr int THREADS = 128 * WG;
+    constexpr int NT = 16 * MT;           // activation rows of a block = wgmma N
+    constexpr int ROWS = NT;
+    constexpr int W_STAGE = BN * GEMM_BK;  // halves: the weights, then the activations
+    constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
+    static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
+    extern __shared__ __align__(16) unsigned short smem_raw[];
+    // Tiles on 1024-byte boundaries (the swizzle repeats every 8 rows of 128 bytes); the
+    // launch gives 1024 bytes more than the stages take.
+    unsigned short* smem =
+        smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
+
+    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wg = warp >> 2, wl = warp & 3;  // warpgroup; warp within it
+    const int T = (K + GEMM_BK - 1) / GEMM_BK;
+    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
+    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
+    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
+    const bool whole = gridDim.y == 1;
+    const int kt0 = split_start(s_begin);
+    const int nk = split_start(s_end) - kt0;
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nk) gemm_load_w<BN, THREADS, 1>(smem + st * STAGE, W, N, K, n0, kt0 + st, 1);
+        cp_async_commit();
+    }
+    wait_previous_kernel();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nk)
+            gemm_load_a<MT, 1, THREADS, 1>(smem + st * STAGE + W_STAGE, A, a_plane, M, K, m0,
+                                           kt0 + st, 1);
+        cp_async_commit();
+    }
+
+    // acc[4 i + 2 h + c]: weight row 16 wl + g + 8 h of this warpgroup's 64, activation row
+    // 8 i + 2 t4 + c (the wgmma accumulator layout, operands swapped).
+    float acc[NT / 2], tot[NT / 2];
+#pragma unroll
+    for (int i = 0; i < NT / 2; ++i) acc[i] = tot[i] = 0.f;
+    const int g = lane >> 2, t4 = lane & 3;
+    int s_cur = s_begin, split_end = split_start(s_begin + 1) - kt0;
+
+    for (int kt = 0; kt < nk; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        fence_async_shared();
+        __syncthreads();
+        const unsigned short* stage = smem + (kt % STAGES) * STAGE;
+        const unsigned long long da = wgmma_desc(stage + wg * 64 * GEMM_BK);
+        const unsigned long long db = wgmma_desc(stage + W_STAGE);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK / 16; ++kk) wgmma_k16<NT>(acc, da + 2 * kk, db + 2 * kk);
+        wgmma_commit();
+        // The previous k-tile's multiplications are done (in this warpgroup; the barrier: in
+        // all), so its stage takes the k-tile STAGES - 1 ahead.
+        wgmma_wait<1>();
+        __syncthreads();
+        {
+            const int nxt = kt + STAGES - 1;
+            if (nxt < nk) {
+                unsigned short* sn = smem + (nxt % STAGES) * STAGE;
+                gemm_load_w<BN, THREADS, 1>(sn, W, N, K, n0, kt0 + nxt, 1);
+                gemm_load_a<MT, 1, THREADS, 1>(sn + W_STAGE, A, a_plane, M, K, m0, kt0 + nxt, 1);
+            }
+            cp_async_commit();
+        }
+        if (kt + 1 == split_end) {
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < NT / 2; ++i) wgmma_keep(acc[i]);
+#pragma unroll
+            for (int i = 0; i < NT / 8; ++i) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float& a = acc[4 * i + 2 * h + c];
+                        if (whole) {
+                            tot[4 * i + 2 * h + c] = s_cur == 0 ? a : tot[4 * i + 2 * h + c] + a;
+                        } else {
+                            const int n = n0 + wg * 64 + 16 * wl + g + 8 * h;
+                            const int m = m0 + 8 * i + 2 * t4 + c;
+                            if (m < M && n < N) ws[((size_t)s_cur * M + m) * N + n] = a;
+                        }
+                        a = 0.f;
+                    }
+                }
+            }
+            ++s_cur;
+            split_end = split_start(s_cur + 1) - kt0;
+        }
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();
+
+    if (whole) {
+        // Column pairs (n, n + 1) of a row: n's sum is here (even g), n + 1's four lanes on.
+#pragma unroll
+        for (int i = 0; i < NT / 8; ++i) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const float v0 = tot[4 * i + 2 * h + c];
+                    const float v1 = __shfl_down_sync(0xffffffffu, v0, 4);
+                    const int n = n0 + wg * 64 + 16 * wl + g + 8 * h;
+                    const int m = m0 + 8 * i + 2 * t4 + c;
+                    if ((g & 1) == 0 && m < M && n < N) gemm_finish<1>(e, m, n, N, v0, v1);
+                }
+            }
+        }
+        return;
+    }
+    gemm_finish_splits<1, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
+}
+
+// Named as gemm.cu's kernels with the prefix wgmma (one activation plane, one k-tile a stage,
+// BN / 16 warps in one row of the layout), launched as those with 1024 bytes more of dynamic
+// shared memory.
+#define WGMMA_ENTRY(mt, bn, st, wn)                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * wn, 1)                                    \
+        wgmma_p1_m##mt##_n##bn##_s##st##_w1x##wn##_k1(                                          \
+            const unsigned short* A, size_t a_plane, const unsigned short* W, int M, int N,     \
+            int K, int S, float* ws, int* cnt, int mode, float* out, int ldo,                   \
+            const float* bias, unsigned short* a_out, size_t a_out_plane, const int* io,        \
+            int QB, const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,       \
+            int nkv, int hd, int cap) {                                                         \
+        static_assert(32 * (wn) == 128 * ((bn) / 64), "one warpgroup per 64 columns");          \
+        const GemmEpilogue e{mode, out, ldo, bias, a_out, a_out_plane, io, QB, cos_t,           \
+                             sin_t, kc, vc, nh, nkv, hd, cap};                                  \
+        gemm_wg_impl<mt, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e);                        \
+    }
+
+// The tiles of WGMMA_TILES in kernels.rs (the production path on compute capability 9.0):
+// 16, 32, 64 and 128 rows, 128 columns, 4 stages. Other shapes are variants in
+// dev/cuda/gemm_wgmma.cu.
+#ifndef WGMMA_NO_PRODUCTION
+WGMMA_ENTRY(1, 128, 4, 8)
+WGMMA_ENTRY(2, 128, 4, 8)
+WGMMA_ENTRY(4, 128, 4, 8)
+WGMMA_ENTRY(8, 128, 4, 8)
+#endif
