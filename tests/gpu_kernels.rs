@@ -102,7 +102,7 @@ fn rows(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
 /// Split counts to check for K: 1, the production count, and a random one.
 fn split_counts(h: &GemmHarness, rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
     let tiles = k.div_ceil(GEMM_BK);
-    let production = h.schedule(h.kernels()[0].tile, 1, n, k, None).splits;
+    let production = h.schedule(h.kernels()[0], 1, n, k, None).splits;
     let mut v = vec![1, production, 1 + rng.below(tiles.min(16))];
     v.sort_unstable();
     v.dedup();
@@ -132,7 +132,7 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
                 for splits in split_counts(&h, &mut rng, n, k) {
                     // The reference: the first kernel of the family (a production one for one
                     // plane), one block per split.
-                    let mut s = h.schedule(reference.tile, m, n, k, Some(splits));
+                    let mut s = h.schedule(reference, m, n, k, Some(splits));
                     s.split_blocks = splits;
                     let want = h.run(reference, &s, &mut p).expect("reference runs");
                     assert!(
@@ -142,7 +142,7 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
                     );
                     for kernel in &kernels {
                         for split_blocks in [1, splits] {
-                            let mut s = h.schedule(kernel.tile, m, n, k, Some(splits));
+                            let mut s = h.schedule(kernel, m, n, k, Some(splits));
                             s.split_blocks = split_blocks;
                             let got = h.run(kernel, &s, &mut p).expect("variant runs");
                             let first = first_difference(&got, &want);
@@ -180,7 +180,7 @@ fn every_gemm_kernel_agrees_with_the_cpu_twin() {
         for kernel in h.kernels() {
             let p = &mut problems[kernel.planes - 1];
             let (_, production) = h.production(m, n, k);
-            let s = h.schedule(kernel.tile, m, n, k, Some(production.splits));
+            let s = h.schedule(kernel, m, n, k, Some(production.splits));
             let got = h.run(kernel, &s, p).expect("kernel runs");
             let a = a_planes(&c.x, kernel.planes);
             let (mut err, mut norm) = (0f64, 0f64);
@@ -270,7 +270,7 @@ fn time_gemm_variants() {
                     }
                     let blocks: &[usize] = if splits == 1 { &[1] } else { &[1, splits] };
                     for &split_blocks in blocks {
-                        let mut s = h.schedule(kernel.tile, m, n, k, Some(splits));
+                        let mut s = h.schedule(kernel, m, n, k, Some(splits));
                         s.split_blocks = split_blocks;
                         let us = h.time(kernel, &s, p, 10, 5).expect("kernel runs");
                         let is_prod = kernel.name == prod.name && s == prod_s;

@@ -16,7 +16,8 @@ use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use super::{entry_names, median_launch_us, Loaded};
 use crate::model::cuda::gpu_err;
 use crate::model::cuda::kernels::{
-    allow_smem, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels, ACT_PLANES,
+    allow_smem, gemm_resident_blocks, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels,
+    ACT_PLANES,
 };
 use crate::{LadeError, Result};
 
@@ -37,6 +38,9 @@ pub struct GemmKernel {
     pub planes: usize,
     pub tile: GemmTile,
     pub production: bool,
+    /// Blocks of it a multiprocessor holds at a time (sets the production rule's blocks along
+    /// the split axis).
+    resident: usize,
     func: CudaFunction,
 }
 
@@ -88,6 +92,7 @@ impl GemmHarness {
                 planes: ACT_PLANES,
                 tile,
                 production,
+                resident: gemm_resident_blocks(func, &tile, ACT_PLANES),
                 func: func.clone(),
             })
             .collect();
@@ -117,6 +122,7 @@ impl GemmHarness {
                     planes,
                     tile,
                     production: false,
+                    resident: gemm_resident_blocks(&func, &tile, planes),
                     func,
                 });
             }
@@ -147,21 +153,22 @@ impl GemmHarness {
             .iter()
             .find(|x| x.name == name)
             .expect("every production tile is loaded");
-        (kernel, self.schedule(kernel.tile, m, n, k, None))
+        (kernel, self.schedule(kernel, m, n, k, None))
     }
 
-    /// The schedule of `tile` for an (m, n, k) matmul: the production split count (or
+    /// The schedule of `kernel` for an (m, n, k) matmul: the production split count (or
     /// `splits`), and the production rule for the blocks along the split axis.
     pub fn schedule(
         &self,
-        tile: GemmTile,
+        kernel: &GemmKernel,
         m: usize,
         n: usize,
         k: usize,
         splits: Option<usize>,
     ) -> GemmSchedule {
         let splits = splits.unwrap_or_else(|| self.kernels.splits(k, n));
-        self.kernels.gemm_schedule(tile, m, n, splits)
+        self.kernels
+            .gemm_schedule(kernel.tile, kernel.resident, m, n, splits)
     }
 
     pub fn sms(&self) -> usize {
