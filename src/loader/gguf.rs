@@ -233,7 +233,9 @@ impl TensorSource<'_> {
     fn dense(&mut self, name: &str, want: &[usize]) -> Result<Tensor> {
         let t = self.get(name)?;
         check_dims(name, t.shape().dims(), want)?;
-        Ok(t.dequantize(self.device)?)
+        crate::model::weights::dequantize(&t)?
+            .to_device(self.device)
+            .map_err(Into::into)
     }
 }
 

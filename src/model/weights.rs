@@ -54,7 +54,7 @@ impl Linear {
     pub fn from_qtensor(t: Arc<QTensor>, format: WeightFormat) -> Result<Self> {
         let device = t.device();
         if let Some(dtype) = format.dense_dtype() {
-            return Ok(Linear::Dense(t.dequantize(&device)?.to_dtype(dtype)?));
+            return Ok(Linear::Dense(dequantize(&t)?.to_dtype(dtype)?));
         }
         let stored = t.dtype();
         let is_float = matches!(stored, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
@@ -74,7 +74,7 @@ impl Linear {
             return Ok(Linear::Quantized(QMatMul::QTensor(Arc::new(q))));
         }
         if is_float {
-            return Ok(Linear::Dense(t.dequantize(&device)?));
+            return Ok(Linear::Dense(dequantize(&t)?));
         }
         Ok(Linear::Quantized(QMatMul::QTensor(t)))
     }
@@ -299,6 +299,96 @@ pub fn permute_qtensor_rows(t: &QTensor, order: &[usize]) -> Result<QTensor> {
     Ok(QTensor::new(storage, (dims[0], dims[1]))?)
 }
 
+/// `t` as an f32 tensor on its device: a float tensor in host memory (f32, f16, bf16: a 7B
+/// model's weights are 6.7 billion of them) converted from its stored bytes in parallel chunks,
+/// anything else by candle (the same values: every f16 and bf16 value is exact in f32).
+pub fn dequantize(t: &QTensor) -> Result<Tensor> {
+    use half::slice::HalfFloatSliceExt;
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let device = t.device();
+    let dtype = t.dtype();
+    let width = match dtype {
+        GgmlDType::F32 => 4,
+        GgmlDType::F16 | GgmlDType::BF16 => 2,
+        _ => return Ok(t.dequantize(&device)?),
+    };
+    if !device.is_cpu() {
+        return Ok(t.dequantize(&device)?);
+    }
+    let n = t.shape().elem_count();
+    let bytes = t.data()?;
+    if bytes.len() != n * width {
+        return Err(LadeError::Unsupported(format!(
+            "a {dtype:?} tensor of {n} values holds {} bytes",
+            bytes.len()
+        )));
+    }
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(CHUNK)
+        .zip(bytes.par_chunks(CHUNK * width))
+        .for_each(|(o, b)| {
+            let mut bits = [0u16; CHUNK];
+            let bits = &mut bits[..o.len()];
+            if width == 4 {
+                for (o, b) in o.iter_mut().zip(b.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                return;
+            }
+            for (h, b) in bits.iter_mut().zip(b.chunks_exact(2)) {
+                *h = u16::from_le_bytes([b[0], b[1]]);
+            }
+            if dtype == GgmlDType::F16 {
+                half::slice::HalfBitsSliceExt::reinterpret_cast::<half::f16>(&*bits)
+                    .convert_to_f32_slice(o);
+            } else {
+                half::slice::HalfBitsSliceExt::reinterpret_cast::<half::bf16>(&*bits)
+                    .convert_to_f32_slice(o);
+            }
+        });
+    Ok(Tensor::from_vec(out, t.shape().clone(), &device)?)
+}
+
+/// Row-major f16 bits of a tensor of any float dtype on any device (what the GPU path uploads).
+/// An f32 or f16 tensor in host memory is converted straight from its storage, in parallel
+/// chunks (round to nearest, ties to even, as `to_dtype(F16)`), without the intermediate copies
+/// of the generic path: for a 7B model that is 6.7 billion values.
+pub fn f16_bits(t: &Tensor) -> Result<Vec<u16>> {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let t = t.to_device(&candle_core::Device::Cpu)?.contiguous()?;
+    let n = t.elem_count();
+    let (storage, layout) = t.storage_and_layout();
+    let start = layout.start_offset();
+    let mut out = vec![0u16; n];
+    match (&*storage, t.dtype()) {
+        (candle_core::Storage::Cpu(cpu), DType::F32) => {
+            let src = &cpu.as_slice::<f32>()?[start..start + n];
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(o, s)| {
+                    o.reinterpret_cast_mut::<half::f16>()
+                        .convert_from_f32_slice(s)
+                });
+        }
+        (candle_core::Storage::Cpu(cpu), DType::F16) => {
+            let src = &cpu.as_slice::<half::f16>()?[start..start + n];
+            out.copy_from_slice(src.reinterpret_cast());
+        }
+        _ => {
+            drop(storage);
+            let v = t
+                .to_dtype(DType::F16)?
+                .flatten_all()?
+                .to_vec1::<half::f16>()?;
+            out.copy_from_slice(v.reinterpret_cast());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +397,99 @@ mod tests {
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
+    }
+
+    #[test]
+    fn dequantize_equals_candles_for_float_tensors() {
+        let dev = Device::Cpu;
+        // More values than one parallel chunk, not a multiple of it; specials included.
+        let mut v: Vec<f32> = values(3 * 70_001, 0.25).iter().map(|x| x * 6.0e4).collect();
+        v.extend([
+            0.0,
+            -0.0,
+            1.0e-9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65_520.0,
+        ]);
+        let rows = v.len() / 3;
+        let t = Tensor::from_vec(v, (rows, 3), &dev).unwrap();
+        for dtype in [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::BF16,
+            GgmlDType::Q8_0,
+        ] {
+            let t = if dtype == GgmlDType::Q8_0 {
+                t.narrow(0, 0, 64).unwrap().reshape((6, 32)).unwrap()
+            } else {
+                t.clone()
+            };
+            let q = QTensor::quantize(&t, dtype).unwrap();
+            let want: Vec<f32> = q
+                .dequantize(&dev)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got = dequantize(&q).unwrap();
+            assert_eq!(got.dims(), t.dims(), "{dtype:?}");
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && got.len() == want.len(), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn f16_bits_equal_candles_conversion_for_every_float_dtype_and_layout() {
+        // Values at and between f16's steps (ties round to even), tiny, huge and special.
+        let mut v: Vec<f32> = values(70_001, 0.5).iter().map(|x| x * 3.0e4).collect();
+        v.extend([
+            0.0,
+            -0.0,
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            6.0e-8,
+            1.0e-9,
+            70_000.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let n = v.len();
+        let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+        let oracle = |t: &Tensor| -> Vec<u16> {
+            t.to_dtype(DType::F16)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<half::f16>()
+                .unwrap()
+                .into_iter()
+                .map(half::f16::to_bits)
+                .collect()
+        };
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let td = t.to_dtype(dtype).unwrap();
+            assert_eq!(f16_bits(&td).unwrap(), oracle(&td), "{dtype:?}");
+            // A view that starts inside its storage, and a transposed (non-contiguous) one.
+            let tail = td.narrow(0, 7, n - 7).unwrap();
+            assert_eq!(
+                f16_bits(&tail).unwrap(),
+                oracle(&tail),
+                "{dtype:?} narrowed"
+            );
+            let m = td
+                .narrow(0, 0, 1000 * 70)
+                .unwrap()
+                .reshape((1000, 70))
+                .unwrap();
+            let tr = m.t().unwrap();
+            assert_eq!(f16_bits(&tr).unwrap(), oracle(&tr), "{dtype:?} transposed");
+        }
     }
 
     /// Half-split ("NeoX") RoPE by hand: dimension `i` of each head pairs with `i + d/2`.

@@ -23,7 +23,7 @@ pub use session::CudaSession;
 
 use super::config::ModelConfig;
 use super::llama::Llama;
-use super::weights::Linear;
+use super::weights::{f16_bits, Linear};
 use crate::{LadeError, Result};
 use kernels::Kernels;
 
@@ -78,14 +78,7 @@ impl std::fmt::Debug for CudaLlama {
 
 /// Row-major f16 bits of a projection's (out, in) weight matrix.
 fn linear_f16(l: &Linear) -> Result<Vec<u16>> {
-    let dense = |t: &Tensor| -> Result<Vec<u16>> {
-        let v = t
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F16)?
-            .flatten_all()?
-            .to_vec1::<half::f16>()?;
-        Ok(v.into_iter().map(half::f16::to_bits).collect())
-    };
+    let dense = f16_bits;
     match l {
         Linear::Dense(w) => dense(w),
         Linear::Quantized(QMatMul::QTensor(q)) => dense(&q.dequantize(&Device::Cpu)?),
@@ -145,12 +138,7 @@ impl CudaLlama {
         let up16 = |v: Vec<u16>| stream.clone_htod(&v).map_err(gpu_err);
         let up32 = |v: Vec<f32>| stream.clone_htod(&v).map_err(gpu_err);
         let c = &model.config;
-        let embedding = up16(
-            tensor_f32(&model.embedding)?
-                .into_iter()
-                .map(|x| half::f16::from_f32(x).to_bits())
-                .collect(),
-        )?;
+        let embedding = up16(f16_bits(&model.embedding)?)?;
         let mut blocks = Vec::with_capacity(model.blocks.len());
         for b in &model.blocks {
             blocks.push(BlockWeights {
