@@ -5,7 +5,8 @@
 //! splits, and every hi/lo kernel the first of them, on random shapes that include the
 //! LLaMA-2-7B and 70B dimensions and 1..=128 rows, and every kernel agrees with f64 sums of the
 //! same f16 inputs; a row's result does not depend on the instruction, the tile, the warp
-//! layout or how the splits are spread over blocks. The attention: agrees with an f64 softmax over the keys each
+//! layout or how the splits are spread over blocks; the model's epilogues (bias, residual add,
+//! silu pairs) give the production kernel's results on every kernel. The attention: agrees with an f64 softmax over the keys each
 //! row sees (head dims 64 and 128, GQA ratios 1 to 8, caches up to 8300 positions, causal,
 //! tree and arbitrary in-step masks of up to 120 rows), and a row of a step gives bit for bit
 //! what it gives alone after its in-step keys were cached. Built only with `--features cuda`;
@@ -21,7 +22,7 @@ use common::attention_case::{
 
 use half::f16;
 use lade::model::cuda::dev::{
-    AttentionCase, AttentionHarness, GemmHarness, GemmKernel, GemmProblem, GEMM_BK,
+    AttentionCase, AttentionHarness, GemmEpilogue, GemmHarness, GemmKernel, GemmProblem, GEMM_BK,
 };
 
 /// f16 bits of values uniform in [-scale, scale).
@@ -164,6 +165,82 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
         }
     }
     println!("{checked} launches equal to their reference");
+}
+
+/// The model's epilogues (bias, the residual add, silu(gate) * up in f16) on every kernel of one
+/// activation plane give the production kernel's results bit for bit, and the production
+/// kernel's agree with the plain store plus the epilogue done on the host.
+#[test]
+fn every_gemm_kernel_gives_the_production_epilogues_bit_for_bit() {
+    let h = GemmHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng::new(0x0e91_1065);
+    let mut checked = 0;
+    for (n, k) in [(256, 512), (1000, 24), (2752, 4096), (4096, 11008)] {
+        for m in [1, 17, 128] {
+            let c = case(&mut rng, m, n, k);
+            let mut p = upload(&h, &c, 1);
+            let bias: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.unit()).collect();
+            let (prod, s) = h.production(m, n, k);
+            let store = h.run(prod, &s, &mut p).expect("production runs");
+            let mut want = Vec::new();
+            for (epilogue, values) in [
+                (GemmEpilogue::Bias, &bias[..]),
+                (GemmEpilogue::Accumulate, &start[..]),
+                (GemmEpilogue::SiluPairs, &[][..]),
+            ] {
+                let got = h
+                    .run_epilogue(prod, &s, &mut p, epilogue, values)
+                    .expect("production runs");
+                // The host's epilogue on the plain store: one f32 addition (exact the same), or
+                // silu in f32 rounded to f16 (the device's expf may differ by an ulp or two).
+                for (i, &g) in got.iter().enumerate() {
+                    match epilogue {
+                        GemmEpilogue::Bias => {
+                            assert_eq!(g.to_bits(), (store[i] + bias[i % n]).to_bits(), "bias {i}")
+                        }
+                        GemmEpilogue::Accumulate => {
+                            assert_eq!(g.to_bits(), (start[i] + store[i]).to_bits(), "acc {i}")
+                        }
+                        GemmEpilogue::SiluPairs => {
+                            let (row, j) = (i / (n / 2), i % (n / 2));
+                            let (gate, up) = (store[row * n + 2 * j], store[row * n + 2 * j + 1]);
+                            let act = f16::from_f32(gate / (1.0 + (-gate).exp()) * up).to_f32();
+                            assert!(
+                                (g - act).abs() <= 2e-3 * act.abs().max(1e-3),
+                                "silu pair {i} of {m} x {n} x {k}: {g} vs {act}"
+                            );
+                        }
+                    }
+                }
+                want.push(got);
+            }
+            for kernel in h.kernels().into_iter().filter(|x| x.planes == 1) {
+                let ks = h.schedule(kernel, m, n, k, Some(s.splits));
+                for (i, (epilogue, values)) in [
+                    (GemmEpilogue::Bias, &bias[..]),
+                    (GemmEpilogue::Accumulate, &start[..]),
+                    (GemmEpilogue::SiluPairs, &[][..]),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let got = h
+                        .run_epilogue(kernel, &ks, &mut p, epilogue, values)
+                        .expect("kernel runs");
+                    let first = first_difference(&got, &want[i]);
+                    assert!(
+                        first.is_none(),
+                        "{} ({m} x {n} x {k}, {epilogue:?}) differs from {} at element {first:?}",
+                        kernel.name,
+                        prod.name
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("{checked} epilogue launches equal to the production kernel's");
 }
 
 #[test]

@@ -32,6 +32,18 @@ const MAX_ROWS: usize = 128;
 const MAX_WS: usize = 16 * MAX_ROWS * 65536;
 const MAX_COUNTERS: usize = 1 << 20;
 
+/// An epilogue of the matmul besides the plain store (the qkv projection's RoPE and cache write
+/// run in the model tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmEpilogue {
+    /// `out = v + bias[n]`.
+    Bias,
+    /// `out += v` (the residual stream).
+    Accumulate,
+    /// `silu(gate) * up` of the column pairs (2i, 2i + 1), in f16: m x n / 2 values.
+    SiluPairs,
+}
+
 /// One matmul kernel: the production one of a tile, or a variant.
 pub struct GemmKernel {
     pub name: String,
@@ -220,6 +232,22 @@ impl GemmHarness {
         p: &GemmProblem,
         copy: usize,
     ) -> Result<()> {
+        let out = GemmOut::Store {
+            out: &p.out,
+            ldo: p.n,
+        };
+        self.launch_with(kernel, schedule, p, copy, out, None)
+    }
+
+    fn launch_with(
+        &self,
+        kernel: &GemmKernel,
+        schedule: &GemmSchedule,
+        p: &GemmProblem,
+        copy: usize,
+        out: GemmOut<'_>,
+        bias: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
         if kernel.planes != p.planes || schedule.tile != kernel.tile {
             return Err(LadeError::Gpu(format!(
                 "{} takes {} planes and its own tile; the problem has {} planes, the schedule \
@@ -237,14 +265,11 @@ impl GemmHarness {
             planes: p.planes,
             a_plane: p.m * p.k,
             w: &p.w[copy % p.w.len()],
-            bias: None,
+            bias,
             m: p.m,
             n: p.n,
             k: p.k,
-            out: GemmOut::Store {
-                out: &p.out,
-                ldo: p.n,
-            },
+            out,
         };
         let scratch = GemmScratch {
             ws: &self.ws,
@@ -273,6 +298,69 @@ impl GemmHarness {
             .map_err(gpu_err)?;
         self.launch(kernel, schedule, p, 0)?;
         let out = s.clone_dtoh(&p.out).map_err(gpu_err)?;
+        s.synchronize().map_err(gpu_err)?;
+        Ok(out)
+    }
+
+    /// The matmul by `kernel` on `schedule` with `epilogue`: `values` are the bias (n floats) or
+    /// the output's starting values (m x n) or nothing (SiluPairs). The output (m x n floats, or
+    /// m x n / 2 f16 values widened to f32) is poisoned (NaN) where the kernel writes it anew.
+    pub fn run_epilogue(
+        &self,
+        kernel: &GemmKernel,
+        schedule: &GemmSchedule,
+        p: &mut GemmProblem,
+        epilogue: GemmEpilogue,
+        values: &[f32],
+    ) -> Result<Vec<f32>> {
+        let s = &self.stream;
+        let (m, n) = (p.m, p.n);
+        let want = match epilogue {
+            GemmEpilogue::Bias => n,
+            GemmEpilogue::Accumulate => m * n,
+            GemmEpilogue::SiluPairs => 0,
+        };
+        if values.len() != want || (epilogue == GemmEpilogue::SiluPairs && kernel.planes != 1) {
+            return Err(LadeError::Gpu(format!(
+                "{epilogue:?} takes {want} values (got {}) and one activation plane",
+                values.len()
+            )));
+        }
+        let out = match epilogue {
+            GemmEpilogue::Bias => {
+                let bias = s.clone_htod(values).map_err(gpu_err)?;
+                s.memcpy_htod(&vec![f32::NAN; m * n], &mut p.out)
+                    .map_err(gpu_err)?;
+                let store = GemmOut::Store {
+                    out: &p.out,
+                    ldo: n,
+                };
+                self.launch_with(kernel, schedule, p, 0, store, Some(&bias))?;
+                s.clone_dtoh(&p.out).map_err(gpu_err)?
+            }
+            GemmEpilogue::Accumulate => {
+                s.memcpy_htod(values, &mut p.out).map_err(gpu_err)?;
+                let acc = GemmOut::Accumulate {
+                    out: &p.out,
+                    ldo: n,
+                };
+                self.launch_with(kernel, schedule, p, 0, acc, None)?;
+                s.clone_dtoh(&p.out).map_err(gpu_err)?
+            }
+            GemmEpilogue::SiluPairs => {
+                let nan = half::f16::NAN.to_bits();
+                let a_out = s.clone_htod(&vec![nan; m * n / 2]).map_err(gpu_err)?;
+                let pairs = GemmOut::SiluPairs {
+                    a_out: &a_out,
+                    plane: m * n / 2,
+                };
+                self.launch_with(kernel, schedule, p, 0, pairs, None)?;
+                let bits = s.clone_dtoh(&a_out).map_err(gpu_err)?;
+                bits.into_iter()
+                    .map(|b| half::f16::from_bits(b).to_f32())
+                    .collect()
+            }
+        };
         s.synchronize().map_err(gpu_err)?;
         Ok(out)
     }

@@ -16,7 +16,7 @@ use super::kernels::Kernels;
 use crate::Result;
 
 pub use attention::{AttentionCase, AttentionHarness, AttentionKernel, AttentionProblem};
-pub use gemm::{GemmHarness, GemmKernel, GemmProblem, GemmTile, GEMM_BK};
+pub use gemm::{GemmEpilogue, GemmHarness, GemmKernel, GemmProblem, GemmTile, GEMM_BK};
 
 /// The entry points of a PTX module whose names start with `prefix`.
 fn entry_names<'a>(ptx: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> {
