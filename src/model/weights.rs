@@ -299,13 +299,16 @@ pub fn permute_qtensor_rows(t: &QTensor, order: &[usize]) -> Result<QTensor> {
     Ok(QTensor::new(storage, (dims[0], dims[1]))?)
 }
 
+/// Values per parallel task of [`dequantize`] and [`f16_bits`].
+const CONVERT_CHUNK: usize = 1 << 16;
+
 /// `t` as an f32 tensor on its device: a float tensor in host memory (f32, f16, bf16: a 7B
 /// model's weights are 6.7 billion of them) converted from its stored bytes in parallel chunks,
 /// anything else by candle (the same values: every f16 and bf16 value is exact in f32).
 pub fn dequantize(t: &QTensor) -> Result<Tensor> {
     use half::slice::HalfFloatSliceExt;
     use rayon::prelude::*;
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = CONVERT_CHUNK;
     let device = t.device();
     let dtype = t.dtype();
     let width = match dtype {
@@ -328,14 +331,14 @@ pub fn dequantize(t: &QTensor) -> Result<Tensor> {
     out.par_chunks_mut(CHUNK)
         .zip(bytes.par_chunks(CHUNK * width))
         .for_each(|(o, b)| {
-            let mut bits = [0u16; CHUNK];
-            let bits = &mut bits[..o.len()];
             if width == 4 {
                 for (o, b) in o.iter_mut().zip(b.chunks_exact(4)) {
                     *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
                 return;
             }
+            let mut bits = [0u16; CHUNK];
+            let bits = &mut bits[..o.len()];
             for (h, b) in bits.iter_mut().zip(b.chunks_exact(2)) {
                 *h = u16::from_le_bytes([b[0], b[1]]);
             }
@@ -357,7 +360,7 @@ pub fn dequantize(t: &QTensor) -> Result<Tensor> {
 pub fn f16_bits(t: &Tensor) -> Result<Vec<u16>> {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
     use rayon::prelude::*;
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = CONVERT_CHUNK;
     let t = t.to_device(&candle_core::Device::Cpu)?.contiguous()?;
     let n = t.elem_count();
     let (storage, layout) = t.storage_and_layout();

@@ -23,7 +23,7 @@ pub use session::CudaSession;
 
 use super::config::ModelConfig;
 use super::llama::Llama;
-use super::weights::{f16_bits, Linear};
+use super::weights::{dequantize, f16_bits, Linear};
 use crate::{LadeError, Result};
 use kernels::Kernels;
 
@@ -78,12 +78,11 @@ impl std::fmt::Debug for CudaLlama {
 
 /// Row-major f16 bits of a projection's (out, in) weight matrix.
 fn linear_f16(l: &Linear) -> Result<Vec<u16>> {
-    let dense = f16_bits;
     match l {
-        Linear::Dense(w) => dense(w),
-        Linear::Quantized(QMatMul::QTensor(q)) => dense(&q.dequantize(&Device::Cpu)?),
+        Linear::Dense(w) => f16_bits(w),
+        Linear::Quantized(QMatMul::QTensor(q)) => f16_bits(&dequantize(q)?),
         Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) => {
-            dense(w)
+            f16_bits(w)
         }
         Linear::Stacked(parts) => {
             let mut out = Vec::new();
