@@ -219,7 +219,7 @@ fn cuda_extras(
                     .iter()
                     .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
                     .collect();
-                session.omit_kernels(&[name]);
+                session.omit_kernels(&[*name]);
                 let without = time_step(&mut session, &s.layout, args.past, args.repeat);
                 session.omit_kernels(&[]);
                 per.push(json!({

@@ -308,7 +308,6 @@ const CONVERT_CHUNK: usize = 1 << 16;
 pub fn dequantize(t: &QTensor) -> Result<Tensor> {
     use half::slice::HalfFloatSliceExt;
     use rayon::prelude::*;
-    const CHUNK: usize = CONVERT_CHUNK;
     let device = t.device();
     let dtype = t.dtype();
     let width = match dtype {
@@ -328,8 +327,8 @@ pub fn dequantize(t: &QTensor) -> Result<Tensor> {
         )));
     }
     let mut out = vec![0f32; n];
-    out.par_chunks_mut(CHUNK)
-        .zip(bytes.par_chunks(CHUNK * width))
+    out.par_chunks_mut(CONVERT_CHUNK)
+        .zip(bytes.par_chunks(CONVERT_CHUNK * width))
         .for_each(|(o, b)| {
             if width == 4 {
                 for (o, b) in o.iter_mut().zip(b.chunks_exact(4)) {
@@ -337,7 +336,7 @@ pub fn dequantize(t: &QTensor) -> Result<Tensor> {
                 }
                 return;
             }
-            let mut bits = [0u16; CHUNK];
+            let mut bits = [0u16; CONVERT_CHUNK];
             let bits = &mut bits[..o.len()];
             for (h, b) in bits.iter_mut().zip(b.chunks_exact(2)) {
                 *h = u16::from_le_bytes([b[0], b[1]]);
@@ -360,7 +359,6 @@ pub fn dequantize(t: &QTensor) -> Result<Tensor> {
 pub fn f16_bits(t: &Tensor) -> Result<Vec<u16>> {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
     use rayon::prelude::*;
-    const CHUNK: usize = CONVERT_CHUNK;
     let t = t.to_device(&candle_core::Device::Cpu)?.contiguous()?;
     let n = t.elem_count();
     let (storage, layout) = t.storage_and_layout();
@@ -369,8 +367,8 @@ pub fn f16_bits(t: &Tensor) -> Result<Vec<u16>> {
     match (&*storage, t.dtype()) {
         (candle_core::Storage::Cpu(cpu), DType::F32) => {
             let src = &cpu.as_slice::<f32>()?[start..start + n];
-            out.par_chunks_mut(CHUNK)
-                .zip(src.par_chunks(CHUNK))
+            out.par_chunks_mut(CONVERT_CHUNK)
+                .zip(src.par_chunks(CONVERT_CHUNK))
                 .for_each(|(o, s)| {
                     o.reinterpret_cast_mut::<half::f16>()
                         .convert_from_f32_slice(s)

@@ -74,7 +74,7 @@ pub struct CudaSession {
     graphs: HashMap<(usize, usize, usize), StepGraph>,
     use_graphs: bool,
     /// Kernels left out of every step (a profiler's tool: see `omit_kernels`).
-    omitted: Vec<String>,
+    omitted: Vec<&'static str>,
 }
 
 /// Per-kernel times of one eagerly launched step, in launch order, summed over layers.
@@ -255,7 +255,7 @@ impl CudaSession {
         };
         // Each kernel, unless the profiler left it out (`omit_kernels`), then its mark.
         let op = |name: &'static str, launch: &dyn Fn() -> Result<()>| -> Result<()> {
-            if !self.omitted.iter().any(|o| o == name) {
+            if !self.omitted.contains(&name) {
                 launch()?;
             }
             mark(name)
@@ -418,8 +418,8 @@ impl CudaSession {
     /// every later step, or none again for an empty list: what a kernel costs inside a replayed
     /// step is the step's time less the time of the same step without it. While any kernel is
     /// left out the steps' results mean nothing. Drops the captured graphs.
-    pub fn omit_kernels(&mut self, names: &[&str]) {
-        self.omitted = names.iter().map(|n| n.to_string()).collect();
+    pub fn omit_kernels(&mut self, names: &[&'static str]) {
+        self.omitted = names.to_vec();
         self.graphs.clear();
     }
 
