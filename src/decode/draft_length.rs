@@ -20,7 +20,9 @@
 //!   stands for the `advanced` positions it crossed; a length `L` would cross them at
 //!   `1 + min(matched, L)` tokens a step, so its time per committed token is
 //!   `Σ advanced · price(base + L) / (1 + min(matched, L)) / Σ advanced`, `base` being the
-//!   rows of the rest of the step.
+//!   rows of the rest of the step. Each bucket is weighed over its own positions: where a
+//!   longer draft would reach past them, the steps it would save count in the buckets they
+//!   were scored in (a right draft lengthens the matched context, so often a longer one).
 //! - The draft length of a bucket is the one of 0, 1, 3, 7, 15, ... tokens (steps of 1, 2, 4,
 //!   8, 16, ... rows with the pending token: few step shapes) or the budget with the least
 //!   time per token, which is the most tokens per unit of time, `(1 + right(L)) / price(base +
