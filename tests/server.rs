@@ -113,10 +113,13 @@ async fn endpoints_streaming_and_lookahead() {
     assert!(prompt > 5 && (1..=24).contains(&completion), "{u}");
     assert_eq!(u["total_tokens"].as_u64().unwrap(), prompt + completion);
     let la = &u["lookahead"];
-    // `--lookahead auto` picks by a measured cost model: plain decoding on the CPU.
+    // `--lookahead auto` picks by a measured cost model: on the CPU usually plain decoding, on a
+    // busy machine whose measured rows look cheap maybe lookahead.
     let auto = la["decoder"].as_str().unwrap();
     assert!(auto == "plain" || auto.starts_with("lookahead("), "{auto}");
-    let (plain_steps, _) = check_accounting(u);
+    check_accounting(u);
+    // Plain decoding commits one token a step (whatever `auto` ran here).
+    let plain_steps = la["generated_tokens"].as_u64().unwrap();
     if completion == 24 {
         assert_eq!(r["choices"][0]["finish_reason"], "length");
     }
