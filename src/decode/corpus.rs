@@ -169,6 +169,7 @@ impl DraftCorpus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_rng::Lcg;
 
     /// The oracle: scan every text for every occurrence of the longest context (ORDER..1
     /// tokens) that has a follower, count followers, take the most frequent (first seen on
@@ -195,16 +196,11 @@ mod tests {
     }
 
     fn random_texts(seed: u64, n: usize, len: usize, alphabet: u64) -> Vec<Vec<u32>> {
-        let mut s = seed;
+        let mut rng = Lcg(seed);
         (0..n)
             .map(|_| {
                 (0..len)
-                    .map(|_| {
-                        s = s
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        ((s >> 33) % alphabet) as u32
-                    })
+                    .map(|_| rng.below(alphabet as usize) as u32)
                     .collect()
             })
             .collect()

@@ -245,6 +245,7 @@ impl DraftLengths {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_rng::Lcg;
 
     #[test]
     fn buckets_double() {
@@ -380,20 +381,6 @@ mod tests {
             .min_by(|a, b| time(*a).total_cmp(&time(*b)))
             .unwrap();
         assert_eq!(d.length(5), best);
-    }
-
-    /// A small deterministic generator for the simulations.
-    struct Lcg(u64);
-
-    impl Lcg {
-        /// A number in `0..n`.
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) % n as u64) as usize
-        }
     }
 
     /// A text of predictable runs (1 to 40 tokens) between stretches of 5 to 30 tokens no

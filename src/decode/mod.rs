@@ -33,6 +33,8 @@ pub mod row_outputs;
 pub mod spec;
 pub mod speculative;
 pub mod speculative_decoder;
+#[cfg(test)]
+mod test_rng;
 pub mod text_index;
 
 use crate::model::CausalLm;

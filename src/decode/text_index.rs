@@ -220,6 +220,7 @@ impl Drafter for TextDrafter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_rng::Lcg;
 
     /// A text drafter with a budget of one draft of `tokens` tokens.
     struct Probe {
@@ -294,15 +295,8 @@ mod tests {
     fn agrees_with_a_brute_force_scan_as_text_is_committed_in_chunks() {
         // A pseudo-random text over a small alphabet (many repeats), committed 1-4 tokens at a
         // time as decoding steps do.
-        let mut s = 12345u64;
-        let text: Vec<u32> = (0..600)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) % 5) as u32
-            })
-            .collect();
+        let mut rng = Lcg(12345);
+        let text: Vec<u32> = (0..600).map(|_| rng.below(5) as u32).collect();
         for arity in [1, 3, 6] {
             let mut idx = continuation(arity);
             let mut len = 1;
@@ -348,17 +342,15 @@ mod tests {
 
     #[test]
     fn drafts_agree_with_a_brute_force_scan_and_grow_with_the_match() {
-        let mut s = 99u64;
+        let mut rng = Lcg(99);
         let mut text: Vec<u32> = Vec::new();
         for i in 0..700 {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let random = rng.below(7) as u32;
             // Random text with a repeated loop in its second half.
             text.push(if i > 400 && i % 37 < 20 {
                 10 + (i % 37) as u32
             } else {
-                ((s >> 33) % 7) as u32
+                random
             });
         }
         for max in [3, 7, 31] {
