@@ -70,7 +70,7 @@ pub struct SpeculativeDecoder {
     /// price of a step's rows ([`Self::with_step_price`]).
     learned: Option<(usize, Option<StepPrice>)>,
     /// With the `learned_lengths` switch and no window: the lengths of the pool's drafts
-    /// (found on a one-token key).
+    /// (found on a one-token key), learned on its first draft at every position.
     pool_lengths: Option<DraftLengths>,
     policy: DraftPolicy,
     /// Longest draft of the pool and the text index (N-1).
@@ -228,11 +228,9 @@ impl SpeculativeDecoder {
         let mut pool = self
             .pool
             .propose(text, budget(self.policy.drafts, self.draft_tokens));
-        if let Some(learn) = self.pool_lengths.as_mut() {
-            // Scored on the first draft, all cut to the length learned for one-token keys.
-            if let Some(first) = pool.first() {
-                learn.note(text.len(), 1, &first.tokens);
-            }
+        if let Some(learn) = self.pool_lengths.as_ref() {
+            // Learned on the first draft (recorded in `observe`), all cut to the length learned
+            // for one-token keys.
             let len = learn.length(1);
             pool.retain_mut(|d| {
                 d.tokens.truncate(len);
@@ -252,8 +250,9 @@ impl SpeculativeDecoder {
     }
 
     /// With learned draft lengths, the text's and the corpus's drafts compete on how many
-    /// tokens their drafts of the same evidence got right so far (the other is dropped, so the
-    /// better one leads); until both have been scored, the policy's margin decides.
+    /// tokens their drafts of the same evidence and length got right so far, on average over
+    /// the text positions where they were recorded (the other is dropped, so the better one
+    /// leads); until both have been decided somewhere, the policy's margin decides.
     fn weigh(&self, text: Option<Draft>, corpus: Option<Draft>) -> (Option<Draft>, Option<Draft>) {
         let expected = |d: &Option<Draft>, l: Option<&DraftLengths>| {
             let d = d.as_ref()?;
@@ -273,9 +272,15 @@ impl SpeculativeDecoder {
 
     /// Every drafter observes the step that made `text` (its last `new` tokens new).
     fn observe(&mut self, text: &[u32], new: usize, outputs: &[u32]) {
-        self.pool.observe(text, new, outputs);
-        if let Some(l) = self.pool_lengths.as_mut() {
-            l.observe(text);
+        match self.pool_lengths.as_mut() {
+            Some(learn) => {
+                // The pool's first draft at every position the text passed (the window is
+                // off, so it is exactly what the pool proposed or would have there).
+                self.pool
+                    .observe_recording(text, new, outputs, |at, first| learn.note(at, 1, first));
+                learn.observe(text);
+            }
+            None => self.pool.observe(text, new, outputs),
         }
         if let Some(d) = self.text.as_mut() {
             d.observe(text, new, outputs);
@@ -402,6 +407,11 @@ impl Decoder for SpeculativeDecoder {
                     "pool_scored": self.pool_lengths.as_ref().map(DraftLengths::scored),
                     "corpus_scored": self.corpus.as_ref().and_then(CorpusDrafter::lengths)
                         .map(DraftLengths::scored),
+                    "text_chosen": self.text.as_ref().and_then(TextDrafter::lengths)
+                        .map(DraftLengths::chosen),
+                    "pool_chosen": self.pool_lengths.as_ref().map(DraftLengths::chosen),
+                    "corpus_chosen": self.corpus.as_ref().and_then(CorpusDrafter::lengths)
+                        .map(DraftLengths::chosen),
                 })),
                 "pool_size": self.pool().len(),
                 "lookahead_steps": s.speculative_steps,

@@ -53,7 +53,19 @@ impl TextIndex {
         contexts: RangeInclusive<usize>,
         followers: usize,
     ) -> Option<usize> {
-        let limit = self.indexed.checked_sub(followers)?;
+        self.latest_end_before(tokens, contexts, self.indexed.checked_sub(followers)?)
+    }
+
+    /// The latest end below `limit` of the longest context of `contexts` tokens that `tokens`
+    /// ends with. With `limit` at most `tokens.len() - followers`, this is what
+    /// [`Self::latest_end`] found when the index held `tokens` only, whatever was indexed
+    /// since.
+    pub fn latest_end_before(
+        &self,
+        tokens: &[u32],
+        contexts: RangeInclusive<usize>,
+        limit: usize,
+    ) -> Option<usize> {
         let len = tokens.len();
         (*contexts.start()..=(*contexts.end()).min(len))
             .rev()
@@ -106,6 +118,8 @@ pub struct TextDrafter {
     /// [`TextDraftMode::FollowsMatch`]: draft lengths learned from the generation (else
     /// [`draft_len`]).
     lengths: Option<DraftLengths>,
+    /// Text positions recorded in `lengths` so far (its next position).
+    recorded: usize,
 }
 
 impl TextDrafter {
@@ -114,6 +128,7 @@ impl TextDrafter {
             index: TextIndex::default(),
             mode,
             lengths: None,
+            recorded: 0,
         }
     }
 
@@ -142,7 +157,15 @@ impl TextDrafter {
     }
 }
 
-/// The [`TextDraftMode::FollowsMatch`] draft after `tokens` found through `index`, of
+/// The full-length [`TextDraftMode::FollowsMatch`] draft (`max` tokens) that a drafter proposed,
+/// or would have, after the first `at` tokens of `text` (the text `index` holds): the same as a
+/// drafter that stopped there proposes, though the index holds more.
+fn proposal_at(index: &TextIndex, text: &[u32], at: usize, max: usize) -> Option<Draft> {
+    follow_match_in(index, &text[..at], |_| max)
+}
+
+/// The [`TextDraftMode::FollowsMatch`] draft after `tokens` found through `index` (which may
+/// hold more text: only ends with a follower within `tokens` count), of
 /// `draft_tokens(matched)` tokens.
 fn follow_match_in(
     index: &TextIndex,
@@ -150,7 +173,7 @@ fn follow_match_in(
     draft_tokens: impl Fn(usize) -> usize,
 ) -> Option<Draft> {
     let len = tokens.len();
-    let end = index.latest_end(tokens, 1..=LONGEST_CONTEXT, 1)?;
+    let end = index.latest_end_before(tokens, 1..=LONGEST_CONTEXT, len.checked_sub(1)?)?;
     let matched = (0..MATCH_CAP.min(end + 1))
         .take_while(|&i| tokens[end - i] == tokens[len - 1 - i])
         .count();
@@ -175,6 +198,7 @@ impl Drafter for TextDrafter {
     fn begin(&mut self, prompt: &[u32]) {
         self.index = TextIndex::default();
         self.index.extend(prompt);
+        self.recorded = prompt.len();
         if let Some(l) = self.lengths.as_mut() {
             l.reset();
         }
@@ -198,7 +222,6 @@ impl Drafter for TextDrafter {
                     let max = learn.max();
                     follow_match_in(&self.index, text, |_| max).and_then(|mut d| {
                         let matched = d.context.unwrap_or(1);
-                        learn.note(text.len(), matched, &d.tokens);
                         d.tokens.truncate(learn.length(matched).min(budget.tokens));
                         (!d.tokens.is_empty()).then_some(d)
                     })
@@ -209,8 +232,23 @@ impl Drafter for TextDrafter {
         draft.into_iter().collect()
     }
 
+    /// Indexes the new tokens; with learned lengths, records the full-length draft proposed
+    /// (or that would have been) at every position the text passed since the last step: the
+    /// step's start and the positions its committed tokens crossed.
     fn observe(&mut self, text: &[u32], _new: usize, _outputs: &[u32]) {
         self.index.extend(text);
+        if self.mode == TextDraftMode::FollowsMatch {
+            if let Some(learn) = self.lengths.as_mut() {
+                let max = learn.max();
+                for at in self.recorded..text.len() {
+                    match proposal_at(&self.index, text, at, max) {
+                        Some(d) => learn.note(at, d.context.unwrap_or(1), &d.tokens),
+                        None => learn.note(at, 0, &[]),
+                    }
+                }
+            }
+        }
+        self.recorded = self.recorded.max(text.len());
         if let Some(l) = self.lengths.as_mut() {
             l.observe(text);
         }
@@ -319,6 +357,14 @@ mod tests {
     /// The draft oracle: scan back for the latest end of the longest context (6..1 tokens)
     /// with a follower, count matching tokens back, copy with overlap.
     fn brute_force_draft(tokens: &[u32], max: usize) -> Option<Vec<u32>> {
+        brute_force_draft_of(tokens, |m| draft_len(m, max)).map(|(d, _)| d)
+    }
+
+    /// The same, of `len(matched)` tokens; with the matched tokens.
+    fn brute_force_draft_of(
+        tokens: &[u32],
+        draft_tokens: impl Fn(usize) -> usize,
+    ) -> Option<(Vec<u32>, usize)> {
         let len = tokens.len();
         for k in (1..=6.min(len)).rev() {
             let ctx = &tokens[len - k..];
@@ -329,11 +375,11 @@ mod tests {
                         m += 1;
                     }
                     let mut ext = tokens.to_vec();
-                    for j in 0..draft_len(m, max) {
+                    for j in 0..draft_tokens(m) {
                         let t = ext[end + 1 + j];
                         ext.push(t);
                     }
-                    return Some(ext[len..].to_vec()).filter(|d| !d.is_empty());
+                    return Some((ext[len..].to_vec(), m)).filter(|(d, _)| !d.is_empty());
                 }
             }
         }
@@ -377,6 +423,143 @@ mod tests {
             idx.draft(&text).map(|d| d.tokens),
             Some(vec![2, 1, 2, 1, 2, 1, 2])
         );
+    }
+
+    /// Random text with a repeated loop in its second half.
+    fn looping_text(seed: u64, len: usize) -> Vec<u32> {
+        let mut rng = Lcg(seed);
+        (0..len)
+            .map(|i| {
+                let random = rng.below(7) as u32;
+                if i > len * 4 / 7 && i % 37 < 20 {
+                    10 + (i % 37) as u32
+                } else {
+                    random
+                }
+            })
+            .collect()
+    }
+
+    /// The full-length draft after every past position, found through an index of the whole
+    /// text, is what a drafter that stopped there proposes: one fed the text up to there (a
+    /// fresh index), and the brute-force scan.
+    #[test]
+    fn past_proposals_are_what_a_drafter_stopped_there_proposes() {
+        let text = looping_text(5, 500);
+        let mut whole = TextIndex::default();
+        whole.extend(&text);
+        let mut so_far = TextIndex::default();
+        let mut found = 0;
+        for max in [3, 15] {
+            for at in 1..=text.len() {
+                so_far.extend(&text[..at]);
+                let past = proposal_at(&whole, &text, at, max);
+                assert_eq!(past, follow_match_in(&so_far, &text[..at], |_| max), "{at}");
+                let mut fresh = TextIndex::default();
+                fresh.extend(&text[..at]);
+                assert_eq!(past, follow_match_in(&fresh, &text[..at], |_| max), "{at}");
+                assert_eq!(
+                    past.as_ref()
+                        .map(|d| (d.tokens.clone(), d.context.unwrap())),
+                    brute_force_draft_of(&text[..at], |_| max),
+                    "{at}"
+                );
+                found += usize::from(past.is_some());
+            }
+        }
+        assert!(found > 800, "the text must exercise drafts");
+    }
+
+    /// With learned lengths, the drafter records at every position after the prompt the
+    /// full-length draft a drafter stopped there proposes (by the brute-force scan), with the
+    /// tokens of it the text then confirmed, however the text was committed.
+    #[test]
+    fn every_position_is_recorded_with_its_past_proposal() {
+        let text = looping_text(8, 600);
+        let max = 15;
+        for seed in [1, 2] {
+            let mut rng = Lcg(seed);
+            let prompt = 20 + rng.below(30);
+            let mut d = TextDrafter::new(TextDraftMode::FollowsMatch)
+                .with_lengths(Some(DraftLengths::new(max, 1, None)));
+            d.begin(&text[..prompt]);
+            let mut len = prompt;
+            while len < text.len() {
+                let budget = Budget {
+                    drafts: 1,
+                    tokens: max,
+                };
+                d.propose(&text[..len], budget);
+                let new = (1 + rng.below(9)).min(text.len() - len);
+                len += new;
+                d.observe(&text[..len], new, &[]);
+            }
+            let learn = d.lengths().unwrap();
+            assert_eq!(learn.recorded(), prompt..text.len());
+            let mut decided = 0;
+            for at in prompt..text.len() {
+                let want = brute_force_draft_of(&text[..at], |_| max).map(|(draft, m)| {
+                    let right = draft
+                        .iter()
+                        .zip(&text[at..])
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    let open = right == text.len() - at && right < draft.len();
+                    (DraftLengths::bucket_of(m), (!open).then_some(right))
+                });
+                let got = learn.record(at).unwrap();
+                match want {
+                    Some((b, right)) => assert_eq!(got, (Some(b), right), "{at}"),
+                    None => assert_eq!(got, (None, Some(0)), "{at}"),
+                }
+                decided += usize::from(want.is_some_and(|(_, r)| r.is_some_and(|r| r > 3)));
+            }
+            assert!(decided > 50, "the text must exercise long matches");
+        }
+    }
+
+    /// The time learned lengths add to a step (recording every position, deciding the drafts,
+    /// choosing the lengths again), on a long generation: `cargo test --release --lib --
+    /// --ignored learning_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn learning_cost() {
+        use crate::decode::draft_length::StepPrice;
+        use std::time::Instant;
+        let text = looping_text(4, 8192);
+        let prompt = 200;
+        let price = StepPrice::new(|r| 1.0 + 0.023 * (r as f64 - 1.0));
+        for learned in [false, true] {
+            let mut d = TextDrafter::new(TextDraftMode::FollowsMatch)
+                .with_lengths(learned.then(|| DraftLengths::new(31, 1, Some(price.clone()))));
+            d.begin(&text[..prompt]);
+            let (mut len, mut steps) = (prompt, 0);
+            let budget = Budget {
+                drafts: 1,
+                tokens: 31,
+            };
+            let t = Instant::now();
+            while len < text.len() {
+                let draft = d.propose(&text[..len], budget).pop();
+                let right = draft.map_or(0, |d| {
+                    d.tokens
+                        .iter()
+                        .zip(&text[len..])
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                });
+                let new = (1 + right).min(text.len() - len);
+                len += new;
+                d.observe(&text[..len], new, &[]);
+                steps += 1;
+            }
+            let spent = t.elapsed().as_secs_f64();
+            eprintln!(
+                "learned {learned}: {steps} steps over {} tokens, {:.2} us a step",
+                text.len() - prompt,
+                1e6 * spent / steps as f64
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,35 @@ impl PoolDrafter {
     pub fn window(&self) -> Option<&JacobiWindow> {
         self.window.as_ref()
     }
+
+    /// [`Drafter::observe`], and without a window, before pooling each new n-gram, `record(p,
+    /// first)` for each text position `p` the text passed since the last step (its length
+    /// `p`: the step's start, then the positions its committed tokens crossed): `first` is the
+    /// first (oldest) tuple the pool held for the pending token there, the first draft it
+    /// proposed or would have after the first `p` tokens (empty: none). Without a window the
+    /// pool holds the n-grams of the text, pooled in order of their last token, so at `p` it
+    /// held those ending before `p`, whatever the steps were.
+    pub fn observe_recording(
+        &mut self,
+        text: &[u32],
+        new: usize,
+        outputs: &[u32],
+        mut record: impl FnMut(usize, &[u32]),
+    ) {
+        if self.window.is_some() {
+            self.observe(text, new, outputs);
+            return;
+        }
+        for end in text.len() - new..text.len() {
+            let first = end
+                .checked_sub(1)
+                .and_then(|pending| self.pool.get(text[pending]).first());
+            record(end, first.map_or(&[], Vec::as_slice));
+            if self.from_text {
+                self.pool.insert_ending(&text[..=end], 1);
+            }
+        }
+    }
 }
 
 impl Drafter for PoolDrafter {
@@ -108,6 +137,52 @@ impl Drafter for PoolDrafter {
         }
         if self.from_text {
             self.pool.insert_ending(text, new);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::test_rng::Lcg;
+
+    /// Without a window, the first draft recorded at every position is what a pool that
+    /// stopped there (a fresh one, begun on the text up to there) proposes first.
+    #[test]
+    fn recorded_first_drafts_are_what_a_pool_stopped_there_proposes() {
+        let mut rng = Lcg(21);
+        let text: Vec<u32> = (0..400).map(|_| rng.below(5) as u32).collect();
+        for (arity, capacity) in [(2, 1), (4, 1), (3, 4)] {
+            let mut pool = PoolDrafter::new(arity, capacity, None, true);
+            let prompt = 7;
+            pool.begin(&text[..prompt]);
+            let mut recorded = Vec::new();
+            let mut len = prompt;
+            while len < text.len() {
+                let new = (1 + rng.below(6)).min(text.len() - len);
+                len += new;
+                pool.observe_recording(&text[..len], new, &[], |at, first| {
+                    recorded.push((at, first.to_vec()))
+                });
+            }
+            let budget = Budget {
+                drafts: capacity,
+                tokens: arity,
+            };
+            let mut found = 0;
+            for (i, (at, first)) in recorded.into_iter().enumerate() {
+                assert_eq!(at, prompt + i);
+                let mut fresh = PoolDrafter::new(arity, capacity, None, true);
+                fresh.begin(&text[..at]);
+                let want = fresh.propose(&text[..at], budget);
+                assert_eq!(
+                    first,
+                    want.first().map(|d| d.tokens.clone()).unwrap_or_default(),
+                    "{arity} {capacity}: {at}"
+                );
+                found += usize::from(!first.is_empty());
+            }
+            assert!(found > 300, "{found}");
         }
     }
 }
