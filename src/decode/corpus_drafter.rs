@@ -153,6 +153,7 @@ impl Drafter for CorpusDrafter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::speculative::drafter::write_along;
     use crate::decode::test_rng::Lcg;
 
     /// The time learned lengths add to a step of the corpus drafter (recording every
@@ -183,22 +184,8 @@ mod tests {
         for learned in [false, true] {
             let mut d = CorpusDrafter::new(corpus.clone())
                 .with_lengths(learned.then(|| DraftLengths::new(31, 1, Some(price.clone()))));
-            d.begin(&text[..10]);
-            let (mut len, mut steps) = (10, 0);
             let t = Instant::now();
-            while len < text.len() {
-                let right = d.propose(&text[..len], budget).pop().map_or(0, |d| {
-                    d.tokens
-                        .iter()
-                        .zip(&text[len..])
-                        .take_while(|(a, b)| a == b)
-                        .count()
-                });
-                let new = (1 + right).min(text.len() - len);
-                len += new;
-                d.observe(&text[..len], new, &[]);
-                steps += 1;
-            }
+            let steps = write_along(&mut d, &text, 10, budget);
             eprintln!(
                 "corpus, learned {learned}: {steps} steps, {:.2} us a step",
                 1e6 * t.elapsed().as_secs_f64() / steps as f64

@@ -258,6 +258,7 @@ impl Drafter for TextDrafter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::speculative::drafter::write_along;
     use crate::decode::test_rng::Lcg;
 
     /// A text drafter with a budget of one draft of `tokens` tokens.
@@ -532,27 +533,12 @@ mod tests {
         for learned in [false, true] {
             let mut d = TextDrafter::new(TextDraftMode::FollowsMatch)
                 .with_lengths(learned.then(|| DraftLengths::new(31, 1, Some(price.clone()))));
-            d.begin(&text[..prompt]);
-            let (mut len, mut steps) = (prompt, 0);
             let budget = Budget {
                 drafts: 1,
                 tokens: 31,
             };
             let t = Instant::now();
-            while len < text.len() {
-                let draft = d.propose(&text[..len], budget).pop();
-                let right = draft.map_or(0, |d| {
-                    d.tokens
-                        .iter()
-                        .zip(&text[len..])
-                        .take_while(|(a, b)| a == b)
-                        .count()
-                });
-                let new = (1 + right).min(text.len() - len);
-                len += new;
-                d.observe(&text[..len], new, &[]);
-                steps += 1;
-            }
+            let steps = write_along(&mut d, &text, prompt, budget);
             let spent = t.elapsed().as_secs_f64();
             eprintln!(
                 "learned {learned}: {steps} steps over {} tokens, {:.2} us a step",

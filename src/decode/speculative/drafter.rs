@@ -45,3 +45,34 @@ pub trait Drafter: Debug + Send {
     /// step did not run them: a plain step near the end of the context).
     fn observe(&mut self, text: &[u32], new: usize, outputs: &[u32]);
 }
+
+/// Drives `drafter` along `text` from its first `from` tokens (after `begin` on them) as a
+/// decoder whose model writes `text` would: each step commits the first draft's right tokens
+/// and one more. Returns the steps taken.
+#[cfg(test)]
+pub(crate) fn write_along(
+    drafter: &mut dyn Drafter,
+    text: &[u32],
+    from: usize,
+    budget: Budget,
+) -> usize {
+    drafter.begin(&text[..from]);
+    let (mut len, mut steps) = (from, 0);
+    while len < text.len() {
+        let right = drafter
+            .propose(&text[..len], budget)
+            .first()
+            .map_or(0, |d| {
+                d.tokens
+                    .iter()
+                    .zip(&text[len..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            });
+        let new = (1 + right).min(text.len() - len);
+        len += new;
+        drafter.observe(&text[..len], new, &[]);
+        steps += 1;
+    }
+    steps
+}
