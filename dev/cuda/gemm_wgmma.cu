@@ -6,7 +6,8 @@
 #define WGMMA_NO_PRODUCTION
 #include "../../src/model/cuda/gemm_wgmma.cu"
 
-// One row (16-row tile): 64 or 128 columns, pipelines of 6 and 8 stages.
+// One row (16-row tile): 64 or 128 columns, pipelines of 4, 6 and 8 stages.
+WGMMA_ENTRY(1, 128, 4, 8)
 WGMMA_ENTRY(1, 128, 6, 8)
 WGMMA_ENTRY(1, 128, 8, 8)
 WGMMA_ENTRY(1, 64, 8, 4)

@@ -254,10 +254,10 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     }
 
 // The tiles of WGMMA_TILES in kernels.rs (the production path on compute capability 9.0):
-// 16, 32, 64 and 128 rows, 128 columns, 4 stages. Other shapes are variants in
-// dev/cuda/gemm_wgmma.cu.
+// 16 rows at 64 columns and 6 stages; 32, 64 and 128 rows at 128 columns and 4 stages. Other
+// shapes are variants in dev/cuda/gemm_wgmma.cu.
 #ifndef WGMMA_NO_PRODUCTION
-WGMMA_ENTRY(1, 128, 4, 8)
+WGMMA_ENTRY(1, 64, 6, 4)
 WGMMA_ENTRY(2, 128, 4, 8)
 WGMMA_ENTRY(4, 128, 4, 8)
 WGMMA_ENTRY(8, 128, 4, 8)

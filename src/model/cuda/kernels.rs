@@ -127,12 +127,14 @@ const MMA_TILES: [(usize, GemmTile); 4] = [
 
 /// The block shapes on Hopper's wgmma (gemm_wgmma.cu, the production matmul on devices of
 /// compute capability 9.0), by the most rows each serves: a 16·mt-row tile for up to 16·mt rows
-/// (each weight tile read once for up to 128 rows), 128 columns (two warpgroups), 4 stages.
-/// Chosen with the dev harness's timings at the LLaMA-2-7B and 1B shapes on an H100, where it
-/// takes 0.7 to 0.95 of the mma.sync kernels' time (dev/cuda/README.md); both give the same
-/// results bit for bit.
+/// (each weight tile read once for up to 128 rows). Steps of up to 16 rows, which stream the
+/// weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column tiles at
+/// the same K splits, with more of each block's loads in flight; taller tiles run 128 columns
+/// (two warpgroups) and 4 stages. Chosen with the dev harness's timings at the LLaMA-2-7B, 1B,
+/// Llama-3-8B and 135M shapes on an H100 (dev/cuda/README.md), where the wgmma kernels take 0.7
+/// to 0.95 of the mma.sync kernels' time; all give the same results bit for bit.
 const WGMMA_TILES: [(usize, GemmTile); 4] = [
-    (16, GemmTile::wgmma(1, 128, 4, 8)),
+    (16, GemmTile::wgmma(1, 64, 6, 4)),
     (32, GemmTile::wgmma(2, 128, 4, 8)),
     (64, GemmTile::wgmma(4, 128, 4, 8)),
     (usize::MAX, GemmTile::wgmma(8, 128, 4, 8)),
