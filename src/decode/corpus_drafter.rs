@@ -113,36 +113,25 @@ impl Drafter for CorpusDrafter {
             self.ahead.push_back(self.corpus.next(&text[..q]));
         }
         let max = learn.max();
-        let mut draft = Vec::with_capacity(max + 1);
         while let Some(&first) = self.ahead.front() {
             let at = self.noted;
-            draft.clear();
-            let order = match first {
-                None => 0,
+            match first {
+                None => learn.note(at, 0, &[]),
                 Some((_, order)) => {
-                    // Right tokens, up to one the text departs from or where the draft ends.
+                    // Right tokens, up to one the text departs from, where the corpus has no
+                    // next token, or where the draft ends.
                     let mut right = 0;
-                    let end = loop {
-                        if right == max {
-                            break Some(None);
-                        }
+                    while right < max {
                         match self.ahead.get(right) {
-                            None => break None,
                             Some(Some((t, _))) if *t == text[at + right] => right += 1,
-                            Some(Some(_)) => break Some(Some(text[at + right].wrapping_add(1))),
-                            Some(None) => break Some(None),
+                            Some(_) => break,
+                            // Undecided: so are the drafts after it.
+                            None => return learn.observe(text),
                         }
-                    };
-                    // Undecided: so are the drafts after it.
-                    let Some(wrong) = end else {
-                        break;
-                    };
-                    draft.extend_from_slice(&text[at..at + right]);
-                    draft.extend(wrong);
-                    order
+                    }
+                    learn.note_decided(at, order, right);
                 }
-            };
-            learn.note(at, order, &draft);
+            }
             self.ahead.pop_front();
             self.noted += 1;
         }

@@ -70,6 +70,11 @@ fn bucket(evidence: usize) -> usize {
 
 /// [`Record::bucket`] of a position without a draft.
 const NO_DRAFT: u8 = u8::MAX;
+/// The record of a position without a draft.
+const NO_DRAFT_RECORD: Record = Record {
+    bucket: NO_DRAFT,
+    matched: 0,
+};
 /// [`Record::matched`] of a draft the text has not decided yet.
 const UNDECIDED: u16 = u16::MAX;
 /// Longest draft recorded (its matched count must stay below [`UNDECIDED`]).
@@ -215,30 +220,54 @@ impl DraftLengths {
     /// goes on. Positions are recorded in order; one skipped counts as without a draft, one
     /// recorded again is ignored.
     pub fn note(&mut self, at: usize, evidence: usize, draft: &[u32]) {
-        if self.records.is_empty() && self.pending.is_empty() {
-            self.start = at;
-        }
-        let Some(skipped) = at.checked_sub(self.start + self.records.len()) else {
-            return;
-        };
-        let no_draft = Record {
-            bucket: NO_DRAFT,
-            matched: 0,
-        };
-        self.records.extend(std::iter::repeat_n(no_draft, skipped));
         let tokens = &draft[..draft.len().min(self.max)];
         if tokens.is_empty() {
-            self.records.push(no_draft);
-        } else {
-            self.records.push(Record {
+            self.push(at, NO_DRAFT_RECORD);
+        } else if self.push(
+            at,
+            Record {
                 bucket: bucket(evidence) as u8,
                 matched: UNDECIDED,
-            });
+            },
+        ) {
             self.pending.push_back(Pending {
                 at,
                 tokens: tokens.to_vec(),
             });
         }
+    }
+
+    /// Records, as [`Self::note`] does, a draft the drafter has already decided: after the
+    /// first `at` tokens of the text, on `evidence` context tokens, `matched` of its tokens
+    /// right (as many as the longest draft at most; no draft where that is 0).
+    pub fn note_decided(&mut self, at: usize, evidence: usize, matched: usize) {
+        if self.max == 0 {
+            self.push(at, NO_DRAFT_RECORD);
+            return;
+        }
+        let (b, matched) = (bucket(evidence), matched.min(self.max));
+        let record = Record {
+            bucket: b as u8,
+            matched: matched as u16,
+        };
+        if self.push(at, record) {
+            self.matched[b][matched] += 1;
+        }
+    }
+
+    /// Appends `record` at text position `at`, the positions skipped since the last record
+    /// counting as without a draft; false (nothing recorded) where `at` was recorded already.
+    fn push(&mut self, at: usize, record: Record) -> bool {
+        if self.records.is_empty() && self.pending.is_empty() {
+            self.start = at;
+        }
+        let Some(skipped) = at.checked_sub(self.start + self.records.len()) else {
+            return false;
+        };
+        self.records
+            .extend(std::iter::repeat_n(NO_DRAFT_RECORD, skipped));
+        self.records.push(record);
+        true
     }
 
     /// Decides the recorded drafts that `text` (the committed text) now decides: those that

@@ -208,27 +208,25 @@ impl Drafter for TextDrafter {
         if budget.drafts == 0 || budget.tokens == 0 {
             return Vec::new();
         }
-        let draft = match self.mode {
-            TextDraftMode::Continuation => {
-                self.index
+        let draft =
+            match self.mode {
+                TextDraftMode::Continuation => self
+                    .index
                     .latest_end(text, 2..=3, budget.tokens)
                     .map(|end| Draft {
                         tokens: text[end + 1..=end + budget.tokens].to_vec(),
                         context: None,
-                    })
-            }
-            TextDraftMode::FollowsMatch => match self.lengths.as_mut() {
-                Some(learn) => {
-                    let max = learn.max();
-                    follow_match_in(&self.index, text, |_| max).and_then(|mut d| {
-                        let matched = d.context.unwrap_or(1);
-                        d.tokens.truncate(learn.length(matched).min(budget.tokens));
-                        (!d.tokens.is_empty()).then_some(d)
-                    })
-                }
-                None => self.follow_match(text, budget.tokens),
-            },
-        };
+                    }),
+                TextDraftMode::FollowsMatch => match self.lengths.as_mut() {
+                    Some(learn) => proposal_at(&self.index, text, text.len(), learn.max())
+                        .and_then(|mut d| {
+                            let matched = d.context.unwrap_or(1);
+                            d.tokens.truncate(learn.length(matched).min(budget.tokens));
+                            (!d.tokens.is_empty()).then_some(d)
+                        }),
+                    None => self.follow_match(text, budget.tokens),
+                },
+            };
         draft.into_iter().collect()
     }
 
@@ -389,17 +387,7 @@ mod tests {
 
     #[test]
     fn drafts_agree_with_a_brute_force_scan_and_grow_with_the_match() {
-        let mut rng = Lcg(99);
-        let mut text: Vec<u32> = Vec::new();
-        for i in 0..700 {
-            let random = rng.below(7) as u32;
-            // Random text with a repeated loop in its second half.
-            text.push(if i > 400 && i % 37 < 20 {
-                10 + (i % 37) as u32
-            } else {
-                random
-            });
-        }
+        let text = looping_text(99, 700);
         for max in [3, 7, 31] {
             let mut idx = follow(max);
             let (mut len, mut long) = (1, 0);
