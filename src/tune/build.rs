@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{AutoChoice, AutoOptions, CostCache, SamplingMode};
+use super::{AutoChoice, AutoOptions, CostCache, SamplingMode, Strategy};
 use crate::decode::draft_length::StepPrice;
 use crate::decode::{
     construct, Decoder, DecoderKind, DecoderParts, DecoderSpec, DeviceGroup, DraftCorpus,
@@ -139,10 +139,13 @@ pub fn resolve(
         return Ok((resolved(DecoderKind::Plain), None));
     };
     let choice = choose_on_source(source)?;
-    Ok((
-        resolved(choice.strategy.kind()),
-        Some(AutoDecision::Measured(choice)),
-    ))
+    let mut spec = resolved(choice.strategy.kind());
+    // Without a window the drafts' lengths are learned from the generation, priced by the
+    // step costs just measured (see [`crate::decode::draft_length`]).
+    if matches!(choice.strategy, Strategy::Lookahead(c) if c.window == 0) {
+        spec.switches.learned_lengths = true;
+    }
+    Ok((spec, Some(AutoDecision::Measured(choice))))
 }
 
 /// `auto`'s pick on `source` (measured once per process and key, or read from its cache).
