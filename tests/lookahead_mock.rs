@@ -650,3 +650,64 @@ fn learned_draft_lengths_follow_the_price_of_rows() {
         dear.stats.steps_by_rows
     );
 }
+
+/// A decoder without a window takes the same steps against the replay of a greedy text
+/// ([`lade::model::ReplayLm`]) as against the model that wrote it: the same tokens, steps and
+/// rows of every step, with learned lengths and a draft corpus or without.
+#[test]
+fn the_replay_of_a_greedy_text_takes_the_models_steps() {
+    use lade::decode::draft_length::StepPrice;
+    use lade::decode::DraftCorpus;
+    use lade::model::ReplayLm;
+    use std::sync::Arc;
+    let corpus = Arc::new(DraftCorpus::from_texts([prompt(9, 40).as_slice()]));
+    let greedy = SamplingParams::greedy;
+    let mut compared = 0;
+    for seed in 0..4 {
+        let p = prompt(seed, 6 + seed as usize * 4);
+        for table in [common::mock::markov2, common::mock::sticky, periodic] {
+            let plain = run_table(table, &mut PlainDecoder, &p, greedy(), &rules(90), 512);
+            let text = [p.as_slice(), &plain.token_ids].concat();
+            for &(n, g, learned, with_corpus) in &[
+                (3, 1, false, false),
+                (8, 1, false, true),
+                (32, 1, true, true),
+                (16, 1, true, false),
+                (5, 3, true, true),
+            ] {
+                let decoder = || {
+                    let mut cfg = LookaheadConfig::new(0, n, g);
+                    cfg.switches.learned_lengths = learned;
+                    SpeculativeDecoder::lookahead(cfg)
+                        .unwrap()
+                        .with_corpus(with_corpus.then(|| corpus.clone()))
+                        .with_step_price(Some(StepPrice::new(|r| 1.0 + 0.02 * r as f64)))
+                };
+                let on_model = run_table(table, &mut decoder(), &p, greedy(), &rules(90), 512);
+                let mut replay = ReplayLm::new(text.clone(), VOCAB, 512).unwrap();
+                let sampler = Sampler::new(greedy()).unwrap();
+                let replayed = generate(
+                    &mut replay,
+                    &mut decoder(),
+                    &sampler,
+                    &p,
+                    &rules(90),
+                    None,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+                let what = format!("0,{n},{g} learned={learned} corpus={with_corpus} {seed}");
+                assert_eq!(replayed.token_ids, plain.token_ids, "{what}");
+                assert_eq!(replayed.stats.steps, on_model.stats.steps, "{what}");
+                assert_eq!(
+                    replayed.stats.steps_by_rows, on_model.stats.steps_by_rows,
+                    "{what}"
+                );
+                compared += usize::from(on_model.stats.steps < plain.stats.steps);
+            }
+        }
+    }
+    assert!(compared > 10, "the cases must take multi-token steps");
+    // A recorded token outside the vocabulary is refused.
+    assert!(ReplayLm::new(vec![0, VOCAB as u32], VOCAB, 64).is_err());
+}

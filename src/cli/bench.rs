@@ -83,6 +83,13 @@ pub struct BenchArgs {
     /// baseline of speedups, included) run on the first device alone.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
+    /// Run no model steps: decode every config against the greedy outputs recorded in FILE
+    /// (the `greedy.jsonl` that `--out` writes, for the same dataset, `--chat` and model),
+    /// answered position by position. Steps, rows, compression and identity are exactly the
+    /// model's for configs without a window (which the replay refuses); times are the
+    /// decoders' own. For pricing the steps under another device's step-cost curve.
+    #[arg(long, value_name = "FILE", conflicts_with = "devices")]
+    pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub corpus: CorpusArgs,
     /// Every config decodes with these settings: greedy unless `--temperature` is given, and
@@ -156,6 +163,38 @@ pub fn read_prompts(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Str
     Ok(prompts)
 }
 
+/// One prompt's greedy generation, as `greedy.jsonl` keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    prompt: usize,
+    /// The prompt's token ids.
+    ids: Vec<u32>,
+    /// The greedy output's token ids.
+    tokens: Vec<u32>,
+}
+
+fn read_recorded(path: &Path) -> anyhow::Result<Vec<Recorded>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not a greedy record", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn write_recorded(path: &Path, recorded: &[Recorded]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for r in recorded {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.from_runs.is_empty() {
         return replot(&args);
@@ -179,6 +218,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     })?;
     let mode = SamplingMode::of(&sampling);
     let corpus = args.corpus.load(&loaded, &|l| args.model.log(l))?;
+    let recorded = args.replay.as_deref().map(read_recorded).transpose()?;
+    if recorded.is_some() {
+        anyhow::ensure!(
+            sampling.is_greedy() && sampling.repeat_penalty == 1.0,
+            "--replay answers greedy outputs: it takes no --temperature or --repeat-penalty"
+        );
+        if let Some(c) = configs
+            .iter()
+            .find(|c| c.spec.lookahead_config().is_some_and(|l| l.window > 0))
+        {
+            anyhow::bail!(
+                "--replay cannot decode {}: a window's rows see what the model writes after \
+                 wrong tokens, which a greedy record does not hold",
+                c.label
+            );
+        }
+    }
+    let mut greedy_out: Vec<Recorded> = Vec::new();
     let mut session = loaded.new_session(context)?;
     // Lookahead Parallelism over the devices of `--devices`, when there are several.
     let parallel: Vec<Option<usize>> = devices.filter(|l| l.len() > 1).unwrap_or_default();
@@ -220,6 +277,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut not_run: Vec<(String, String)> = Vec::new();
     for (pi, p) in prompts.iter().enumerate() {
         let ids = prompt_ids(&loaded.tokenizer, p, args.chat, None)?;
+        let replayed = match &recorded {
+            None => None,
+            Some(rec) => {
+                let r = rec
+                    .iter()
+                    .find(|r| r.prompt == pi)
+                    .with_context(|| format!("--replay holds no prompt {pi}"))?;
+                anyhow::ensure!(
+                    r.ids == ids,
+                    "--replay's prompt {pi} is another text (dataset, --chat or model differ)"
+                );
+                Some([r.ids.as_slice(), &r.tokens].concat())
+            }
+        };
         let mut greedy: Option<(Vec<u32>, f64)> = None;
         'configs: for cfg in &order {
             if not_run.iter().any(|(label, _)| *label == cfg.label) {
@@ -252,6 +323,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut dec = built.decoder;
             let mut on_group = built.group;
             let mut auto_pick = None;
+            let mut replay_lm = match &replayed {
+                Some(text) => {
+                    if let Some(AutoDecision::Measured(choice)) = &built.auto {
+                        anyhow::ensure!(
+                            !matches!(choice.strategy, Strategy::Lookahead(c) if c.window > 0),
+                            "--replay cannot decode {}: it picked a window ({})",
+                            cfg.label,
+                            choice.describe()
+                        );
+                    }
+                    let lm = session.as_mut();
+                    Some(lade::model::ReplayLm::new(
+                        text.clone(),
+                        lm.vocab_size(),
+                        lm.context_size(),
+                    )?)
+                }
+                None => None,
+            };
             if let Some(AutoDecision::Measured(choice)) = &built.auto {
                 let line = choice.describe();
                 if last_auto.as_deref() != Some(line.as_str()) {
@@ -265,9 +355,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // The fastest of `--repeat` runs (the tokens are the same every time).
             let mut best: Option<lade::generate::Generation> = None;
             for _ in 0..args.repeat.max(1) {
-                let lm: &mut dyn CausalLm = match &mut on_group {
-                    Some(grp) => grp,
-                    None => session.as_mut(),
+                let lm: &mut dyn CausalLm = match (&mut on_group, &mut replay_lm) {
+                    (_, Some(r)) => {
+                        r.truncate(0);
+                        r
+                    }
+                    (Some(grp), None) => grp,
+                    (None, None) => session.as_mut(),
                 };
                 let g = match generate(
                     lm,
@@ -314,6 +408,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             if cfg.is_greedy() && greedy.is_none() {
                 greedy = Some((g.token_ids.clone(), s.decode_tokens_per_s));
+                if replayed.is_none() {
+                    greedy_out.push(Recorded {
+                        prompt: pi,
+                        ids: ids.clone(),
+                        tokens: g.token_ids.clone(),
+                    });
+                }
             }
             args.model.log(&format!(
                 "prompt {pi:>3} {:<24} {:>4} tokens {:>4} steps {:>8.1} tok/s compression {:.2}",
@@ -339,6 +440,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(dir) = &args.out {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             write_csv(&dir.join("runs.csv"), &runs)?;
+            if !greedy_out.is_empty() {
+                write_recorded(&dir.join("greedy.jsonl"), &greedy_out)?;
+            }
         }
     }
     let configs: Vec<BenchConfig> = configs

@@ -90,8 +90,8 @@ pub struct LookaheadArgs {
     #[arg(long)]
     pub reference_compat: bool,
     /// Learn the lengths of the drafts found in the text and in the draft corpus from this
-    /// generation, priced by the step costs measured on the device, instead of fixed ladders
-    /// of the matched context's length.
+    /// generation, priced by the step costs measured on the device, instead of reaching as far
+    /// as the matched context (`auto` does this for its picks without a window).
     #[arg(long)]
     pub learned_draft_lengths: bool,
     /// Expected tokens per step for `--lookahead auto`, one `W,N,G,tokens_per_step` per

@@ -5,27 +5,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::corpus::DraftCorpus;
-use super::draft_length::DraftLengths;
+use super::draft_length::{reach, DraftLengths};
 use super::speculative::{Budget, Draft, Drafter};
-
-/// Tokens drafted from the draft corpus when the context it matched is `order` tokens long:
-/// 3 (a 4-row step with the pending token, about 1.01 single-row steps on the H200) after a
-/// short context, 7 (8 rows, 1.09) after 4 or more tokens, which the corpus continues further
-/// (chosen by exact replays on greedy texts).
-pub fn corpus_draft_len(order: usize) -> usize {
-    if order >= 4 {
-        7
-    } else {
-        3
-    }
-}
 
 /// At most one draft a step from a [`DraftCorpus`]; its evidence is the matched context's
 /// length.
 #[derive(Debug, Clone)]
 pub struct CorpusDrafter {
     corpus: Arc<DraftCorpus>,
-    /// Draft lengths learned from the generation (else [`corpus_draft_len`]).
+    /// Draft lengths learned from the generation (else as far as the evidence reaches,
+    /// [`reach`]).
     lengths: Option<DraftLengths>,
     /// With learned lengths: the text position of `ahead`'s first entry (the next one to
     /// record in `lengths`).
@@ -45,7 +34,7 @@ impl CorpusDrafter {
         }
     }
 
-    /// The same, its draft lengths learned by `lengths` instead of [`corpus_draft_len`].
+    /// The same, its draft lengths learned by `lengths` instead of [`reach`].
     pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
         self.lengths = lengths;
         self
@@ -84,9 +73,7 @@ impl Drafter for CorpusDrafter {
             Some(learn) => self
                 .corpus
                 .draft(text, learn.length(order).min(budget.tokens)),
-            None => self
-                .corpus
-                .draft(text, corpus_draft_len(order).min(budget.tokens)),
+            None => self.corpus.draft(text, reach(order, budget.tokens)),
         };
         if tokens.is_empty() {
             return Vec::new();
@@ -125,8 +112,16 @@ impl Drafter for CorpusDrafter {
                         match self.ahead.get(right) {
                             Some(Some((t, _))) if *t == text[at + right] => right += 1,
                             Some(_) => break,
-                            // Undecided: so are the drafts after it.
-                            None => return learn.observe(text),
+                            // Undecided: so are the drafts after it, each right so far.
+                            None => {
+                                for (i, e) in self.ahead.iter().enumerate() {
+                                    match e {
+                                        Some((_, order)) => learn.note_open(at + i, *order),
+                                        None => learn.note(at + i, 0, &[]),
+                                    }
+                                }
+                                return learn.observe(text);
+                            }
                         }
                     }
                     learn.note_decided(at, order, right);
@@ -227,7 +222,7 @@ mod tests {
             let want = order.map(|o| {
                 assert_eq!(
                     proposed.unwrap().tokens,
-                    full[..corpus_draft_len(o).min(full.len())]
+                    full[..reach(o, budget.tokens).min(full.len())]
                 );
                 let right = full
                     .iter()
@@ -255,20 +250,23 @@ mod tests {
     }
 
     #[test]
-    fn the_draft_grows_with_the_matched_context_within_the_budget() {
+    fn the_draft_reaches_as_far_as_the_matched_context_within_the_budget() {
         let text: Vec<u32> = (10..=30).collect();
         let mut d = CorpusDrafter::new(Arc::new(DraftCorpus::from_texts([text.as_slice()])));
         let budget = Budget {
             drafts: 1,
             tokens: 31,
         };
-        // One token of context: 3 tokens; five: 7.
+        // One token of context: 1 token; five: 3; eight, of which the corpus indexes six: 3.
         let short = d.propose(&[99, 12], budget);
-        assert_eq!(short[0].tokens, vec![13, 14, 15]);
+        assert_eq!(short[0].tokens, vec![13]);
         assert_eq!(short[0].context, Some(1));
         let long = d.propose(&[11, 12, 13, 14, 15], budget);
-        assert_eq!(long[0].tokens, (16..23).collect::<Vec<u32>>());
+        assert_eq!(long[0].tokens, (16..19).collect::<Vec<u32>>());
         assert_eq!(long[0].context, Some(5));
+        let longer = d.propose(&(10..18).collect::<Vec<u32>>(), budget);
+        assert_eq!(longer[0].tokens, (18..21).collect::<Vec<u32>>());
+        assert_eq!(longer[0].context, Some(super::super::corpus::ORDER));
         let capped = d.propose(
             &[11, 12, 13, 14, 15],
             Budget {

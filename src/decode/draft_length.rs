@@ -27,9 +27,20 @@
 //!   per token most, until no single bucket's change lowers it. The choice is renewed whenever
 //!   the decided positions have grown by 16 (or by a sixteenth, on long texts), so that its cost
 //!   per step stays small.
-//! - Before any position is decided, for a bucket without a recorded draft, or without a price,
-//!   the draft reaches as far as the evidence: the longest of those lengths not above the
-//!   matched context.
+//! - In the decoder the drafters compete for a step's lead: the text's and the corpus's drafts
+//!   by what their decided drafts of that evidence and length got right per unit of step time
+//!   ([`takes_lead`]), the pool's where neither drafts. Their lengths are therefore chosen
+//!   together ([`choose_together`]): one replay crosses the positions as the decoder's steps
+//!   would, at each position the lead among the drafts of the lengths tried, over every
+//!   recorded position (a draft the text has not decided yet counts the tokens it got right so
+//!   far, which is all a step there could commit) of the latest half of the text (at least the
+//!   16 positions between two choices: an answer's opening often follows the corpus, its body
+//!   less, and the lengths follow the text as it is now).
+//! - Until the lengths are first chosen, and for a bucket without a recorded draft, a draft is
+//!   as long as the budget allows (what it gets right measures every shorter length too, so the
+//!   first choice comes as soon as a few positions are recorded). Without a price the draft
+//!   reaches as far as the evidence: the longest of those lengths not above the matched context
+//!   ([`reach`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -59,6 +70,18 @@ impl fmt::Debug for StepPrice {
             .collect();
         write!(f, "StepPrice({})", p.join(" "))
     }
+}
+
+/// The evidence rule: a draft after a match of `evidence` context tokens (at least 1) reaches
+/// as far as the evidence, to the longest of 1, 3, 7, 15, ... tokens (and `max`) not above it;
+/// at most `max` tokens.
+pub fn reach(evidence: usize, max: usize) -> usize {
+    let reach = evidence.max(1).min(max);
+    if reach == max {
+        return max;
+    }
+    // The longest 2^k - 1 not above `reach`.
+    (1usize << (usize::BITS - (reach + 1).leading_zeros() - 1)) - 1
 }
 
 /// Evidence buckets: matched contexts of 1, 2-3, 4-7, 8-15 and 16+ tokens.
@@ -131,6 +154,11 @@ pub struct DraftLengths {
     pick: Option<Pick>,
     /// `decided` when the lengths were last chosen.
     picked_at: usize,
+    /// Whether the lengths are chosen together with other drafters' ([`choose_together`])
+    /// rather than by this drafter's own replay.
+    joined: bool,
+    /// Length of the committed text last observed.
+    written: usize,
 }
 
 impl DraftLengths {
@@ -149,13 +177,34 @@ impl DraftLengths {
             matched: vec![vec![0; max + 1]; BUCKETS],
             pick: None,
             picked_at: 0,
+            joined: false,
+            written: 0,
         }
+    }
+
+    /// The same, its lengths chosen by [`choose_together`] with the other drafters that
+    /// compete for a step's lead, not by its own replay.
+    pub fn joined(mut self) -> Self {
+        self.joined = true;
+        self
     }
 
     /// Prices rows by `price` from now on (the lengths are chosen again).
     pub fn set_price(&mut self, price: Option<StepPrice>) {
         self.price = price;
-        self.repick();
+        if !self.joined {
+            self.repick();
+        }
+    }
+
+    /// The price of a step's rows, if any.
+    pub fn price(&self) -> Option<&StepPrice> {
+        self.price.as_ref()
+    }
+
+    /// Rows of a step besides its lead draft.
+    pub fn base_rows(&self) -> usize {
+        self.base_rows
     }
 
     /// Forgets the records (a new generation).
@@ -169,6 +218,7 @@ impl DraftLengths {
         }
         self.pick = None;
         self.picked_at = 0;
+        self.written = 0;
     }
 
     pub fn max(&self) -> usize {
@@ -185,11 +235,7 @@ impl DraftLengths {
 
     /// The evidence rule: the longest candidate not above `evidence` (at least 1).
     fn reach(&self, evidence: usize) -> usize {
-        let reach = evidence.max(1);
-        self.candidates()
-            .filter(|&l| l <= reach)
-            .last()
-            .unwrap_or(0)
+        reach(evidence, self.max)
     }
 
     /// How many tokens to draft after a match of `evidence` context tokens.
@@ -197,6 +243,8 @@ impl DraftLengths {
         let b = bucket(evidence);
         match &self.pick {
             Some(p) if p.drafted[b] => p.lengths[b],
+            // Not measured yet: the whole budget, whose records measure every shorter length.
+            _ if self.price.is_some() => self.max,
             _ => self.reach(evidence),
         }
     }
@@ -240,6 +288,7 @@ impl DraftLengths {
     /// Records, as [`Self::note`] does, a draft the drafter has already decided: after the
     /// first `at` tokens of the text, on `evidence` context tokens, `matched` of its tokens
     /// right (as many as the longest draft at most; no draft where that is 0).
+    /// A position recorded open ([`Self::note_open`]) is decided here.
     pub fn note_decided(&mut self, at: usize, evidence: usize, matched: usize) {
         if self.max == 0 {
             self.push(at, NO_DRAFT_RECORD);
@@ -250,9 +299,31 @@ impl DraftLengths {
             bucket: b as u8,
             matched: matched as u16,
         };
-        if self.push(at, record) {
+        let open = at
+            .checked_sub(self.start)
+            .and_then(|i| self.records.get_mut(i))
+            .filter(|r| r.matched == UNDECIDED && r.bucket == record.bucket);
+        if let Some(r) = open {
+            *r = record;
+            self.matched[b][matched] += 1;
+        } else if self.push(at, record) {
             self.matched[b][matched] += 1;
         }
+    }
+
+    /// Records a draft after the first `at` tokens of the text, on `evidence` context tokens,
+    /// that the drafter will decide later ([`Self::note_decided`]) and that every committed
+    /// token after `at` confirmed so far.
+    pub fn note_open(&mut self, at: usize, evidence: usize) {
+        let record = if self.max == 0 {
+            NO_DRAFT_RECORD
+        } else {
+            Record {
+                bucket: bucket(evidence) as u8,
+                matched: UNDECIDED,
+            }
+        };
+        self.push(at, record);
     }
 
     /// Appends `record` at text position `at`, the positions skipped since the last record
@@ -274,6 +345,7 @@ impl DraftLengths {
     /// went wrong at a committed token, and those it covers entirely; then chooses the lengths
     /// again if enough positions were decided since the last choice.
     pub fn observe(&mut self, text: &[u32]) {
+        self.written = self.written.max(text.len());
         let (start, records, matched) = (self.start, &mut self.records, &mut self.matched);
         self.pending.retain(|p| {
             let written = text.get(p.at..).unwrap_or(&[]);
@@ -299,9 +371,14 @@ impl DraftLengths {
         {
             self.decided += 1;
         }
-        if self.decided >= self.picked_at + REPICK.max(self.picked_at / 16) {
+        if !self.joined && self.due() {
             self.repick();
         }
+    }
+
+    /// Whether enough positions were decided since the last choice to choose again.
+    fn due(&self) -> bool {
+        self.decided >= self.picked_at + REPICK.max(self.picked_at / 16)
     }
 
     /// Chooses the lengths by replaying the decided positions.
@@ -410,6 +487,248 @@ impl DraftLengths {
     }
 }
 
+/// A draft offered for a step's lead: the context it matched, its length, and the right tokens
+/// that its drafter's decided drafts of that evidence got on average at that length (`None`
+/// before any was decided).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offer {
+    pub evidence: usize,
+    pub len: usize,
+    pub expected: Option<f64>,
+}
+
+/// Whether `challenger` (the corpus's draft) takes a step's lead from `holder` (the text's).
+/// Where both drafters have decided drafts of such evidence: the one expected to commit more
+/// tokens per unit of step time, `(1 + expected) / price(base_rows + len)` (without a price,
+/// the one expected to get more tokens right). Before that: the one on the longer context. On a
+/// tie the holder keeps the lead (the text's own continuation is the more specific guess).
+pub fn takes_lead(
+    holder: Offer,
+    challenger: Offer,
+    price: Option<&StepPrice>,
+    base_rows: usize,
+) -> bool {
+    let steps = price.map(|p| {
+        (
+            p.of(base_rows + holder.len),
+            p.of(base_rows + challenger.len),
+        )
+    });
+    leads(holder, challenger, steps)
+}
+
+/// [`takes_lead`] with the prices of the holder's and the challenger's steps, if known.
+fn leads(holder: Offer, challenger: Offer, steps: Option<(f64, f64)>) -> bool {
+    match (holder.expected, challenger.expected) {
+        (Some(h), Some(c)) => match steps {
+            Some((hp, cp)) => (1.0 + c) / cp > (1.0 + h) / hp,
+            None => c > h,
+        },
+        _ => challenger.evidence > holder.evidence,
+    }
+}
+
+/// The drafters that compete for a step's lead, in the decoder's order: the text's and the
+/// corpus's drafts compete ([`takes_lead`]), the pool's leads only where neither drafts.
+pub const TEXT: usize = 0;
+pub const CORPUS: usize = 1;
+pub const POOL: usize = 2;
+const PARTS: usize = 3;
+
+/// Chooses the lengths of the drafters of [`TEXT`], [`CORPUS`] and [`POOL`] (those present,
+/// each made [`DraftLengths::joined`]) together, once enough positions were decided since the
+/// last choice: by replaying the positions all of them decided exactly as the decoder's steps
+/// would cross them with a set of lengths (at each position the text's and the corpus's drafts
+/// of those lengths compete for the lead by [`takes_lead`], on every decided draft's right
+/// tokens; where neither drafts, the pool's; the step costs the price of its rows and advances
+/// past the lead's right tokens), by coordinate descent from the evidence rule. Without a price
+/// the drafts follow their evidence.
+pub fn choose_together(mut parts: [Option<&mut DraftLengths>; PARTS]) {
+    let Some(first) = parts.iter().flatten().next() else {
+        return;
+    };
+    let (price, base) = (first.price.clone(), first.base_rows);
+    let Some(price) = price else {
+        for p in parts.iter_mut().flatten() {
+            p.pick = None;
+        }
+        return;
+    };
+    let Some(joint) = Joint::of(&parts) else {
+        return;
+    };
+    let due = |p: &DraftLengths| p.records.len() >= p.picked_at + REPICK.max(p.picked_at / 16);
+    if !parts.iter().flatten().any(|p| due(p)) {
+        return;
+    }
+    let max = parts.iter().flatten().map(|p| p.max).max().unwrap_or(0);
+    let prices: Vec<f64> = (0..=max).map(|l| price.of(base + l)).collect();
+    let picks = joint.choose(&parts, &prices);
+    for (k, p) in parts.iter_mut().enumerate() {
+        if let Some(p) = p {
+            p.pick = Some(picks[k]);
+            p.picked_at = p.records.len();
+        }
+    }
+}
+
+/// The positions every drafter of [`choose_together`] decided: per position and drafter, the
+/// draft's bucket (or [`NO_DRAFT`]) and its right tokens.
+struct Joint {
+    /// Text position of the first row.
+    #[cfg(test)]
+    first: usize,
+    rows: Vec<[Record; PARTS]>,
+}
+
+impl Joint {
+    /// From the first position any drafter recorded to the first one some drafter has not
+    /// recorded (`None`: none). A draft the text has not decided yet matched every token
+    /// committed after it so far, and a step there could commit no more: it counts those.
+    fn of(parts: &[Option<&mut DraftLengths>; PARTS]) -> Option<Self> {
+        let recording = || parts.iter().flatten().filter(|p| !p.records.is_empty());
+        let start = recording().map(|p| p.start).min()?;
+        let end = recording().map(|p| p.start + p.records.len()).min()?;
+        // The latest half of them (at least the positions between two choices): where the text
+        // changes course (an answer's opening follows the corpus, its body less), the lengths
+        // follow the text as it is now.
+        let start = start.max(end.saturating_sub((end.saturating_sub(start) / 2).max(REPICK)));
+        let rows: Vec<[Record; PARTS]> = (start..end)
+            .map(|at| {
+                std::array::from_fn(|k| {
+                    let Some(p) = parts[k].as_ref() else {
+                        return NO_DRAFT_RECORD;
+                    };
+                    match at.checked_sub(p.start).and_then(|i| p.records.get(i)) {
+                        Some(r) if r.matched == UNDECIDED => Record {
+                            matched: p.written.saturating_sub(at).min(p.max) as u16,
+                            ..*r
+                        },
+                        Some(r) => *r,
+                        None => NO_DRAFT_RECORD,
+                    }
+                })
+            })
+            .collect();
+        (!rows.is_empty()).then_some(Self {
+            #[cfg(test)]
+            first: start,
+            rows,
+        })
+    }
+
+    /// Time per committed token of the decoder's steps over the positions with `lengths`
+    /// (per drafter and bucket), the text's and the corpus's drafts weighed on `expected` (per
+    /// drafter, bucket and length), `prices` by draft length.
+    fn replay(
+        &self,
+        lengths: &[[usize; BUCKETS]; PARTS],
+        expected: &[Vec<Vec<f64>>; PARTS],
+        prices: &[f64],
+    ) -> f64 {
+        let (mut at, mut time) = (0, 0.0);
+        while let Some(r) = self.rows.get(at) {
+            // (length, right tokens, offer) of a drafter's draft here, if it drafts.
+            let offer = |k: usize| {
+                let rec = r[k];
+                if rec.bucket == NO_DRAFT {
+                    return None;
+                }
+                let b = rec.bucket as usize;
+                let len = lengths[k][b];
+                (len > 0).then(|| {
+                    let o = Offer {
+                        evidence: 1 << b,
+                        len,
+                        expected: Some(expected[k][b][len]),
+                    };
+                    (len, rec.matched as usize, o)
+                })
+            };
+            let lead = match (offer(TEXT), offer(CORPUS)) {
+                (Some(t), Some(c)) => {
+                    if leads(t.2, c.2, Some((prices[t.0], prices[c.0]))) {
+                        Some(c)
+                    } else {
+                        Some(t)
+                    }
+                }
+                (t, c) => t.or(c).or_else(|| offer(POOL)),
+            };
+            let (len, right) = lead.map_or((0, 0), |(l, m, _)| (l, m));
+            time += prices[len];
+            at += 1 + right.min(len);
+        }
+        time / at.max(1) as f64
+    }
+
+    /// Per drafter, bucket and length below `lengths`: the right tokens its decided drafts
+    /// got on average.
+    fn expected(
+        parts: &[Option<&mut DraftLengths>; PARTS],
+        lengths: usize,
+    ) -> [Vec<Vec<f64>>; PARTS] {
+        std::array::from_fn(|k| match &parts[k] {
+            Some(p) => (0..BUCKETS)
+                .map(|b| {
+                    (0..lengths)
+                        .map(|l| p.expected_right(1 << b, l).unwrap_or(0.0))
+                        .collect()
+                })
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// The lengths of least replayed time per token, by coordinate descent from the evidence
+    /// rule, for the drafters present.
+    fn choose(&self, parts: &[Option<&mut DraftLengths>; PARTS], prices: &[f64]) -> [Pick; PARTS] {
+        let mut drafted = [[false; BUCKETS]; PARTS];
+        for r in &self.rows {
+            for k in 0..PARTS {
+                if r[k].bucket != NO_DRAFT {
+                    drafted[k][r[k].bucket as usize] = true;
+                }
+            }
+        }
+        let expected = Self::expected(parts, prices.len());
+        let candidates: [Vec<usize>; PARTS] = std::array::from_fn(|k| {
+            parts[k]
+                .as_ref()
+                .map_or(Vec::new(), |p| p.candidates().collect())
+        });
+        let mut lengths: [[usize; BUCKETS]; PARTS] = std::array::from_fn(|k| {
+            std::array::from_fn(|b| parts[k].as_ref().map_or(0, |p| p.reach(1 << b)))
+        });
+        let mut best = self.replay(&lengths, &expected, prices);
+        for _ in 0..ROUNDS {
+            let mut changed = false;
+            for k in 0..PARTS {
+                for b in (0..BUCKETS).filter(|&b| drafted[k][b]) {
+                    for &l in &candidates[k] {
+                        if l == lengths[k][b] {
+                            continue;
+                        }
+                        let mut trial = lengths;
+                        trial[k][b] = l;
+                        let t = self.replay(&trial, &expected, prices);
+                        if t < best * (1.0 - 1e-12) {
+                            (best, lengths, changed) = (t, trial, true);
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        std::array::from_fn(|k| Pick {
+            lengths: lengths[k],
+            drafted: drafted[k],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +741,24 @@ mod tests {
             .map(|&e| bucket(e))
             .collect();
         assert_eq!(b, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    /// The evidence rule against an enumeration of the lengths a draft may have.
+    #[test]
+    fn the_evidence_rule_is_the_longest_candidate_within_the_evidence() {
+        for max in 0..70 {
+            let d = DraftLengths::new(max, 1, None);
+            let candidates: Vec<usize> = d.candidates().collect();
+            for evidence in 0..100 {
+                let want = candidates
+                    .iter()
+                    .copied()
+                    .filter(|&l| l <= evidence.max(1))
+                    .max()
+                    .unwrap_or(0);
+                assert_eq!(reach(evidence, max), want, "max {max}, evidence {evidence}");
+            }
+        }
     }
 
     #[test]
@@ -688,13 +1025,13 @@ mod tests {
                     .len()
                     > 1,
             );
-            // The lengths are those of the pick, the others follow their evidence.
+            // The lengths are those of the pick; the others, not measured yet, the budget.
             for b in 0..BUCKETS {
                 let e = 1 << b;
                 let want = if pick.drafted[b] {
                     pick.lengths[b]
                 } else {
-                    d.reach(e)
+                    max
                 };
                 assert_eq!(d.length(e), want);
             }
@@ -703,6 +1040,191 @@ mod tests {
             differs > 5,
             "the cases must exercise different lengths per bucket"
         );
+    }
+
+    /// Three drafters (text, corpus, pool) that recorded a noisy copy of a random text (or no
+    /// draft) at every position as it was committed a few tokens at a time: the text, each
+    /// position's drafts with their evidence, and the learners.
+    #[allow(clippy::type_complexity)]
+    fn three_drafters(
+        seed: u64,
+        max: usize,
+        price: &StepPrice,
+    ) -> (
+        Vec<u32>,
+        Vec<[(usize, Vec<u32>); PARTS]>,
+        [DraftLengths; PARTS],
+    ) {
+        let mut rng = Lcg(seed);
+        let text: Vec<u32> = (0..300 + rng.below(300))
+            .map(|_| rng.below(3) as u32)
+            .collect();
+        let drafts: Vec<[(usize, Vec<u32>); PARTS]> = (0..text.len())
+            .map(|at| {
+                std::array::from_fn(|k| {
+                    if rng.below(4) == 0 {
+                        return (0, Vec::new());
+                    }
+                    let noise = [6, 3, 10][k];
+                    // Drafts run as long as asked (the budget, the longest).
+                    let draft = (0..max + rng.below(3))
+                        .map(|j| match text.get(at + j) {
+                            Some(&t) if rng.below(noise) > 0 => t,
+                            _ => rng.below(3) as u32,
+                        })
+                        .collect();
+                    (if k == POOL { 1 } else { 1 + rng.below(20) }, draft)
+                })
+            })
+            .collect();
+        let mut parts: [DraftLengths; PARTS] =
+            std::array::from_fn(|_| DraftLengths::new(max, 2, Some(price.clone())).joined());
+        let start = 1 + rng.below(10);
+        let mut len = start;
+        while len < text.len() {
+            let next = (len + 1 + rng.below(6)).min(text.len());
+            for (k, p) in parts.iter_mut().enumerate() {
+                for (at, d) in drafts.iter().enumerate().take(next).skip(len) {
+                    p.note(at, d[k].0, &d[k].1);
+                }
+                p.observe(&text[..next]);
+            }
+            len = next;
+        }
+        (text, drafts, parts)
+    }
+
+    /// The joint replay's time per token, against a direct simulation of the decoder's steps
+    /// on the text and the drafts as they were proposed: at each position the text's and the
+    /// corpus's drafts, cut to their lengths, compete by [`takes_lead`], the pool's drafts
+    /// where neither does, and the step advances past the lead's tokens the text confirms.
+    #[test]
+    fn the_joint_replay_costs_what_a_direct_simulation_of_the_decoder_costs() {
+        let price = StepPrice::new(|r| 1.0 + 0.03 * (r as f64).powf(1.2));
+        for seed in 0..6 {
+            let max = [3, 7, 15][seed as usize % 3];
+            let (text, drafts, mut parts) = three_drafters(seed, max, &price);
+            let [t, c, p] = &mut parts;
+            let refs = [Some(t), Some(c), Some(p)];
+            let joint = Joint::of(&refs).expect("recorded positions");
+            assert_eq!(joint.first + joint.rows.len(), text.len(), "every position");
+            let prices: Vec<f64> = (0..=max).map(|l| price.of(2 + l)).collect();
+            let expected = Joint::expected(&refs, max + 1);
+            let mut rng = Lcg(50 + seed);
+            let candidates: Vec<usize> = refs[0].as_ref().unwrap().candidates().collect();
+            for _ in 0..20 {
+                let lengths: [[usize; BUCKETS]; PARTS] = std::array::from_fn(|_| {
+                    std::array::from_fn(|_| candidates[rng.below(candidates.len())])
+                });
+                let (mut at, mut time) = (joint.first, 0.0);
+                while at < text.len() {
+                    let cut = |k: usize| {
+                        let (e, d) = &drafts[at][k];
+                        let l = lengths[k][bucket(*e)].min(d.len());
+                        (!d.is_empty() && l > 0).then(|| (*e, d[..l].to_vec()))
+                    };
+                    let offer = |k: usize, (e, d): &(usize, Vec<u32>)| Offer {
+                        evidence: *e,
+                        len: d.len(),
+                        expected: refs[k].as_ref().unwrap().expected_right(*e, d.len()),
+                    };
+                    let lead = match (cut(TEXT), cut(CORPUS)) {
+                        (Some(t), Some(c)) => {
+                            let (ot, oc) = (offer(TEXT, &t), offer(CORPUS, &c));
+                            Some(if takes_lead(ot, oc, Some(&price), 2) {
+                                c
+                            } else {
+                                t
+                            })
+                        }
+                        (t, c) => t.or(c).or_else(|| cut(POOL)),
+                    };
+                    let draft = lead.map_or(Vec::new(), |(_, d)| d);
+                    let right = draft
+                        .iter()
+                        .zip(&text[at..])
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    time += price.of(2 + draft.len());
+                    at += 1 + right;
+                }
+                let direct = time / (at - joint.first) as f64;
+                let replayed = joint.replay(&lengths, &expected, &prices);
+                assert!(
+                    (direct - replayed).abs() < 1e-9 * direct,
+                    "seed {seed} {lengths:?}: {direct} against {replayed}"
+                );
+            }
+        }
+    }
+
+    /// The joint choice: no single drafter's bucket does better with another length, and each
+    /// drafter then drafts the chosen lengths.
+    #[test]
+    fn the_joint_choice_is_a_local_optimum_and_each_drafter_follows_it() {
+        let prices = [
+            StepPrice::new(|r| 1.0 + 0.023 * (r as f64 - 1.0)),
+            StepPrice::new(|r| 1.0 + 0.003 * r as f64),
+            StepPrice::new(|r| 0.6 + 0.4 * r as f64),
+        ];
+        let mut differs = 0;
+        for seed in 0..9 {
+            let max = [3, 7, 15][seed as usize % 3];
+            let price = prices[seed as usize % prices.len()].clone();
+            let (_, _, mut parts) = three_drafters(100 + seed, max, &price);
+            {
+                let [t, c, p] = &mut parts;
+                // Every recorded position is new: a choice is due.
+                choose_together([Some(t), Some(c), Some(p)]);
+            }
+            let [t, c, p] = &mut parts;
+            let refs = [Some(t), Some(c), Some(p)];
+            let joint = Joint::of(&refs).unwrap();
+            let p: Vec<f64> = (0..=max).map(|l| price.of(2 + l)).collect();
+            let expected = Joint::expected(&refs, max + 1);
+            let picks: [Pick; PARTS] =
+                std::array::from_fn(|k| refs[k].as_ref().unwrap().pick.unwrap());
+            let lengths: [[usize; BUCKETS]; PARTS] = std::array::from_fn(|k| picks[k].lengths);
+            let chosen = joint.replay(&lengths, &expected, &p);
+            let candidates: Vec<usize> = refs[0].as_ref().unwrap().candidates().collect();
+            for k in 0..PARTS {
+                for b in (0..BUCKETS).filter(|&b| picks[k].drafted[b]) {
+                    for &l in &candidates {
+                        let mut trial = lengths;
+                        trial[k][b] = l;
+                        let t = joint.replay(&trial, &expected, &p);
+                        assert!(t >= chosen * (1.0 - 1e-9), "seed {seed}: {k} {b} {l}");
+                    }
+                    assert_eq!(refs[k].as_ref().unwrap().length(1 << b), lengths[k][b]);
+                }
+            }
+            differs += usize::from(lengths[TEXT] != lengths[CORPUS]);
+        }
+        assert!(differs > 2, "the drafters must get different lengths");
+    }
+
+    /// A draft recorded open and decided later counts like one recorded decided.
+    #[test]
+    fn open_drafts_are_decided_in_place() {
+        let mut a = DraftLengths::new(7, 1, None);
+        let mut b = DraftLengths::new(7, 1, None);
+        a.note_open(4, 2);
+        a.note_open(5, 9);
+        a.note(6, 0, &[]);
+        a.observe(&[0; 7]);
+        assert_eq!(a.decided, 0, "open drafts wait");
+        assert_eq!(a.record(5), Some((Some(bucket(9)), None)));
+        a.note_decided(5, 9, 3);
+        a.note_decided(4, 2, 1);
+        a.observe(&[0; 7]);
+        for (at, e, m) in [(4, 2, 1), (5, 9, 3)] {
+            b.note_decided(at, e, m);
+        }
+        b.note(6, 0, &[]);
+        b.observe(&[0; 7]);
+        assert_eq!(a.records, b.records);
+        assert_eq!(a.matched, b.matched);
+        assert_eq!(a.decided, 3);
     }
 
     /// The time of one choice of the lengths over 256 to 8192 decided positions: `cargo test

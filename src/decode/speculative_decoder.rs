@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::corpus::DraftCorpus;
 use super::corpus_drafter::CorpusDrafter;
 use super::device_group::DeviceGroup;
-use super::draft_length::{DraftLengths, StepPrice};
+use super::draft_length::{choose_together, takes_lead, DraftLengths, Offer, StepPrice};
 use super::lookahead::{JacobiWindow, LookaheadConfig, NgramPool, PoolDrafter, WindowShape};
 use super::prompt_lookup::PromptLookupConfig;
 use super::speculative::{
@@ -109,7 +109,7 @@ impl SpeculativeDecoder {
         let text_lengths = learned
             .as_ref()
             .filter(|_| mode == TextDraftMode::FollowsMatch)
-            .map(|&(base, _)| DraftLengths::new(n - 1, base, None));
+            .map(|&(base, _)| DraftLengths::new(n - 1, base, None).joined());
         Ok(Self {
             configuration: Configuration::Lookahead(config),
             pool: PoolDrafter::new(n - 1, g, shape, config.switches.pool_from_prompt),
@@ -119,7 +119,7 @@ impl SpeculativeDecoder {
             pool_lengths: learned
                 .as_ref()
                 .filter(|_| config.window == 0)
-                .map(|&(base, _)| DraftLengths::new(n - 1, base, None)),
+                .map(|&(base, _)| DraftLengths::new(n - 1, base, None).joined()),
             learned,
             policy: DraftPolicy::new(g),
             draft_tokens: n - 1,
@@ -179,7 +179,7 @@ impl SpeculativeDecoder {
         let lengths = self
             .learned
             .as_ref()
-            .map(|(base, price)| DraftLengths::new(self.max_match, *base, price.clone()));
+            .map(|(base, price)| DraftLengths::new(self.max_match, *base, price.clone()).joined());
         self.corpus = corpus
             .filter(|_| wanted)
             .map(|c| CorpusDrafter::new(c).with_lengths(lengths));
@@ -249,23 +249,35 @@ impl SpeculativeDecoder {
         self.policy.combine(pool, from_text, from_corpus)
     }
 
-    /// With learned draft lengths, the text's and the corpus's drafts compete on how many
-    /// tokens their drafts of the same evidence and length got right so far, on average over
-    /// the text positions where they were recorded (the other is dropped, so the better one
-    /// leads); until both have been decided somewhere, the policy's margin decides.
+    /// With learned draft lengths, the text's and the corpus's drafts compete by
+    /// [`takes_lead`] on how many tokens their drafts of the same evidence and length got right
+    /// so far, on average over the text positions where they were recorded, and on the price
+    /// of their rows (the other is dropped, so the better one leads); until both have been
+    /// decided somewhere, the policy's evidence rule decides.
     fn weigh(&self, text: Option<Draft>, corpus: Option<Draft>) -> (Option<Draft>, Option<Draft>) {
-        let expected = |d: &Option<Draft>, l: Option<&DraftLengths>| {
-            let d = d.as_ref()?;
-            l?.expected_right(d.context.unwrap_or(1), d.tokens.len())
+        let (Some(t), Some(c)) = (&text, &corpus) else {
+            return (text, corpus);
         };
-        let t = expected(&text, self.text.as_ref().and_then(TextDrafter::lengths));
-        let c = expected(
-            &corpus,
-            self.corpus.as_ref().and_then(CorpusDrafter::lengths),
-        );
-        match (t, c) {
-            (Some(t), Some(c)) if c > t => (None, corpus),
-            (Some(_), Some(_)) => (text, None),
+        fn offer(d: &Draft, l: Option<&DraftLengths>) -> Option<Offer> {
+            let evidence = d.context?;
+            let expected = Some(l?.expected_right(evidence, d.tokens.len())?);
+            Some(Offer {
+                evidence,
+                len: d.tokens.len(),
+                expected,
+            })
+        }
+        let learned = self.text.as_ref().and_then(TextDrafter::lengths);
+        let to = offer(t, learned);
+        let co = offer(c, self.corpus.as_ref().and_then(CorpusDrafter::lengths));
+        match (to, co, learned) {
+            (Some(to), Some(co), Some(l)) => {
+                if takes_lead(to, co, l.price(), l.base_rows()) {
+                    (None, corpus)
+                } else {
+                    (text, None)
+                }
+            }
             _ => (text, corpus),
         }
     }
@@ -287,6 +299,13 @@ impl SpeculativeDecoder {
         }
         if let Some(d) = self.corpus.as_mut() {
             d.observe(text, new, outputs);
+        }
+        if self.learned.is_some() {
+            choose_together([
+                self.text.as_mut().and_then(TextDrafter::lengths_mut),
+                self.corpus.as_mut().and_then(CorpusDrafter::lengths_mut),
+                self.pool_lengths.as_mut(),
+            ]);
         }
     }
 }
@@ -456,7 +475,7 @@ impl Decoder for SpeculativeDecoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::corpus_drafter::corpus_draft_len;
+    use super::super::draft_length::reach;
     use super::*;
 
     /// The drafts of the first step after `prompt` with W = 0, N = 32, G = 1 and a corpus of
@@ -474,10 +493,11 @@ mod tests {
     }
 
     #[test]
-    fn the_corpus_drafts_where_the_text_matched_a_much_shorter_context() {
-        // The corpus's continuation of a context of `order` tokens ending at `first - 1`.
+    fn the_corpus_drafts_where_the_text_matched_a_shorter_context() {
+        // The corpus's continuation of a context of `order` tokens ending at `first - 1`, as
+        // far as its evidence reaches.
         let corpus_after = |first: u32, order: usize| -> Vec<u32> {
-            (first..first + corpus_draft_len(order) as u32).collect()
+            (first..first + reach(order, 31) as u32).collect()
         };
         // No earlier 12 in the text: the corpus's `11 12` (2 tokens) drafts.
         assert_eq!(
@@ -486,27 +506,31 @@ mod tests {
         );
         assert_eq!(first_drafts(&[5, 11, 12], false), (vec![], false));
         // The corpus matches `10 11 12 13` (4 tokens); the text's earlier 13 (followed by
-        // 50) matches `m` tokens back. The corpus drafts when its context is the margin
-        // longer, else the text's draft stands, exactly as without a corpus.
+        // 50) matches `m` tokens back. The corpus drafts when its context is longer, else the
+        // text's draft stands, exactly as without a corpus.
         for (p, m) in [
             (&[1, 13, 50, 10, 11, 12, 13][..], 1),
             (&[7, 12, 13, 50, 10, 11, 12, 13][..], 2),
             (&[11, 12, 13, 50, 10, 11, 12, 13][..], 3),
+            (&[10, 11, 12, 13, 50, 10, 11, 12, 13][..], 4),
+            (&[9, 10, 11, 12, 13, 50, 9, 10, 11, 12, 13][..], 5),
         ] {
             let without = first_drafts(p, false);
             assert_eq!(without.0[0][0], 50, "without a corpus: the text");
+            assert_eq!(without.0[0].len(), reach(m, 31), "as far as the evidence");
             let with = first_drafts(p, true);
-            if 4 >= m + DraftPolicy::CORPUS_MARGIN {
+            if 4 > m {
                 assert_eq!(with, (vec![corpus_after(14, 4)], true), "match of {m}");
             } else {
                 assert_eq!(with, without, "match of {m}");
             }
         }
-        // After a 3-token match the text's draft repeats the 5-token loop `50 10 11 12 13`.
-        let p = [11, 12, 13, 50, 10, 11, 12, 13];
+        // After a 10-token match the text's 7-token draft repeats the 5-token loop.
+        let p = [9, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5];
         let draft = &first_drafts(&p, false).0[0];
+        assert_eq!(draft.len(), 7);
         assert!(
-            draft.iter().enumerate().all(|(i, &t)| t == p[3 + i % 5]),
+            draft.iter().enumerate().all(|(i, &t)| t == p[1 + i % 5]),
             "{draft:?}"
         );
     }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use super::draft_length::DraftLengths;
+use super::draft_length::{reach, DraftLengths};
 use super::speculative::{Budget, Draft, Drafter};
 
 /// Longest context indexed.
@@ -76,23 +76,7 @@ impl TextIndex {
     }
 }
 
-/// Draft length after a match of `matched` context tokens, at most `max`: 3 / 7 / 15 / 31
-/// tokens (steps of 4 / 8 / 16 / 32 rows with the pending token) after 1 / 2-3 / 4-15 / 16+
-/// matching tokens. Chosen by exact replays on greedy texts, each step priced at the H200's
-/// measured cost of its row count: the longer the match, the more of its continuation is
-/// accepted.
-pub fn draft_len(matched: usize, max: usize) -> usize {
-    let len = match matched {
-        0 => 0,
-        1 => 3,
-        2..=3 => 7,
-        4..=15 => 15,
-        _ => 31,
-    };
-    len.min(max)
-}
-
-/// Matched tokens counted back from a found end (the longest threshold of [`draft_len`]).
+/// Matched tokens counted back from a found end (evidence for the longest drafts).
 const MATCH_CAP: usize = 16;
 
 /// How the text drafter drafts.
@@ -103,8 +87,8 @@ pub enum TextDraftMode {
     /// contexts rarely differ from 3 on the text of one conversation).
     Continuation,
     /// A draft whose length follows the evidence: after the longest matching 1- to 6-token
-    /// context, count the tokens matching backwards (at most 16) and draft [`draft_len`] of
-    /// that many tokens. Where the continuation reaches the end of the text it repeats with
+    /// context, count the tokens matching backwards (at most 16) and draft as far as that many
+    /// tokens reach ([`reach`]), or the length learned for that evidence ([`DraftLengths`]). Where the continuation reaches the end of the text it repeats with
     /// the distance between the two ends as its period (an overlapping copy, as in LZ77), so
     /// a loop in the text yields a full-length draft.
     FollowsMatch,
@@ -116,7 +100,7 @@ pub struct TextDrafter {
     index: TextIndex,
     mode: TextDraftMode,
     /// [`TextDraftMode::FollowsMatch`]: draft lengths learned from the generation (else
-    /// [`draft_len`]).
+    /// [`reach`]).
     lengths: Option<DraftLengths>,
     /// Text positions recorded in `lengths` so far (its next position).
     recorded: usize,
@@ -133,7 +117,7 @@ impl TextDrafter {
     }
 
     /// The same, its [`TextDraftMode::FollowsMatch`] draft lengths learned by `lengths`
-    /// instead of [`draft_len`].
+    /// instead of [`reach`].
     pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
         self.lengths = lengths;
         self
@@ -153,7 +137,7 @@ impl TextDrafter {
 
     /// The [`TextDraftMode::FollowsMatch`] draft after `tokens`, at most `max` tokens.
     fn follow_match(&self, tokens: &[u32], max: usize) -> Option<Draft> {
-        follow_match_in(&self.index, tokens, |matched| draft_len(matched, max))
+        follow_match_in(&self.index, tokens, |matched| reach(matched, max))
     }
 }
 
@@ -356,7 +340,17 @@ mod tests {
     /// The draft oracle: scan back for the latest end of the longest context (6..1 tokens)
     /// with a follower, count matching tokens back, copy with overlap.
     fn brute_force_draft(tokens: &[u32], max: usize) -> Option<Vec<u32>> {
-        brute_force_draft_of(tokens, |m| draft_len(m, max)).map(|(d, _)| d)
+        brute_force_draft_of(tokens, |m| brute_force_reach(m, max)).map(|(d, _)| d)
+    }
+
+    /// The evidence rule by enumeration: the longest of 1, 3, 7, 15, ... tokens and `max` not
+    /// above the matched tokens.
+    fn brute_force_reach(matched: usize, max: usize) -> usize {
+        (1..=max)
+            .filter(|&l| (l + 1).is_power_of_two() || l == max)
+            .filter(|&l| l <= matched.max(1))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The same, of `len(matched)` tokens; with the matched tokens.
@@ -399,13 +393,17 @@ mod tests {
                     brute_force_draft(&text[..len], max),
                     "max {max}, len {len}"
                 );
-                long += usize::from(got.as_ref().is_some_and(|d| d.len() == max));
+                // The longest the evidence allows (16 matched tokens).
+                long += usize::from(
+                    got.as_ref()
+                        .is_some_and(|d| d.len() == brute_force_reach(16, max)),
+                );
                 len += 1 + len % 3;
             }
-            assert!(long > 20, "the text must exercise full-length drafts");
+            assert!(long > 20, "the text must exercise the longest drafts");
         }
         // A loop of period 2: the draft continues it past the end of the text.
-        let text = [9, 1, 2, 1, 2, 1, 2, 1];
+        let text = [9, 1, 2, 1, 2, 1, 2, 1, 2, 1];
         let mut idx = follow(7);
         idx.extend(&text);
         assert_eq!(
@@ -534,21 +532,6 @@ mod tests {
                 1e6 * spent / steps as f64
             );
         }
-    }
-
-    #[test]
-    fn draft_length_grows_with_the_match_within_its_bound() {
-        for max in [1, 3, 7, 31, 100] {
-            assert_eq!(draft_len(0, max), 0, "no match, no draft");
-            let lens: Vec<usize> = (1..=64).map(|m| draft_len(m, max)).collect();
-            assert!(
-                lens.iter().all(|&l| (1..=max).contains(&l)),
-                "{max}: {lens:?}"
-            );
-            assert!(lens.windows(2).all(|w| w[0] <= w[1]), "{max}: {lens:?}");
-        }
-        // A long match is worth a longer draft than a one-token match, when allowed.
-        assert!(draft_len(64, 100) > draft_len(1, 100));
     }
 
     #[test]

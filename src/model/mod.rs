@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod kv_cache;
 pub mod llama;
 pub mod mask;
+pub mod replay;
 pub mod rope;
 pub mod step_io;
 pub mod timed;
@@ -19,6 +20,7 @@ pub use config::ModelConfig;
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use mask::AttentionMask;
+pub use replay::ReplayLm;
 pub use timed::TimedLm;
 pub use weights::{Linear, WeightFormat};
 

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use super::{AutoChoice, AutoOptions, CostCache, SamplingMode};
+use super::{AutoChoice, AutoOptions, CostCache, SamplingMode, Strategy};
 use crate::decode::draft_length::StepPrice;
 use crate::decode::{
     construct, Decoder, DecoderKind, DecoderParts, DecoderSpec, DeviceGroup, DraftCorpus,
+    DraftSwitches,
 };
 use crate::loader::LoadedModel;
 use crate::model::CausalLm;
@@ -139,10 +140,22 @@ pub fn resolve(
         return Ok((resolved(DecoderKind::Plain), None));
     };
     let choice = choose_on_source(source)?;
-    Ok((
-        resolved(choice.strategy.kind()),
-        Some(AutoDecision::Measured(choice)),
-    ))
+    let spec = DecoderSpec {
+        switches: picked_switches(choice.strategy, spec.switches),
+        ..resolved(choice.strategy.kind())
+    };
+    Ok((spec, Some(AutoDecision::Measured(choice))))
+}
+
+/// The switches `auto` runs its pick with: the caller's, and without a window the drafts'
+/// lengths learned from the generation, priced by the step costs just measured (see
+/// [`crate::decode::draft_length`]).
+fn picked_switches(strategy: Strategy, switches: DraftSwitches) -> DraftSwitches {
+    DraftSwitches {
+        learned_lengths: switches.learned_lengths
+            || matches!(strategy, Strategy::Lookahead(c) if c.window == 0),
+        ..switches
+    }
 }
 
 /// `auto`'s pick on `source` (measured once per process and key, or read from its cache).
@@ -200,6 +213,42 @@ mod tests {
 
     use super::*;
     use crate::decode::DraftSwitches;
+
+    #[test]
+    fn picks_without_a_window_learn_their_draft_lengths() {
+        use crate::decode::LookaheadConfig;
+        for switches in [
+            DraftSwitches::DEFAULT,
+            DraftSwitches {
+                corpus_drafts: false,
+                ..DraftSwitches::DEFAULT
+            },
+        ] {
+            for (strategy, learned) in [
+                (Strategy::Plain, false),
+                (Strategy::Lookahead(LookaheadConfig::new(4, 3, 4)), false),
+                (Strategy::Lookahead(LookaheadConfig::new(0, 32, 1)), true),
+                (Strategy::Lookahead(LookaheadConfig::new(0, 8, 3)), true),
+            ] {
+                let got = picked_switches(strategy, switches);
+                assert_eq!(got.learned_lengths, learned, "{strategy:?}");
+                // Nothing else changes.
+                assert_eq!(
+                    DraftSwitches {
+                        learned_lengths: switches.learned_lengths,
+                        ..got
+                    },
+                    switches
+                );
+            }
+        }
+        // The caller's choice stands with a window too.
+        let on = DraftSwitches {
+            learned_lengths: true,
+            ..DraftSwitches::DEFAULT
+        };
+        assert!(picked_switches(Strategy::Plain, on).learned_lengths);
+    }
 
     #[test]
     fn each_kind_builds_its_decoder() {

@@ -16,20 +16,22 @@ pub struct DraftSwitches {
     /// first among the candidates (see [`crate::decode::text_index`]).
     pub context_match: bool,
     /// Without a window (W = 0) and with the context match: the context-matched candidate's
-    /// length follows the evidence of the match, from 3 tokens after a one-token context up to
-    /// N-1 after 16 matching tokens, and it continues periodically past the end of the text
+    /// length follows the evidence of the match (as far as the matched context reaches, or as
+    /// learned with `learned_lengths`), at most N-1, and it continues periodically past the
+    /// end of the text
     /// (see [`crate::decode::text_index::TextDraftMode::FollowsMatch`]). Off: one N-1-token
     /// candidate every step.
     pub adaptive_draft: bool,
     /// When the committed text offers no context-matched candidate, or (with
-    /// `adaptive_draft`) only one after a match much shorter than the corpus's context, draft
+    /// `adaptive_draft`) only one after a shorter match than the corpus's context, draft
     /// from the decoder's draft corpus, if it has one (see [`crate::decode::DraftCorpus`] and
     /// [`crate::decode::speculative::policy`]).
     pub corpus_drafts: bool,
     /// The lengths of the context-matched drafts (W = 0 with `adaptive_draft`) and of the
     /// corpus's drafts are learned from the generation and priced by the device's measured
-    /// step costs (see [`crate::decode::draft_length`]) instead of following fixed ladders of
-    /// the matched context's length.
+    /// step costs (see [`crate::decode::draft_length`]), chosen jointly with the lead between
+    /// the text's and the corpus's drafts, instead of reaching as far as the matched context.
+    /// `auto` turns it on for its picks without a window.
     pub learned_lengths: bool,
 }
 

@@ -5,10 +5,13 @@
 //! The policy:
 //!
 //! 1. The **lead draft** is the text index's draft; the corpus's draft takes its place where the
-//!    text has none, or where the corpus matched a context at least [`DraftPolicy::margin`]
-//!    tokens longer than the text index did (the text's latest occurrence of a short context is
-//!    a worse guess than what the model usually wrote after a long one). A text draft that does
-//!    not say how long a context it matched keeps its place.
+//!    text has none, or where the corpus matched a longer context than the text index did (the
+//!    text's latest occurrence of a short context is a worse guess than what the model usually
+//!    wrote after a long one; on a tie the text's own continuation is the more specific guess).
+//!    A text draft that does not say how long a context it matched keeps its place. With
+//!    learned draft lengths the decoder weighs the two on what their drafts got right before
+//!    they reach the policy ([`crate::decode::draft_length::takes_lead`]), of which this is the
+//!    rule before any draft was decided.
 //! 2. The **pool's drafts** (oldest first) follow, the lead's duplicate removed, the oldest
 //!    dropped so that at most [`DraftPolicy::drafts`] drafts are verified.
 //!
@@ -16,6 +19,7 @@
 //! draft.
 
 use super::drafter::Draft;
+use crate::decode::draft_length::{takes_lead, Offer};
 
 /// Which drafter a step's draft came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,21 +41,11 @@ pub struct StepDrafts {
 pub struct DraftPolicy {
     /// Most drafts verified per step (G).
     pub drafts: usize,
-    /// How many tokens longer the corpus's context must be than the text's for its draft to
-    /// lead.
-    pub margin: usize,
 }
 
 impl DraftPolicy {
-    /// The corpus leads over a text draft matched 2 tokens shorter (chosen by exact replays
-    /// on greedy texts).
-    pub const CORPUS_MARGIN: usize = 2;
-
     pub fn new(drafts: usize) -> Self {
-        Self {
-            drafts,
-            margin: Self::CORPUS_MARGIN,
-        }
+        Self { drafts }
     }
 
     /// The step's drafts from the pool's, the text index's and the corpus's proposals.
@@ -61,11 +55,17 @@ impl DraftPolicy {
         text: Option<Draft>,
         corpus: Option<Draft>,
     ) -> StepDrafts {
+        let offer = |d: &Draft, evidence| Offer {
+            evidence,
+            len: d.tokens.len(),
+            expected: None,
+        };
         let corpus_leads = |c: &Draft| match &text {
             None => true,
-            Some(t) => t
-                .context
-                .is_some_and(|m| c.context.is_some_and(|o| o >= m + self.margin)),
+            Some(t) => match (t.context, c.context) {
+                (Some(m), Some(o)) => takes_lead(offer(t, m), offer(c, o), None, 0),
+                _ => false,
+            },
         };
         let lead = match corpus.filter(corpus_leads) {
             Some(c) => Some((c.tokens, Source::Corpus)),
@@ -121,14 +121,19 @@ mod tests {
     }
 
     #[test]
-    fn the_corpus_leads_where_the_text_has_nothing_or_a_much_shorter_match() {
+    fn the_corpus_leads_where_the_text_has_nothing_or_a_shorter_match() {
         let p = DraftPolicy::new(1);
         let corpus = || Some(d(&[7, 7, 7], Some(4)));
         let lead = |text: Option<Draft>| p.combine(vec![], text, corpus()).sources[0];
         assert_eq!(lead(None), Source::Corpus);
         assert_eq!(lead(Some(d(&[8], Some(1)))), Source::Corpus);
-        assert_eq!(lead(Some(d(&[8], Some(2)))), Source::Corpus, "4 ≥ 2 + 2");
-        assert_eq!(lead(Some(d(&[8], Some(3)))), Source::Text);
+        assert_eq!(lead(Some(d(&[8], Some(3)))), Source::Corpus, "4 > 3");
+        assert_eq!(
+            lead(Some(d(&[8], Some(4)))),
+            Source::Text,
+            "a tie: the text"
+        );
+        assert_eq!(lead(Some(d(&[8], Some(9)))), Source::Text);
         assert_eq!(
             lead(Some(d(&[8], None))),
             Source::Text,
