@@ -34,7 +34,10 @@ impl CorpusDrafter {
         }
     }
 
-    /// The same, its draft lengths learned by `lengths` instead of [`reach`].
+    /// The same, its draft lengths learned by `lengths` (which this drafter records, and
+    /// [`choose_together`] chooses) instead of [`reach`].
+    ///
+    /// [`choose_together`]: crate::decode::draft_length::choose_together
     pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
         self.lengths = lengths;
         self
@@ -141,12 +144,13 @@ mod tests {
     use crate::decode::test_rng::Lcg;
 
     /// The time learned lengths add to a step of the corpus drafter (recording every
-    /// position, deciding, choosing), on a long generation that often follows its corpus:
-    /// `cargo test --release --lib -- --ignored corpus_learning_cost --nocapture`.
+    /// position, deciding, choosing with the corpus drafter alone), on a long generation that
+    /// often follows its corpus: `cargo test --release --lib -- --ignored corpus_learning_cost
+    /// --nocapture`.
     #[test]
     #[ignore]
     fn corpus_learning_cost() {
-        use crate::decode::draft_length::StepPrice;
+        use crate::decode::draft_length::{choose_together, StepPrice};
         use std::time::Instant;
         let mut rng = Lcg(5);
         let texts: Vec<Vec<u32>> = (0..200)
@@ -169,7 +173,9 @@ mod tests {
             let mut d = CorpusDrafter::new(corpus.clone())
                 .with_lengths(learned.then(|| DraftLengths::new(31, 1, Some(price.clone()))));
             let t = Instant::now();
-            let steps = write_along(&mut d, &text, 10, budget);
+            let steps = write_along(&mut d, &text, 10, budget, |d| {
+                choose_together([None, d.lengths_mut(), None]);
+            });
             eprintln!(
                 "corpus, learned {learned}: {steps} steps, {:.2} us a step",
                 1e6 * t.elapsed().as_secs_f64() / steps as f64

@@ -5,7 +5,8 @@
 //! row more in the step's forward pass. Whether it pays depends on two things: how far such
 //! drafts match what the model then writes, and what a step of so many rows costs on this
 //! device. [`DraftLengths`] measures the first on the generation itself and takes the second
-//! from the device's measured step costs ([`StepPrice`]):
+//! from the device's measured step costs ([`StepPrice`]); [`choose_together`] chooses the
+//! lengths from both:
 //!
 //! - The drafter's full-length draft (as long as the budget allows) is recorded at **every**
 //!   committed position of the text, not only where steps started: the output does not depend
@@ -14,26 +15,28 @@
 //!   ([`DraftLengths::note`]). Each record keeps its evidence bucket (matched context of 1,
 //!   2-3, 4-7, 8-15, 16+ tokens; or no draft) and, once the committed text covers the draft or
 //!   departs from it, how many of its tokens were right (`matched`).
-//! - A set of lengths (one per bucket) is then priced by replaying the decided positions
-//!   exactly as steps drafting those lengths would cross them: from the first position, a step
-//!   at a position whose record has a draft of bucket `b` drafts `L[b]` tokens (no draft: 0),
-//!   costs `price(base + L[b])` (`base`: the rows of the rest of the step) and advances
-//!   `1 + min(matched, L[b])` positions. The replay's time per committed token does not depend
-//!   on the lengths that ran, and it prices how the buckets lead into each other (a right
-//!   draft lengthens the matched context, so often the next step's bucket).
-//! - The lengths are chosen among 0, 1, 3, 7, 15, ... tokens (steps of 1, 2, 4, 8, 16, ... rows
-//!   with the pending token: few step shapes) and the budget, by coordinate descent from the
-//!   evidence rule (below): one bucket at a time takes the length that lowers the replay's time
-//!   per token most, until no single bucket's change lowers it. The choice is renewed whenever
-//!   the decided positions have grown by 16 (or by a sixteenth, on long texts), so that its cost
-//!   per step stays small.
 //! - In the decoder the drafters compete for a step's lead: the text's and the corpus's drafts
 //!   by what their decided drafts of that evidence and length got right per unit of step time
-//!   ([`takes_lead`]), the pool's where neither drafts. Their lengths are therefore chosen
-//!   together ([`choose_together`]): one replay crosses the positions as the decoder's steps
-//!   would, at each position the lead among the drafts of the lengths tried, over every
-//!   recorded position (a draft the text has not decided yet counts the tokens it got right so
-//!   far, which is all a step there could commit) of the generation.
+//!   ([`takes_lead`]), the pool's where neither drafts. Their lengths (one per drafter and
+//!   bucket) are therefore chosen together, by one replay that crosses the recorded positions
+//!   exactly as the decoder's steps drafting those lengths would: from the first position, a
+//!   step at a position where a drafter's record has a draft of bucket `b` offers `L[b]` of its
+//!   tokens (none where `L[b]` is 0), the lead among the offers drafts them, and the step costs
+//!   `price(base + L)` (`base`: the rows of the rest of the step; `L`: the lead's length, 0
+//!   without a lead) and advances `1 + min(matched, L)` positions. A draft the text has not
+//!   decided yet counts the tokens it got right so far, which is all a step there could
+//!   commit. The replay's time per committed token does not depend on the lengths that ran,
+//!   and it prices how the buckets lead into each other (a right draft lengthens the matched
+//!   context, so often the next step's bucket). It covers every recorded position of the
+//!   generation. A drafter alone has its lengths chosen the same way, as the only drafter of
+//!   the replay.
+//! - The lengths are chosen among 0, 1, 3, 7, 15, ... tokens (steps of 1, 2, 4, 8, 16, ... rows
+//!   with the pending token: few step shapes) and the budget, by coordinate descent from the
+//!   evidence rule (below): one bucket of one drafter at a time takes the length that lowers
+//!   the replay's time per token most, until no single change lowers it. The choice is renewed
+//!   whenever the recorded positions have grown by 16 (or by a sixteenth, on long texts), so
+//!   that its cost per step stays small, and at the first chance after the price of a step's
+//!   rows changed ([`DraftLengths::set_price`]).
 //! - Until the lengths are first chosen, for a bucket without a recorded draft, and without a
 //!   price, a draft reaches as far as its evidence: the longest of those lengths not above the
 //!   matched context ([`reach`]). The records hold the full-length draft all the same, so they
@@ -106,7 +109,7 @@ const LONGEST: usize = UNDECIDED as usize - 1;
 
 /// Most rounds of the coordinate descent (each tries every length of every drafted bucket).
 const ROUNDS: usize = 8;
-/// Fewest newly decided positions before the lengths are chosen again.
+/// Fewest newly recorded positions before the lengths are chosen again.
 const REPICK: usize = 16;
 
 /// What the drafter proposed at one text position.
@@ -126,7 +129,7 @@ struct Pending {
     tokens: Vec<u32>,
 }
 
-/// The lengths chosen by the replay.
+/// The lengths of one drafter chosen by the replay ([`choose_together`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Pick {
     lengths: [usize; BUCKETS],
@@ -146,25 +149,24 @@ pub struct DraftLengths {
     start: usize,
     /// One per position from `start` on.
     records: Vec<Record>,
-    /// Records decided from `start` on (the replay's positions).
-    decided: usize,
     pending: VecDeque<Pending>,
     /// Per bucket, indexed by the tokens a draft matched (0 to the longest draft): the decided
     /// drafts.
     matched: Vec<Vec<u64>>,
     pick: Option<Pick>,
-    /// `decided` when the lengths were last chosen.
+    /// Positions recorded when the lengths were last chosen.
     picked_at: usize,
-    /// Whether the lengths are chosen together with other drafters' ([`choose_together`])
-    /// rather than by this drafter's own replay.
-    joined: bool,
+    /// Whether `pick` was chosen at another price of a step's rows than the current one (it is
+    /// chosen again at the next chance).
+    repriced: bool,
     /// Length of the committed text last observed.
     written: usize,
 }
 
 impl DraftLengths {
     /// Drafts of at most `max` tokens in steps whose other rows number `base_rows`, priced by
-    /// `price` (`None`: drafts reach as far as their evidence).
+    /// `price` (`None`: drafts reach as far as their evidence), their lengths chosen by
+    /// [`choose_together`].
     pub fn new(max: usize, base_rows: usize, price: Option<StepPrice>) -> Self {
         let max = max.min(LONGEST);
         Self {
@@ -173,52 +175,33 @@ impl DraftLengths {
             price,
             start: 0,
             records: Vec::new(),
-            decided: 0,
             pending: VecDeque::new(),
             matched: vec![vec![0; max + 1]; BUCKETS],
             pick: None,
             picked_at: 0,
-            joined: false,
+            repriced: false,
             written: 0,
         }
     }
 
-    /// The same, its lengths chosen by [`choose_together`] with the other drafters that
-    /// compete for a step's lead, not by its own replay.
-    pub fn joined(mut self) -> Self {
-        self.joined = true;
-        self
-    }
-
-    /// Prices rows by `price` from now on (the lengths are chosen again).
+    /// Prices rows by `price` from now on: lengths already chosen are chosen again by the next
+    /// [`choose_together`] (before any choice, the first comes as usual).
     pub fn set_price(&mut self, price: Option<StepPrice>) {
         self.price = price;
-        if !self.joined {
-            self.repick();
-        }
-    }
-
-    /// The price of a step's rows, if any.
-    pub fn price(&self) -> Option<&StepPrice> {
-        self.price.as_ref()
-    }
-
-    /// Rows of a step besides its lead draft.
-    pub fn base_rows(&self) -> usize {
-        self.base_rows
+        self.repriced |= self.pick.is_some();
     }
 
     /// Forgets the records (a new generation).
     pub fn reset(&mut self) {
         self.start = 0;
         self.records.clear();
-        self.decided = 0;
         self.pending.clear();
         for m in &mut self.matched {
             m.iter_mut().for_each(|n| *n = 0);
         }
         self.pick = None;
         self.picked_at = 0;
+        self.repriced = false;
         self.written = 0;
     }
 
@@ -342,8 +325,7 @@ impl DraftLengths {
     }
 
     /// Decides the recorded drafts that `text` (the committed text) now decides: those that
-    /// went wrong at a committed token, and those it covers entirely; then chooses the lengths
-    /// again if enough positions were decided since the last choice.
+    /// went wrong at a committed token, and those it covers entirely.
     pub fn observe(&mut self, text: &[u32]) {
         self.written = self.written.max(text.len());
         let (start, records, matched) = (self.start, &mut self.records, &mut self.matched);
@@ -364,90 +346,6 @@ impl DraftLengths {
             }
             !decided
         });
-        while self
-            .records
-            .get(self.decided)
-            .is_some_and(|r| r.matched != UNDECIDED)
-        {
-            self.decided += 1;
-        }
-        if !self.joined && self.due() {
-            self.repick();
-        }
-    }
-
-    /// Whether enough positions were decided since the last choice to choose again.
-    fn due(&self) -> bool {
-        self.decided >= self.picked_at + REPICK.max(self.picked_at / 16)
-    }
-
-    /// Chooses the lengths by replaying the decided positions.
-    fn repick(&mut self) {
-        self.pick = self.choose();
-        self.picked_at = self.decided;
-    }
-
-    /// The steps' price by draft length: `price(base + l)` for `l` in `0..=max`.
-    fn prices(&self, price: &StepPrice) -> Vec<f64> {
-        (0..=self.max)
-            .map(|l| price.of(self.base_rows + l))
-            .collect()
-    }
-
-    /// Time per committed token of steps drafting `lengths` over the decided positions
-    /// (`prices` by draft length).
-    fn replay(&self, lengths: &[usize; BUCKETS], prices: &[f64]) -> f64 {
-        let records = &self.records[..self.decided];
-        let (mut at, mut time) = (0, 0.0);
-        while let Some(r) = records.get(at) {
-            let l = if r.bucket == NO_DRAFT {
-                0
-            } else {
-                lengths[r.bucket as usize]
-            };
-            time += prices[l];
-            at += 1 + (r.matched as usize).min(l);
-        }
-        time / at.max(1) as f64
-    }
-
-    /// The lengths of least replayed time per token, by coordinate descent from the evidence
-    /// rule (`None` without a price or a decided position).
-    fn choose(&self) -> Option<Pick> {
-        let price = self.price.as_ref()?;
-        if self.decided == 0 {
-            return None;
-        }
-        let prices = self.prices(price);
-        let mut drafted = [false; BUCKETS];
-        for r in &self.records[..self.decided] {
-            if r.bucket != NO_DRAFT {
-                drafted[r.bucket as usize] = true;
-            }
-        }
-        let mut lengths: [usize; BUCKETS] = std::array::from_fn(|b| self.reach(1 << b));
-        let mut best = self.replay(&lengths, &prices);
-        let candidates: Vec<usize> = self.candidates().collect();
-        for _ in 0..ROUNDS {
-            let mut changed = false;
-            for b in (0..BUCKETS).filter(|&b| drafted[b]) {
-                for &l in &candidates {
-                    if l == lengths[b] {
-                        continue;
-                    }
-                    let mut trial = lengths;
-                    trial[b] = l;
-                    let t = self.replay(&trial, &prices);
-                    if t < best * (1.0 - 1e-12) {
-                        (best, lengths, changed) = (t, trial, true);
-                    }
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        Some(Pick { lengths, drafted })
     }
 
     /// Decided drafts per bucket (for statistics).
@@ -464,6 +362,15 @@ impl DraftLengths {
             (r.bucket != NO_DRAFT).then_some(r.bucket as usize),
             (r.matched != UNDECIDED).then_some(r.matched as usize),
         ))
+    }
+
+    /// The positions decided from the first one recorded on, up to the first undecided one.
+    #[cfg(test)]
+    fn decided(&self) -> usize {
+        self.records
+            .iter()
+            .take_while(|r| r.matched != UNDECIDED)
+            .count()
     }
 
     /// The first position recorded, and the positions recorded.
@@ -535,14 +442,16 @@ pub const CORPUS: usize = 1;
 pub const POOL: usize = 2;
 const PARTS: usize = 3;
 
-/// Chooses the lengths of the drafters of [`TEXT`], [`CORPUS`] and [`POOL`] (those present,
-/// each made [`DraftLengths::joined`]) together, once enough positions were decided since the
-/// last choice: by replaying the positions all of them decided exactly as the decoder's steps
-/// would cross them with a set of lengths (at each position the text's and the corpus's drafts
-/// of those lengths compete for the lead by [`takes_lead`], on every decided draft's right
-/// tokens; where neither drafts, the pool's; the step costs the price of its rows and advances
-/// past the lead's right tokens), by coordinate descent from the evidence rule. Without a price
-/// the drafts follow their evidence.
+/// Chooses the lengths of the drafters of [`TEXT`], [`CORPUS`] and [`POOL`] (those present; a
+/// drafter alone is the only one present) together, once enough positions were recorded since
+/// the last choice or the price of a step's rows changed ([`DraftLengths::set_price`]): by
+/// replaying every recorded position of the generation exactly as the decoder's
+/// steps would cross them with a set of lengths (at each position the text's and the corpus's
+/// drafts of those lengths compete for the lead by [`takes_lead`], on every decided draft's
+/// right tokens; where neither drafts, the pool's; the step costs the price of its rows and
+/// advances past the lead's right tokens), by coordinate descent from the evidence rule (see
+/// the module documentation). The price and the rows of the rest of a step are the first
+/// present drafter's. Without a price the drafts follow their evidence.
 pub fn choose_together(mut parts: [Option<&mut DraftLengths>; PARTS]) {
     let Some(first) = parts.iter().flatten().next() else {
         return;
@@ -551,13 +460,16 @@ pub fn choose_together(mut parts: [Option<&mut DraftLengths>; PARTS]) {
     let Some(price) = price else {
         for p in parts.iter_mut().flatten() {
             p.pick = None;
+            p.repriced = false;
         }
         return;
     };
     let Some(joint) = Joint::of(&parts) else {
         return;
     };
-    let due = |p: &DraftLengths| p.records.len() >= p.picked_at + REPICK.max(p.picked_at / 16);
+    let due = |p: &DraftLengths| {
+        p.repriced || p.records.len() >= p.picked_at + REPICK.max(p.picked_at / 16)
+    };
     if !parts.iter().flatten().any(|p| due(p)) {
         return;
     }
@@ -568,11 +480,12 @@ pub fn choose_together(mut parts: [Option<&mut DraftLengths>; PARTS]) {
         if let Some(p) = p {
             p.pick = Some(picks[k]);
             p.picked_at = p.records.len();
+            p.repriced = false;
         }
     }
 }
 
-/// The positions every drafter of [`choose_together`] decided: per position and drafter, the
+/// The positions every drafter of [`choose_together`] recorded: per position and drafter, the
 /// draft's bucket (or [`NO_DRAFT`]) and its right tokens.
 struct Joint {
     /// Text position of the first row.
@@ -582,9 +495,10 @@ struct Joint {
 }
 
 impl Joint {
-    /// From the first position any drafter recorded to the first one some drafter has not
-    /// recorded (`None`: none). A draft the text has not decided yet matched every token
-    /// committed after it so far, and a step there could commit no more: it counts those.
+    /// The positions from the first one any drafter recorded to the first one some drafter has
+    /// not recorded (`None`: none). A draft the text
+    /// has not decided yet matched every token committed after it so far, and a step there
+    /// could commit no more: it counts those.
     fn of(parts: &[Option<&mut DraftLengths>; PARTS]) -> Option<Self> {
         let recording = || parts.iter().flatten().filter(|p| !p.records.is_empty());
         let start = recording().map(|p| p.start).min()?;
@@ -806,17 +720,17 @@ mod tests {
                 ..undecided
             }
         );
-        assert_eq!(d.decided, 1, "the draft at 3 is undecided");
+        assert_eq!(d.decided(), 1, "the draft at 3 is undecided");
         d.observe(&text);
         assert_eq!(d.scored(), vec![1, 1, 0, 0, 1]);
-        assert_eq!(d.decided, 4, "the draft at 6 is undecided");
+        assert_eq!(d.decided(), 4, "the draft at 6 is undecided");
         d.observe(&[text.clone(), vec![9, 1]].concat());
         let rec = |bucket, matched| Record { bucket, matched };
         assert_eq!(
             d.records,
             vec![rec(0, 2), rec(1, 4), none, none, rec(2, 3), rec(4, 0)]
         );
-        assert_eq!(d.decided, 6);
+        assert_eq!(d.decided(), 6);
         assert_eq!(d.scored(), vec![1, 1, 1, 0, 1]);
         assert_eq!(d.matched[1][4], 1, "capped at the longest draft");
         d.reset();
@@ -849,7 +763,7 @@ mod tests {
             d.note(at, spec.map_or(0, |(e, _)| e), &draft);
         }
         d.observe(&text);
-        assert_eq!(d.decided, specs.len());
+        assert_eq!(d.decided(), specs.len());
         d
     }
 
@@ -864,11 +778,20 @@ mod tests {
         assert_eq!(d.expected_right(16, 7), None, "nothing on long contexts");
     }
 
-    /// The replay's time per token, against a direct simulation of the steps on the text
-    /// and the drafts as they were proposed: each step verifies the first `L[b]` tokens of
-    /// the draft at its position and advances past the ones the text confirms.
+    /// The first position the replay covers after positions `start..end` were recorded: every
+    /// recorded position.
+    fn replayed_from(start: usize, end: usize) -> usize {
+        debug_assert!(start <= end);
+        start
+    }
+
+    /// A drafter alone ([`choose_together`] with no other drafter): the replay's time per token,
+    /// against a direct simulation of the steps on the text and the drafts as they were
+    /// proposed, over the positions the replay covers: each step verifies the first `L[b]`
+    /// tokens of the draft at its position and advances past the ones the text confirms (so far,
+    /// for a draft the text has not decided yet).
     #[test]
-    fn the_replay_costs_what_a_direct_simulation_costs() {
+    fn the_replay_of_a_drafter_alone_costs_what_a_direct_simulation_costs() {
         let price = StepPrice::new(|r| 1.0 + 0.05 * (r as f64).powf(1.3));
         for seed in 0..6 {
             let mut rng = Lcg(seed);
@@ -912,14 +835,20 @@ mod tests {
                     written.len() < draft.len() && written == &draft[..written.len()]
                 })
                 .unwrap_or(text.len());
-            assert_eq!(d.start + d.decided, end, "seed {seed}");
-            let prices = d.prices(&price);
-            let candidates: Vec<usize> = d.candidates().collect();
+            assert_eq!(d.start + d.decided(), end, "seed {seed}");
+            let parts = [Some(&mut d), None, None];
+            let joint = Joint::of(&parts).expect("recorded positions");
+            let first = replayed_from(start, text.len());
+            assert_eq!(joint.first, first, "seed {seed}");
+            assert_eq!(joint.first + joint.rows.len(), text.len(), "every position");
+            let prices: Vec<f64> = (0..=max).map(|l| price.of(3 + l)).collect();
+            let expected = Joint::expected(&parts, max + 1);
+            let candidates: Vec<usize> = parts[TEXT].as_ref().unwrap().candidates().collect();
             for _ in 0..20 {
                 let lengths: [usize; BUCKETS] =
                     std::array::from_fn(|_| candidates[rng.below(candidates.len())]);
-                let (mut at, mut time) = (start, 0.0);
-                while at < end {
+                let (mut at, mut time) = (first, 0.0);
+                while at < text.len() {
                     let (e, draft) = &drafts[at - start];
                     let l = if draft.is_empty() {
                         0
@@ -934,8 +863,9 @@ mod tests {
                     time += price.of(3 + l);
                     at += 1 + right;
                 }
-                let direct = time / (at - start) as f64;
-                let replayed = d.replay(&lengths, &prices);
+                let direct = time / (at - first) as f64;
+                let alone = [lengths, [0; BUCKETS], [0; BUCKETS]];
+                let replayed = joint.replay(&alone, &expected, &prices);
                 assert!(
                     (direct - replayed).abs() < 1e-9 * direct,
                     "seed {seed} {lengths:?}: {direct} against {replayed}"
@@ -969,8 +899,31 @@ mod tests {
         specs
     }
 
+    /// Time per committed token of steps drafting `lengths[bucket]` tokens over `specs` (as
+    /// [`recorded`] takes them), stepped through directly from the first: a step at a draft
+    /// of `matched` right tokens commits `1 + min(matched, length)` tokens and costs
+    /// `price(base_rows + length)`, one without a draft `price(base_rows)`.
+    fn spec_time(
+        specs: &[Option<(usize, usize)>],
+        lengths: &[usize; BUCKETS],
+        price: &StepPrice,
+        base_rows: usize,
+    ) -> f64 {
+        let (mut at, mut time) = (0, 0.0);
+        while let Some(spec) = specs.get(at) {
+            let (l, matched) = spec.map_or((0, 0), |(e, m)| (lengths[bucket(e)], m));
+            time += price.of(base_rows + l);
+            at += 1 + matched.min(l);
+        }
+        time / at as f64
+    }
+
+    /// A drafter alone ([`choose_together`] with no other drafter): against a direct
+    /// simulation of the positions the choice replays, no single bucket's change of length is
+    /// faster, and on small cases no set of lengths at all; the drafter then drafts the chosen
+    /// lengths.
     #[test]
-    fn the_choice_is_a_local_optimum_and_on_small_cases_the_best() {
+    fn the_choice_of_a_drafter_alone_is_a_local_optimum_and_on_small_cases_the_best() {
         let prices = [
             StepPrice::new(|r| 1.0 + 0.023 * (r as f64 - 1.0)),
             StepPrice::new(|r| 1.0 + 0.003 * r as f64),
@@ -985,30 +938,39 @@ mod tests {
             let price = prices[seed as usize % prices.len()].clone();
             let n = 60 + rng.below(200);
             let specs = random_specs(&mut rng, n, buckets, max);
-            let d = recorded(&specs, max, 2, Some(price.clone()));
-            let pick = d.pick.expect("decided positions and a price");
-            let p = d.prices(&price);
-            let chosen = d.replay(&pick.lengths, &p);
+            let mut d = recorded(&specs, max, 2, Some(price.clone()));
+            choose_together([Some(&mut d), None, None]);
+            let pick = d.pick.expect("recorded positions and a price");
+            // The positions the choice replays, and the buckets drafted there.
+            let replayed = &specs[replayed_from(0, n)..];
+            let drafted: [bool; BUCKETS] = std::array::from_fn(|b| {
+                replayed
+                    .iter()
+                    .any(|s| s.is_some_and(|(e, _)| bucket(e) == b))
+            });
+            assert_eq!(pick.drafted, drafted, "seed {seed}");
+            let time = |lengths: &[usize; BUCKETS]| spec_time(replayed, lengths, &price, 2);
+            let chosen = time(&pick.lengths);
             let candidates: Vec<usize> = d.candidates().collect();
             // No single bucket's change is better.
             for b in 0..BUCKETS {
                 for &l in &candidates {
                     let mut trial = pick.lengths;
                     trial[b] = l;
-                    assert!(d.replay(&trial, &p) >= chosen * (1.0 - 1e-9), "seed {seed}");
+                    assert!(time(&trial) >= chosen * (1.0 - 1e-9), "seed {seed}");
                 }
             }
             // Every set of the drafted buckets' lengths: none better.
             let mut best = f64::INFINITY;
             let mut set = pick.lengths;
-            let drafted: Vec<usize> = (0..BUCKETS).filter(|&b| pick.drafted[b]).collect();
+            let drafted: Vec<usize> = (0..BUCKETS).filter(|&b| drafted[b]).collect();
             for code in 0..candidates.len().pow(drafted.len() as u32) {
                 let mut c = code;
                 for &b in &drafted {
                     set[b] = candidates[c % candidates.len()];
                     c /= candidates.len();
                 }
-                best = best.min(d.replay(&set, &p));
+                best = best.min(time(&set));
             }
             assert!(
                 chosen <= best * (1.0 + 1e-9),
@@ -1037,6 +999,56 @@ mod tests {
             differs > 5,
             "the cases must exercise different lengths per bucket"
         );
+    }
+
+    /// The lengths of a drafter alone are chosen once [`REPICK`] positions are recorded, again
+    /// once as many more are, and at the next chance after its price changed; before the first
+    /// choice a new price waits for it, and without a price the drafts follow their evidence.
+    #[test]
+    fn the_lengths_are_chosen_again_as_the_text_grows_or_the_price_changes() {
+        // Drafts on one-token contexts that are all right: the longest pays where rows are
+        // nearly free, none where a step's time grows with the square of its rows.
+        let specs = vec![Some((1, 15)); 2 * REPICK];
+        let free = StepPrice::new(|r| 1.0 + 0.001 * r as f64);
+        let dear = StepPrice::new(|r| (r * r) as f64);
+        let mut d = recorded(&specs[..REPICK - 1], 15, 1, Some(free.clone()));
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!(
+            (d.pick, d.length(1)),
+            (None, 1),
+            "too few positions: the evidence"
+        );
+        d.set_price(Some(dear.clone()));
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!(d.pick, None, "the first choice waits for its positions");
+        let mut d = recorded(&specs[..REPICK], 15, 1, Some(free.clone()));
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!((d.picked_at, d.length(1)), (REPICK, 15));
+        d.set_price(Some(dear.clone()));
+        assert_eq!(d.length(1), 15, "chosen at the next chance");
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!((d.picked_at, d.length(1)), (REPICK, 0), "chosen at once");
+        choose_together([Some(&mut d), None, None]);
+        d.set_price(None);
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!((d.pick, d.length(1)), (None, 1), "no price: the evidence");
+        // Grown by REPICK positions, it chooses again.
+        let mut d = recorded(&specs[..2 * REPICK - 1], 15, 1, Some(dear.clone()));
+        d.picked_at = REPICK;
+        d.pick = Some(Pick {
+            lengths: [7; BUCKETS],
+            drafted: [true; BUCKETS],
+        });
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!(d.length(1), 7, "one position short");
+        let mut d = recorded(&specs[..2 * REPICK], 15, 1, Some(dear));
+        d.picked_at = REPICK;
+        d.pick = Some(Pick {
+            lengths: [7; BUCKETS],
+            drafted: [true; BUCKETS],
+        });
+        choose_together([Some(&mut d), None, None]);
+        assert_eq!((d.picked_at, d.length(1)), (2 * REPICK, 0));
     }
 
     /// Three drafters (text, corpus, pool) that recorded a noisy copy of a random text (or no
@@ -1075,7 +1087,7 @@ mod tests {
             })
             .collect();
         let mut parts: [DraftLengths; PARTS] =
-            std::array::from_fn(|_| DraftLengths::new(max, 2, Some(price.clone())).joined());
+            std::array::from_fn(|_| DraftLengths::new(max, 2, Some(price.clone())));
         let start = 1 + rng.below(10);
         let mut len = start;
         while len < text.len() {
@@ -1215,7 +1227,7 @@ mod tests {
         a.note_open(5, 9);
         a.note(6, 0, &[]);
         a.observe(&[0; 7]);
-        assert_eq!(a.decided, 0, "open drafts wait");
+        assert_eq!(a.decided(), 0, "open drafts wait");
         assert_eq!(a.record(5), Some((Some(bucket(9)), None)));
         a.note_decided(5, 9, 3);
         a.note_decided(4, 2, 1);
@@ -1227,11 +1239,12 @@ mod tests {
         b.observe(&[0; 7]);
         assert_eq!(a.records, b.records);
         assert_eq!(a.matched, b.matched);
-        assert_eq!(a.decided, 3);
+        assert_eq!(a.decided(), 3);
     }
 
-    /// The time of one choice of the lengths over 256 to 8192 decided positions: `cargo test
-    /// --release --lib -- --ignored choice_cost --nocapture`.
+    /// The time of one choice of a drafter's lengths alone after 256 to 8192 recorded
+    /// positions (it replays all of them): `cargo test --release --lib -- --ignored
+    /// choice_cost --nocapture`.
     #[test]
     #[ignore]
     fn choice_cost() {
@@ -1239,19 +1252,27 @@ mod tests {
         for n in [256, 1024, 4096, 8192] {
             let mut rng = Lcg(n as u64);
             let specs = random_specs(&mut rng, n, 5, 31);
-            let d = recorded(&specs, 31, 1, Some(price.clone()));
+            let mut d = recorded(&specs, 31, 1, Some(price.clone()));
             let t = std::time::Instant::now();
             let reps = 20;
             for _ in 0..reps {
-                std::hint::black_box(d.choose());
+                // The price set again: the next choice is due.
+                d.set_price(Some(price.clone()));
+                choose_together([Some(&mut d), None, None]);
             }
             let choice = t.elapsed().as_secs_f64() / reps as f64;
             eprintln!(
                 "{n} positions: {:.1} us a choice, lengths {:?}",
                 1e6 * choice,
-                d.choose().unwrap().lengths
+                d.pick.unwrap().lengths
             );
         }
+    }
+
+    /// `d` after [`choose_together`] with no other drafter.
+    fn chosen_alone(mut d: DraftLengths) -> DraftLengths {
+        choose_together([Some(&mut d), None, None]);
+        d
     }
 
     #[test]
@@ -1260,13 +1281,14 @@ mod tests {
         let specs: Vec<Option<(usize, usize)>> = (0..300)
             .map(|i| Some((1, (9 - i % 10).min(i % 13))))
             .collect();
-        let length = |price: StepPrice| recorded(&specs, 15, 1, Some(price)).length(1);
+        let length =
+            |price: StepPrice| chosen_alone(recorded(&specs, 15, 1, Some(price))).length(1);
         // Rows nearly free up to 16 (a GPU): the longest candidate that saves steps.
         assert_eq!(length(StepPrice::new(|r| 1.0 + 0.001 * r as f64)), 15);
         // Every row as dear as a token (a CPU): no draft pays for its rows.
         assert_eq!(length(StepPrice::new(|r| r as f64)), 0);
         // Without a price, the evidence.
-        assert_eq!(recorded(&specs, 15, 1, None).length(1), 1);
+        assert_eq!(chosen_alone(recorded(&specs, 15, 1, None)).length(1), 1);
     }
 
     /// A text of predictable runs (1 to 40 tokens) between stretches of 5 to 30 tokens no
@@ -1296,25 +1318,30 @@ mod tests {
     }
 
     /// Positions per unit of time of steps drafting `lengths[bucket]` tokens, stepped through
-    /// the text directly: each step commits `1 + min(right, length)` tokens.
+    /// the text directly from position `first` on: each step commits `1 + min(right, length)`
+    /// tokens, `right` the rest of the run within the text (all a draft at the text's end can
+    /// have confirmed so far).
     fn policy_rate(
         predictable: &[usize],
         evidence: &[usize],
+        first: usize,
         lengths: &[usize; BUCKETS],
         price: &StepPrice,
     ) -> f64 {
-        let (mut at, mut time) = (0, 0.0);
-        while at < predictable.len() {
+        let len = predictable.len();
+        let (mut at, mut time) = (first, 0.0);
+        while at < len {
             let l = lengths[bucket(evidence[at])];
             time += price.of(1 + l);
-            at += 1 + predictable[at].min(l);
+            at += 1 + predictable[at].min(len - at).min(l);
         }
-        at as f64 / time
+        (at - first) as f64 / time
     }
 
     /// A learner trained while steps drafted `running` tokens: the drafter (which knows the
     /// runs) records its full draft at every position the text passes; the steps commit what
-    /// `running` tokens of their draft allow.
+    /// `running` tokens of their draft allow, and the lengths are chosen after each step as the
+    /// decoder does ([`choose_together`], the drafter alone), then once more as the text ends.
     fn trained(
         text: &[u32],
         predictable: &[usize],
@@ -1332,15 +1359,18 @@ mod tests {
             }
             at = next;
             d.observe(&text[..at]);
+            choose_together([Some(&mut d), None, None]);
         }
-        // Chosen over every decided position (the last choice may be up to 16 behind).
-        d.repick();
-        d
+        // The price set again: chosen over the text as it ends (the last choice may be up to a
+        // sixteenth behind).
+        d.set_price(Some(price.clone()));
+        chosen_alone(d)
     }
 
     /// On a text of predictable runs, the lengths learned are the same whatever lengths ran
-    /// (short drafts or long ones), and as fast in a direct simulation of the whole text as
-    /// the best set of lengths there (within 1 %), faster than every single length.
+    /// (short drafts or long ones), and as fast in a direct simulation of the positions they
+    /// were chosen on (the whole text) as the best set of lengths there (within
+    /// 1 %), faster than every single length.
     #[test]
     fn the_learned_lengths_are_the_best_policy_of_a_direct_simulation() {
         // A 7B model's step on a GPU: each row beyond the first costs 2.3 % of a step.
@@ -1348,7 +1378,9 @@ mod tests {
         let candidates = [0, 1, 3, 7, 15, 31];
         for seed in [1, 2, 3] {
             let (text, predictable, evidence) = runs_text(seed, 6000);
-            let rate = |l: &[usize; BUCKETS]| policy_rate(&predictable, &evidence, l, &price);
+            let first = replayed_from(0, text.len());
+            let rate =
+                |l: &[usize; BUCKETS]| policy_rate(&predictable, &evidence, first, l, &price);
             let mut best = (0.0, [0; BUCKETS]);
             for code in 0..candidates.len().pow(BUCKETS as u32) {
                 let mut c = code;

@@ -20,12 +20,12 @@ use serde::Serialize;
 use super::corpus::DraftCorpus;
 use super::corpus_drafter::CorpusDrafter;
 use super::device_group::DeviceGroup;
-use super::draft_length::{choose_together, takes_lead, DraftLengths, Offer, StepPrice};
+use super::draft_length::{choose_together, DraftLengths, StepPrice};
 use super::lookahead::{JacobiWindow, LookaheadConfig, NgramPool, PoolDrafter, WindowShape};
 use super::prompt_lookup::PromptLookupConfig;
 use super::speculative::{
-    speculative_step, Budget, Draft, DraftPolicy, Drafter, OneModel, Replicas, Source, SplitStats,
-    StepDrafts,
+    speculative_step, Budget, Contender, DraftPolicy, Drafter, OneModel, Replicas, Source,
+    SplitStats, StepDrafts,
 };
 use super::text_index::{TextDraftMode, TextDrafter};
 use super::{Decoder, PlainDecoder, SequenceView, StepOutcome};
@@ -67,7 +67,8 @@ pub struct SpeculativeDecoder {
     text: Option<TextDrafter>,
     corpus: Option<CorpusDrafter>,
     /// With the `learned_lengths` switch: the rows of a step besides its lead draft, and the
-    /// price of a step's rows ([`Self::with_step_price`]).
+    /// price of a step's rows ([`Self::with_step_price`]), on which the drafters' lengths are
+    /// chosen and the lead is weighed.
     learned: Option<(usize, Option<StepPrice>)>,
     /// With the `learned_lengths` switch and no window: the lengths of the pool's drafts
     /// (found on a one-token key), learned on its first draft at every position.
@@ -109,7 +110,7 @@ impl SpeculativeDecoder {
         let text_lengths = learned
             .as_ref()
             .filter(|_| mode == TextDraftMode::FollowsMatch)
-            .map(|&(base, _)| DraftLengths::new(n - 1, base, None).joined());
+            .map(|&(base, _)| DraftLengths::new(n - 1, base, None));
         Ok(Self {
             configuration: Configuration::Lookahead(config),
             pool: PoolDrafter::new(n - 1, g, shape, config.switches.pool_from_prompt),
@@ -119,7 +120,7 @@ impl SpeculativeDecoder {
             pool_lengths: learned
                 .as_ref()
                 .filter(|_| config.window == 0)
-                .map(|&(base, _)| DraftLengths::new(n - 1, base, None).joined()),
+                .map(|&(base, _)| DraftLengths::new(n - 1, base, None)),
             learned,
             policy: DraftPolicy::new(g),
             draft_tokens: n - 1,
@@ -179,7 +180,7 @@ impl SpeculativeDecoder {
         let lengths = self
             .learned
             .as_ref()
-            .map(|(base, price)| DraftLengths::new(self.max_match, *base, price.clone()).joined());
+            .map(|(base, price)| DraftLengths::new(self.max_match, *base, price.clone()));
         self.corpus = corpus
             .filter(|_| wanted)
             .map(|c| CorpusDrafter::new(c).with_lengths(lengths));
@@ -245,41 +246,21 @@ impl SpeculativeDecoder {
             .corpus
             .as_mut()
             .and_then(|d| d.propose(text, budget(1, self.max_match)).pop());
-        let (from_text, from_corpus) = self.weigh(from_text, from_corpus);
-        self.policy.combine(pool, from_text, from_corpus)
-    }
-
-    /// With learned draft lengths, the text's and the corpus's drafts compete by
-    /// [`takes_lead`] on how many tokens their drafts of the same evidence and length got right
-    /// so far, on average over the text positions where they were recorded, and on the price
-    /// of their rows (the other is dropped, so the better one leads); until both have been
-    /// decided somewhere, the policy's evidence rule decides.
-    fn weigh(&self, text: Option<Draft>, corpus: Option<Draft>) -> (Option<Draft>, Option<Draft>) {
-        let (Some(t), Some(c)) = (&text, &corpus) else {
-            return (text, corpus);
-        };
-        fn offer(d: &Draft, l: Option<&DraftLengths>) -> Option<Offer> {
-            let evidence = d.context?;
-            let expected = Some(l?.expected_right(evidence, d.tokens.len())?);
-            Some(Offer {
-                evidence,
-                len: d.tokens.len(),
-                expected,
-            })
-        }
-        let learned = self.text.as_ref().and_then(TextDrafter::lengths);
-        let to = offer(t, learned);
-        let co = offer(c, self.corpus.as_ref().and_then(CorpusDrafter::lengths));
-        match (to, co, learned) {
-            (Some(to), Some(co), Some(l)) => {
-                if takes_lead(to, co, l.price(), l.base_rows()) {
-                    (None, corpus)
-                } else {
-                    (text, None)
-                }
-            }
-            _ => (text, corpus),
-        }
+        // The policy decides the lead: with learned lengths, on what each drafter's decided
+        // drafts got right and on the price of a step's rows.
+        let text_lengths = self.text.as_ref().and_then(TextDrafter::lengths);
+        let corpus_lengths = self.corpus.as_ref().and_then(CorpusDrafter::lengths);
+        let (base_rows, price) = self
+            .learned
+            .as_ref()
+            .map_or((0, None), |(base, price)| (*base, price.as_ref()));
+        self.policy.combine(
+            pool,
+            from_text.map(|d| Contender::new(d, text_lengths)),
+            from_corpus.map(|d| Contender::new(d, corpus_lengths)),
+            price,
+            base_rows,
+        )
     }
 
     /// Every drafter observes the step that made `text` (its last `new` tokens new).

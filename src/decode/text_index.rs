@@ -88,9 +88,10 @@ pub enum TextDraftMode {
     Continuation,
     /// A draft whose length follows the evidence: after the longest matching 1- to 6-token
     /// context, count the tokens matching backwards (at most 16) and draft as far as that many
-    /// tokens reach ([`reach`]), or the length learned for that evidence ([`DraftLengths`]). Where the continuation reaches the end of the text it repeats with
-    /// the distance between the two ends as its period (an overlapping copy, as in LZ77), so
-    /// a loop in the text yields a full-length draft.
+    /// tokens reach ([`reach`]), or the length learned for that evidence ([`DraftLengths`]).
+    /// Where the continuation reaches the end of the text it repeats with the distance between
+    /// the two ends as its period (an overlapping copy, as in LZ77), so a loop in the text
+    /// yields a full-length draft.
     FollowsMatch,
 }
 
@@ -116,8 +117,10 @@ impl TextDrafter {
         }
     }
 
-    /// The same, its [`TextDraftMode::FollowsMatch`] draft lengths learned by `lengths`
-    /// instead of [`reach`].
+    /// The same, its [`TextDraftMode::FollowsMatch`] draft lengths learned by `lengths` (which
+    /// this drafter records, and [`choose_together`] chooses) instead of [`reach`].
+    ///
+    /// [`choose_together`]: crate::decode::draft_length::choose_together
     pub fn with_lengths(mut self, lengths: Option<DraftLengths>) -> Self {
         self.lengths = lengths;
         self
@@ -506,12 +509,12 @@ mod tests {
     }
 
     /// The time learned lengths add to a step (recording every position, deciding the drafts,
-    /// choosing the lengths again), on a long generation: `cargo test --release --lib --
-    /// --ignored learning_cost --nocapture`.
+    /// choosing the lengths again with the text drafter alone), on a long generation: `cargo
+    /// test --release --lib -- --ignored learning_cost --nocapture`.
     #[test]
     #[ignore]
     fn learning_cost() {
-        use crate::decode::draft_length::StepPrice;
+        use crate::decode::draft_length::{choose_together, StepPrice};
         use std::time::Instant;
         let text = looping_text(4, 8192);
         let prompt = 200;
@@ -524,7 +527,9 @@ mod tests {
                 tokens: 31,
             };
             let t = Instant::now();
-            let steps = write_along(&mut d, &text, prompt, budget);
+            let steps = write_along(&mut d, &text, prompt, budget, |d| {
+                choose_together([d.lengths_mut(), None, None]);
+            });
             let spent = t.elapsed().as_secs_f64();
             eprintln!(
                 "learned {learned}: {steps} steps over {} tokens, {:.2} us a step",

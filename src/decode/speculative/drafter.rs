@@ -48,13 +48,15 @@ pub trait Drafter: Debug + Send {
 
 /// Drives `drafter` along `text` from its first `from` tokens (after `begin` on them) as a
 /// decoder whose model writes `text` would: each step commits the first draft's right tokens
-/// and one more. Returns the steps taken.
+/// and one more, and after the drafter observed it, `after_step` runs on the drafter. Returns
+/// the steps taken.
 #[cfg(test)]
-pub(crate) fn write_along(
-    drafter: &mut dyn Drafter,
+pub(crate) fn write_along<D: Drafter>(
+    drafter: &mut D,
     text: &[u32],
     from: usize,
     budget: Budget,
+    mut after_step: impl FnMut(&mut D),
 ) -> usize {
     drafter.begin(&text[..from]);
     let (mut len, mut steps) = (from, 0);
@@ -72,6 +74,7 @@ pub(crate) fn write_along(
         let new = (1 + right).min(text.len() - len);
         len += new;
         drafter.observe(&text[..len], new, &[]);
+        after_step(drafter);
         steps += 1;
     }
     steps

@@ -17,7 +17,7 @@ pub mod verify;
 
 pub use backend::{OneModel, Partition, Replicas, SplitStats, StepBackend, StepPlan};
 pub use drafter::{Budget, Draft, Drafter};
-pub use policy::{DraftPolicy, Source, StepDrafts};
+pub use policy::{Contender, DraftPolicy, Source, StepDrafts};
 pub use step::{speculative_step, Accepted};
 pub use tree::{LookaheadRows, StepTree};
 pub use verify::{verify, Verdict};
