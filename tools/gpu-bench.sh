@@ -17,7 +17,8 @@
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
 # shape and per-kernel breakdown, on the staged model or the one `synth` wrote), profile-both
-# (step times of a base build carried as .devbin/lade-base.xz against this one, interleaved), variants (step times
+# (step times of a base build carried as .devbin/lade-base.xz against this one, interleaved), prior
+# (the model's lookahead prior, measured: see the function), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
 # scaling (W,N grid), oneshot (one generation per process, graph captures included;
@@ -284,6 +285,58 @@ EOF2
   tar czf "$OUT/cpu-table.tgz" -C "$OUT" cpu && rm -rf "$OUT/cpu"
 }
 
+prior() {  # the lookahead prior of the staged model (assets/lookahead-prior/): every config of
+  # $PRIOR_CONFIGS on $PRIOR_DATA (default MT-Bench 41-60, prompts no benchmark of
+  # docs/benchmarks.md reports), chat template, greedy, 256 new tokens, with $PRIOR_CORPUS as the
+  # draft corpus (the model's corpus less the texts of those prompts, so that it drafts them as it
+  # drafts any prompt it has not seen). W = 0 configs run with learned draft lengths, as `auto`
+  # runs them. Writes $OUT/model.lookahead-prior and puts it beside the model for later phases.
+  local cfgs=${PRIOR_CONFIGS:-"0,8,1;0,16,1;0,32,1;1,5,1;2,3,2;3,3,3;4,3,4;2,5,2;1,5,3;3,5,3;4,5,4;5,3,5;2,7,2;7,4,7;10,5,10;15,5,15;20,5,20"}
+  local list="greedy" c
+  IFS=';' read -ra cl <<< "$cfgs"
+  for c in "${cl[@]}"; do
+    case "$c" in 0,*) list="$list;lookahead:$c+learn" ;; *) list="$list;lookahead:$c" ;; esac
+  done
+  timeout ${PRIOR_TIMEOUT:-400} "$LADE" bench --device cuda --model "$M" --dataset "${PRIOR_DATA:-.devbin/data/mt_41_60.jsonl}" \
+    --chat --limit "${PRIOR_LIMIT:-20}" --max-tokens 256 --configs "$list" --out "$OUT/prior" -q \
+    ${PRIOR_CORPUS:+--draft-corpus "$PRIOR_CORPUS"} > "$OUT/prior.txt" 2> "$OUT/prior.err"
+  echo "prior rc=$?"; cat "$OUT/prior.txt"; tail -3 "$OUT/prior.err"
+  python3 - "$OUT/prior/summary.json" "$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+    > "$OUT/model.lookahead-prior" <<'EOF2' || return
+import json, sys
+runs = json.load(open(sys.argv[1]))["summary"]
+gpu = sys.argv[2].split("\n")[-1].strip()
+print(f"""# Lookahead prior: what `--lookahead auto` expects of each config before any generation has
+# run on this model. Installed beside the model file as <model>.lookahead-prior;
+# `lade generate/serve/bench --lookahead-prior FILE` takes another.
+#
+# W,N,G,tokens_per_step[,rows:steps rows:steps ...]
+#
+# tokens_per_step: step compression of greedy decoding on MT-Bench prompts 41-60 in the chat
+# template (prompts no benchmark of docs/benchmarks.md reports), 256 new tokens, on {gpu}, with the
+# model's draft corpus less the texts of those prompts (it drafts them as any prompt it has not
+# seen). W = 0 configs ran with learned draft lengths, as `auto` runs them. Every output was
+# identical to plain greedy. Made by `tools/gpu-bench.sh stage-b prior` (PRIOR_CORPUS: the corpus
+# less those texts).
+#
+# rows:steps (W = 0 only, whose drafts vary in size): the steps of that run by query rows.
+# Configs without it have steps of (W + G)(N - 1) rows.""")
+for s in runs:
+    c = s["config"]
+    if not c.startswith("lookahead:"):
+        continue
+    if not s["all_identical_to_greedy"]:
+        sys.exit(f"{c}: an output differs from greedy")
+    w, n, g = (int(x) for x in c.split(":")[1].split("+")[0].split(","))
+    line = f"{w},{n},{g},{s['compression']:.2f}"
+    if w == 0:
+        line += "," + " ".join(f"{r}:{k}" for r, k in sorted((int(r), k) for r, k in s["steps_by_rows"].items()))
+    print(line)
+EOF2
+  echo "prior written"; cat "$OUT/model.lookahead-prior" | grep -v "^#"
+  cp "$OUT/model.lookahead-prior" "${M%.gguf}.lookahead-prior"
+}
+
 unpack() {  # the binaries carried so far, without a staged model (for synth and kernels)
   xz -dc "$D/lade.xz" > "$LADE" && chmod +x "$LADE"
   for t in gpu-test gpu-kernels-test lade-base; do
@@ -340,6 +393,7 @@ phases() {  # the phases named, in order
       oneshot) oneshot ;;
       profile) profile ;;
       profile-both) profile_both ;;
+      prior) prior ;;
       variants) variants ;;
       pick) pick; . "$OUT/picked.env" ;;
       scaling) scaling ;;
