@@ -157,13 +157,14 @@ pub const ACT_PLANES: usize = 1;
 /// (more cost a many-row step more in split sums than they give a one-row step; measured with
 /// the dev harness at the 7B and 70B shapes) unless that leaves a one-row step fewer blocks at
 /// 128 columns than the device has multiprocessors (a 2048-wide projection has 16 column tiles:
-/// 4 splits make 64 blocks on 132 multiprocessors), and at least 4 k-tiles a split (small
-/// models' matmuls still spread over a few dozen blocks). It depends on the shape and the device
-/// only, never on the rows of a step, since it sets the order in which a row's products are
-/// added.
+/// 4 splits make 64 blocks on 132 multiprocessors): then up to one block per multiprocessor,
+/// at most 8 (more slowed many-row steps of narrow projections). At least 4 k-tiles a split
+/// (small models' matmuls still spread over a few dozen blocks). It depends on the shape and
+/// the device only, never on the rows of a step, since it sets the order in which a row's
+/// products are added.
 pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
     let column_tiles = n.div_ceil(128).max(1);
-    let cap = (sms / column_tiles).max(4);
+    let cap = (sms / column_tiles).clamp(4, 8);
     let most = (k.div_ceil(GEMM_BK) / 4).clamp(1, cap);
     ((3 * sms + column_tiles / 2) / column_tiles).clamp(1, most)
 }
