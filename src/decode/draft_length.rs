@@ -445,8 +445,8 @@ const PARTS: usize = 3;
 /// Chooses the lengths of the drafters of [`TEXT`], [`CORPUS`] and [`POOL`] (those present; a
 /// drafter alone is the only one present) together, once enough positions were recorded since
 /// the last choice or the price of a step's rows changed ([`DraftLengths::set_price`]): by
-/// replaying every recorded position of the generation exactly as the decoder's
-/// steps would cross them with a set of lengths (at each position the text's and the corpus's
+/// replaying every recorded position of the generation exactly as the decoder's steps would
+/// cross them with a set of lengths (at each position the text's and the corpus's
 /// drafts of those lengths compete for the lead by [`takes_lead`], on every decided draft's
 /// right tokens; where neither drafts, the pool's; the step costs the price of its rows and
 /// advances past the lead's right tokens), by coordinate descent from the evidence rule (see
@@ -496,9 +496,8 @@ struct Joint {
 
 impl Joint {
     /// The positions from the first one any drafter recorded to the first one some drafter has
-    /// not recorded (`None`: none). A draft the text
-    /// has not decided yet matched every token committed after it so far, and a step there
-    /// could commit no more: it counts those.
+    /// not recorded (`None`: none). A draft the text has not decided yet matched every token
+    /// committed after it so far, and a step there could commit no more: it counts those.
     fn of(parts: &[Option<&mut DraftLengths>; PARTS]) -> Option<Self> {
         let recording = || parts.iter().flatten().filter(|p| !p.records.is_empty());
         let start = recording().map(|p| p.start).min()?;
@@ -778,13 +777,6 @@ mod tests {
         assert_eq!(d.expected_right(16, 7), None, "nothing on long contexts");
     }
 
-    /// The first position the replay covers after positions `start..end` were recorded: every
-    /// recorded position.
-    fn replayed_from(start: usize, end: usize) -> usize {
-        debug_assert!(start <= end);
-        start
-    }
-
     /// A drafter alone ([`choose_together`] with no other drafter): the replay's time per token,
     /// against a direct simulation of the steps on the text and the drafts as they were
     /// proposed, over the positions the replay covers: each step verifies the first `L[b]`
@@ -838,7 +830,8 @@ mod tests {
             assert_eq!(d.start + d.decided(), end, "seed {seed}");
             let parts = [Some(&mut d), None, None];
             let joint = Joint::of(&parts).expect("recorded positions");
-            let first = replayed_from(start, text.len());
+            // The replay covers every recorded position.
+            let first = start;
             assert_eq!(joint.first, first, "seed {seed}");
             assert_eq!(joint.first + joint.rows.len(), text.len(), "every position");
             let prices: Vec<f64> = (0..=max).map(|l| price.of(3 + l)).collect();
@@ -941,8 +934,8 @@ mod tests {
             let mut d = recorded(&specs, max, 2, Some(price.clone()));
             choose_together([Some(&mut d), None, None]);
             let pick = d.pick.expect("recorded positions and a price");
-            // The positions the choice replays, and the buckets drafted there.
-            let replayed = &specs[replayed_from(0, n)..];
+            // The positions the choice replays (all of them), and the buckets drafted there.
+            let replayed = &specs[..];
             let drafted: [bool; BUCKETS] = std::array::from_fn(|b| {
                 replayed
                     .iter()
@@ -1378,7 +1371,8 @@ mod tests {
         let candidates = [0, 1, 3, 7, 15, 31];
         for seed in [1, 2, 3] {
             let (text, predictable, evidence) = runs_text(seed, 6000);
-            let first = replayed_from(0, text.len());
+            // The whole text is replayed.
+            let first = 0;
             let rate =
                 |l: &[usize; BUCKETS]| policy_rate(&predictable, &evidence, first, l, &price);
             let mut best = (0.0, [0; BUCKETS]);
