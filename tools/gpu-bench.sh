@@ -289,8 +289,8 @@ prior() {  # the lookahead prior of the staged model (assets/lookahead-prior/): 
   # $PRIOR_CONFIGS on $PRIOR_DATA (default MT-Bench 41-60, prompts no benchmark of
   # docs/benchmarks.md reports), chat template, greedy, 256 new tokens, with $PRIOR_CORPUS as the
   # draft corpus (the model's corpus less the texts of those prompts, so that it drafts them as it
-  # drafts any prompt it has not seen). W = 0 configs run with learned draft lengths, as `auto`
-  # runs them. Writes $OUT/model.lookahead-prior and puts it beside the model for later phases.
+  # drafts any prompt it has not seen; $PRIOR_LABEL names the prompts in the file's header).
+  # W = 0 configs run with learned draft lengths, as `auto` runs them. Writes $OUT/model.lookahead-prior and puts it beside the model for later phases.
   local cfgs=${PRIOR_CONFIGS:-"0,8,1;0,16,1;0,32,1;1,5,1;2,3,2;3,3,3;4,3,4;2,5,2;1,5,3;3,5,3;4,5,4;5,3,5;2,7,2;7,4,7;10,5,10;15,5,15;20,5,20"}
   local list="greedy" c
   IFS=';' read -ra cl <<< "$cfgs"
@@ -302,18 +302,20 @@ prior() {  # the lookahead prior of the staged model (assets/lookahead-prior/): 
     ${PRIOR_CORPUS:+--draft-corpus "$PRIOR_CORPUS"} > "$OUT/prior.txt" 2> "$OUT/prior.err"
   echo "prior rc=$?"; cat "$OUT/prior.txt"; tail -3 "$OUT/prior.err"
   python3 - "$OUT/prior/summary.json" "$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+    "${PRIOR_LABEL:-MT-Bench prompts 41-60}" \
     > "$OUT/model.lookahead-prior" <<'EOF2' || return
 import json, sys
 runs = json.load(open(sys.argv[1]))["summary"]
-gpu = sys.argv[2].split("\n")[-1].strip()
+gpu = sys.argv[2].strip() or "a GPU"
+prompts = sys.argv[3]
 print(f"""# Lookahead prior: what `--lookahead auto` expects of each config before any generation has
 # run on this model. Installed beside the model file as <model>.lookahead-prior;
 # `lade generate/serve/bench --lookahead-prior FILE` takes another.
 #
 # W,N,G,tokens_per_step[,rows:steps rows:steps ...]
 #
-# tokens_per_step: step compression of greedy decoding on MT-Bench prompts 41-60 in the chat
-# template (prompts no benchmark of docs/benchmarks.md reports), 256 new tokens, on {gpu}, with the
+# tokens_per_step: step compression of greedy decoding on {prompts} in the chat template
+# (prompts no benchmark of docs/benchmarks.md reports), 256 new tokens, on {gpu}, with the
 # model's draft corpus less the texts of those prompts (it drafts them as any prompt it has not
 # seen). W = 0 configs ran with learned draft lengths, as `auto` runs them. Every output was
 # identical to plain greedy. Made by `tools/gpu-bench.sh stage-b prior` (PRIOR_CORPUS: the corpus
