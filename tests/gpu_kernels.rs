@@ -453,6 +453,46 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
     }
 }
 
+/// Attention variants that reschedule the production kernel without changing an addition
+/// (dev/cuda/attention_variants.cu says which): their results are the production kernel's.
+const ATTENTION_SAME_ADDITIONS: [&str; 1] = ["attention_scalar_weights"];
+
+#[test]
+fn attention_variants_with_the_production_additions_give_its_results_bit_for_bit() {
+    let h = AttentionHarness::new(0).expect("CUDA device 0");
+    let mut rng = Rng::new(0x0bd1_a77e);
+    let mut compared = 0;
+    for heads in ATTENTION_HEADS {
+        for (past, rows, kind) in ATTENTION_STEPS {
+            let d = AttentionData::random(&mut rng, heads, past, rows, kind);
+            let mut p = h.problem(&attention_case(&d), 1).expect("case uploads");
+            let kernels = h.kernels(heads.2);
+            let production = kernels[0];
+            assert!(production.production, "the production kernel comes first");
+            let want = h.run(production, &mut p).expect("attention runs");
+            for kernel in kernels.iter().filter(|k| {
+                ATTENTION_SAME_ADDITIONS
+                    .iter()
+                    .any(|prefix| k.name.starts_with(&format!("{prefix}_hd")))
+            }) {
+                let got = h.run(kernel, &mut p).expect("attention runs");
+                let first = first_difference(&got, &want);
+                assert!(
+                    first.is_none(),
+                    "{}: {heads:?}, {past} cached, {rows} rows ({kind:?}): differs from the \
+                     production kernel at element {first:?}",
+                    kernel.name
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared >= ATTENTION_HEADS.len() * ATTENTION_STEPS.len(),
+        "every listed variant ran ({compared} comparisons)"
+    );
+}
+
 /// Timings of every attention kernel at LLaMA-family head layouts, 512 and 4096 cached
 /// positions, 1..=120 rows of a lookahead-like tree:
 /// `cargo test --release --features cuda --test gpu_kernels -- --ignored --nocapture

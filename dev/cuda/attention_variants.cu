@@ -6,6 +6,9 @@
 // attention_grouped_hd{64,128}: the production kernel with the values summed in 16-key groups
 // (a[d] = A_0[d] + ... + A_7[d]), formed in parallel when a block has few vectors: one row of a
 // step without GQA has one vector per block, whose 128-key chain of additions becomes 16 plus 8.
+//
+// attention_scalar_weights_hd{64,128}: the production kernel's additions with its weights read
+// one at a time and its softmax taken one vector after another.
 #define GEMM_NO_PRODUCTION
 #include "../../src/model/cuda/kernels.cu"
 
@@ -90,5 +93,40 @@ struct AttValuesGrouped {
     }
 };
 
-ATTN_KERNEL(attention_grouped_hd64, 64, AttValuesGrouped)
-ATTN_KERNEL(attention_grouped_hd128, 128, AttValuesGrouped)
+ATTN_KERNEL(attention_grouped_hd64, 64, AttValuesGrouped, AttSoftmaxInterleaved)
+ATTN_KERNEL(attention_grouped_hd128, 128, AttValuesGrouped, AttSoftmaxInterleaved)
+
+// The softmax one vector after another: warp w takes vector w, then w + 8, ..., each with the
+// additions of AttSoftmaxInterleaved.
+struct AttSoftmaxOneByOne {
+    template <int HD>
+    static __device__ __forceinline__ void run(float* sc, float* part, const int* vrow,
+                                               const int* vhead, const int* vn, int nv, int nh,
+                                               int S, int s, int start) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        for (int v = warp; v < nv; v += ATT_THREADS / 32) {
+            float* row = sc + v * CHUNK;
+            float m = -INFINITY;
+            for (int j = lane; j < CHUNK; j += 32) m = fmaxf(m, row[j]);
+            m = warp_max(m);
+            float l = 0.f;
+            for (int j = lane; j < CHUNK; j += 32) {
+                const float p = start + j < vn[v] ? expf(row[j] - m) : 0.f;
+                row[j] = p;
+                l += p;
+            }
+            l = warp_sum(l);
+            if (lane == 0) {
+                float* dst = part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4);
+                dst[0] = m;
+                dst[1] = l;
+            }
+        }
+    }
+};
+
+// The production kernel's additions, scheduled more simply: the weights read one at a time and
+// the softmax one vector after another. tests/gpu_kernels.rs checks that it gives the
+// production kernel's results bit for bit (the production schedule changes no addition).
+ATTN_KERNEL(attention_scalar_weights_hd64, 64, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
+ATTN_KERNEL(attention_scalar_weights_hd128, 128, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)

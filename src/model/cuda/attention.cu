@@ -29,9 +29,10 @@
 // against vectors vg, vg + 4, ..., reading each float4 of the key once for all of them (warps
 // without a vector skip it); the in-step (vector, key) pairs are spread over every thread of
 // the block, a pair past its vector's keys scoring -inf without a load. Warp w takes the max,
-// exponentials and sum of vectors w, w + 8, .... Values (`AttValuesInOrder`): thread (vg, d4)
-// owns float4 column d4 of vectors vg, vg + VG, ..., cache values from the staging buffers,
-// in-step values requested a few keys at a time before the first of them is used. Merge: one
+// exponentials and sum of vectors w, w + 8, ..., all at once (`AttSoftmaxInterleaved`). Values
+// (`AttValuesInOrder`): thread (vg, d4) owns float4 column d4 of vectors vg, vg + VG, ..., cache
+// values from the staging buffers with each vector's weights read four keys at a time, in-step
+// values requested a few keys at a time before the first of them is used. Merge: one
 // thread per vector reads each split's (m, l) once, then thread (vector, c4) sums float4 c4 of
 // a[], the splits' partials requested 8 at a time.
 //
@@ -70,11 +71,13 @@ __device__ __forceinline__ void att_stage(float* dst, const float* base, int j0,
 // The chunk's weighted values, a[d] = sum_j p_j v_j[d] in increasing j, for every vector of the
 // block, written to part_a(v) (float4s). Called by every thread once the chunk's cache values
 // are in shared memory and every weight sc[v * CHUNK + j - start] is final. Thread (vg, d4) owns
-// float4 column d4 of vectors vg, vg + VG, ...; cache values come from the staging buffers,
-// in-step values (at `key_pos(v, j)`) are requested IN_BATCH keys at a time. `attn_tile` takes
+// float4 column d4 of vectors vg, vg + VG, ...; cache values come from the staging buffers
+// (the weights of KW keys read at once), in-step values (at `key_pos(v, j)`) are requested
+// IN_BATCH keys at a time. `attn_tile` takes
 // the value step as a parameter (dev/cuda/attention_variants.cu sums in another order, using
 // `scratch`: the queries' space, free by then).
-struct AttValuesInOrder {
+template <int KW>
+struct AttValuesInOrderBy {
     template <int HD, typename KeyPos, typename PartA>
     static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
                                                const float* vbase, const int* vn, KeyPos key_pos,
@@ -91,10 +94,46 @@ struct AttValuesInOrder {
         for (int grp = 0; grp < 2; ++grp) {
             const float* vs = buf[grp];
             const int j0 = start + grp * ATT_KS;
-            // Keys jj < jc are cache keys (staged), seen by every vector (vn > L).
+            // Keys jj < jc are cache keys (staged), seen by every vector (vn > L): KW at a
+            // time, each vector's KW weights read at once, then the rest one by one.
             const int jc = min(max(L - j0, 0), ATT_KS);
-#pragma unroll 8
-            for (int jj = 0; jj < jc; ++jj) {
+            int jj = 0;
+#pragma unroll 2
+            for (; jj + KW <= jc; jj += KW) {
+                float w[PER][KW];
+#pragma unroll
+                for (int u = 0; u < PER; ++u) {
+                    const int v = vg + u * VG;
+                    const float* ws = sc + v * CHUNK + grp * ATT_KS + jj;
+                    if (v >= nv) continue;
+                    if constexpr (KW == 4) {
+                        const float4 t = *(const float4*)ws;
+                        w[u][0] = t.x;
+                        w[u][1] = t.y;
+                        w[u][2] = t.z;
+                        w[u][3] = t.w;
+                    } else {
+#pragma unroll
+                        for (int q = 0; q < KW; ++q) w[u][q] = ws[q];
+                    }
+                }
+#pragma unroll
+                for (int q = 0; q < KW; ++q) {
+                    const float4 x = *(const float4*)(vs + (jj + q) * KLD + 4 * d4);
+#pragma unroll
+                    for (int u = 0; u < PER; ++u) {
+                        const int v = vg + u * VG;
+                        if (v < nv) {
+                            const float wq = w[u][q];
+                            acc[u].x = fmaf(wq, x.x, acc[u].x);
+                            acc[u].y = fmaf(wq, x.y, acc[u].y);
+                            acc[u].z = fmaf(wq, x.z, acc[u].z);
+                            acc[u].w = fmaf(wq, x.w, acc[u].w);
+                        }
+                    }
+                }
+            }
+            for (; jj < jc; ++jj) {
 #pragma unroll
                 for (int u = 0; u < PER; ++u) {
                     const int v = vg + u * VG;
@@ -147,7 +186,68 @@ struct AttValuesInOrder {
     }
 };
 
-template <int HD, typename Values>
+// The production value step: four weights a float4 (a quarter of the shared-memory reads of
+// weights one at a time, AttValuesInOrderBy<1>: the same additions).
+using AttValuesInOrder = AttValuesInOrderBy<4>;
+
+// The chunk's softmax statistics of every vector: m = max_j score_j, p_j = exp(score_j - m)
+// in place of the scores (0 past the vector's keys), l = sum of p_j (lane t of a warp sums
+// j = t, t + 32, ... in order, then the xor tree), (m, l) to the vector's partial. Warp w takes
+// vectors w, w + 8, ..., all of them at once (their loads, exponentials and reductions
+// interleave; each vector's arithmetic is its own). `attn_tile` takes it as a parameter
+// (dev/cuda/attention_variants.cu has one that takes the vectors one after another).
+struct AttSoftmaxInterleaved {
+    template <int HD>
+    static __device__ __forceinline__ void run(float* sc, float* part, const int* vrow,
+                                               const int* vhead, const int* vn, int nv, int nh,
+                                               int S, int s, int start) {
+        constexpr int WARPS = ATT_THREADS / 32;
+        constexpr int SV = (ATT_QT + WARPS - 1) / WARPS;  // vectors a warp
+        constexpr int PL = CHUNK / 32;                    // scores a lane, per vector
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        float x[SV][PL], m[SV], l[SV];
+#pragma unroll
+        for (int u = 0; u < SV; ++u) {
+            const int v = warp + u * WARPS;
+            m[u] = -INFINITY;
+#pragma unroll
+            for (int c = 0; c < PL; ++c) {
+                x[u][c] = v < nv ? sc[v * CHUNK + lane + 32 * c] : -INFINITY;
+                m[u] = fmaxf(m[u], x[u][c]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < SV; ++u) m[u] = warp_max(m[u]);
+#pragma unroll
+        for (int u = 0; u < SV; ++u) {
+            const int v = warp + u * WARPS;
+            l[u] = 0.f;
+            if (v >= nv) continue;
+#pragma unroll
+            for (int c = 0; c < PL; ++c) {
+                const int j = lane + 32 * c;
+                const float p = start + j < vn[v] ? expf(x[u][c] - m[u]) : 0.f;
+                sc[v * CHUNK + j] = p;
+                l[u] += p;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < SV; ++u) l[u] = warp_sum(l[u]);
+        if (lane == 0) {
+#pragma unroll
+            for (int u = 0; u < SV; ++u) {
+                const int v = warp + u * WARPS;
+                if (v < nv) {
+                    float* dst = part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4);
+                    dst[0] = m[u];
+                    dst[1] = l[u];  // [2], [3]: padding, so that a[] is 16-byte aligned
+                }
+            }
+        }
+    }
+};
+
+template <int HD, typename Values, typename Softmax>
 __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int QB,
                                           const float* kc, const float* vc, float* part,
                                           int* done, unsigned short* out, size_t out_plane, int P,
@@ -168,7 +268,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     const int kvh = blockIdx.y, s = blockIdx.z;
     const int v0 = blockIdx.x * ATT_QT;
     const int nv = min(ATT_QT, QB * G - v0);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x;
     const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
     const int start = s * CHUNK;
     if (tid < ATT_QT) {
@@ -280,25 +380,8 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
         __syncthreads();  // every thread is done with this group's keys
         att_stage<HD>(buf[grp], vbase, start + kb, L);
     }
-    // Per vector: max, exponentials, their sum (warp w takes vectors w, w + 8, ...).
-    for (int v = warp; v < nv; v += ATT_THREADS / 32) {
-        float* row = sc + v * CHUNK;
-        float m = -INFINITY;
-        for (int j = lane; j < CHUNK; j += 32) m = fmaxf(m, row[j]);
-        m = warp_max(m);
-        float l = 0.f;
-        for (int j = lane; j < CHUNK; j += 32) {
-            const float p = start + j < vn[v] ? expf(row[j] - m) : 0.f;
-            row[j] = p;
-            l += p;
-        }
-        l = warp_sum(l);
-        if (lane == 0) {
-            float* dst = part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4);
-            dst[0] = m;
-            dst[1] = l;  // [2], [3]: padding, so that a[] is 16-byte aligned
-        }
-    }
+    // Per vector: max, exponentials, their sum.
+    Softmax::template run<HD>(sc, part, vrow, vhead, vn, nv, nh, S, s, start);
     // Weighted values: every cache value from shared memory, in-step values requested before use.
     cp_async_wait<0>();
     __syncthreads();  // every staged value is in, and every vector's weights are final
@@ -378,17 +461,18 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     }
 }
 
-// An attention entry point; `values` sums the chunk's weighted values (AttValuesInOrder in
+// An attention entry point; `softmax` turns the chunk's scores into weights
+// (AttSoftmaxInterleaved in production), `values` sums the weighted values (AttValuesInOrder in
 // production). At most 128 registers a thread, so that two blocks (shared memory
 // `attn_smem(HD)` each) share an SM.
-#define ATTN_KERNEL(name, hd, values)                                                           \
+#define ATTN_KERNEL(name, hd, values, softmax)                                                  \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)                                \
         name(const float* qkv, const int* io, int QB, const float* kc, const float* vc,         \
              float* part, int* done, unsigned short* out, size_t out_plane, int P, int nh,      \
              int nkv, int cap, int S, float scale) {                                            \
-        attn_tile<hd, values>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh, nkv, cap, \
-                              S, scale);                                                        \
+        attn_tile<hd, values, softmax>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh,  \
+                                       nkv, cap, S, scale);                                     \
     }
-#define ATTN_ENTRY(hd) ATTN_KERNEL(attention_hd##hd, hd, AttValuesInOrder)
+#define ATTN_ENTRY(hd) ATTN_KERNEL(attention_hd##hd, hd, AttValuesInOrder, AttSoftmaxInterleaved)
 ATTN_ENTRY(64)
 ATTN_ENTRY(128)

@@ -55,3 +55,17 @@ __device__ __forceinline__ void wait_previous_kernel() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// The same wait, but the next kernel may start (and request its weights) at once, while this
+// one still waits: for a short kernel between two matmuls (the rmsnorm), so that the next
+// matmul's blocks are resident and requesting weights when it finishes instead of being
+// launched only then. Still transitive: the next kernel's own wait returns only once this
+// kernel has finished, which is after this wait. The next kernel must use
+// `wait_previous_kernel` (so that the one after it starts only once it has passed its wait),
+// and, as always, read nothing before its wait that an earlier kernel of the step writes.
+__device__ __forceinline__ void start_next_kernel_then_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}

@@ -412,7 +412,8 @@ GEMM_ENTRY(4, 1, 128, 4, 2, 4, 1)
 GEMM_ENTRY(8, 1, 128, 3, 4, 2, 1)
 #endif
 
-// A-format rows of rmsnorm(x[row]) * g, row = m or io[rowsel_off + m] (rowsel_off >= 0).
+// A-format rows of rmsnorm(x[row]) * g, row = m or io[rowsel_off + m] (rowsel_off >= 0). The
+// matmul after it may start at once (`start_next_kernel_then_wait`).
 // grid M, block 256, dynamic shared memory K floats (the row). K % 4 == 0. The sum of squares:
 // thread t sums the float4s t, t + 256, ... in order (each x*x + y*y + z*z + w*w by fmaf in
 // that order), then the warp's xor tree, then the 8 warp sums in warp order.
@@ -422,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(256)
     extern __shared__ __align__(16) float xs[];
     const int m = blockIdx.x;
     const int row = rowsel_off >= 0 ? io[rowsel_off + m] : m;
-    wait_previous_kernel();
+    start_next_kernel_then_wait();
     const float4* xr = (const float4*)(x + (size_t)row * ldx);
     const int K4 = K / 4;
     float ss = 0.f;

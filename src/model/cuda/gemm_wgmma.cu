@@ -111,6 +111,64 @@ __device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], unsigned long lon
         : "l"(a), "l"(b));
 }
 
+// The k-tile requests of one thread: its 16-byte chunks of a stage's weight rows (BN rows of 8
+// chunks) and activation rows (ROWS rows), the same chunks `gemm_load_w` and `gemm_load_a` of
+// gemm.cu request at KS = 1 and P = 1 (chunk idx = thread + i THREADS: row idx / 8, chunk
+// idx % 8), with each chunk's source row, validity and place in the stage worked out once
+// instead of at every k-tile: only the k offset moves from one k-tile to the next.
+template <int BN, int ROWS, int THREADS>
+struct WgTileLoads {
+    static_assert(BN * 8 % THREADS == 0, "whole weight chunks a thread");
+    static constexpr int WC = BN * 8 / THREADS;                   // weight chunks a thread
+    static constexpr int AC = (ROWS * 8 + THREADS - 1) / THREADS;  // activation chunks, at most
+    const unsigned short* w_row[WC];  // the chunk's weight row, at its chunk's k offset
+    const unsigned short* a_row[AC];
+    int w_at[WC], a_at[AC];  // halves into the stage (the swizzled place)
+    int w_k[WC], a_k[AC];    // the chunk's k offset in a k-tile (8 c)
+    bool w_ok[WC], a_ok[AC];  // a row of the matrix (not past N or M)
+    const unsigned short* W;
+    const unsigned short* A;
+    int K;
+
+    __device__ __forceinline__ WgTileLoads(const unsigned short* W_, int N, const unsigned short* A_,
+                                           int M, int K_, int n0, int m0)
+        : W(W_), A(A_), K(K_) {
+#pragma unroll
+        for (int i = 0; i < WC; ++i) {
+            const int idx = threadIdx.x + i * THREADS, r = idx / 8, c = idx % 8;
+            w_ok[i] = n0 + r < N;
+            w_k[i] = 8 * c;
+            w_row[i] = W + (size_t)(w_ok[i] ? n0 + r : 0) * K + 8 * c;
+            w_at[i] = tile_off(r, c);
+        }
+#pragma unroll
+        for (int i = 0; i < AC; ++i) {
+            const int idx = threadIdx.x + i * THREADS, r = idx / 8, c = idx % 8;
+            a_ok[i] = idx < ROWS * 8 && m0 + r < M;
+            a_k[i] = 8 * c;
+            a_row[i] = A + (size_t)(a_ok[i] ? m0 + r : 0) * K + 8 * c;
+            a_at[i] = idx < ROWS * 8 ? tile_off(r, c) : -1;
+        }
+    }
+    // k-tile kt's weights into the stage at sw.
+    __device__ __forceinline__ void weights(unsigned short* sw, int kt) const {
+#pragma unroll
+        for (int i = 0; i < WC; ++i) {
+            const bool ok = w_ok[i] && kt * GEMM_BK + w_k[i] < K;
+            cp_async16(sw + w_at[i], ok ? w_row[i] + kt * GEMM_BK : W, ok);
+        }
+    }
+    // k-tile kt's activations into the stage's activation part at sa.
+    __device__ __forceinline__ void activations(unsigned short* sa, int kt) const {
+#pragma unroll
+        for (int i = 0; i < AC; ++i) {
+            if (a_at[i] < 0) continue;
+            const bool ok = a_ok[i] && kt * GEMM_BK + a_k[i] < K;
+            cp_async16(sa + a_at[i], ok ? a_row[i] + kt * GEMM_BK : A, ok);
+        }
+    }
+};
+
 template <int MT, int BN, int STAGES>
 __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ A, size_t a_plane,
                                              const unsigned short* __restrict__ W, int M, int N,
@@ -140,17 +198,16 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     const int kt0 = split_start(s_begin);
     const int nk = split_start(s_end) - kt0;
 
+    const WgTileLoads<BN, ROWS, THREADS> loads(W, N, A, M, K, n0, m0);
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < nk) gemm_load_w<BN, THREADS, 1>(smem + st * STAGE, W, N, K, n0, kt0 + st, 1);
+        if (st < nk) loads.weights(smem + st * STAGE, kt0 + st);
         cp_async_commit();
     }
     wait_previous_kernel();
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < nk)
-            gemm_load_a<MT, 1, THREADS, 1>(smem + st * STAGE + W_STAGE, A, a_plane, M, K, m0,
-                                           kt0 + st, 1);
+        if (st < nk) loads.activations(smem + st * STAGE + W_STAGE, kt0 + st);
         cp_async_commit();
     }
 
@@ -181,8 +238,8 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
             const int nxt = kt + STAGES - 1;
             if (nxt < nk) {
                 unsigned short* sn = smem + (nxt % STAGES) * STAGE;
-                gemm_load_w<BN, THREADS, 1>(sn, W, N, K, n0, kt0 + nxt, 1);
-                gemm_load_a<MT, 1, THREADS, 1>(sn + W_STAGE, A, a_plane, M, K, m0, kt0 + nxt, 1);
+                loads.weights(sn, kt0 + nxt);
+                loads.activations(sn + W_STAGE, kt0 + nxt);
             }
             cp_async_commit();
         }
