@@ -21,7 +21,7 @@ use super::speculative::{Budget, Draft, Drafter};
 /// Longest context indexed.
 const LONGEST_CONTEXT: usize = 6;
 
-/// Every end (index of the last token) of every context of 1 to [`LONGEST_CONTEXT`] tokens
+/// Every end (index of the last token) of every context of 1 to 6 tokens (`LONGEST_CONTEXT`)
 /// of the committed text.
 #[derive(Debug, Clone, Default)]
 pub struct TextIndex {

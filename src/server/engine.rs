@@ -6,7 +6,7 @@
 //! batch-invariant, so what a request gets does not depend on what else runs.
 //!
 //! A request's decoder is built from its [`DecoderSpec`] ([`Ready::spec`]) by
-//! [`crate::tune::build`], as `lade generate` builds its own.
+//! [`crate::tune::build()`], as `lade generate` builds its own.
 //!
 //! With a [`DeviceSet`] (`lade serve --devices`), a lookahead request runs Lookahead
 //! Parallelism instead: it gets its own [`DeviceGroup`] (a fresh session per device, sized as

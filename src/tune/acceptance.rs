@@ -83,7 +83,7 @@ impl AcceptanceEntry {
         self.observed_rows.values().sum()
     }
 
-    /// Expected fractions of steps by query rows: the prior's (as [`PRIOR_WEIGHT_STEPS`]
+    /// Expected fractions of steps by query rows: the prior's (as `PRIOR_WEIGHT_STEPS`
     /// steps) blended with the observed steps, increasing in rows.
     pub fn row_mix(&self) -> Vec<(usize, f64)> {
         let prior = if self.prior_rows.is_empty() {
@@ -358,7 +358,7 @@ impl AcceptanceTable {
     ///
     /// * The workload ratio says how much more or less the generations so far accepted than
     ///   the prior expected, over every config that ran, blended with 1 (the prior) counted as
-    ///   [`PRIOR_WEIGHT_STEPS`] steps. It scales every config alike.
+    ///   `PRIOR_WEIGHT_STEPS` steps. It scales every config alike.
     /// * The deviation says how `e` did against that ratio, blended with 1 likewise: it stays
     ///   1 while a single config has run, and lets configs observed to differ change places.
     ///

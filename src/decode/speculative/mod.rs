@@ -5,7 +5,7 @@
 //! - [`policy`]: how a decoder's drafters make one step's drafts ([`DraftPolicy`]).
 //! - [`tree`]: the step's rows and tree mask ([`StepTree`]).
 //! - [`step`]: [`speculative_step`]: one forward pass, verification, accepted rows kept.
-//! - [`verify`]: sample-and-match verification of the drafts.
+//! - [`verify`](mod@verify): sample-and-match verification of the drafts.
 //! - [`backend`]: where the rows run: one model or the replicas of a device group.
 
 pub mod backend;
