@@ -73,9 +73,9 @@ __device__ __forceinline__ void att_stage(float* dst, const float* base, int j0,
 // are in shared memory and every weight sc[v * CHUNK + j - start] is final. Thread (vg, d4) owns
 // float4 column d4 of vectors vg, vg + VG, ...; cache values come from the staging buffers
 // (the weights of KW keys read at once), in-step values (at `key_pos(v, j)`) are requested
-// IN_BATCH keys at a time. `attn_tile` takes
-// the value step as a parameter (dev/cuda/attention_variants.cu sums in another order, using
-// `scratch`: the queries' space, free by then).
+// IN_BATCH keys at a time. `attn_tile` takes the value step as a parameter
+// (dev/cuda/attention_variants.cu has one that sums in another order, using `scratch`: the
+// queries' space, free by then).
 template <int KW>
 struct AttValuesInOrderBy {
     template <int HD, typename KeyPos, typename PartA>
