@@ -46,10 +46,7 @@ struct AttValuesGrouped {
 #pragma unroll
                 for (int t = 0; t < BATCH; ++t) {
                     if (jg + t0 + t < vn[v]) {
-                        a.x = fmaf(w[t0 + t], x[t].x, a.x);
-                        a.y = fmaf(w[t0 + t], x[t].y, a.y);
-                        a.z = fmaf(w[t0 + t], x[t].z, a.z);
-                        a.w = fmaf(w[t0 + t], x[t].w, a.w);
+                        fma4(a, w[t0 + t], x[t]);
                     }
                 }
             }

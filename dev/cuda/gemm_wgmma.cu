@@ -11,5 +11,19 @@ WGMMA_ENTRY(1, 128, 4, 8)
 WGMMA_ENTRY(1, 128, 6, 8)
 WGMMA_ENTRY(1, 128, 8, 8)
 WGMMA_ENTRY(1, 64, 8, 4)
-// Up to 128 rows, a shallower pipeline.
+// 128-row tiles (one block a multiprocessor: its registers), pipelines of 3 to 6 stages, and
+// deeper pipelines for 32 and 64 rows.
 WGMMA_ENTRY(8, 128, 3, 8)
+WGMMA_ENTRY(8, 128, 4, 8)
+WGMMA_ENTRY(8, 128, 5, 8)
+WGMMA_ENTRY(8, 128, 6, 8)
+WGMMA_ENTRY(4, 128, 6, 8)
+WGMMA_ENTRY(2, 128, 6, 8)
+// Warp-specialized (loader warps and mbarriers instead of two block barriers a k-tile).
+WGMMA_WS_ENTRY(1, 64, 6, 4, 2)
+WGMMA_WS_ENTRY(1, 64, 8, 4, 2)
+WGMMA_WS_ENTRY(2, 128, 4, 8, 2)
+WGMMA_WS_ENTRY(4, 128, 4, 8, 2)
+WGMMA_WS_ENTRY(8, 128, 4, 8, 2)
+WGMMA_WS_ENTRY(8, 128, 5, 8, 2)
+WGMMA_WS_ENTRY(8, 128, 6, 8, 2)

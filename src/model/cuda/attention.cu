@@ -68,6 +68,14 @@ __device__ __forceinline__ void att_stage(float* dst, const float* base, int j0,
     cp_async_commit();
 }
 
+// acc += w x, lane by lane (one fmaf each: the value sums' step).
+__device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
+    acc.x = fmaf(w, x.x, acc.x);
+    acc.y = fmaf(w, x.y, acc.y);
+    acc.z = fmaf(w, x.z, acc.z);
+    acc.w = fmaf(w, x.w, acc.w);
+}
+
 // The chunk's weighted values, a[d] = sum_j p_j v_j[d] in increasing j, for every vector of the
 // block, written to part_a(v) (float4s). Called by every thread once the chunk's cache values
 // are in shared memory and every weight sc[v * CHUNK + j - start] is final. Thread (vg, d4) owns
@@ -123,13 +131,7 @@ struct AttValuesInOrderBy {
 #pragma unroll
                     for (int u = 0; u < PER; ++u) {
                         const int v = vg + u * VG;
-                        if (v < nv) {
-                            const float wq = w[u][q];
-                            acc[u].x = fmaf(wq, x.x, acc[u].x);
-                            acc[u].y = fmaf(wq, x.y, acc[u].y);
-                            acc[u].z = fmaf(wq, x.z, acc[u].z);
-                            acc[u].w = fmaf(wq, x.w, acc[u].w);
-                        }
+                        if (v < nv) fma4(acc[u], w[u][q], x);
                     }
                 }
             }
@@ -140,10 +142,7 @@ struct AttValuesInOrderBy {
                     if (v < nv) {
                         const float w = sc[v * CHUNK + grp * ATT_KS + jj];
                         const float4 x = *(const float4*)(vs + jj * KLD + 4 * d4);
-                        acc[u].x = fmaf(w, x.x, acc[u].x);
-                        acc[u].y = fmaf(w, x.y, acc[u].y);
-                        acc[u].z = fmaf(w, x.z, acc[u].z);
-                        acc[u].w = fmaf(w, x.w, acc[u].w);
+                        fma4(acc[u], w, x);
                     }
                 }
             }
@@ -167,13 +166,8 @@ struct AttValuesInOrderBy {
                     const int v = vg + u * VG;
 #pragma unroll
                     for (int q = 0; q < IN_BATCH; ++q) {
-                        if (ok[u][q]) {
-                            const float w = sc[v * CHUNK + grp * ATT_KS + jb + q];
-                            acc[u].x = fmaf(w, x[u][q].x, acc[u].x);
-                            acc[u].y = fmaf(w, x[u][q].y, acc[u].y);
-                            acc[u].z = fmaf(w, x[u][q].z, acc[u].z);
-                            acc[u].w = fmaf(w, x[u][q].w, acc[u].w);
-                        }
+                        if (ok[u][q])
+                            fma4(acc[u], sc[v * CHUNK + grp * ATT_KS + jb + q], x[u][q]);
                     }
                 }
             }

@@ -169,6 +169,112 @@ struct WgTileLoads {
     }
 };
 
+// The epilogue of a block's finished tile (ROWS x BN sums staged in shared memory at t, rows
+// BN + 4 floats apart): thread idx takes column pair idx % (BN / 2) of row idx / (BN / 2), so
+// that consecutive threads write consecutive columns, as the finisher of the split sums does.
+template <int ROWS, int BN, int THREADS>
+__device__ __forceinline__ void gemm_finish_staged(const float* t, int M, int N, int m0, int n0,
+                                                   const GemmEpilogue& e) {
+    for (int idx = threadIdx.x; idx < ROWS * (BN / 2); idx += THREADS) {
+        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
+        const int m = m0 + r, n = n0 + 2 * cp;
+        if (m >= M || n >= N) continue;
+        const float2 v = *(const float2*)(t + r * (BN + 4) + 2 * cp);
+        gemm_finish<1>(e, m, n, N, v.x, v.y);
+    }
+}
+
+// A warpgroup's accumulators of a block's tile and the running total of its splits: d[4 i + 2 h
+// + c] holds weight row 16 wl + g + 8 h of the warpgroup's 64 (wl: warp in the warpgroup, g =
+// lane / 4) and activation row 8 i + 2 t4 + c (t4 = lane % 4): the wgmma accumulator layout,
+// operands swapped.
+template <int NT>
+struct WgAccumulators {
+    float d[NT / 2], tot[NT / 2];
+    int n_g, t4;  // the column of h = 0 (n0 + 64 wg + 16 wl + g); lane % 4
+
+    __device__ __forceinline__ WgAccumulators(int n_warp, int lane)
+        : n_g(n_warp + (lane >> 2)), t4(lane & 3) {
+#pragma unroll
+        for (int i = 0; i < NT / 2; ++i) d[i] = tot[i] = 0.f;
+    }
+
+    // d += this warpgroup's products of one staged k-tile (its 64 weight rows from
+    // stage + 64 wg rows, the activation rows from stage + W_STAGE), k16 steps in order;
+    // committed, not waited for.
+    template <int W_STAGE>
+    __device__ __forceinline__ void multiply(const unsigned short* stage, int wg) {
+        const unsigned long long da = wgmma_desc(stage + wg * 64 * GEMM_BK);
+        const unsigned long long db = wgmma_desc(stage + W_STAGE);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK / 16; ++kk) wgmma_k16<NT>(d, da + 2 * kk, db + 2 * kk);
+        wgmma_commit();
+    }
+
+    // Split s_cur's sums are final (its multiplications waited for): into the running total
+    // (split order), or to the workspace; d restarts at zero for the next split.
+    __device__ __forceinline__ void end_split(bool whole, int s_cur, float* ws, int M, int N,
+                                              int m0) {
+#pragma unroll
+        for (int i = 0; i < NT / 2; ++i) wgmma_keep(d[i]);
+#pragma unroll
+        for (int i = 0; i < NT / 8; ++i) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    float& a = d[4 * i + 2 * h + c];
+                    if (whole) {
+                        tot[4 * i + 2 * h + c] = s_cur == 0 ? a : tot[4 * i + 2 * h + c] + a;
+                    } else {
+                        const int n = n_g + 8 * h, m = m0 + 8 * i + 2 * t4 + c;
+                        if (m < M && n < N) ws[((size_t)s_cur * M + m) * N + n] = a;
+                    }
+                    a = 0.f;
+                }
+            }
+        }
+    }
+
+    // Every split added in registers: the block's sums to its tile in shared memory (row r of
+    // the block at t + r ld, column n - n0), for `gemm_finish_staged`.
+    __device__ __forceinline__ void stage(float* t, int ld, int n0) const {
+#pragma unroll
+        for (int i = 0; i < NT / 8; ++i) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c)
+                    t[(8 * i + 2 * t4 + c) * ld + n_g - n0 + 8 * h] = tot[4 * i + 2 * h + c];
+            }
+        }
+    }
+};
+
+// The ends of a block's splits among its k-tiles (split s holds the k-tiles [s T / S, (s + 1)
+// T / S) of the K range; the block's first is kt0, its first split s_begin).
+struct WgSplitEnds {
+    int s_cur, end, kt0, T, S;
+
+    __device__ __forceinline__ WgSplitEnds(int s_begin, int kt0_, int T_, int S_)
+        : s_cur(s_begin), kt0(kt0_), T(T_), S(S_) {
+        end = at(s_begin + 1);
+    }
+    __device__ __forceinline__ int at(int sp) const { return (int)((long long)sp * T / S) - kt0; }
+    // After the block's k-tile kt: a split that ends there goes to the running total or the
+    // workspace, once its multiplications are done.
+    template <int NT>
+    __device__ __forceinline__ void after(int kt, WgAccumulators<NT>& acc, bool whole, float* ws,
+                                          int M, int N, int m0) {
+        if (kt + 1 != end) return;
+        wgmma_wait<0>();
+        acc.end_split(whole, s_cur, ws, M, N, m0);
+        ++s_cur;
+        end = at(s_cur + 1);
+    }
+};
+
 template <int MT, int BN, int STAGES>
 __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ A, size_t a_plane,
                                              const unsigned short* __restrict__ W, int M, int N,
@@ -181,6 +287,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     constexpr int W_STAGE = BN * GEMM_BK;  // halves: the weights, then the activations
     constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
     static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
+    static_assert(ROWS * (BN + 4) * 4 <= STAGES * STAGE * 2, "the stages hold the finished tile");
     extern __shared__ __align__(16) unsigned short smem_raw[];
     // Tiles on 1024-byte boundaries (the swizzle repeats every 8 rows of 128 bytes); the
     // launch gives 1024 bytes more than the stages take.
@@ -211,25 +318,14 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
         cp_async_commit();
     }
 
-    // acc[4 i + 2 h + c]: weight row 16 wl + g + 8 h of this warpgroup's 64, activation row
-    // 8 i + 2 t4 + c (the wgmma accumulator layout, operands swapped).
-    float acc[NT / 2], tot[NT / 2];
-#pragma unroll
-    for (int i = 0; i < NT / 2; ++i) acc[i] = tot[i] = 0.f;
-    const int g = lane >> 2, t4 = lane & 3;
-    int s_cur = s_begin, split_end = split_start(s_begin + 1) - kt0;
+    WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
+    WgSplitEnds splits(s_begin, kt0, T, S);
 
     for (int kt = 0; kt < nk; ++kt) {
         cp_async_wait<STAGES - 2>();
         fence_async_shared();
         __syncthreads();
-        const unsigned short* stage = smem + (kt % STAGES) * STAGE;
-        const unsigned long long da = wgmma_desc(stage + wg * 64 * GEMM_BK);
-        const unsigned long long db = wgmma_desc(stage + W_STAGE);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < GEMM_BK / 16; ++kk) wgmma_k16<NT>(acc, da + 2 * kk, db + 2 * kk);
-        wgmma_commit();
+        acc.template multiply<W_STAGE>(smem + (kt % STAGES) * STAGE, wg);
         // The previous k-tile's multiplications are done (in this warpgroup; the barrier: in
         // all), so its stage takes the k-tile STAGES - 1 ahead.
         wgmma_wait<1>();
@@ -243,79 +339,225 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
             }
             cp_async_commit();
         }
-        if (kt + 1 == split_end) {
-            wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < NT / 2; ++i) wgmma_keep(acc[i]);
-#pragma unroll
-            for (int i = 0; i < NT / 8; ++i) {
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) {
-                        float& a = acc[4 * i + 2 * h + c];
-                        if (whole) {
-                            tot[4 * i + 2 * h + c] = s_cur == 0 ? a : tot[4 * i + 2 * h + c] + a;
-                        } else {
-                            const int n = n0 + wg * 64 + 16 * wl + g + 8 * h;
-                            const int m = m0 + 8 * i + 2 * t4 + c;
-                            if (m < M && n < N) ws[((size_t)s_cur * M + m) * N + n] = a;
-                        }
-                        a = 0.f;
-                    }
-                }
-            }
-            ++s_cur;
-            split_end = split_start(s_cur + 1) - kt0;
-        }
+        splits.after(kt, acc, whole, ws, M, N, m0);
     }
     wgmma_wait<0>();
     cp_async_wait<0>();
 
     if (whole) {
-        // Column pairs (n, n + 1) of a row: n's sum is here (even g), n + 1's four lanes on.
-#pragma unroll
-        for (int i = 0; i < NT / 8; ++i) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const float v0 = tot[4 * i + 2 * h + c];
-                    const float v1 = __shfl_down_sync(0xffffffffu, v0, 4);
-                    const int n = n0 + wg * 64 + 16 * wl + g + 8 * h;
-                    const int m = m0 + 8 * i + 2 * t4 + c;
-                    if ((g & 1) == 0 && m < M && n < N) gemm_finish<1>(e, m, n, N, v0, v1);
-                }
-            }
-        }
+        // Every warpgroup's multiplications are done: the stages take the finished tile, whose
+        // epilogue then writes whole rows of columns (the accumulator layout would write 32
+        // bytes of a row at a time).
+        __syncthreads();
+        float* tile = (float*)smem;
+        acc.stage(tile, BN + 4, n0);
+        __syncthreads();
+        gemm_finish_staged<ROWS, BN, THREADS>(tile, M, N, m0, n0, e);
         return;
     }
     gemm_finish_splits<1, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
 }
 
+// mbarriers (shared memory, one phase bit each) for the warp-specialized schedule below.
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* b, int count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* b) {
+    asm volatile("{\n\t.reg .b64 st;\n\tmbarrier.arrive.shared.b64 st, [%0];\n\t}" ::"r"(
+                     smem_u32(b))
+                 : "memory");
+}
+// Arrives on b once every cp.async this thread has issued so far has landed (the barrier's
+// count includes this arrival: noinc).
+__device__ __forceinline__ void cp_async_arrive(unsigned long long* b) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+// Waits until the phase of parity `parity` of b has completed.
+__device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity) {
+    asm volatile(
+        "{\n\t.reg .pred p;\n\tWAIT:\n\t"
+        "mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n\t"
+        "@!p bra WAIT;\n\t}" ::"r"(smem_u32(b)),
+        "r"(parity)
+        : "memory");
+}
+
+// The k-tile requests of a loader thread (LT loader threads, a multiple of 64): chunk c = lt % 8
+// of rows lt / 8 + i LT / 8 of a stage's weights (BN rows) and activations (ROWS rows), the
+// sources and places of gemm.cu's loaders, worked out from two per-thread bases.
+template <int BN, int ROWS, int LT>
+struct WsTileLoads {
+    static_assert(LT % 64 == 0, "a loader thread's rows keep their swizzle (r & 7)");
+    static constexpr int RS = LT / 8;  // rows between a thread's chunks
+    const unsigned short* w;  // weight row n0 + lt / 8 at chunk c
+    const unsigned short* a;
+    const unsigned short* W;
+    const unsigned short* A;
+    int at;          // the swizzled place of the thread's first chunk (row lt / 8)
+    int w_rows, a_rows;  // rows left in the matrix from the thread's first row
+    int kc, K;       // the chunk's k offset in a k-tile (8 c)
+
+    __device__ __forceinline__ WsTileLoads(const unsigned short* W_, int N,
+                                           const unsigned short* A_, int M, int K_, int n0,
+                                           int m0, int lt)
+        : W(W_), A(A_), K(K_) {
+        const int r = lt / 8, c = lt % 8;
+        kc = 8 * c;
+        w_rows = N - n0 - r;
+        a_rows = M - m0 - r;
+        w = W + (size_t)(w_rows > 0 ? n0 + r : 0) * K + kc;
+        a = A + (size_t)(a_rows > 0 ? m0 + r : 0) * K + kc;
+        at = tile_off(r, c);
+    }
+    __device__ __forceinline__ void weights(unsigned short* sw, int kt) const {
+        const bool kok = kt * GEMM_BK + kc < K;
+#pragma unroll
+        for (int i = 0; i < BN / RS; ++i) {
+            const bool ok = kok && i * RS < w_rows;
+            cp_async16(sw + at + i * RS * GEMM_BK, ok ? w + (size_t)i * RS * K + kt * GEMM_BK : W,
+                       ok);
+        }
+    }
+    __device__ __forceinline__ void activations(unsigned short* sa, int kt) const {
+        const bool kok = kt * GEMM_BK + kc < K;
+#pragma unroll
+        for (int i = 0; i < (ROWS + RS - 1) / RS; ++i) {
+            if ((ROWS % RS) != 0 && (at / GEMM_BK) + i * RS >= ROWS) continue;
+            const bool ok = kok && i * RS < a_rows;
+            cp_async16(sa + at + i * RS * GEMM_BK, ok ? a + (size_t)i * RS * K + kt * GEMM_BK : A,
+                       ok);
+        }
+    }
+};
+
+// The same multiplications in the same order as gemm_wg_impl, warp-specialized: LW loader warps
+// request every k-tile (cp.async, each stage's arrival counted on its `full` mbarrier) while the
+// BN / 64 warpgroups multiply, each warp releasing a stage (its `empty` mbarrier) as soon as its
+// multiplications are done: no block-wide barrier per k-tile, and a stage is refilled as soon as
+// every warp has left it.
+template <int MT, int BN, int STAGES, int LW>
+__device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ A,
+                                             const unsigned short* __restrict__ W, int M, int N,
+                                             int K, int S, float* ws, int* cnt,
+                                             const GemmEpilogue& e) {
+    constexpr int WG = BN / 64;
+    constexpr int CONSUMERS = 128 * WG;
+    constexpr int LT = 32 * LW;
+    constexpr int NT = 16 * MT;
+    constexpr int ROWS = NT;
+    constexpr int W_STAGE = BN * GEMM_BK;
+    constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
+    static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
+    static_assert(ROWS * (BN + 4) * 4 <= STAGES * STAGE * 2, "the stages hold the finished tile");
+    extern __shared__ __align__(16) unsigned short smem_raw[];
+    unsigned short* smem =
+        smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
+    __shared__ __align__(8) unsigned long long full[STAGES], empty[STAGES];
+
+    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int T = (K + GEMM_BK - 1) / GEMM_BK;
+    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
+    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
+    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
+    const bool whole = gridDim.y == 1;
+    const int kt0 = split_start(s_begin);
+    const int nk = split_start(s_end) - kt0;
+    if (tid == 0) {
+#pragma unroll
+        for (int st = 0; st < STAGES; ++st) {
+            mbar_init(&full[st], LT);
+            mbar_init(&empty[st], CONSUMERS / 32);
+        }
+    }
+    __syncthreads();
+
+    const int wg = warp >> 2, wl = warp & 3;  // (consumers)
+    WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
+    if (tid >= CONSUMERS) {
+        // Loaders. The first stages' weights before the wait for the previous kernel.
+        const WsTileLoads<BN, ROWS, LT> loads(W, N, A, M, K, n0, m0, tid - CONSUMERS);
+        const int pre = min(STAGES, nk);
+        for (int kt = 0; kt < pre; ++kt) loads.weights(smem + kt * STAGE, kt0 + kt);
+        wait_previous_kernel();
+        for (int kt = 0; kt < pre; ++kt) {
+            loads.activations(smem + kt * STAGE + W_STAGE, kt0 + kt);
+            cp_async_arrive(&full[kt]);
+        }
+        for (int kt = STAGES; kt < nk; ++kt) {
+            const int st = kt % STAGES;
+            mbar_wait(&empty[st], (kt / STAGES - 1) & 1);
+            unsigned short* sn = smem + st * STAGE;
+            loads.weights(sn, kt0 + kt);
+            loads.activations(sn + W_STAGE, kt0 + kt);
+            cp_async_arrive(&full[st]);
+        }
+        cp_async_wait<0>();
+    } else {
+        wait_previous_kernel();
+        WgSplitEnds splits(s_begin, kt0, T, S);
+        for (int kt = 0; kt < nk; ++kt) {
+            const int st = kt % STAGES;
+            mbar_wait(&full[st], (kt / STAGES) & 1);
+            fence_async_shared();  // the loaders' cp.async writes, seen by the tensor cores
+            acc.template multiply<W_STAGE>(smem + st * STAGE, wg);
+            // The previous k-tile's multiplications are done: its stage is free.
+            wgmma_wait<1>();
+            if (kt > 0) {
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
+            }
+            splits.after(kt, acc, whole, ws, M, N, m0);
+        }
+        wgmma_wait<0>();
+    }
+    if (whole) {
+        __syncthreads();  // every stage consumed and landed
+        float* tile = (float*)smem;
+        if (tid < CONSUMERS) acc.stage(tile, BN + 4, n0);
+        __syncthreads();
+        gemm_finish_staged<ROWS, BN, CONSUMERS + LT>(tile, M, N, m0, n0, e);
+        return;
+    }
+    gemm_finish_splits<1, ROWS, BN, CONSUMERS + LT>(ws, cnt, M, N, S, m0, n0, e);
+}
+
+// An entry point with the parameter list of gemm.cu's kernels, `threads` a block, calling
+// `impl` (a parenthesized call of an impl on those parameters and the epilogue e).
+#define WGMMA_KERNEL(name, bn, wn, threads, impl)                                               \
+    extern "C" __global__ void __launch_bounds__(threads, 1)                                    \
+        name(const unsigned short* A, size_t a_plane, const unsigned short* W, int M, int N,    \
+             int K, int S, float* ws, int* cnt, int mode, float* out, int ldo,                  \
+             const float* bias, unsigned short* a_out, size_t a_out_plane, const int* io,       \
+             int QB, const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,      \
+             int nkv, int hd, int cap) {                                                        \
+        static_assert(32 * (wn) == 128 * ((bn) / 64), "one warpgroup per 64 columns");          \
+        const GemmEpilogue e{mode, out, ldo, bias, a_out, a_out_plane, io, QB, cos_t,           \
+                             sin_t, kc, vc, nh, nkv, hd, cap};                                  \
+        impl;                                                                                   \
+    }
+
 // Named as gemm.cu's kernels with the prefix wgmma (one activation plane, one k-tile a stage,
 // BN / 16 warps in one row of the layout), launched as those with 1024 bytes more of dynamic
 // shared memory.
 #define WGMMA_ENTRY(mt, bn, st, wn)                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * wn, 1)                                    \
-        wgmma_p1_m##mt##_n##bn##_s##st##_w1x##wn##_k1(                                          \
-            const unsigned short* A, size_t a_plane, const unsigned short* W, int M, int N,     \
-            int K, int S, float* ws, int* cnt, int mode, float* out, int ldo,                   \
-            const float* bias, unsigned short* a_out, size_t a_out_plane, const int* io,        \
-            int QB, const float* cos_t, const float* sin_t, float* kc, float* vc, int nh,       \
-            int nkv, int hd, int cap) {                                                         \
-        static_assert(32 * (wn) == 128 * ((bn) / 64), "one warpgroup per 64 columns");          \
-        const GemmEpilogue e{mode, out, ldo, bias, a_out, a_out_plane, io, QB, cos_t,           \
-                             sin_t, kc, vc, nh, nkv, hd, cap};                                  \
-        gemm_wg_impl<mt, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e);                        \
-    }
+    WGMMA_KERNEL(wgmma_p1_m##mt##_n##bn##_s##st##_w1x##wn##_k1, bn, wn, 32 * (wn),              \
+                 (gemm_wg_impl<mt, bn, st>(A, a_plane, W, M, N, K, S, ws, cnt, e)))
+
+// The warp-specialized schedule (gemm_ws_impl): `lw` loader warps more, named with the suffix
+// _ld{lw}.
+#define WGMMA_WS_ENTRY(mt, bn, st, wn, lw)                                                      \
+    WGMMA_KERNEL(wgmma_p1_m##mt##_n##bn##_s##st##_w1x##wn##_k1_ld##lw, bn, wn,                  \
+                 32 * ((wn) + (lw)), (gemm_ws_impl<mt, bn, st, lw>(A, W, M, N, K, S, ws, cnt, e)))
 
 // The tiles of WGMMA_TILES in kernels.rs (the production path on compute capability 9.0):
-// 16 rows at 64 columns and 6 stages; 32, 64 and 128 rows at 128 columns and 4 stages. Other
-// shapes are variants in dev/cuda/gemm_wgmma.cu.
+// 16 rows at 64 columns and 6 stages; 32 and 64 rows at 128 columns and 4 stages. Other shapes
+// are variants in dev/cuda/gemm_wgmma.cu.
 #ifndef WGMMA_NO_PRODUCTION
 WGMMA_ENTRY(1, 64, 6, 4)
 WGMMA_ENTRY(2, 128, 4, 8)
 WGMMA_ENTRY(4, 128, 4, 8)
-WGMMA_ENTRY(8, 128, 4, 8)
 #endif

@@ -26,7 +26,8 @@ pub const GEMM_BK: usize = 64;
 /// k-tiles, `wm` x `wn` warps; the entry point `gemm_p{P}_m{mt}_n{bn}_s{stages}_w{wm}x{wn}_k{ks}`
 /// of gemm.cu (mma.sync), or, with `wgmma`, `wgmma_p{P}_...` of gemm_wgmma.cu (Hopper's
 /// warpgroup instruction, `wm` = 1). Schedule only: a row's arithmetic is the same in every
-/// tile and in both instructions.
+/// tile and in both instructions. A wgmma tile with `loaders` > 0 is warp-specialized
+/// (`gemm_ws_impl`: that many warps more only request k-tiles; the name ends in `_ld{loaders}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTile {
     pub mt: usize,
@@ -36,6 +37,7 @@ pub struct GemmTile {
     pub wn: usize,
     pub ks: usize,
     pub wgmma: bool,
+    pub loaders: usize,
 }
 
 impl GemmTile {
@@ -48,6 +50,7 @@ impl GemmTile {
             wn,
             ks,
             wgmma: false,
+            loaders: 0,
         }
     }
 
@@ -62,8 +65,13 @@ impl GemmTile {
     /// The kernel's name for `planes` activation planes.
     pub fn name(&self, planes: usize) -> String {
         let t = self;
+        let loaders = if t.loaders > 0 {
+            format!("_ld{}", t.loaders)
+        } else {
+            String::new()
+        };
         format!(
-            "{}_p{planes}_m{}_n{}_s{}_w{}x{}_k{}",
+            "{}_p{planes}_m{}_n{}_s{}_w{}x{}_k{}{loaders}",
             if t.wgmma { "wgmma" } else { "gemm" },
             t.mt,
             t.bn,
@@ -89,8 +97,14 @@ impl GemmTile {
         let (mt, bn, stages) = (field("m")?, field("n")?, field("s")?);
         let (wm, wn) = parts.next()?.strip_prefix('w')?.split_once('x')?;
         let ks = parts.next()?.strip_prefix('k')?.parse().ok()?;
+        let loaders = match parts.next() {
+            Some(part) if wgmma => part.strip_prefix("ld")?.parse().ok()?,
+            Some(_) => return None,
+            None => 0,
+        };
         let tile = GemmTile {
             wgmma,
+            loaders,
             ..GemmTile::new(mt, bn, stages, wm.parse().ok()?, wn.parse().ok()?, ks)
         };
         parts.next().is_none().then_some((planes, tile))
@@ -101,7 +115,7 @@ impl GemmTile {
     }
 
     pub fn threads(&self) -> usize {
-        32 * self.wm * self.wn
+        32 * (self.wm * self.wn + self.loaders)
     }
 
     /// Dynamic shared memory of a block with `planes` activation planes (a wgmma kernel puts
@@ -126,18 +140,18 @@ const MMA_TILES: [(usize, GemmTile); 4] = [
 ];
 
 /// The block shapes on Hopper's wgmma (gemm_wgmma.cu, the production matmul on devices of
-/// compute capability 9.0), by the most rows each serves: a 16·mt-row tile for up to 16·mt rows
-/// (each weight tile read once for up to 128 rows). Steps of up to 16 rows, which stream the
-/// weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column tiles at
-/// the same K splits, with more of each block's loads in flight; taller tiles run 128 columns
-/// (two warpgroups) and 4 stages. Chosen with the dev harness's timings at the LLaMA-2-7B, 1B,
-/// Llama-3-8B and 135M shapes on an H100 (dev/cuda/README.md), where the wgmma kernels take 0.7
-/// to 0.95 of the mma.sync kernels' time; all give the same results bit for bit.
-const WGMMA_TILES: [(usize, GemmTile); 4] = [
+/// compute capability 9.0), by the most rows each serves. Steps of up to 16 rows, which stream
+/// the weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column
+/// tiles at the same K splits, with more of each block's loads in flight; up to 32 rows a
+/// 32-row tile, more a 64-row tile (two row blocks for up to 128 rows: a 128-row tile's
+/// registers hold one block a multiprocessor, and it ran slower than two 64-row blocks at every
+/// 7B projection), both 128 columns (two warpgroups) and 4 stages. Chosen with the dev
+/// harness's timings at the LLaMA-2-7B projections on an H100 (dev/cuda/README.md); all give
+/// the same results bit for bit.
+const WGMMA_TILES: [(usize, GemmTile); 3] = [
     (16, GemmTile::wgmma(1, 64, 6, 4)),
     (32, GemmTile::wgmma(2, 128, 4, 8)),
-    (64, GemmTile::wgmma(4, 128, 4, 8)),
-    (usize::MAX, GemmTile::wgmma(8, 128, 4, 8)),
+    (usize::MAX, GemmTile::wgmma(4, 128, 4, 8)),
 ];
 
 /// Which entry of a tile table runs a matmul of `m` rows.
@@ -172,38 +186,23 @@ pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
 /// Blocks along the split axis of a launch of `tile` with `splits` splits: one per split (each
 /// writes its sum to the workspace; the last to finish adds them), or one for all of them. A
 /// one-row-tall tile spreads its splits (its blocks stream the weights: the more in flight the
-/// better). A taller one sums them itself, saving the workspace traffic of many rows, unless
-/// that takes more waves of the launch's `row_column_blocks` blocks (column tiles times row
-/// blocks) over the device's `slots` (multiprocessors times the blocks of this kernel one holds
-/// at a time) than spreading them would, counted in waves of full-K blocks: 172 blocks of a
-/// 7B gate/up projection at 128 rows on 132 multiprocessors of one block each run as two
-/// waves, where their 344 half-K blocks run as 1.5.
+/// better). A taller one sums them itself, saving the workspace traffic of many rows and the
+/// finishing blocks, as long as the launch's `row_column_blocks` blocks (column tiles times row
+/// blocks) reach at least half of the device's `sms` multiprocessors; a narrower launch spreads
+/// them. Chosen with the dev harness's timings at the LLaMA-2-7B projections on an H100 (at 32
+/// to 128 rows, 96 blocks or more summed their splits faster, 64 or fewer slower:
+/// dev/cuda/README.md); schedule only.
 fn gemm_split_blocks(
     tile: &GemmTile,
     splits: usize,
     row_column_blocks: usize,
-    slots: usize,
+    sms: usize,
 ) -> usize {
-    let slots = slots.max(1);
-    let one_block_waves = row_column_blocks.div_ceil(slots);
-    let spread_waves_times_splits = (row_column_blocks * splits).div_ceil(slots);
-    if tile.mt > 1 && one_block_waves * splits <= spread_waves_times_splits {
+    if tile.mt > 1 && 2 * row_column_blocks >= sms {
         1
     } else {
         splits
     }
-}
-
-/// Blocks of `func` (a matmul kernel of `tile` and `planes` planes, its shared memory already
-/// allowed) that one multiprocessor holds at a time, as the driver computes it; 1 if the driver
-/// does not say.
-pub(super) fn gemm_resident_blocks(func: &CudaFunction, tile: &GemmTile, planes: usize) -> usize {
-    func.occupancy_max_active_blocks_per_multiprocessor(
-        tile.threads() as u32,
-        tile.smem(planes),
-        None,
-    )
-    .map_or(1, |b| (b as usize).max(1))
 }
 
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
@@ -224,8 +223,6 @@ pub struct Kernels {
     gemm_tiles: &'static [(usize, GemmTile)],
     /// The kernel of each of `gemm_tiles` for `ACT_PLANES` planes.
     gemm: Vec<CudaFunction>,
-    /// Blocks of each `gemm` kernel a multiprocessor holds at a time.
-    gemm_resident: Vec<usize>,
     /// The kernel of each of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
     /// [`MMA_TILES`]; for the dev harness's checks where it is not).
     mma: Vec<CudaFunction>,
@@ -450,11 +447,10 @@ impl Kernels {
             } else {
                 (&MMA_TILES, mma.clone())
             };
-        let mut k = Kernels {
+        let k = Kernels {
             embed: f("embed")?,
             gemm_tiles,
             gemm,
-            gemm_resident: Vec::new(),
             mma,
             norm_rows: f("norm_rows")?,
             sms,
@@ -473,12 +469,6 @@ impl Kernels {
         for (func, bytes) in needs {
             allow_smem(func, bytes, smem_optin)?;
         }
-        k.gemm_resident = k
-            .gemm
-            .iter()
-            .zip(k.gemm_tiles)
-            .map(|(func, (_, tile))| gemm_resident_blocks(func, tile, ACT_PLANES))
-            .collect();
         Ok(k)
     }
 
@@ -610,23 +600,16 @@ impl Kernels {
         g: &GemmArgs<'_>,
     ) -> Result<()> {
         let index = gemm_tile_index(self.gemm_tiles, g.m);
-        let schedule = self.gemm_schedule(
-            self.gemm_tiles[index].1,
-            self.gemm_resident[index],
-            g.m,
-            g.n,
-            self.splits(g.k, g.n),
-        );
+        let schedule =
+            self.gemm_schedule(self.gemm_tiles[index].1, g.m, g.n, self.splits(g.k, g.n));
         self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
     }
 
-    /// The schedule of an (m, n) matmul on `tile` (a kernel of which a multiprocessor holds
-    /// `resident` blocks at a time) with `splits` K splits: the blocks along the split axis by
-    /// [`gemm_split_blocks`].
+    /// The schedule of an (m, n) matmul on `tile` with `splits` K splits: the blocks along the
+    /// split axis by [`gemm_split_blocks`].
     pub(super) fn gemm_schedule(
         &self,
         tile: GemmTile,
-        resident: usize,
         m: usize,
         n: usize,
         splits: usize,
@@ -635,7 +618,7 @@ impl Kernels {
         GemmSchedule {
             tile,
             splits,
-            split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, self.sms * resident),
+            split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, self.sms),
         }
     }
 

@@ -16,8 +16,7 @@ use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use super::{entry_names, median_launch_us, Loaded};
 use crate::model::cuda::gpu_err;
 use crate::model::cuda::kernels::{
-    allow_smem, gemm_resident_blocks, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels,
-    ACT_PLANES,
+    allow_smem, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels, ACT_PLANES,
 };
 use crate::{LadeError, Result};
 
@@ -50,9 +49,6 @@ pub struct GemmKernel {
     pub planes: usize,
     pub tile: GemmTile,
     pub production: bool,
-    /// Blocks of it a multiprocessor holds at a time (sets the production rule's blocks along
-    /// the split axis).
-    resident: usize,
     func: CudaFunction,
 }
 
@@ -104,7 +100,6 @@ impl GemmHarness {
                 planes: ACT_PLANES,
                 tile,
                 production,
-                resident: gemm_resident_blocks(func, &tile, ACT_PLANES),
                 func: func.clone(),
             })
             .collect();
@@ -134,7 +129,6 @@ impl GemmHarness {
                     planes,
                     tile,
                     production: false,
-                    resident: gemm_resident_blocks(&func, &tile, planes),
                     func,
                 });
             }
@@ -179,8 +173,7 @@ impl GemmHarness {
         splits: Option<usize>,
     ) -> GemmSchedule {
         let splits = splits.unwrap_or_else(|| self.kernels.splits(k, n));
-        self.kernels
-            .gemm_schedule(kernel.tile, kernel.resident, m, n, splits)
+        self.kernels.gemm_schedule(kernel.tile, m, n, splits)
     }
 
     pub fn sms(&self) -> usize {
