@@ -22,7 +22,9 @@
 // STAGES deep (deeper for fewer rows: more weight bytes in flight); each row of a staged
 // k-tile is 64 halves (8 chunks of 16 bytes), chunk c of row r stored at chunk c ^ (r & 7) so
 // that the ldmatrix reads of 8 rows hit 8 different bank groups. The weights of the first stages are requested before
-// the wait for the previous kernel (they are never written by a step).
+// the wait for the previous kernel (they are never written by a step). The row blocks of a
+// column tile and split are neighbours in the launch order (the grid's x axis), so that a step
+// of more rows than one block takes reads each weight tile from memory once.
 //
 // Epilogue (mode), on the finished sums v of a column pair (n, n + 1):
 //   0 store       out[m, n..n+2] = v (+ bias)
@@ -191,6 +193,21 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
     }
 }
 
+// The epilogue of a block's finished tile (ROWS rows from m0, BN columns from n0): thread idx
+// takes column pair idx % (BN / 2) of row idx / (BN / 2), so that consecutive threads write
+// consecutive columns; `sums(m, n)` gives the pair's finished sums (a float2).
+template <int P, int ROWS, int BN, int THREADS, typename Sums>
+__device__ __forceinline__ void gemm_finish_pairs(int M, int N, int m0, int n0,
+                                                  const GemmEpilogue& e, Sums sums) {
+    for (int idx = threadIdx.x; idx < ROWS * (BN / 2); idx += THREADS) {
+        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
+        const int m = m0 + r, n = n0 + 2 * cp;
+        if (m >= M || n >= N) continue;
+        const float2 v = sums(m, n);
+        gemm_finish<P>(e, m, n, N, v.x, v.y);
+    }
+}
+
 // The splits' sums of a block's tile (16 MT rows from m0, BN columns from n0), each written to the
 // workspace by one block of the column tile: the last of those blocks to finish adds them in
 // split order and finishes the tile; the others return.
@@ -209,10 +226,7 @@ __device__ __forceinline__ void gemm_finish_splits(const float* ws, int* cnt, in
         if (tid == 0) *c = 0;
         __threadfence();
     }
-    for (int idx = tid; idx < ROWS * (BN / 2); idx += THREADS) {
-        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
-        const int m = m0 + r, n = n0 + 2 * cp;
-        if (m >= M || n >= N) continue;
+    gemm_finish_pairs<P, ROWS, BN, THREADS>(M, N, m0, n0, e, [&](int m, int n) {
         // Eight split sums requested at a time (independent loads in flight), then added in
         // split order.
         const float2* src = (const float2*)(ws + (size_t)m * N + n);
@@ -231,9 +245,31 @@ __device__ __forceinline__ void gemm_finish_splits(const float* ws, int* cnt, in
                 }
             }
         }
-        gemm_finish<P>(e, m, n, N, v.x, v.y);
-    }
+        return v;
+    });
 }
+
+// The splits of a block (split s holds the k-tiles [s T / S, (s + 1) T / S) of the K range;
+// this block the splits [s_begin, s_end), G = ceil(S / gridDim.y) of them, and their k-tiles
+// from kt0, nk of them). `whole`: the block adds up every split itself (one block along y).
+struct BlockSplits {
+    int T, s_begin, s_end, kt0, nk;
+    bool whole;
+
+    __device__ __forceinline__ BlockSplits(int K, int S) {
+        T = (K + GEMM_BK - 1) / GEMM_BK;
+        const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
+        s_begin = blockIdx.y * G;
+        s_end = min(S, s_begin + G);
+        whole = gridDim.y == 1;
+        kt0 = start(s_begin, S);
+        nk = start(s_end, S) - kt0;
+    }
+    // The first k-tile of split sp of S.
+    __device__ __forceinline__ int start(int sp, int S) const {
+        return (int)((long long)sp * T / S);
+    }
+};
 
 template <int MT, int P, int BN, int STAGES, int WM, int WN, int KS>
 __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, size_t a_plane,
@@ -249,18 +285,13 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     constexpr int STAGE = W_STAGE + KS * P * ROWS * GEMM_BK;
     extern __shared__ __align__(16) unsigned short smem[];
 
-    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
+    const int n0 = blockIdx.z * BN, m0 = blockIdx.x * ROWS;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WN, wn = warp % WN;
-    const int T = (K + GEMM_BK - 1) / GEMM_BK;
-    // Split s holds the k-tiles [s T / S, (s + 1) T / S); this block the splits
-    // [s_begin, s_end), G = ceil(S / gridDim.y) of them.
-    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
-    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
-    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
-    const bool whole = gridDim.y == 1;  // this block adds up every split itself
-    const int kt0 = split_start(s_begin);
-    const int nk = split_start(s_end) - kt0;
+    const BlockSplits bs(K, S);
+    const int s_begin = bs.s_begin, kt0 = bs.kt0, nk = bs.nk;
+    const bool whole = bs.whole;
+    auto split_start = [&](int sp) { return bs.start(sp, S); };
 
     const int nst = (nk + KS - 1) / KS;  // pipeline stages of KS k-tiles (the last may be short)
     auto stage_tiles = [&](int st) { return min(KS, nk - st * KS); };
@@ -388,7 +419,9 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     gemm_finish_splits<P, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
 }
 
-// grid (ceil(N / BN), ceil(S / G), ceil(M / (16 MT))) for G splits per block, block
+// grid (ceil(M / (16 MT)), ceil(S / G), ceil(N / BN)) for G splits per block: the row blocks of
+// a column tile's split are launched next to each other, so that they run together and read
+// its weights from memory once (the later ones from the L2 cache). Block
 // 32 * WM * WN, dynamic shared memory STAGES * KS * (BN + P * 16 MT) * 64 halves. K % 8 == 0,
 // N even, 1 <= S <= ceil(K / 64). Named gemm_p{P}_m{MT}_n{BN}_s{STAGES}_w{WM}x{WN}_k{KS}.
 #define GEMM_ENTRY(mt, p, bn, st, wm, wn, ks)                                                   \

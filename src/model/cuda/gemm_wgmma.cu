@@ -169,19 +169,14 @@ struct WgTileLoads {
     }
 };
 
-// The epilogue of a block's finished tile (ROWS x BN sums staged in shared memory at t, rows
-// BN + 4 floats apart): thread idx takes column pair idx % (BN / 2) of row idx / (BN / 2), so
-// that consecutive threads write consecutive columns, as the finisher of the split sums does.
+// The epilogue of a block's finished tile, its sums staged in shared memory at t (rows BN + 4
+// floats apart).
 template <int ROWS, int BN, int THREADS>
 __device__ __forceinline__ void gemm_finish_staged(const float* t, int M, int N, int m0, int n0,
                                                    const GemmEpilogue& e) {
-    for (int idx = threadIdx.x; idx < ROWS * (BN / 2); idx += THREADS) {
-        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
-        const int m = m0 + r, n = n0 + 2 * cp;
-        if (m >= M || n >= N) continue;
-        const float2 v = *(const float2*)(t + r * (BN + 4) + 2 * cp);
-        gemm_finish<1>(e, m, n, N, v.x, v.y);
-    }
+    gemm_finish_pairs<1, ROWS, BN, THREADS>(M, N, m0, n0, e, [&](int m, int n) {
+        return *(const float2*)(t + (m - m0) * (BN + 4) + (n - n0));
+    });
 }
 
 // A warpgroup's accumulators of a block's tile and the running total of its splits: d[4 i + 2 h
@@ -252,16 +247,16 @@ struct WgAccumulators {
     }
 };
 
-// The ends of a block's splits among its k-tiles (split s holds the k-tiles [s T / S, (s + 1)
-// T / S) of the K range; the block's first is kt0, its first split s_begin).
+// The ends of a block's splits among its k-tiles (numbered from the block's first, bs.kt0).
 struct WgSplitEnds {
-    int s_cur, end, kt0, T, S;
+    BlockSplits bs;
+    int s_cur, end, S;
 
-    __device__ __forceinline__ WgSplitEnds(int s_begin, int kt0_, int T_, int S_)
-        : s_cur(s_begin), kt0(kt0_), T(T_), S(S_) {
-        end = at(s_begin + 1);
+    __device__ __forceinline__ WgSplitEnds(const BlockSplits& bs_, int S_)
+        : bs(bs_), s_cur(bs_.s_begin), S(S_) {
+        end = at(s_cur + 1);
     }
-    __device__ __forceinline__ int at(int sp) const { return (int)((long long)sp * T / S) - kt0; }
+    __device__ __forceinline__ int at(int sp) const { return bs.start(sp, S) - bs.kt0; }
     // After the block's k-tile kt: a split that ends there goes to the running total or the
     // workspace, once its multiplications are done.
     template <int NT>
@@ -294,16 +289,12 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     unsigned short* smem =
         smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
 
-    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
+    const int n0 = blockIdx.z * BN, m0 = blockIdx.x * ROWS;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wg = warp >> 2, wl = warp & 3;  // warpgroup; warp within it
-    const int T = (K + GEMM_BK - 1) / GEMM_BK;
-    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
-    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
-    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
-    const bool whole = gridDim.y == 1;
-    const int kt0 = split_start(s_begin);
-    const int nk = split_start(s_end) - kt0;
+    const BlockSplits bs(K, S);
+    const int kt0 = bs.kt0, nk = bs.nk;
+    const bool whole = bs.whole;
 
     const WgTileLoads<BN, ROWS, THREADS> loads(W, N, A, M, K, n0, m0);
 #pragma unroll
@@ -319,7 +310,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     }
 
     WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
-    WgSplitEnds splits(s_begin, kt0, T, S);
+    WgSplitEnds splits(bs, S);
 
     for (int kt = 0; kt < nk; ++kt) {
         cp_async_wait<STAGES - 2>();
@@ -397,6 +388,7 @@ struct WsTileLoads {
     const unsigned short* W;
     const unsigned short* A;
     int at;          // the swizzled place of the thread's first chunk (row lt / 8)
+    int row;         // that row of the stage (lt / 8)
     int w_rows, a_rows;  // rows left in the matrix from the thread's first row
     int kc, K;       // the chunk's k offset in a k-tile (8 c)
 
@@ -405,6 +397,7 @@ struct WsTileLoads {
                                            int m0, int lt)
         : W(W_), A(A_), K(K_) {
         const int r = lt / 8, c = lt % 8;
+        row = r;
         kc = 8 * c;
         w_rows = N - n0 - r;
         a_rows = M - m0 - r;
@@ -425,7 +418,7 @@ struct WsTileLoads {
         const bool kok = kt * GEMM_BK + kc < K;
 #pragma unroll
         for (int i = 0; i < (ROWS + RS - 1) / RS; ++i) {
-            if ((ROWS % RS) != 0 && (at / GEMM_BK) + i * RS >= ROWS) continue;
+            if ((ROWS % RS) != 0 && row + i * RS >= ROWS) continue;
             const bool ok = kok && i * RS < a_rows;
             cp_async16(sa + at + i * RS * GEMM_BK, ok ? a + (size_t)i * RS * K + kt * GEMM_BK : A,
                        ok);
@@ -457,15 +450,11 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
         smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
     __shared__ __align__(8) unsigned long long full[STAGES], empty[STAGES];
 
-    const int n0 = blockIdx.x * BN, m0 = blockIdx.z * ROWS;
+    const int n0 = blockIdx.z * BN, m0 = blockIdx.x * ROWS;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int T = (K + GEMM_BK - 1) / GEMM_BK;
-    auto split_start = [&](int sp) { return (int)((long long)sp * T / S); };
-    const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
-    const int s_begin = blockIdx.y * G, s_end = min(S, s_begin + G);
-    const bool whole = gridDim.y == 1;
-    const int kt0 = split_start(s_begin);
-    const int nk = split_start(s_end) - kt0;
+    const BlockSplits bs(K, S);
+    const int kt0 = bs.kt0, nk = bs.nk;
+    const bool whole = bs.whole;
     if (tid == 0) {
 #pragma unroll
         for (int st = 0; st < STAGES; ++st) {
@@ -498,7 +487,7 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
         cp_async_wait<0>();
     } else {
         wait_previous_kernel();
-        WgSplitEnds splits(s_begin, kt0, T, S);
+        WgSplitEnds splits(bs, S);
         for (int kt = 0; kt < nk; ++kt) {
             const int st = kt % STAGES;
             mbar_wait(&full[st], (kt / STAGES) & 1);

@@ -143,9 +143,10 @@ const MMA_TILES: [(usize, GemmTile); 4] = [
 /// compute capability 9.0), by the most rows each serves. Steps of up to 16 rows, which stream
 /// the weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column
 /// tiles at the same K splits, with more of each block's loads in flight; up to 32 rows a
-/// 32-row tile, more a 64-row tile (two row blocks for up to 128 rows: a 128-row tile's
-/// registers hold one block a multiprocessor, and it ran slower than two 64-row blocks at every
-/// 7B projection), both 128 columns (two warpgroups) and 4 stages. Chosen with the dev
+/// 32-row tile, more a 64-row tile (two row blocks for up to 128 rows, launched side by side
+/// so that the second reads the weights from the L2 cache: a 128-row tile's registers hold one
+/// block a multiprocessor, and it ran slower than two 64-row blocks at every 7B projection),
+/// both 128 columns (two warpgroups) and 4 stages. Chosen with the dev
 /// harness's timings at the LLaMA-2-7B projections on an H100 (dev/cuda/README.md); all give
 /// the same results bit for bit.
 const WGMMA_TILES: [(usize, GemmTile); 3] = [
@@ -165,6 +166,9 @@ fn gemm_tile_index(tiles: &[(usize, GemmTile)], m: usize) -> usize {
 /// f16 planes per activation value in the matmul's input (A format): 1 = f16(v); 2 = hi and
 /// lo halves (about 22 bits of v, twice the tensor-core work).
 pub const ACT_PLANES: usize = 1;
+
+/// The largest grid dimension y or z of a CUDA launch.
+const MAX_GRID_YZ: usize = 65535;
 
 /// Splits of the K range of a (k, n) matmul on a device of `sms` multiprocessors: about three
 /// blocks per multiprocessor for a one-row step at 128 columns a block, but at most 4 splits
@@ -689,10 +693,19 @@ impl Kernels {
                 .i32(0)
                 .i32(0),
         };
+        // (row blocks, split blocks, column tiles): the row blocks of a column tile's split run
+        // side by side, so its weights come from memory once (then from the L2 cache).
+        let column_tiles = g.n.div_ceil(tile.bn);
+        if column_tiles > MAX_GRID_YZ {
+            return Err(crate::LadeError::Gpu(format!(
+                "matmul of {} output columns: more than {MAX_GRID_YZ} column tiles of {}",
+                g.n, tile.bn
+            )));
+        }
         let grid = (
-            g.n.div_ceil(tile.bn) as u32,
-            split_blocks as u32,
             g.m.div_ceil(tile.rows()).max(1) as u32,
+            split_blocks as u32,
+            column_tiles as u32,
         );
         // SAFETY: the arguments match `gemm_p*` in gemm.cu and `wgmma_p*` in gemm_wgmma.cu
         // (one parameter list; `func` is such a kernel, of `tile` and `g.planes` (one plane for
