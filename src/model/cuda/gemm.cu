@@ -249,26 +249,25 @@ __device__ __forceinline__ void gemm_finish_splits(const float* ws, int* cnt, in
     });
 }
 
-// The splits of a block (split s holds the k-tiles [s T / S, (s + 1) T / S) of the K range;
-// this block the splits [s_begin, s_end), G = ceil(S / gridDim.y) of them, and their k-tiles
-// from kt0, nk of them). `whole`: the block adds up every split itself (one block along y).
+// The splits of a block (split s of the S holds the k-tiles [s T / S, (s + 1) T / S) of the K
+// range; this block the splits [s_begin, s_end), G = ceil(S / gridDim.y) of them, and their
+// k-tiles from kt0, nk of them). `whole`: the block adds up every split itself (one block
+// along y).
 struct BlockSplits {
-    int T, s_begin, s_end, kt0, nk;
+    int T, S, s_begin, s_end, kt0, nk;
     bool whole;
 
-    __device__ __forceinline__ BlockSplits(int K, int S) {
+    __device__ __forceinline__ BlockSplits(int K, int S_) : S(S_) {
         T = (K + GEMM_BK - 1) / GEMM_BK;
         const int G = (S + (int)gridDim.y - 1) / (int)gridDim.y;
         s_begin = blockIdx.y * G;
         s_end = min(S, s_begin + G);
         whole = gridDim.y == 1;
-        kt0 = start(s_begin, S);
-        nk = start(s_end, S) - kt0;
+        kt0 = start(s_begin);
+        nk = start(s_end) - kt0;
     }
-    // The first k-tile of split sp of S.
-    __device__ __forceinline__ int start(int sp, int S) const {
-        return (int)((long long)sp * T / S);
-    }
+    // The first k-tile of split sp.
+    __device__ __forceinline__ int start(int sp) const { return (int)((long long)sp * T / S); }
 };
 
 template <int MT, int P, int BN, int STAGES, int WM, int WN, int KS>
@@ -291,7 +290,6 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
     const BlockSplits bs(K, S);
     const int s_begin = bs.s_begin, kt0 = bs.kt0, nk = bs.nk;
     const bool whole = bs.whole;
-    auto split_start = [&](int sp) { return bs.start(sp, S); };
 
     const int nst = (nk + KS - 1) / KS;  // pipeline stages of KS k-tiles (the last may be short)
     auto stage_tiles = [&](int st) { return min(KS, nk - st * KS); };
@@ -321,7 +319,7 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
 #pragma unroll
             for (int c = 0; c < 4; ++c) acc[i][j][c] = tot[i][j][c] = 0.f;
     const int g = lane >> 2, t4 = lane & 3;
-    int s_cur = s_begin, split_end = split_start(s_begin + 1) - kt0;
+    int s_cur = s_begin, split_end = bs.start(s_begin + 1) - kt0;
 
     for (int st = 0; st < nst; ++st) {
         cp_async_wait<STAGES - 2>();
@@ -393,7 +391,7 @@ __device__ __forceinline__ void gemm_impl(const unsigned short* __restrict__ A, 
                     }
                 }
                 ++s_cur;
-                split_end = split_start(s_cur + 1) - kt0;
+                split_end = bs.start(s_cur + 1) - kt0;
             }
         }
     }

@@ -250,13 +250,13 @@ struct WgAccumulators {
 // The ends of a block's splits among its k-tiles (numbered from the block's first, bs.kt0).
 struct WgSplitEnds {
     BlockSplits bs;
-    int s_cur, end, S;
+    int s_cur, end;
 
-    __device__ __forceinline__ WgSplitEnds(const BlockSplits& bs_, int S_)
-        : bs(bs_), s_cur(bs_.s_begin), S(S_) {
+    __device__ __forceinline__ explicit WgSplitEnds(const BlockSplits& bs_)
+        : bs(bs_), s_cur(bs_.s_begin) {
         end = at(s_cur + 1);
     }
-    __device__ __forceinline__ int at(int sp) const { return bs.start(sp, S) - bs.kt0; }
+    __device__ __forceinline__ int at(int sp) const { return bs.start(sp) - bs.kt0; }
     // After the block's k-tile kt: a split that ends there goes to the running total or the
     // workspace, once its multiplications are done.
     template <int NT>
@@ -270,22 +270,45 @@ struct WgSplitEnds {
     }
 };
 
+// A block's tile on wgmma: BN / 64 warpgroups, 16 MT activation rows (= wgmma N), STAGES
+// stages of one k-tile each (the weights, then the activations), which also hold the finished
+// tile for the staged epilogue.
+template <int MT, int BN, int STAGES>
+struct WgTile {
+    static constexpr int WG = BN / 64;                   // warpgroups
+    static constexpr int NT = 16 * MT;                   // activation rows of a block = wgmma N
+    static constexpr int ROWS = NT;
+    static constexpr int W_STAGE = BN * GEMM_BK;         // halves of a stage's weights
+    static constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
+    static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
+    static_assert(ROWS * (BN + 4) * 4 <= STAGES * STAGE * 2, "the stages hold the finished tile");
+
+    // Every split added in registers and every stage consumed: the warpgroups' sums go to a
+    // tile in the stages (`holds`: this thread has accumulators), whose epilogue then writes
+    // whole rows of columns (the accumulator layout would write 32 bytes of a row at a time).
+    template <int THREADS>
+    static __device__ __forceinline__ void finish_whole(const WgAccumulators<NT>& acc, bool holds,
+                                                        unsigned short* smem, int M, int N,
+                                                        int m0, int n0, const GemmEpilogue& e) {
+        __syncthreads();
+        float* tile = (float*)smem;
+        if (holds) acc.stage(tile, BN + 4, n0);
+        __syncthreads();
+        gemm_finish_staged<ROWS, BN, THREADS>(tile, M, N, m0, n0, e);
+    }
+};
+
 template <int MT, int BN, int STAGES>
 __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ A, size_t a_plane,
                                              const unsigned short* __restrict__ W, int M, int N,
                                              int K, int S, float* ws, int* cnt,
                                              const GemmEpilogue& e) {
-    constexpr int WG = BN / 64;           // warpgroups
-    constexpr int THREADS = 128 * WG;
-    constexpr int NT = 16 * MT;           // activation rows of a block = wgmma N
-    constexpr int ROWS = NT;
-    constexpr int W_STAGE = BN * GEMM_BK;  // halves: the weights, then the activations
-    constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
-    static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
-    static_assert(ROWS * (BN + 4) * 4 <= STAGES * STAGE * 2, "the stages hold the finished tile");
+    using Tile = WgTile<MT, BN, STAGES>;
+    constexpr int THREADS = 128 * Tile::WG;
+    constexpr int NT = Tile::NT, ROWS = Tile::ROWS, W_STAGE = Tile::W_STAGE, STAGE = Tile::STAGE;
     extern __shared__ __align__(16) unsigned short smem_raw[];
-    // Tiles on 1024-byte boundaries (the swizzle repeats every 8 rows of 128 bytes); the
-    // launch gives 1024 bytes more than the stages take.
+    // The stages on a 1024-byte boundary (the swizzle repeats every 8 rows of 128 bytes); the
+    // launch gives 1024 bytes more than they take.
     unsigned short* smem =
         smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
 
@@ -310,7 +333,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     }
 
     WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
-    WgSplitEnds splits(bs, S);
+    WgSplitEnds splits(bs);
 
     for (int kt = 0; kt < nk; ++kt) {
         cp_async_wait<STAGES - 2>();
@@ -336,14 +359,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     cp_async_wait<0>();
 
     if (whole) {
-        // Every warpgroup's multiplications are done: the stages take the finished tile, whose
-        // epilogue then writes whole rows of columns (the accumulator layout would write 32
-        // bytes of a row at a time).
-        __syncthreads();
-        float* tile = (float*)smem;
-        acc.stage(tile, BN + 4, n0);
-        __syncthreads();
-        gemm_finish_staged<ROWS, BN, THREADS>(tile, M, N, m0, n0, e);
+        Tile::template finish_whole<THREADS>(acc, true, smem, M, N, m0, n0, e);
         return;
     }
     gemm_finish_splits<1, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
@@ -436,15 +452,10 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
                                              const unsigned short* __restrict__ W, int M, int N,
                                              int K, int S, float* ws, int* cnt,
                                              const GemmEpilogue& e) {
-    constexpr int WG = BN / 64;
-    constexpr int CONSUMERS = 128 * WG;
+    using Tile = WgTile<MT, BN, STAGES>;
+    constexpr int CONSUMERS = 128 * Tile::WG;
     constexpr int LT = 32 * LW;
-    constexpr int NT = 16 * MT;
-    constexpr int ROWS = NT;
-    constexpr int W_STAGE = BN * GEMM_BK;
-    constexpr int STAGE = W_STAGE + ROWS * GEMM_BK;
-    static_assert(BN % 64 == 0 && (NT == 16 || NT == 32 || NT == 64 || NT == 128), "tile");
-    static_assert(ROWS * (BN + 4) * 4 <= STAGES * STAGE * 2, "the stages hold the finished tile");
+    constexpr int NT = Tile::NT, ROWS = Tile::ROWS, W_STAGE = Tile::W_STAGE, STAGE = Tile::STAGE;
     extern __shared__ __align__(16) unsigned short smem_raw[];
     unsigned short* smem =
         smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
@@ -487,7 +498,7 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
         cp_async_wait<0>();
     } else {
         wait_previous_kernel();
-        WgSplitEnds splits(bs, S);
+        WgSplitEnds splits(bs);
         for (int kt = 0; kt < nk; ++kt) {
             const int st = kt % STAGES;
             mbar_wait(&full[st], (kt / STAGES) & 1);
@@ -504,11 +515,7 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
         wgmma_wait<0>();
     }
     if (whole) {
-        __syncthreads();  // every stage consumed and landed
-        float* tile = (float*)smem;
-        if (tid < CONSUMERS) acc.stage(tile, BN + 4, n0);
-        __syncthreads();
-        gemm_finish_staged<ROWS, BN, CONSUMERS + LT>(tile, M, N, m0, n0, e);
+        Tile::template finish_whole<CONSUMERS + LT>(acc, tid < CONSUMERS, smem, M, N, m0, n0, e);
         return;
     }
     gemm_finish_splits<1, ROWS, BN, CONSUMERS + LT>(ws, cnt, M, N, S, m0, n0, e);
