@@ -192,8 +192,8 @@ fn cuda_extras(
         }
         let (one_row, splits) = session.matmul_schedule(1);
         report["matmul"] = json!({
-            "kernel_1_row": one_row,
-            "kernel_128_rows": session.matmul_schedule(128).0,
+            "kernels_1_row_qkv_o_gateup_down_lmhead": one_row,
+            "kernels_128_rows_qkv_o_gateup_down_lmhead": session.matmul_schedule(128).0,
             "k_splits_qkv_o_gateup_down_lmhead": splits,
             "activation_planes": lade::model::cuda::ACT_PLANES,
             "overlapped_launches": session.kernels_overlap(),
@@ -256,8 +256,8 @@ fn print_markdown(r: &serde_json::Value) {
     }
     if let Some(m) = r.get("matmul") {
         println!(
-            "matmul: {} (1 row), {} (128 rows); K splits (qkv, o, gate/up, down, LM head) {}; activation f16 planes {}; kernels overlap their predecessor (programmatic dependent launch): {}",
-            m["kernel_1_row"], m["kernel_128_rows"], m["k_splits_qkv_o_gateup_down_lmhead"],
+            "matmul kernels (qkv, o, gate/up, down, LM head): {} (1 row), {} (128 rows); K splits {}; activation f16 planes {}; kernels overlap their predecessor (programmatic dependent launch): {}",
+            m["kernels_1_row_qkv_o_gateup_down_lmhead"], m["kernels_128_rows_qkv_o_gateup_down_lmhead"], m["k_splits_qkv_o_gateup_down_lmhead"],
             m["activation_planes"], m["overlapped_launches"]
         );
     }

@@ -140,12 +140,45 @@ struct GemmEpilogue {
     int nh, nkv, hd, cap;
 };
 
-template <int P>
-__device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n, int N, float v0,
-                                            float v1) {
+// What a column pair's epilogue reads besides its sums (requested for a batch of pairs before
+// any of them is written, so that a thread's loads are in flight together): the bias (when the
+// epilogue adds one), and in mode 1 out's values, in mode 3 the cache length and, for a q or k
+// pair, the cosine and sine of its angle.
+struct GemmPairIn {
+    float b0, b1;
+    float x0, x1;  // mode 1: out[m, n..n+2]; mode 3: cos, sin
+    int L;         // mode 3
+};
+
+__device__ __forceinline__ GemmPairIn gemm_pair_in(const GemmEpilogue& e, int m, int n) {
+    GemmPairIn in{0.f, 0.f, 0.f, 0.f, 0};
     if (e.bias && e.mode != 2) {
-        v0 += e.bias[n];
-        v1 += e.bias[n + 1];
+        in.b0 = e.bias[n];
+        in.b1 = e.bias[n + 1];
+    }
+    if (e.mode == 1) {
+        const float* o = e.out + (size_t)m * e.ldo + n;
+        in.x0 = o[0];
+        in.x1 = o[1];
+    } else if (e.mode == 3) {
+        in.L = e.io[0];
+        if (n < (e.nh + e.nkv) * e.hd) {
+            const int half = e.hd / 2, j = (n % e.hd) / 2;
+            const int pos = io_pos(e.io, e.QB)[m];
+            in.x0 = e.cos_t[(size_t)pos * half + j];
+            in.x1 = e.sin_t[(size_t)pos * half + j];
+        }
+    }
+    return in;
+}
+
+// The epilogue of a column pair (m, n), (m, n + 1) with finished sums v0, v1 and its reads `in`.
+template <int P>
+__device__ __forceinline__ void gemm_pair_out(const GemmEpilogue& e, int m, int n, int N,
+                                              float v0, float v1, const GemmPairIn& in) {
+    if (e.bias && e.mode != 2) {
+        v0 += in.b0;
+        v1 += in.b1;
     }
     switch (e.mode) {
         case 0: {
@@ -156,8 +189,8 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
         }
         case 1: {
             float* o = e.out + (size_t)m * e.ldo + n;
-            o[0] += v0;
-            o[1] += v1;
+            o[0] = in.x0 + v0;
+            o[1] = in.x1 + v1;
             break;
         }
         case 2: {
@@ -166,12 +199,8 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
             break;
         }
         default: {
-            const int L = e.io[0];
-            const int qk = (e.nh + e.nkv) * e.hd;
-            if (n < qk) {
-                const int d = n % e.hd, half = e.hd / 2, j = d / 2;
-                const int pos = io_pos(e.io, e.QB)[m];
-                const float c = e.cos_t[(size_t)pos * half + j], s = e.sin_t[(size_t)pos * half + j];
+            if (n < (e.nh + e.nkv) * e.hd) {
+                const float c = in.x0, s = in.x1;
                 const float a = v0, b = v1;
                 v0 = fmaf(a, c, -(b * s));
                 v1 = fmaf(a, s, b * c);
@@ -184,7 +213,7 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
                 const bool is_v = t >= e.nkv * e.hd;
                 const int tt = is_v ? t - e.nkv * e.hd : t;
                 const int h = tt / e.hd, d = tt - h * e.hd;
-                float* dst = (is_v ? e.vc : e.kc) + ((size_t)h * e.cap + L + m) * e.hd + d;
+                float* dst = (is_v ? e.vc : e.kc) + ((size_t)h * e.cap + in.L + m) * e.hd + d;
                 dst[0] = v0;
                 dst[1] = v1;
             }
@@ -193,18 +222,45 @@ __device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n,
     }
 }
 
+template <int P>
+__device__ __forceinline__ void gemm_finish(const GemmEpilogue& e, int m, int n, int N, float v0,
+                                            float v1) {
+    gemm_pair_out<P>(e, m, n, N, v0, v1, gemm_pair_in(e, m, n));
+}
+
 // The epilogue of a block's finished tile (ROWS rows from m0, BN columns from n0): thread idx
 // takes column pair idx % (BN / 2) of row idx / (BN / 2), so that consecutive threads write
-// consecutive columns; `sums(m, n)` gives the pair's finished sums (a float2).
+// consecutive columns; `sums(m, n)` gives the pair's finished sums (a float2). In a tile taller
+// than 16 rows a thread reads the sums and epilogue inputs of GEMM_FINISH_BATCH pairs before it
+// writes any of them, so that its loads wait for memory together rather than one pair after
+// another (a 16-row tile, whose threads have at most a few pairs, does one at a time: batching
+// slowed the one-row steps of small models by 3-4 %).
+#define GEMM_FINISH_BATCH 4
 template <int P, int ROWS, int BN, int THREADS, typename Sums>
 __device__ __forceinline__ void gemm_finish_pairs(int M, int N, int m0, int n0,
                                                   const GemmEpilogue& e, Sums sums) {
-    for (int idx = threadIdx.x; idx < ROWS * (BN / 2); idx += THREADS) {
-        const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
-        const int m = m0 + r, n = n0 + 2 * cp;
-        if (m >= M || n >= N) continue;
-        const float2 v = sums(m, n);
-        gemm_finish<P>(e, m, n, N, v.x, v.y);
+    constexpr int U = ROWS > 16 ? GEMM_FINISH_BATCH : 1;
+    const int pairs = min(ROWS, M - m0) * (BN / 2);  // those of the tile's rows in the matrix
+    for (int i0 = threadIdx.x; i0 < pairs; i0 += U * THREADS) {
+        int mm[U], nn[U];
+        bool ok[U];
+        float2 v[U];
+        GemmPairIn in[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int idx = i0 + u * THREADS;
+            const int r = idx / (BN / 2), cp = idx - r * (BN / 2);
+            mm[u] = m0 + r;
+            nn[u] = n0 + 2 * cp;
+            ok[u] = idx < pairs && nn[u] < N;
+            if (ok[u]) {
+                v[u] = sums(mm[u], nn[u]);
+                in[u] = gemm_pair_in(e, mm[u], nn[u]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (ok[u]) gemm_pair_out<P>(e, mm[u], nn[u], N, v[u].x, v[u].y, in[u]);
     }
 }
 

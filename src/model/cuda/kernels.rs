@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr,
+    result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr,
     LaunchConfig,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
@@ -126,40 +126,78 @@ impl GemmTile {
     }
 }
 
+/// A row range's entry in a tile table: the most rows it serves, its tile, and optionally a tile
+/// (`one_wave`) that runs instead wherever every block of its launch is resident at once, at its
+/// occupancy (asked of the driver at load): a deeper pipeline, whose blocks keep more of their
+/// weights in flight (fewer of them fit a multiprocessor, which a launch that fits in one wave
+/// does not miss), or a shorter tile, whose launch has more blocks, each with fewer rows and
+/// registers (a narrow projection's many-row step fills more of the device). Schedule only.
+#[derive(Clone, Copy, Debug)]
+struct TileEntry {
+    most_rows: usize,
+    tile: GemmTile,
+    one_wave: Option<GemmTile>,
+}
+
+impl TileEntry {
+    const fn new(most_rows: usize, tile: GemmTile) -> Self {
+        TileEntry {
+            most_rows,
+            tile,
+            one_wave: None,
+        }
+    }
+
+    /// Every tile of the entry: its own, then its one-wave tile.
+    fn tiles(&self) -> impl Iterator<Item = GemmTile> {
+        std::iter::once(self.tile).chain(self.one_wave)
+    }
+}
+
 /// The matmul's block shapes on mma.sync (gemm.cu, any device lade runs on), by the most rows
 /// each serves: 128 columns a block (fewer, longer weight rows per block), one 16-row tile with
 /// a 4-deep pipeline for up to 16 rows, taller tiles for more (each weight tile read once for
 /// up to 128 rows, the activation tiles re-read less). Chosen with the dev harness's timings at
 /// the LLaMA-2-7B and 70B shapes on an H200 (dev/cuda/README.md); every variant gives the same
 /// results.
-const MMA_TILES: [(usize, GemmTile); 4] = [
-    (16, GemmTile::new(1, 128, 4, 1, 4, 1)),
-    (32, GemmTile::new(2, 128, 4, 2, 4, 1)),
-    (64, GemmTile::new(4, 128, 4, 2, 4, 1)),
-    (usize::MAX, GemmTile::new(8, 128, 3, 4, 2, 1)),
+const MMA_TILES: [TileEntry; 4] = [
+    TileEntry::new(16, GemmTile::new(1, 128, 4, 1, 4, 1)),
+    TileEntry::new(32, GemmTile::new(2, 128, 4, 2, 4, 1)),
+    TileEntry::new(64, GemmTile::new(4, 128, 4, 2, 4, 1)),
+    TileEntry::new(usize::MAX, GemmTile::new(8, 128, 3, 4, 2, 1)),
 ];
 
 /// The block shapes on Hopper's wgmma (gemm_wgmma.cu, the production matmul on devices of
 /// compute capability 9.0), by the most rows each serves. Steps of up to 16 rows, which stream
 /// the weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column
-/// tiles at the same K splits, with more of each block's loads in flight; up to 32 rows a
-/// 32-row tile, more a 64-row tile (two row blocks for up to 128 rows, launched side by side
-/// so that the second reads the weights from the L2 cache: a 128-row tile's registers hold one
-/// block a multiprocessor, and it ran slower than two 64-row blocks at every 7B projection),
-/// both 128 columns (two warpgroups) and 4 stages. Chosen with the dev
-/// harness's timings at the LLaMA-2-7B projections on an H100 (dev/cuda/README.md); all give
-/// the same results bit for bit.
-const WGMMA_TILES: [(usize, GemmTile); 3] = [
-    (16, GemmTile::wgmma(1, 64, 6, 4)),
-    (32, GemmTile::wgmma(2, 128, 4, 8)),
-    (usize::MAX, GemmTile::wgmma(4, 128, 4, 8)),
+/// tiles at the same K splits, with more of each block's loads in flight; 8 stages where the
+/// launch fits in one wave of those (two blocks a multiprocessor instead of three: the 7B `o`
+/// and `down` projections, 256 blocks, streamed 8–10 % faster so in the dev harness). Up to 32
+/// rows a 32-row tile, more a 64-row tile (two row blocks for up to 128 rows, launched side by
+/// side so that the second reads the weights from the L2 cache: a 128-row tile's registers hold
+/// one block a multiprocessor, and it ran slower than two 64-row blocks at every 7B
+/// projection), both 128 columns (two warpgroups) and 4 stages; the 32-row tile again where its
+/// launch fits in one wave with at least as many blocks (the 135M and 1B projections, and the
+/// 7B `o` and `down` at 64 rows, ran 10–50 % faster on it in the dev harness). Chosen with the dev harness's timings at the
+/// LLaMA-2-7B, 1B and 135M projections on an H100 (dev/cuda/README.md); all give the same
+/// results bit for bit.
+const WGMMA_TILES: [TileEntry; 3] = [
+    TileEntry {
+        one_wave: Some(GemmTile::wgmma(1, 64, 8, 4)),
+        ..TileEntry::new(16, GemmTile::wgmma(1, 64, 6, 4))
+    },
+    TileEntry::new(32, GemmTile::wgmma(2, 128, 4, 8)),
+    TileEntry {
+        one_wave: Some(GemmTile::wgmma(2, 128, 4, 8)),
+        ..TileEntry::new(usize::MAX, GemmTile::wgmma(4, 128, 4, 8))
+    },
 ];
 
 /// Which entry of a tile table runs a matmul of `m` rows.
-fn gemm_tile_index(tiles: &[(usize, GemmTile)], m: usize) -> usize {
+fn gemm_tile_index(tiles: &[TileEntry], m: usize) -> usize {
     tiles
         .iter()
-        .position(|&(most, _)| m <= most)
+        .position(|e| m <= e.most_rows)
         .unwrap_or(tiles.len() - 1)
 }
 
@@ -209,24 +247,87 @@ fn gemm_split_blocks(
     }
 }
 
+/// The schedule of an (m, n) matmul on `tile` with `splits` K splits, on a device of `sms`
+/// multiprocessors: the blocks along the split axis by [`gemm_split_blocks`].
+fn schedule_on(tile: GemmTile, m: usize, n: usize, splits: usize, sms: usize) -> GemmSchedule {
+    let row_column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
+    GemmSchedule {
+        tile,
+        splits,
+        split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, sms),
+    }
+}
+
+/// The schedule of an (m, n) matmul with `splits` K splits on a table entry whose tile is `own`
+/// and whose one-wave tile, if any, holds `resident` blocks a multiprocessor: the one-wave tile
+/// where every block of its launch is resident at once and the launch has no fewer blocks than
+/// `own`'s, else `own`.
+fn entry_schedule(
+    own: GemmTile,
+    one_wave: Option<(GemmTile, usize)>,
+    m: usize,
+    n: usize,
+    splits: usize,
+    sms: usize,
+) -> GemmSchedule {
+    let schedule = schedule_on(own, m, n, splits, sms);
+    if let Some((tile, resident)) = one_wave {
+        let alt = schedule_on(tile, m, n, splits, sms);
+        let blocks = alt.blocks(m, n);
+        if blocks <= resident * sms && blocks >= schedule.blocks(m, n) {
+            return alt;
+        }
+    }
+    schedule
+}
+
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
 /// `n` columns at most.
 pub fn gemm_counters(m: usize, n: usize) -> usize {
     MMA_TILES
         .iter()
         .chain(&WGMMA_TILES)
-        .map(|&(_, t)| m.div_ceil(t.rows()) * n.div_ceil(t.bn))
+        .flat_map(TileEntry::tiles)
+        .map(|t| m.div_ceil(t.rows()) * n.div_ceil(t.bn))
         .max()
         .unwrap_or(0)
+}
+
+/// A production matmul kernel: its tile, the kernel for `ACT_PLANES` planes, and how many of
+/// its blocks one multiprocessor holds at once (the driver's occupancy for its block and shared
+/// memory).
+#[derive(Clone)]
+pub(super) struct TileKernel {
+    pub tile: GemmTile,
+    pub func: CudaFunction,
+    pub resident: usize,
+}
+
+impl TileKernel {
+    fn load(module: &Arc<CudaModule>, tile: GemmTile, optin: usize) -> Result<Self> {
+        let func = module
+            .load_function(&tile.name(ACT_PLANES))
+            .map_err(gpu_err)?;
+        let smem = tile.smem(ACT_PLANES);
+        allow_smem(&func, smem, optin)?;
+        let resident = func
+            .occupancy_max_active_blocks_per_multiprocessor(tile.threads() as u32, smem, None)
+            .map_err(gpu_err)? as usize;
+        Ok(TileKernel {
+            tile,
+            func,
+            resident: resident.max(1),
+        })
+    }
 }
 
 pub struct Kernels {
     embed: CudaFunction,
     /// The production matmul's tiles: [`WGMMA_TILES`] on a device of compute capability 9.0,
     /// [`MMA_TILES`] elsewhere.
-    gemm_tiles: &'static [(usize, GemmTile)],
-    /// The kernel of each of `gemm_tiles` for `ACT_PLANES` planes.
-    gemm: Vec<CudaFunction>,
+    gemm_tiles: &'static [TileEntry],
+    /// The kernels of each entry of `gemm_tiles`: its tile's, and its one-wave tile's.
+    gemm: Vec<(TileKernel, Option<TileKernel>)>,
     /// The kernel of each of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
     /// [`MMA_TILES`]; for the dev harness's checks where it is not).
     mma: Vec<CudaFunction>,
@@ -326,6 +427,13 @@ pub struct GemmSchedule {
     pub tile: GemmTile,
     pub splits: usize,
     pub split_blocks: usize,
+}
+
+impl GemmSchedule {
+    /// Blocks of the launch for an (m, n) matmul: row blocks x split blocks x column tiles.
+    pub fn blocks(&self, m: usize, n: usize) -> usize {
+        m.div_ceil(self.tile.rows()).max(1) * self.split_blocks * n.div_ceil(self.tile.bn)
+    }
 }
 
 /// Where a matmul's finished sums go (the `mode` of gemm.cu's epilogue).
@@ -434,23 +542,28 @@ impl Kernels {
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-        let mma = MMA_TILES
-            .iter()
-            .map(|(_, t)| f(&t.name(ACT_PLANES)))
-            .collect::<Result<Vec<_>>>()?;
+        let load_tiles = |module: &Arc<CudaModule>, table: &[TileEntry]| {
+            table
+                .iter()
+                .map(|e| {
+                    let one_wave = e.one_wave.map(|t| TileKernel::load(module, t, smem_optin));
+                    Ok((
+                        TileKernel::load(module, e.tile, smem_optin)?,
+                        one_wave.transpose()?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let mma = load_tiles(&module, &MMA_TILES)?;
         // wgmma exists on compute capability 9.0 only (PTX of the "a" target runs nowhere
         // else).
-        let (gemm_tiles, gemm): (&'static [(usize, GemmTile)], Vec<CudaFunction>) =
-            if (major, minor) == (9, 0) {
-                let wgmma = ctx.load_module(Ptx::from_src(WGMMA_PTX)).map_err(gpu_err)?;
-                let funcs = WGMMA_TILES
-                    .iter()
-                    .map(|(_, t)| wgmma.load_function(&t.name(ACT_PLANES)).map_err(gpu_err))
-                    .collect::<Result<Vec<_>>>()?;
-                (&WGMMA_TILES, funcs)
-            } else {
-                (&MMA_TILES, mma.clone())
-            };
+        let (gemm_tiles, gemm): (&'static [TileEntry], _) = if (major, minor) == (9, 0) {
+            let wgmma = ctx.load_module(Ptx::from_src(WGMMA_PTX)).map_err(gpu_err)?;
+            (&WGMMA_TILES, load_tiles(&wgmma, &WGMMA_TILES)?)
+        } else {
+            (&MMA_TILES, mma.clone())
+        };
+        let mma = mma.into_iter().map(|(k, _)| k.func).collect();
         let k = Kernels {
             embed: f("embed")?,
             gemm_tiles,
@@ -464,11 +577,9 @@ impl Kernels {
             pdl: major >= 9,
         };
         let needs = k
-            .gemm
+            .attention
             .iter()
-            .zip(k.gemm_tiles.iter().map(|(_, t)| t.smem(ACT_PLANES)))
-            .chain(k.mma.iter().zip(MMA_TILES.map(|(_, t)| t.smem(ACT_PLANES))))
-            .chain(k.attention.iter().zip([attn_smem(64), attn_smem(128)]))
+            .zip([attn_smem(64), attn_smem(128)])
             .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
         for (func, bytes) in needs {
             allow_smem(func, bytes, smem_optin)?;
@@ -562,10 +673,26 @@ impl Kernels {
         }
     }
 
-    /// The matmul kernel a step of `m` rows runs (for reports).
-    pub fn gemm_name(&self, m: usize) -> String {
-        let tiles = self.gemm_tiles;
-        tiles[gemm_tile_index(tiles, m)].1.name(ACT_PLANES)
+    /// The production kernel of an (m, n, k) matmul and its schedule: the tile of the table
+    /// entry for `m` rows, or that entry's one-wave tile where every block of its launch is
+    /// resident at once and the launch has no fewer blocks (a shorter tile whose launch would
+    /// sum its splits itself in fewer, longer blocks is slower: the 7B `down` projection's
+    /// 120-row step took 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row
+    /// tile with their splits spread).
+    pub(super) fn gemm_choice(&self, m: usize, n: usize, k: usize) -> (&TileKernel, GemmSchedule) {
+        let (own, one_wave) = &self.gemm[gemm_tile_index(self.gemm_tiles, m)];
+        let alt = one_wave.as_ref().map(|k| (k.tile, k.resident));
+        let schedule = entry_schedule(own.tile, alt, m, n, self.splits(k, n), self.sms);
+        let kernel = match one_wave {
+            Some(k) if k.tile == schedule.tile => k,
+            _ => own,
+        };
+        (kernel, schedule)
+    }
+
+    /// The name of the matmul kernel an (m, n, k) matmul runs (for reports).
+    pub fn gemm_name(&self, m: usize, n: usize, k: usize) -> String {
+        self.gemm_choice(m, n, k).0.tile.name(ACT_PLANES)
     }
 
     /// K splits of a (k, n) matmul on this device.
@@ -576,16 +703,26 @@ impl Kernels {
     /// The production matmul kernels: each tile of the production table with its kernel (for
     /// `ACT_PLANES` planes).
     pub(super) fn production_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
-        self.gemm_tiles.iter().map(|&(_, t)| t).zip(&self.gemm)
+        let mut tiles: Vec<(GemmTile, &CudaFunction)> = Vec::new();
+        for k in self
+            .gemm
+            .iter()
+            .flat_map(|(tile, one_wave)| std::iter::once(tile).chain(one_wave))
+        {
+            if !tiles.iter().any(|(t, _)| *t == k.tile) {
+                tiles.push((k.tile, &k.func));
+            }
+        }
+        tiles.into_iter()
     }
 
     /// gemm.cu's mma.sync kernels where they are not the production matmul (on compute
     /// capability 9.0), each with its tile: the dev harness checks them against it.
     pub(super) fn other_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
-        let others = self.gemm_tiles.iter().any(|(_, t)| t.wgmma);
+        let others = self.gemm_tiles.iter().any(|e| e.tile.wgmma);
         MMA_TILES
             .iter()
-            .map(|&(_, t)| t)
+            .map(|e| e.tile)
             .zip(&self.mma)
             .filter(move |_| others)
     }
@@ -603,10 +740,8 @@ impl Kernels {
         scratch: &GemmScratch<'_>,
         g: &GemmArgs<'_>,
     ) -> Result<()> {
-        let index = gemm_tile_index(self.gemm_tiles, g.m);
-        let schedule =
-            self.gemm_schedule(self.gemm_tiles[index].1, g.m, g.n, self.splits(g.k, g.n));
-        self.gemm_on(&self.gemm[index], &schedule, s, io, scratch, g)
+        let (kernel, schedule) = self.gemm_choice(g.m, g.n, g.k);
+        self.gemm_on(&kernel.func, &schedule, s, io, scratch, g)
     }
 
     /// The schedule of an (m, n) matmul on `tile` with `splits` K splits: the blocks along the
@@ -618,12 +753,7 @@ impl Kernels {
         n: usize,
         splits: usize,
     ) -> GemmSchedule {
-        let row_column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
-        GemmSchedule {
-            tile,
-            splits,
-            split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, self.sms),
-        }
+        schedule_on(tile, m, n, splits, self.sms)
     }
 
     /// `out = A wᵀ` by `func`, the kernel of `schedule.tile` for `ACT_PLANES` planes (or of the
@@ -904,6 +1034,56 @@ impl Kernels {
                 &mut a,
                 Order::Full,
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The production choice of a Hopper matmul on a device of `sms` multiprocessors, given the
+    /// one-wave tiles' occupancy (`resident` blocks a multiprocessor).
+    fn choice(m: usize, n: usize, k: usize, sms: usize, resident: usize) -> GemmSchedule {
+        let e = WGMMA_TILES[gemm_tile_index(&WGMMA_TILES, m)];
+        let alt = e.one_wave.map(|t| (t, resident));
+        entry_schedule(e.tile, alt, m, n, gemm_splits(k, n, sms), sms)
+    }
+
+    #[test]
+    fn one_wave_tiles_run_only_where_their_launch_fills_one_wave_with_no_fewer_blocks() {
+        // An H100: 132 multiprocessors; the 8-stage 16-row tile and the 32-row tile hold two
+        // blocks a multiprocessor. LLaMA-2-7B projections (n, k).
+        let (sms, resident) = (132, 2);
+        let (qkv, o, gate_up, down) = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008));
+        // One row: the deeper pipeline where the 64-column launch fits (o, down: 64 column
+        // tiles x 4 splits = 256 blocks), not where it does not (qkv, gate/up).
+        for (n, k) in [o, down] {
+            assert_eq!(choice(1, n, k, sms, resident).tile.stages, 8);
+        }
+        for (n, k) in [qkv, gate_up] {
+            assert_eq!(choice(1, n, k, sms, resident).tile.stages, 6);
+        }
+        // 64 rows: the 32-row tile where its launch fits in one wave with more blocks.
+        for (n, k) in [qkv, o, down] {
+            assert_eq!(choice(64, n, k, sms, resident).tile.rows(), 32, "{n} x {k}");
+        }
+        assert_eq!(
+            choice(64, gate_up.0, gate_up.1, sms, resident).tile.rows(),
+            64
+        );
+        // 120 rows: the 32-row tile's launch of `down` would sum its splits itself in 128
+        // blocks, fewer than the 64-row tile's 256: the 64-row tile stays.
+        let s = choice(120, down.0, down.1, sms, resident);
+        assert_eq!((s.tile.rows(), s.blocks(120, down.0)), (64, 256));
+        // Whatever runs, the K splits are the shape's: the rows never change an addition.
+        for m in [1, 8, 17, 33, 64, 65, 120, 128, 512] {
+            for (n, k) in [qkv, o, gate_up, down] {
+                assert_eq!(
+                    choice(m, n, k, sms, resident).splits,
+                    gemm_splits(k, n, sms)
+                );
+            }
         }
     }
 }

@@ -118,17 +118,17 @@ impl CudaSession {
         self.model.kernels.overlaps()
     }
 
-    /// The matmul kernel a step of `rows` rows runs, and the K splits of each projection (qkv,
-    /// o, gate/up, down, LM head), for reports.
-    pub fn matmul_schedule(&self, rows: usize) -> (String, Vec<usize>) {
+    /// The matmul kernel of each projection (qkv, o, gate/up, down, LM head) in a step of
+    /// `rows` rows, and their K splits, for reports.
+    pub fn matmul_schedule(&self, rows: usize) -> (Vec<String>, Vec<usize>) {
         let k = &self.model.kernels;
-        let splits = self
-            .model
-            .matmul_shapes()
+        let shapes = self.model.matmul_shapes();
+        let names = shapes
             .iter()
-            .map(|&(kk, n)| k.splits(kk, n))
+            .map(|&(kk, n)| k.gemm_name(rows, n, kk))
             .collect();
-        (k.gemm_name(rows), splits)
+        let splits = shapes.iter().map(|&(kk, n)| k.splits(kk, n)).collect();
+        (names, splits)
     }
 
     fn layer_stride(&self) -> usize {

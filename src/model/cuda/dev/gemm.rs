@@ -153,13 +153,14 @@ impl GemmHarness {
 
     /// The production kernel and schedule of an (m, n, k) matmul.
     pub fn production(&self, m: usize, n: usize, k: usize) -> (&GemmKernel, GemmSchedule) {
-        let name = self.kernels.gemm_name(m);
+        let (tile, schedule) = self.kernels.gemm_choice(m, n, k);
+        let name = tile.tile.name(ACT_PLANES);
         let kernel = self
             .all
             .iter()
             .find(|x| x.name == name)
             .expect("every production tile is loaded");
-        (kernel, self.schedule(kernel, m, n, k, None))
+        (kernel, schedule)
     }
 
     /// The schedule of `kernel` for an (m, n, k) matmul: the production split count (or
