@@ -177,8 +177,9 @@ const MMA_TILES: [TileEntry; 4] = [
 /// side so that the second reads the weights from the L2 cache: a 128-row tile's registers hold
 /// one block a multiprocessor, and it ran slower than two 64-row blocks at every 7B
 /// projection), both 128 columns (two warpgroups) and 4 stages; the 32-row tile again where its
-/// launch fits in one wave with at least as many blocks (the 135M and 1B projections, and the
-/// 7B `o` and `down` at 64 rows, ran 10–50 % faster on it in the dev harness). Chosen with the dev harness's timings at the
+/// launch fits in one wave with at least as many blocks (the fastest kernels the dev harness
+/// found for the 135M and 1B projections at 64 and 128 rows, and for the 7B `o` and `down` at
+/// 64 rows, were 32-row tiles, 7–48 % faster than the 64-row tile). Chosen with the dev harness's timings at the
 /// LLaMA-2-7B, 1B and 135M projections on an H100 (dev/cuda/README.md); all give the same
 /// results bit for bit.
 const WGMMA_TILES: [TileEntry; 3] = [
