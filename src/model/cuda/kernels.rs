@@ -114,6 +114,11 @@ impl GemmTile {
         16 * self.mt
     }
 
+    /// Row blocks x column tiles of an (m, n) matmul on this tile.
+    fn row_column_blocks(&self, m: usize, n: usize) -> usize {
+        m.div_ceil(self.rows()).max(1) * n.div_ceil(self.bn)
+    }
+
     pub fn threads(&self) -> usize {
         32 * (self.wm * self.wn + self.loaders)
     }
@@ -251,11 +256,10 @@ fn gemm_split_blocks(
 /// The schedule of an (m, n) matmul on `tile` with `splits` K splits, on a device of `sms`
 /// multiprocessors: the blocks along the split axis by [`gemm_split_blocks`].
 fn schedule_on(tile: GemmTile, m: usize, n: usize, splits: usize, sms: usize) -> GemmSchedule {
-    let row_column_blocks = n.div_ceil(tile.bn) * m.div_ceil(tile.rows()).max(1);
     GemmSchedule {
         tile,
         splits,
-        split_blocks: gemm_split_blocks(&tile, splits, row_column_blocks, sms),
+        split_blocks: gemm_split_blocks(&tile, splits, tile.row_column_blocks(m, n), sms),
     }
 }
 
@@ -289,7 +293,7 @@ pub fn gemm_counters(m: usize, n: usize) -> usize {
         .iter()
         .chain(&WGMMA_TILES)
         .flat_map(TileEntry::tiles)
-        .map(|t| m.div_ceil(t.rows()) * n.div_ceil(t.bn))
+        .map(|t| t.row_column_blocks(m, n))
         .max()
         .unwrap_or(0)
 }
@@ -327,11 +331,11 @@ pub struct Kernels {
     /// The production matmul's tiles: [`WGMMA_TILES`] on a device of compute capability 9.0,
     /// [`MMA_TILES`] elsewhere.
     gemm_tiles: &'static [TileEntry],
-    /// The kernels of each entry of `gemm_tiles`: its tile's, and its one-wave tile's.
-    gemm: Vec<(TileKernel, Option<TileKernel>)>,
-    /// The kernel of each of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
+    /// The kernel of every distinct tile of `gemm_tiles` (its entries' own and one-wave tiles).
+    gemm: Vec<TileKernel>,
+    /// The kernel of every tile of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
     /// [`MMA_TILES`]; for the dev harness's checks where it is not).
-    mma: Vec<CudaFunction>,
+    mma: Vec<TileKernel>,
     norm_rows: CudaFunction,
     /// Multiprocessors of the device (sets the matmul's K splits).
     sms: usize,
@@ -433,7 +437,7 @@ pub struct GemmSchedule {
 impl GemmSchedule {
     /// Blocks of the launch for an (m, n) matmul: row blocks x split blocks x column tiles.
     pub fn blocks(&self, m: usize, n: usize) -> usize {
-        m.div_ceil(self.tile.rows()).max(1) * self.split_blocks * n.div_ceil(self.tile.bn)
+        self.tile.row_column_blocks(m, n) * self.split_blocks
     }
 }
 
@@ -543,17 +547,16 @@ impl Kernels {
         let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1);
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        // Each distinct tile of a table once (a tile may serve one entry and be another's
+        // one-wave tile).
         let load_tiles = |module: &Arc<CudaModule>, table: &[TileEntry]| {
-            table
-                .iter()
-                .map(|e| {
-                    let one_wave = e.one_wave.map(|t| TileKernel::load(module, t, smem_optin));
-                    Ok((
-                        TileKernel::load(module, e.tile, smem_optin)?,
-                        one_wave.transpose()?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()
+            let mut kernels: Vec<TileKernel> = Vec::new();
+            for tile in table.iter().flat_map(TileEntry::tiles) {
+                if !kernels.iter().any(|k| k.tile == tile) {
+                    kernels.push(TileKernel::load(module, tile, smem_optin)?);
+                }
+            }
+            Ok::<_, crate::LadeError>(kernels)
         };
         let mma = load_tiles(&module, &MMA_TILES)?;
         // wgmma exists on compute capability 9.0 only (PTX of the "a" target runs nowhere
@@ -564,7 +567,6 @@ impl Kernels {
         } else {
             (&MMA_TILES, mma.clone())
         };
-        let mma = mma.into_iter().map(|(k, _)| k.func).collect();
         let k = Kernels {
             embed: f("embed")?,
             gemm_tiles,
@@ -681,14 +683,18 @@ impl Kernels {
     /// 120-row step took 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row
     /// tile with their splits spread).
     pub(super) fn gemm_choice(&self, m: usize, n: usize, k: usize) -> (&TileKernel, GemmSchedule) {
-        let (own, one_wave) = &self.gemm[gemm_tile_index(self.gemm_tiles, m)];
-        let alt = one_wave.as_ref().map(|k| (k.tile, k.resident));
-        let schedule = entry_schedule(own.tile, alt, m, n, self.splits(k, n), self.sms);
-        let kernel = match one_wave {
-            Some(k) if k.tile == schedule.tile => k,
-            _ => own,
-        };
-        (kernel, schedule)
+        let entry = self.gemm_tiles[gemm_tile_index(self.gemm_tiles, m)];
+        let alt = entry.one_wave.map(|t| (t, self.tile_kernel(t).resident));
+        let schedule = entry_schedule(entry.tile, alt, m, n, self.splits(k, n), self.sms);
+        (self.tile_kernel(schedule.tile), schedule)
+    }
+
+    /// The loaded kernel of a tile of the production table.
+    fn tile_kernel(&self, tile: GemmTile) -> &TileKernel {
+        self.gemm
+            .iter()
+            .find(|k| k.tile == tile)
+            .expect("`load` loads every tile of the production table")
     }
 
     /// The name of the matmul kernel an (m, n, k) matmul runs (for reports).
@@ -704,27 +710,16 @@ impl Kernels {
     /// The production matmul kernels: each tile of the production table with its kernel (for
     /// `ACT_PLANES` planes).
     pub(super) fn production_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
-        let mut tiles: Vec<(GemmTile, &CudaFunction)> = Vec::new();
-        for k in self
-            .gemm
-            .iter()
-            .flat_map(|(tile, one_wave)| std::iter::once(tile).chain(one_wave))
-        {
-            if !tiles.iter().any(|(t, _)| *t == k.tile) {
-                tiles.push((k.tile, &k.func));
-            }
-        }
-        tiles.into_iter()
+        self.gemm.iter().map(|k| (k.tile, &k.func))
     }
 
     /// gemm.cu's mma.sync kernels where they are not the production matmul (on compute
     /// capability 9.0), each with its tile: the dev harness checks them against it.
     pub(super) fn other_gemms(&self) -> impl Iterator<Item = (GemmTile, &CudaFunction)> {
         let others = self.gemm_tiles.iter().any(|e| e.tile.wgmma);
-        MMA_TILES
+        self.mma
             .iter()
-            .map(|e| e.tile)
-            .zip(&self.mma)
+            .map(|k| (k.tile, &k.func))
             .filter(move |_| others)
     }
 
