@@ -150,6 +150,12 @@ struct GemmPairIn {
     int L;         // mode 3
 };
 
+// Whether column n of the qkv projection (mode 3) is a q or k column, rotated by RoPE (the v
+// columns are not).
+__device__ __forceinline__ bool gemm_rotated(const GemmEpilogue& e, int n) {
+    return n < (e.nh + e.nkv) * e.hd;
+}
+
 __device__ __forceinline__ GemmPairIn gemm_pair_in(const GemmEpilogue& e, int m, int n) {
     GemmPairIn in{0.f, 0.f, 0.f, 0.f, 0};
     if (e.bias && e.mode != 2) {
@@ -162,7 +168,7 @@ __device__ __forceinline__ GemmPairIn gemm_pair_in(const GemmEpilogue& e, int m,
         in.x1 = o[1];
     } else if (e.mode == 3) {
         in.L = e.io[0];
-        if (n < (e.nh + e.nkv) * e.hd) {
+        if (gemm_rotated(e, n)) {
             const int half = e.hd / 2, j = (n % e.hd) / 2;
             const int pos = io_pos(e.io, e.QB)[m];
             in.x0 = e.cos_t[(size_t)pos * half + j];
@@ -199,7 +205,7 @@ __device__ __forceinline__ void gemm_pair_out(const GemmEpilogue& e, int m, int 
             break;
         }
         default: {
-            if (n < (e.nh + e.nkv) * e.hd) {
+            if (gemm_rotated(e, n)) {
                 const float c = in.x0, s = in.x1;
                 const float a = v0, b = v1;
                 v0 = fmaf(a, c, -(b * s));
