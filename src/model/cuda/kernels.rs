@@ -286,6 +286,22 @@ fn entry_schedule(
     schedule
 }
 
+/// The schedule of an (m, n) matmul with `splits` K splits from a tile table: the table's entry
+/// for `m` rows by [`entry_schedule`], `resident(tile)` being how many blocks of its one-wave
+/// tile a multiprocessor holds.
+fn table_schedule(
+    table: &[TileEntry],
+    m: usize,
+    n: usize,
+    splits: usize,
+    sms: usize,
+    resident: impl Fn(GemmTile) -> usize,
+) -> GemmSchedule {
+    let entry = table[gemm_tile_index(table, m)];
+    let one_wave = entry.one_wave.map(|t| (t, resident(t)));
+    entry_schedule(entry.tile, one_wave, m, n, splits, sms)
+}
+
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
 /// `n` columns at most.
 pub fn gemm_counters(m: usize, n: usize) -> usize {
@@ -683,9 +699,9 @@ impl Kernels {
     /// 120-row step took 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row
     /// tile with their splits spread).
     pub(super) fn gemm_choice(&self, m: usize, n: usize, k: usize) -> (&TileKernel, GemmSchedule) {
-        let entry = self.gemm_tiles[gemm_tile_index(self.gemm_tiles, m)];
-        let alt = entry.one_wave.map(|t| (t, self.tile_kernel(t).resident));
-        let schedule = entry_schedule(entry.tile, alt, m, n, self.splits(k, n), self.sms);
+        let schedule = table_schedule(self.gemm_tiles, m, n, self.splits(k, n), self.sms, |t| {
+            self.tile_kernel(t).resident
+        });
         (self.tile_kernel(schedule.tile), schedule)
     }
 
@@ -1041,9 +1057,9 @@ mod tests {
     /// The production choice of a Hopper matmul on a device of `sms` multiprocessors, given the
     /// one-wave tiles' occupancy (`resident` blocks a multiprocessor).
     fn choice(m: usize, n: usize, k: usize, sms: usize, resident: usize) -> GemmSchedule {
-        let e = WGMMA_TILES[gemm_tile_index(&WGMMA_TILES, m)];
-        let alt = e.one_wave.map(|t| (t, resident));
-        entry_schedule(e.tile, alt, m, n, gemm_splits(k, n, sms), sms)
+        table_schedule(&WGMMA_TILES, m, n, gemm_splits(k, n, sms), sms, |_| {
+            resident
+        })
     }
 
     #[test]

@@ -122,13 +122,11 @@ impl CudaSession {
     /// `rows` rows, and their K splits, for reports.
     pub fn matmul_schedule(&self, rows: usize) -> (Vec<String>, Vec<usize>) {
         let k = &self.model.kernels;
-        let shapes = self.model.matmul_shapes();
-        let names = shapes
+        self.model
+            .matmul_shapes()
             .iter()
-            .map(|&(kk, n)| k.gemm_name(rows, n, kk))
-            .collect();
-        let splits = shapes.iter().map(|&(kk, n)| k.splits(kk, n)).collect();
-        (names, splits)
+            .map(|&(kk, n)| (k.gemm_name(rows, n, kk), k.splits(kk, n)))
+            .unzip()
     }
 
     fn layer_stride(&self) -> usize {
