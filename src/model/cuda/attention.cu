@@ -241,88 +241,6 @@ struct AttSoftmaxInterleaved {
     }
 };
 
-// The last block of a tile (over its splits) merges every vector's splits in split order
-// (threadFenceReduction pattern): out = (sum_s a_s e_s) / (sum_s l_s e_s), e_s = exp(m_s - max_s
-// m_s). Called by every thread of every block once its partials are written.
-template <int HD>
-__device__ __forceinline__ void attn_merge(float* part, int* done, unsigned short* out,
-                                           size_t out_plane, int P, int nh, int nkv, int S,
-                                           const int* vrow, const int* vhead, const int* vn,
-                                           int nv, int ns_tile) {
-    constexpr int H4 = HD / 4;
-    const int tid = threadIdx.x;
-    const int kvh = blockIdx.y;
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    int* cnt = done + blockIdx.x * nkv + kvh;
-    if (tid == 0) last = atomicAdd(cnt, 1) == ns_tile - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (tid == 0) *cnt = 0;
-    // Per vector (one thread each): the largest split maximum and l = sum_s l_s e_s in split
-    // order. Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
-    __shared__ float vmax[ATT_QT], vsum[ATT_QT];
-    auto split_part = [&](int v, int s2) {
-        return part + (((size_t)vrow[v] * nh + vhead[v]) * S + s2) * (HD + 4);
-    };
-    constexpr int MB = 8;  // split partials requested at a time
-    if (tid < nv) {
-        const int v = tid, ns = (vn[v] + CHUNK - 1) / CHUNK;
-        float mall = -INFINITY;
-        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(split_part(v, s2)));
-        float l = 0.f;
-        for (int s0 = 0; s0 < ns; s0 += MB) {
-            float2 ml[MB];
-#pragma unroll
-            for (int u = 0; u < MB; ++u)
-                if (s0 + u < ns) ml[u] = __ldcg((const float2*)split_part(v, s0 + u));
-#pragma unroll
-            for (int u = 0; u < MB; ++u)
-                if (s0 + u < ns) l = fmaf(ml[u].y, expf(ml[u].x - mall), l);
-        }
-        vmax[v] = mall;
-        vsum[v] = l;
-    }
-    __syncthreads();
-    // Per (vector, float4 of the head): a = sum_s a_s e_s in split order, out = a / l.
-    for (int t = tid; t < nv * H4; t += ATT_THREADS) {
-        const int v = t / H4, c4 = t - v * H4;
-        const int ns = (vn[v] + CHUNK - 1) / CHUNK;
-        const float mall = vmax[v];
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int s0 = 0; s0 < ns; s0 += MB) {
-            float m2[MB];
-            float4 a2[MB];
-#pragma unroll
-            for (int u = 0; u < MB; ++u) {
-                if (s0 + u < ns) {
-                    const float* p2 = split_part(v, s0 + u);
-                    m2[u] = __ldcg(p2);
-                    a2[u] = __ldcg((const float4*)(p2 + 4) + c4);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < MB; ++u) {
-                if (s0 + u < ns) {
-                    const float e = expf(m2[u] - mall);
-                    a.x = fmaf(a2[u].x, e, a.x);
-                    a.y = fmaf(a2[u].y, e, a.y);
-                    a.z = fmaf(a2[u].z, e, a.z);
-                    a.w = fmaf(a2[u].w, e, a.w);
-                }
-            }
-        }
-        const float l = vsum[v];
-        const size_t o = (size_t)vrow[v] * nh * HD + vhead[v] * HD + 4 * c4;
-        store_a(out, out_plane, P, o, a.x / l);
-        store_a(out, out_plane, P, o + 1, a.y / l);
-        store_a(out, out_plane, P, o + 2, a.z / l);
-        store_a(out, out_plane, P, o + 3, a.w / l);
-    }
-}
-
 template <int HD, typename Values, typename Softmax>
 __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int QB,
                                           const float* kc, const float* vc, float* part,
@@ -338,6 +256,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     float* sc = sm + SM::SC;
     __shared__ int vrow[ATT_QT], vhead[ATT_QT], vn[ATT_QT];
     __shared__ const int* vlist[ATT_QT];
+    __shared__ int last;
 
     const int G = nh / nkv;
     const int kvh = blockIdx.y, s = blockIdx.z;
@@ -465,7 +384,75 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     };
     Values::template sum<HD>(sc, buf, qs, vbase, vn, key_pos, part_a, nv, L, start, nmax);
 
-    attn_merge<HD>(part, done, out, out_plane, P, nh, nkv, S, vrow, vhead, vn, nv, ns_tile);
+    // The last block of the tile (over its splits) merges (threadFenceReduction pattern).
+    __threadfence();
+    __syncthreads();
+    int* cnt = done + blockIdx.x * nkv + kvh;
+    if (tid == 0) last = atomicAdd(cnt, 1) == ns_tile - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (tid == 0) *cnt = 0;
+    // Per vector (one thread each): the largest split maximum and l = sum_s l_s e_s in split
+    // order. Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
+    __shared__ float vmax[ATT_QT], vsum[ATT_QT];
+    auto split_part = [&](int v, int s2) {
+        return part + (((size_t)vrow[v] * nh + vhead[v]) * S + s2) * (HD + 4);
+    };
+    constexpr int MB = 8;  // split partials requested at a time
+    if (tid < nv) {
+        const int v = tid, ns = (vn[v] + CHUNK - 1) / CHUNK;
+        float mall = -INFINITY;
+        for (int s2 = 0; s2 < ns; ++s2) mall = fmaxf(mall, __ldcg(split_part(v, s2)));
+        float l = 0.f;
+        for (int s0 = 0; s0 < ns; s0 += MB) {
+            float2 ml[MB];
+#pragma unroll
+            for (int u = 0; u < MB; ++u)
+                if (s0 + u < ns) ml[u] = __ldcg((const float2*)split_part(v, s0 + u));
+#pragma unroll
+            for (int u = 0; u < MB; ++u)
+                if (s0 + u < ns) l = fmaf(ml[u].y, expf(ml[u].x - mall), l);
+        }
+        vmax[v] = mall;
+        vsum[v] = l;
+    }
+    __syncthreads();
+    // Per (vector, float4 of the head): a = sum_s a_s e_s in split order, out = a / l.
+    for (int t = tid; t < nv * H4; t += ATT_THREADS) {
+        const int v = t / H4, c4 = t - v * H4;
+        const int ns = (vn[v] + CHUNK - 1) / CHUNK;
+        const float mall = vmax[v];
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int s0 = 0; s0 < ns; s0 += MB) {
+            float m2[MB];
+            float4 a2[MB];
+#pragma unroll
+            for (int u = 0; u < MB; ++u) {
+                if (s0 + u < ns) {
+                    const float* p2 = split_part(v, s0 + u);
+                    m2[u] = __ldcg(p2);
+                    a2[u] = __ldcg((const float4*)(p2 + 4) + c4);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < MB; ++u) {
+                if (s0 + u < ns) {
+                    const float e = expf(m2[u] - mall);
+                    a.x = fmaf(a2[u].x, e, a.x);
+                    a.y = fmaf(a2[u].y, e, a.y);
+                    a.z = fmaf(a2[u].z, e, a.z);
+                    a.w = fmaf(a2[u].w, e, a.w);
+                }
+            }
+        }
+        const float l = vsum[v];
+        const size_t o = (size_t)vrow[v] * nh * HD + vhead[v] * HD + 4 * c4;
+        store_a(out, out_plane, P, o, a.x / l);
+        store_a(out, out_plane, P, o + 1, a.y / l);
+        store_a(out, out_plane, P, o + 2, a.z / l);
+        store_a(out, out_plane, P, o + 3, a.w / l);
+    }
 }
 
 // An attention entry point; `softmax` turns the chunk's scores into weights
