@@ -23,18 +23,20 @@
 // written in A format (the o projection's input). done[tile, kvh] counts finished blocks,
 // zero between launches (the merging block resets it).
 //
-// The schedule (none of it changes an addition's order). The chunk's cache keys are requested
-// in two groups of ATT_KS before the wait for the qkv kernel; as soon as a group's keys are
-// scored its buffer takes the group's values. Scores: thread (jj, vg) scores cache key jj
-// against vectors vg, vg + 4, ..., reading each float4 of the key once for all of them (warps
-// without a vector skip it); the in-step (vector, key) pairs are spread over every thread of
-// the block, a pair past its vector's keys scoring -inf without a load. Warp w takes the max,
-// exponentials and sum of vectors w, w + 8, ..., all at once (`AttSoftmaxInterleaved`). Values
-// (`AttValuesInOrder`): thread (vg, d4) owns float4 column d4 of vectors vg, vg + VG, ..., cache
-// values from the staging buffers with each vector's weights read four keys at a time, in-step
-// values requested a few keys at a time before the first of them is used. Merge: one
-// thread per vector reads each split's (m, l) once, then thread (vector, c4) sums float4 c4 of
-// a[], the splits' partials requested 8 at a time.
+// The schedule (none of it changes an addition's order). With more than one tile of vectors,
+// splits run last first (the one with the in-step keys, chained through the step's lists,
+// takes longest). The chunk's cache keys are requested in two groups of ATT_KS before the wait
+// for the qkv kernel; as soon as a group's keys are scored its buffer takes the group's values.
+// Scores: thread (jj, vg) scores cache key jj against vectors vg, vg + 4, ..., reading each
+// float4 of the key once for all of them (warps without a vector skip it); the in-step
+// (vector, key) pairs that load are spread over every thread of the block, a pair past its
+// vector's keys scoring -inf without a load. Warp w takes the max, exponentials and sum of
+// vectors w, w + 8, ..., all at once (`AttSoftmaxInterleaved`). Values (`AttValuesInOrder`):
+// thread (vg, d4) owns float4 column d4 of vectors vg, vg + VG, ..., cache values from the
+// staging buffers with each vector's weights read four keys at a time, in-step values requested
+// a few keys at a time before the first of them is used. Merge: one thread per vector reads
+// each split's (m, l) once, then thread (vector, c4) sums float4 c4 of a[], the splits'
+// partials requested 8 at a time.
 //
 // grid (ceil(QB G / ATT_QT), nkv, S), block 256 (two blocks an SM), dynamic shared memory
 // `attn_smem(HD)`.
@@ -66,6 +68,24 @@ __device__ __forceinline__ void att_stage(float* dst, const float* base, int j0,
         if (j < L) cp_async16(dst + jj * KLD + 4 * d4, base + (size_t)j * HD + 4 * d4, true);
     }
     cp_async_commit();
+}
+
+// The score of an in-step key (`k`, in global memory) against the query `q` (shared memory):
+// ((d0 + d1) + (d2 + d3)) * scale, d_e summing q[d] k[d] over d = e mod 4 in increasing d, the
+// arithmetic of the staged cache keys' scores.
+template <int HD>
+__device__ __forceinline__ float att_score_in_step(const float* q, const float* k, float scale) {
+    float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+#pragma unroll 16
+    for (int d4 = 0; d4 < HD / 4; ++d4) {
+        const float4 k4 = *(const float4*)(k + 4 * d4);
+        const float4 q4 = *(const float4*)(q + 4 * d4);
+        d0 = fmaf(q4.x, k4.x, d0);
+        d1 = fmaf(q4.y, k4.y, d1);
+        d2 = fmaf(q4.z, k4.z, d2);
+        d3 = fmaf(q4.w, k4.w, d3);
+    }
+    return ((d0 + d1) + (d2 + d3)) * scale;
 }
 
 // acc += w x, lane by lane (one fmaf each: the value sums' step).
@@ -257,12 +277,18 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     __shared__ int vrow[ATT_QT], vhead[ATT_QT], vn[ATT_QT];
     __shared__ const int* vlist[ATT_QT];
     __shared__ int last;
+    __shared__ int pair0[ATT_QT + 1];  // prefix sums of the vectors' in-step pairs of a group
 
     const int G = nh / nkv;
-    const int kvh = blockIdx.y, s = blockIdx.z;
+    // With more than one tile of vectors, splits run in reverse order of blockIdx.z: the last
+    // split, which holds the in-step keys (their loads chained through the step's lists),
+    // starts first, and the cache-only splits fill the device around it instead of after it.
+    // With one tile (every launch of a few rows) the cache-only splits start first, so that
+    // their keys are requested first while the qkv kernel runs.
+    const int kvh = blockIdx.y, s = gridDim.x > 1 ? S - 1 - blockIdx.z : blockIdx.z;
     const int v0 = blockIdx.x * ATT_QT;
     const int nv = min(ATT_QT, QB * G - v0);
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
     const int start = s * CHUNK;
     if (tid < ATT_QT) {
@@ -346,30 +372,51 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
             }
         }
         // In-step keys of the group (j >= L): each vector's own chain, the same arithmetic as
-        // above, the (vector, key) pairs spread over every thread of the block. A pair past
-        // its vector's keys scores -inf without a load.
+        // above (`att_score_in_step`). A vector's in-step keys in the group are jx = jin ..
+        // jin + c_v - 1 (c_v of them, fewer than nin where its chain ends in the group); a
+        // pair past them scores -inf without a load. When every (vector, key) pair has a
+        // thread, thread pr takes pair pr; otherwise the pairs that load are spread over every
+        // thread of the block, numbered through the prefix sums of c_v (`pair0`), so that a
+        // sparse tree of chains costs one round of loads, not one per vector.
         const int jin = min(max(L - (start + kb), 0), ATT_KS);  // the group's first in-step key
         const int nin = ATT_KS - jin;
-        for (int pr = tid; pr < nv * nin; pr += ATT_THREADS) {
-            const int v = pr / nin, jx = jin + (pr - v * nin);
-            const int jk = start + kb + jx;
-            float score = -INFINITY;
-            if (jk < vn[v]) {
-                const float* kr = kbase + (size_t)key_pos(v, jk) * HD;
-                const float* q = qs + v * HD;
-                float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
-#pragma unroll 16
-                for (int d4 = 0; d4 < H4; ++d4) {
-                    const float4 k4 = *(const float4*)(kr + 4 * d4);
-                    const float4 q4 = *(const float4*)(q + 4 * d4);
-                    d0 = fmaf(q4.x, k4.x, d0);
-                    d1 = fmaf(q4.y, k4.y, d1);
-                    d2 = fmaf(q4.z, k4.z, d2);
-                    d3 = fmaf(q4.w, k4.w, d3);
-                }
-                score = ((d0 + d1) + (d2 + d3)) * scale;
+        const int j0in = start + kb + jin;  // key number of the group's first in-step key
+        auto score_pair = [&](int v, int jx) {
+            const float* kr = kbase + (size_t)key_pos(v, start + kb + jx) * HD;
+            sc[v * CHUNK + kb + jx] = att_score_in_step<HD>(qs + v * HD, kr, scale);
+        };
+        if (nv * nin <= ATT_THREADS) {
+            if (tid < nv * nin) {
+                const int v = tid / nin, jx = jin + (tid - v * nin);
+                if (start + kb + jx < vn[v])
+                    score_pair(v, jx);
+                else
+                    sc[v * CHUNK + kb + jx] = -INFINITY;
             }
-            sc[v * CHUNK + kb + jx] = score;
+        } else {
+            if (warp == 0) {
+                // pair0[v] = sum of c_u over u < v (an inclusive warp scan, shifted by one).
+                const int c = lane < nv ? min(max(vn[lane] - j0in, 0), nin) : 0;
+                int incl = c;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    const int t = __shfl_up_sync(0xffffffffu, incl, o);
+                    if (lane >= o) incl += t;
+                }
+                pair0[lane + 1] = incl;
+                if (lane == 0) pair0[0] = 0;
+            }
+            for (int v = warp; v < nv; v += ATT_THREADS / 32)
+                for (int jx = jin + lane; jx < ATT_KS; jx += 32)
+                    if (start + kb + jx >= vn[v]) sc[v * CHUNK + kb + jx] = -INFINITY;
+            __syncthreads();
+            for (int pr = tid; pr < pair0[ATT_QT]; pr += ATT_THREADS) {
+                int v = 0;  // the vector whose pairs hold pr: pair0[v] <= pr < pair0[v + 1]
+#pragma unroll
+                for (int half = ATT_QT / 2; half > 0; half >>= 1)
+                    if (pair0[v + half] <= pr) v += half;
+                score_pair(v, jin + (pr - pair0[v]));
+            }
         }
         __syncthreads();  // every thread is done with this group's keys
         att_stage<HD>(buf[grp], vbase, start + kb, L);
