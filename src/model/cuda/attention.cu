@@ -270,6 +270,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     constexpr int KLD = SM::KLD;
     constexpr int H4 = HD / 4;
     static_assert(CHUNK == 2 * ATT_KS, "two staged groups per chunk");
+    static_assert(ATT_QT == 32, "one warp scans the vectors' in-step pair counts (`pair0`)");
     extern __shared__ __align__(16) float sm[];
     float* qs = sm + SM::Q;
     float* buf[2] = {sm + SM::BUF, sm + SM::BUF + ATT_KS * KLD};
