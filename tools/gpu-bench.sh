@@ -17,7 +17,9 @@
 # with --stop-at-eos, each generation ended at the model's end-of-generation token), graphs (CUDA
 # graphs on/off), hf (Hugging Face transformers baseline), profile (lade profile: step time per
 # shape and per-kernel breakdown, on the staged model or the one `synth` wrote), profile-both
-# (step times of a base build carried as .devbin/lade-base.xz against this one, interleaved), prior
+# (step times of a base build carried as .devbin/lade-base.xz against this one, interleaved),
+# compare (the same on random-weight models of several shapes, $COMPARE_SHAPES, written one
+# after the other: one file and a summary of the current build's step times over the base's), prior
 # (the model's lookahead prior, measured: see the function), variants (step times
 # under environment variants, e.g. VARIANTS="default;LADE_CUDA_PDL=0"), pick (after variants: the
 # variant with the least summed step time over PICK_SHAPES is exported for the later phases),
@@ -155,6 +157,60 @@ profile_both() {  # step times of the carried base build (.devbin/lade-base.xz) 
       echo "profile $bin round $round rc=$?"; grep "^|" "$OUT/profile${t}_${bin}_$round.md"
     done
   done
+}
+
+compare() {  # profile-both on random-weight models of the shapes in $COMPARE_SHAPES (synth-model
+  # names; 135m is SmolLM2-135M's shape), each written, measured $ROUNDS times (base, this, base,
+  # this, ...) and removed; every table in $OUT/compare.md, then per shape and step the mean time
+  # of each build and their ratio
+  local shape f args round bin
+  mkdir -p /tmp/lade-synth
+  : > "$OUT/compare.md"
+  for shape in ${COMPARE_SHAPES:-135m llama2-7b}; do
+    f=/tmp/lade-synth/$shape.gguf
+    case "$shape" in
+      135m) args="--hidden 576 --ffn 1536 --layers 30 --heads 9 --kv-heads 3 --vocab 49152" ;;
+      *) args="--shape $shape" ;;
+    esac
+    # shellcheck disable=SC2086  # $args is a list of options
+    if ! timeout ${SYNTH_TIMEOUT:-500} "$LADE" synth-model $args --out "$f" --force -q; then
+      echo "synth $shape failed"; continue
+    fi
+    for round in $(seq 1 "${ROUNDS:-2}"); do
+      for bin in lade-base lade; do
+        echo "## $shape $bin $round" >> "$OUT/compare.md"
+        timeout ${PROFILE_TIMEOUT:-200} "$D/$bin" profile --device cuda --model "$f" -q \
+          ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} >> "$OUT/compare.md" 2>&1
+        echo "$shape $bin round $round rc=$?"
+      done
+    done
+    rm -f "$f"
+  done
+  python3 - "$OUT/compare.md" <<'PY'
+import collections, sys
+ms = collections.defaultdict(list)  # (shape, step) -> {build: [ms]}
+order, key = [], None
+for line in open(sys.argv[1]):
+    if line.startswith("## "):
+        key = line.split()[1:3]
+    elif line.startswith("| ") and key and not line.startswith("| step"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        try:
+            t = float(cells[3])
+        except (IndexError, ValueError):
+            continue
+        k = (key[0], cells[0])
+        if k not in ms:
+            order.append(k)
+            ms[k] = {"lade-base": [], "lade": []}
+        ms[k][key[1]].append(t)
+print(f"{'shape':12s} {'step':22s} {'base ms':>8s} {'this ms':>8s} {'this/base':>9s}")
+for k in order:
+    b, n = ms[k]["lade-base"], ms[k]["lade"]
+    if b and n:
+        mb, mn = sum(b) / len(b), sum(n) / len(n)
+        print(f"{k[0]:12s} {k[1]:22s} {mb:8.3f} {mn:8.3f} {mn / mb:9.3f}")
+PY
 }
 
 variants() {  # lade profile (step times) under environment variants: VARIANTS="default;A=1 B=2"
@@ -395,6 +451,7 @@ phases() {  # the phases named, in order
       oneshot) oneshot ;;
       profile) profile ;;
       profile-both) profile_both ;;
+      compare) compare ;;
       prior) prior ;;
       variants) variants ;;
       pick) pick; . "$OUT/picked.env" ;;
