@@ -284,8 +284,8 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     // With more than one tile of vectors, splits run in reverse order of blockIdx.z: the last
     // split, which holds the in-step keys (their loads chained through the step's lists),
     // starts first, and the cache-only splits fill the device around it instead of after it.
-    // With one tile (every launch of a few rows) the cache-only splits start first, so that
-    // their keys are requested first while the qkv kernel runs.
+    // With one tile (at most ATT_QT vectors: rows times heads per kv head) the cache-only
+    // splits start first, so that their keys are requested first while the qkv kernel runs.
     const int kvh = blockIdx.y, s = gridDim.x > 1 ? S - 1 - blockIdx.z : blockIdx.z;
     const int v0 = blockIdx.x * ATT_QT;
     const int nv = min(ATT_QT, QB * G - v0);
