@@ -151,6 +151,20 @@ const NAMED: &[Named] = &[
         rms_eps: 1e-5,
     },
     Named {
+        name: "smollm2-135m",
+        about: "SmolLM2-135M, the default model's shape (GQA 9/3, head dim 64, output not tied)",
+        arch: Arch::Llama,
+        hidden: 576,
+        ffn: 1536,
+        layers: 30,
+        heads: 9,
+        kv_heads: 3,
+        vocab: 49152,
+        ctx: 8192,
+        rope_theta: 100_000.0,
+        rms_eps: 1e-5,
+    },
+    Named {
         name: "qwen2.5-7b",
         about: "Qwen2.5-7B (q/k/v biases, GQA 28/4)",
         arch: Arch::Qwen2,
@@ -348,9 +362,13 @@ mod tests {
         assert!((billions("llama3-8b") - 8.03).abs() < 0.01);
         assert!((billions("13b") - 13.02).abs() < 0.01);
         assert!((billions("qwen2.5-7b") - 7.62).abs() < 0.01);
+        // SmolLM2-135M: 134.5 M published (tied) plus its 28.3 M output projection.
+        assert!((billions("smollm2-135m") - 0.1628).abs() < 0.0005);
         let s = ModelShape::named("1b-gqa").unwrap();
         assert_eq!(s.kv_dim(), 512);
         assert_eq!(s.head_dim, 64);
+        let s = ModelShape::named("smollm2-135m").unwrap();
+        assert_eq!((s.head_dim, s.kv_dim()), (64, 192));
     }
 
     #[test]
