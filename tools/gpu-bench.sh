@@ -147,48 +147,45 @@ profile() {  # step time vs step shape and the per-kernel breakdown
   echo "profile$t rc=$?"; cat "$OUT/profile$t.md"; tail -3 "$OUT/profile$t.err"
 }
 
+step_times() {  # BINARY MODEL: lade profile's step times (no per-kernel breakdown), $PAST, $SHAPES
+  timeout ${PROFILE_TIMEOUT:-200} "$D/$1" profile --device cuda --model "$2" -q \
+    ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} 2>&1
+}
+
 profile_both() {  # step times of the carried base build (.devbin/lade-base.xz) and this build,
   # interleaved twice (base, this, base, this: the spread of each shows the noise)
   local t=_$(basename "$M" .gguf) bin round
   for round in 1 2; do
     for bin in lade-base lade; do
-      timeout ${PROFILE_TIMEOUT:-200} "$D/$bin" profile --device cuda --model "$M" -q \
-        ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} > "$OUT/profile${t}_${bin}_$round.md" 2>&1
+      step_times "$bin" "$M" > "$OUT/profile${t}_${bin}_$round.md"
       echo "profile $bin round $round rc=$?"; grep "^|" "$OUT/profile${t}_${bin}_$round.md"
     done
   done
 }
 
 compare() {  # profile-both on random-weight models of the shapes in $COMPARE_SHAPES (synth-model
-  # names; 135m is SmolLM2-135M's shape), each written, measured $ROUNDS times (base, this, base,
-  # this, ...) and removed; every table in $OUT/compare.md, then per shape and step the mean time
-  # of each build and their ratio
-  local shape f args round bin
+  # names), each written, measured $ROUNDS times (base, this, base, this, ...) and removed; every
+  # table in $OUT/compare.md, then per shape and step the mean time of each build and their ratio
+  local shape f round bin
   mkdir -p /tmp/lade-synth
   : > "$OUT/compare.md"
-  for shape in ${COMPARE_SHAPES:-135m llama2-7b}; do
+  for shape in ${COMPARE_SHAPES:-smollm2-135m llama2-7b}; do
     f=/tmp/lade-synth/$shape.gguf
-    case "$shape" in
-      135m) args="--hidden 576 --ffn 1536 --layers 30 --heads 9 --kv-heads 3 --vocab 49152" ;;
-      *) args="--shape $shape" ;;
-    esac
-    # shellcheck disable=SC2086  # $args is a list of options
-    if ! timeout ${SYNTH_TIMEOUT:-500} "$LADE" synth-model $args --out "$f" --force -q; then
+    if ! timeout ${SYNTH_TIMEOUT:-500} "$LADE" synth-model --shape "$shape" --out "$f" --force -q; then
       echo "synth $shape failed"; continue
     fi
     for round in $(seq 1 "${ROUNDS:-2}"); do
       for bin in lade-base lade; do
         echo "## $shape $bin $round" >> "$OUT/compare.md"
-        timeout ${PROFILE_TIMEOUT:-200} "$D/$bin" profile --device cuda --model "$f" -q \
-          ${PAST:+--past "$PAST"} ${SHAPES:+--shapes "$SHAPES"} >> "$OUT/compare.md" 2>&1
+        step_times "$bin" "$f" >> "$OUT/compare.md"
         echo "$shape $bin round $round rc=$?"
       done
     done
     rm -f "$f"
   done
   python3 - "$OUT/compare.md" <<'PY'
-import collections, sys
-ms = collections.defaultdict(list)  # (shape, step) -> {build: [ms]}
+import sys
+ms = {}  # (shape, step) -> {build: [ms]}
 order, key = [], None
 for line in open(sys.argv[1]):
     if line.startswith("## "):
