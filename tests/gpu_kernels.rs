@@ -141,8 +141,11 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
                         "{} left NaN",
                         reference.name
                     );
+                    // Every split summed in one block, spread over two, or one block a split.
+                    let mut layouts = vec![1, 2.min(splits), splits];
+                    layouts.dedup();
                     for kernel in &kernels {
-                        for split_blocks in [1, splits] {
+                        for &split_blocks in &layouts {
                             let mut s = h.schedule(kernel, m, n, k, Some(splits));
                             s.split_blocks = split_blocks;
                             let got = h.run(kernel, &s, &mut p).expect("variant runs");
@@ -345,7 +348,13 @@ fn time_gemm_variants() {
                     if splits > tiles || splits * m * n > 16 * 128 * 65536 {
                         continue;
                     }
-                    let blocks: &[usize] = if splits == 1 { &[1] } else { &[1, splits] };
+                    // Every split summed in one block, two blocks of half of them each, or
+                    // one block a split.
+                    let blocks: &[usize] = match splits {
+                        1 => &[1],
+                        2 => &[1, 2],
+                        _ => &[1, 2, splits],
+                    };
                     for &split_blocks in blocks {
                         let mut s = h.schedule(kernel, m, n, k, Some(splits));
                         s.split_blocks = split_blocks;

@@ -11,13 +11,12 @@ WGMMA_ENTRY(1, 128, 4, 8)
 WGMMA_ENTRY(1, 128, 6, 8)
 WGMMA_ENTRY(1, 128, 8, 8)
 // 128-row tiles (one block a multiprocessor: its registers), pipelines of 3 to 6 stages, and
-// deeper pipelines for 32 and 64 rows.
+// a deeper pipeline for 64 rows.
 WGMMA_ENTRY(8, 128, 3, 8)
 WGMMA_ENTRY(8, 128, 4, 8)
 WGMMA_ENTRY(8, 128, 5, 8)
 WGMMA_ENTRY(8, 128, 6, 8)
 WGMMA_ENTRY(4, 128, 6, 8)
-WGMMA_ENTRY(2, 128, 6, 8)
 // 32 and 64 rows at 64 columns (one warpgroup): twice the column blocks of a narrow projection.
 WGMMA_ENTRY(2, 64, 4, 4)
 WGMMA_ENTRY(4, 64, 4, 4)

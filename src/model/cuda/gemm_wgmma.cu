@@ -550,11 +550,13 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
                  32 * ((wn) + (lw)), (gemm_ws_impl<mt, bn, st, lw>(A, W, M, N, K, S, ws, cnt, e)))
 
 // The tiles of WGMMA_TILES in kernels.rs (the production path on compute capability 9.0):
-// 16 rows at 64 columns and 6 stages, or 8 stages where the launch fits in one wave; 32 and 64
-// rows at 128 columns and 4 stages. Other shapes are variants in dev/cuda/gemm_wgmma.cu.
+// 16 rows at 64 columns and 6 or 8 stages; 32 and 64 rows at 128 columns and 4 stages, 32 rows
+// at 6 stages where the launch fits in one wave. Other shapes are variants in
+// dev/cuda/gemm_wgmma.cu.
 #ifndef WGMMA_NO_PRODUCTION
 WGMMA_ENTRY(1, 64, 6, 4)
 WGMMA_ENTRY(1, 64, 8, 4)
 WGMMA_ENTRY(2, 128, 4, 8)
+WGMMA_ENTRY(2, 128, 6, 8)
 WGMMA_ENTRY(4, 128, 4, 8)
 #endif

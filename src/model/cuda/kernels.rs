@@ -131,17 +131,13 @@ impl GemmTile {
     }
 }
 
-/// A row range's entry in a tile table: the most rows it serves, its tile, and optionally a tile
-/// (`one_wave`) that runs instead wherever every block of its launch is resident at once, at its
-/// occupancy (asked of the driver at load): a deeper pipeline, whose blocks keep more of their
-/// weights in flight (fewer of them fit a multiprocessor, which a launch that fits in one wave
-/// does not miss), or a shorter tile, whose launch has more blocks, each with fewer rows and
-/// registers (a narrow projection's many-row step fills more of the device). Schedule only.
+/// A row range's entry in a tile table: the most rows it serves, its tile, and optionally
+/// another tile that runs instead where [`AltTile`] says. Schedule only.
 #[derive(Clone, Copy, Debug)]
 struct TileEntry {
     most_rows: usize,
     tile: GemmTile,
-    one_wave: Option<GemmTile>,
+    alt: Option<AltTile>,
 }
 
 impl TileEntry {
@@ -149,13 +145,45 @@ impl TileEntry {
         TileEntry {
             most_rows,
             tile,
-            one_wave: None,
+            alt: None,
         }
     }
 
-    /// Every tile of the entry: its own, then its one-wave tile.
+    const fn with(self, alt: AltTile) -> Self {
+        TileEntry {
+            alt: Some(alt),
+            ..self
+        }
+    }
+
+    /// Every tile of the entry: its own, then its other one.
     fn tiles(&self) -> impl Iterator<Item = GemmTile> {
-        std::iter::once(self.tile).chain(self.one_wave)
+        std::iter::once(self.tile).chain(self.alt.map(|a| a.tile()))
+    }
+}
+
+/// A table entry's other tile and where it runs instead of the entry's own, at the tiles'
+/// occupancies (blocks a multiprocessor holds, asked of the driver at load).
+#[derive(Clone, Copy, Debug)]
+enum AltTile {
+    /// Wherever every block of its launch is resident at once and the launch has no fewer
+    /// blocks than the own tile's: a deeper pipeline, whose blocks keep more of their weights
+    /// in flight (fewer of them fit a multiprocessor, which a launch that fits in one wave does
+    /// not miss), or a shorter tile, whose launch has more blocks, each with fewer rows and
+    /// registers (a narrow projection's many-row step fills more of the device).
+    OneWave(GemmTile),
+    /// Wherever it fills the waves of its launch better ([`fullest_waves`]): both tiles, each
+    /// with its splits summed in one block, in two, or one a split, and the launch whose last
+    /// wave of resident blocks is fullest runs. For tiles one row tall, whose blocks stream the
+    /// weights: a launch of 1.1 waves runs about as long as one of 2.
+    FillsWaves(GemmTile),
+}
+
+impl AltTile {
+    const fn tile(&self) -> GemmTile {
+        match *self {
+            AltTile::OneWave(t) | AltTile::FillsWaves(t) => t,
+        }
     }
 }
 
@@ -174,29 +202,30 @@ const MMA_TILES: [TileEntry; 4] = [
 
 /// The block shapes on Hopper's wgmma (gemm_wgmma.cu, the production matmul on devices of
 /// compute capability 9.0), by the most rows each serves. Steps of up to 16 rows, which stream
-/// the weights, run 64 columns (one warpgroup) and 6 stages: twice the blocks of 128-column
-/// tiles at the same K splits, with more of each block's loads in flight; 8 stages where the
-/// launch fits in one wave of those (two blocks a multiprocessor instead of three: the 7B `o`
-/// and `down` projections, 256 blocks, streamed 8–10 % faster so in the dev harness). Up to 32
-/// rows a 32-row tile, more a 64-row tile (two row blocks for up to 128 rows, launched side by
-/// side so that the second reads the weights from the L2 cache: a 128-row tile's registers hold
-/// one block a multiprocessor, and it ran slower than two 64-row blocks at every 7B
-/// projection), both 128 columns (two warpgroups) and 4 stages; the 32-row tile again where its
-/// launch fits in one wave with at least as many blocks (the fastest kernels the dev harness
-/// found for the 135M and 1B projections at 64 and 128 rows, and for the 7B `o` and `down` at
-/// 64 rows, were 32-row tiles, 7–48 % faster than the 64-row tile). Chosen with the dev harness's timings at the
-/// LLaMA-2-7B, 1B and 135M projections on an H100 (dev/cuda/README.md); all give the same
-/// results bit for bit.
+/// the weights, run 64 columns (one warpgroup), twice the blocks of 128-column tiles at the same
+/// K splits, with 6 stages (three blocks a multiprocessor) or 8 (two, each with more weights in
+/// flight), whichever, with its splits in one block, two, or one a split, fills the waves of its
+/// launch best (a launch of 1.1 waves takes about as long as one of 2; in the dev harness the
+/// rule took the 1- and 16-row matmuls of the LLaMA-2-7B, Llama-3-8B, 1B and 70B projections
+/// from 1868 to 1796 µs summed, the fastest of those layouts summing to 1763). Up to 32 rows a
+/// 32-row tile, more a 64-row tile (two row blocks for up to 128 rows, launched side by side so
+/// that the second reads the weights from the L2 cache: a 128-row tile's registers hold one
+/// block a multiprocessor, and it ran slower than two 64-row blocks at every 7B projection),
+/// both 128 columns (two warpgroups) and 4 stages; the 32-row tile with 6 stages where that
+/// launch fits in one wave (the 7B qkv, `o` and `down` projections, 3–9 % faster at 32 rows),
+/// and the 4-stage 32-row tile for 33 to 128 rows where its launch fits in one wave with at
+/// least as many blocks (the fastest kernels the dev harness found for the 135M and 1B
+/// projections at 64 and 128 rows, and for the 7B `o` and `down` at 64 rows, were 32-row tiles,
+/// 7–48 % faster than the 64-row tile). Chosen with the dev harness's timings at the
+/// LLaMA-2-7B, Llama-3-8B, 1B, 70B and 135M projections on an H100 (dev/cuda/README.md); all
+/// give the same results bit for bit.
 const WGMMA_TILES: [TileEntry; 3] = [
-    TileEntry {
-        one_wave: Some(GemmTile::wgmma(1, 64, 8, 4)),
-        ..TileEntry::new(16, GemmTile::wgmma(1, 64, 6, 4))
-    },
-    TileEntry::new(32, GemmTile::wgmma(2, 128, 4, 8)),
-    TileEntry {
-        one_wave: Some(GemmTile::wgmma(2, 128, 4, 8)),
-        ..TileEntry::new(usize::MAX, GemmTile::wgmma(4, 128, 4, 8))
-    },
+    TileEntry::new(16, GemmTile::wgmma(1, 64, 6, 4))
+        .with(AltTile::FillsWaves(GemmTile::wgmma(1, 64, 8, 4))),
+    TileEntry::new(32, GemmTile::wgmma(2, 128, 4, 8))
+        .with(AltTile::OneWave(GemmTile::wgmma(2, 128, 6, 8))),
+    TileEntry::new(usize::MAX, GemmTile::wgmma(4, 128, 4, 8))
+        .with(AltTile::OneWave(GemmTile::wgmma(2, 128, 4, 8))),
 ];
 
 /// Which entry of a tile table runs a matmul of `m` rows.
@@ -264,31 +293,78 @@ fn schedule_on(tile: GemmTile, m: usize, n: usize, splits: usize, sms: usize) ->
 }
 
 /// The schedule of an (m, n) matmul with `splits` K splits on a table entry whose tile is `own`
-/// and whose one-wave tile, if any, holds `resident` blocks a multiprocessor: the one-wave tile
-/// where every block of its launch is resident at once and the launch has no fewer blocks than
-/// `own`'s, else `own`.
+/// and whose other tile, if any, holds `resident` blocks a multiprocessor (`own_resident` for
+/// `own`): the other tile where [`AltTile`] says, else `own`.
 fn entry_schedule(
-    own: GemmTile,
-    one_wave: Option<(GemmTile, usize)>,
+    (own, own_resident): (GemmTile, usize),
+    alt: Option<(AltTile, usize)>,
     m: usize,
     n: usize,
     splits: usize,
     sms: usize,
 ) -> GemmSchedule {
     let schedule = schedule_on(own, m, n, splits, sms);
-    if let Some((tile, resident)) = one_wave {
-        let alt = schedule_on(tile, m, n, splits, sms);
-        let blocks = alt.blocks(m, n);
-        if blocks <= resident * sms && blocks >= schedule.blocks(m, n) {
-            return alt;
+    match alt {
+        Some((AltTile::OneWave(tile), resident)) => {
+            let alt = schedule_on(tile, m, n, splits, sms);
+            let blocks = alt.blocks(m, n);
+            if blocks <= resident * sms && blocks >= schedule.blocks(m, n) {
+                return alt;
+            }
+            schedule
+        }
+        Some((AltTile::FillsWaves(tile), resident)) => {
+            fullest_waves([(own, own_resident), (tile, resident)], m, n, splits, sms)
+        }
+        None => schedule,
+    }
+}
+
+/// Of `tiles` (each with the blocks a multiprocessor holds), each with its `splits` summed in
+/// one block, in two, or one block a split (the counts that divide `splits`), the schedule
+/// whose launch fills its waves of resident blocks best: blocks over the resident blocks of as
+/// many waves as it takes (1 when the last wave is full). Ties go to fewer split blocks (less
+/// workspace traffic), then to the earlier tile. Schedule only: the splits are the shape's.
+fn fullest_waves(
+    tiles: [(GemmTile, usize); 2],
+    m: usize,
+    n: usize,
+    splits: usize,
+    sms: usize,
+) -> GemmSchedule {
+    // (schedule, blocks, resident blocks of its waves)
+    let mut best: Option<(GemmSchedule, usize, usize)> = None;
+    for (tile, resident) in tiles {
+        let slots = resident.max(1) * sms;
+        for split_blocks in [1, 2, splits] {
+            if splits % split_blocks != 0 {
+                continue;
+            }
+            let schedule = GemmSchedule {
+                tile,
+                splits,
+                split_blocks,
+            };
+            let blocks = schedule.blocks(m, n);
+            let room = blocks.div_ceil(slots) * slots;
+            let better = match best {
+                None => true,
+                Some((b, b_blocks, b_room)) => {
+                    let (fill, b_fill) = (blocks * b_room, b_blocks * room);
+                    fill > b_fill || (fill == b_fill && split_blocks < b.split_blocks)
+                }
+            };
+            if better {
+                best = Some((schedule, blocks, room));
+            }
         }
     }
-    schedule
+    best.expect("at least one tile").0
 }
 
 /// The schedule of an (m, n) matmul with `splits` K splits from a tile table: the table's entry
-/// for `m` rows by [`entry_schedule`], `resident(tile)` being how many blocks of its one-wave
-/// tile a multiprocessor holds.
+/// for `m` rows by [`entry_schedule`], `resident(tile)` being how many blocks of a tile a
+/// multiprocessor holds.
 fn table_schedule(
     table: &[TileEntry],
     m: usize,
@@ -298,8 +374,8 @@ fn table_schedule(
     resident: impl Fn(GemmTile) -> usize,
 ) -> GemmSchedule {
     let entry = table[gemm_tile_index(table, m)];
-    let one_wave = entry.one_wave.map(|t| (t, resident(t)));
-    entry_schedule(entry.tile, one_wave, m, n, splits, sms)
+    let alt = entry.alt.map(|a| (a, resident(a.tile())));
+    entry_schedule((entry.tile, resident(entry.tile)), alt, m, n, splits, sms)
 }
 
 /// Counters one matmul launch may use (one per row block and column tile), for `m` rows and
@@ -347,7 +423,7 @@ pub struct Kernels {
     /// The production matmul's tiles: [`WGMMA_TILES`] on a device of compute capability 9.0,
     /// [`MMA_TILES`] elsewhere.
     gemm_tiles: &'static [TileEntry],
-    /// The kernel of every distinct tile of `gemm_tiles` (its entries' own and one-wave tiles).
+    /// The kernel of every distinct tile of `gemm_tiles` (its entries' own and other tiles).
     gemm: Vec<TileKernel>,
     /// The kernel of every tile of [`MMA_TILES`] (the production matmul where `gemm_tiles` is
     /// [`MMA_TILES`]; for the dev harness's checks where it is not).
@@ -564,7 +640,7 @@ impl Kernels {
         let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         // Each distinct tile of a table once (a tile may serve one entry and be another's
-        // one-wave tile).
+        // other tile).
         let load_tiles = |module: &Arc<CudaModule>, table: &[TileEntry]| {
             let mut kernels: Vec<TileKernel> = Vec::new();
             for tile in table.iter().flat_map(TileEntry::tiles) {
@@ -693,8 +769,9 @@ impl Kernels {
     }
 
     /// The production kernel of an (m, n, k) matmul and its schedule: the tile of the table
-    /// entry for `m` rows, or that entry's one-wave tile where every block of its launch is
-    /// resident at once and the launch has no fewer blocks (a shorter tile whose launch would
+    /// entry for `m` rows, or that entry's other tile where [`AltTile`] says (for a one-wave
+    /// tile: where every block of its launch is resident at once and the launch has no fewer
+    /// blocks; a shorter tile whose launch would
     /// sum its splits itself in fewer, longer blocks is slower: the 7B `down` projection's
     /// 120-row step took 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row
     /// tile with their splits spread).
@@ -1054,47 +1131,88 @@ impl Kernels {
 mod tests {
     use super::*;
 
-    /// The production choice of a Hopper matmul on a device of `sms` multiprocessors, given the
-    /// one-wave tiles' occupancy (`resident` blocks a multiprocessor).
-    fn choice(m: usize, n: usize, k: usize, sms: usize, resident: usize) -> GemmSchedule {
-        table_schedule(&WGMMA_TILES, m, n, gemm_splits(k, n, sms), sms, |_| {
-            resident
-        })
+    /// Blocks of `tile` an H100 multiprocessor holds by shared memory (228 KB, 1 KB of it
+    /// reserved a block), as the driver reports for the production tiles.
+    fn h100_resident(tile: GemmTile) -> usize {
+        (228 << 10) / (tile.smem(ACT_PLANES) + 1024)
+    }
+
+    /// The production choice of a Hopper matmul on an H100 (132 multiprocessors).
+    fn choice(m: usize, n: usize, k: usize) -> GemmSchedule {
+        let sms = 132;
+        table_schedule(
+            &WGMMA_TILES,
+            m,
+            n,
+            gemm_splits(k, n, sms),
+            sms,
+            h100_resident,
+        )
+    }
+
+    // LLaMA-2-7B, Llama-3-8B and 70B projections (n, k).
+    const QKV: (usize, usize) = (12288, 4096);
+    const O: (usize, usize) = (4096, 4096);
+    const GATE_UP: (usize, usize) = (22016, 4096);
+    const DOWN: (usize, usize) = (4096, 11008);
+    const GATE_UP_8B: (usize, usize) = (28672, 4096);
+    const DOWN_70B: (usize, usize) = (8192, 28672);
+
+    #[test]
+    fn one_row_steps_run_the_layout_that_fills_its_waves_best() {
+        assert_eq!(
+            [
+                h100_resident(WGMMA_TILES[0].tile),
+                h100_resident(GemmTile::wgmma(1, 64, 8, 4))
+            ],
+            [3, 2]
+        );
+        // (projection, stages, split blocks, blocks): 6 stages hold 396 blocks at once, 8
+        // stages 264.
+        for ((n, k), stages, split_blocks, blocks) in [
+            (QKV, 6, 2, 384),     // 192 column tiles x 2 (x 4 would fill 792 of 792 too)
+            (GATE_UP, 6, 1, 344), // 344 of 396 (8 stages: 344 of 528)
+            (O, 8, 4, 256),       // 256 of 264
+            (DOWN, 8, 4, 256),
+            (GATE_UP_8B, 8, 1, 448), // 448 of 528 (6 stages: 448 of 792)
+            (DOWN_70B, 8, 2, 256),   // 256 of 264 (6 stages, 4 split blocks: 512 of 792)
+        ] {
+            for m in [1, 16] {
+                let s = choice(m, n, k);
+                assert_eq!(
+                    (s.tile.stages, s.split_blocks, s.blocks(m, n)),
+                    (stages, split_blocks, blocks),
+                    "{n} x {k}, {m} rows"
+                );
+            }
+        }
     }
 
     #[test]
     fn one_wave_tiles_run_only_where_their_launch_fills_one_wave_with_no_fewer_blocks() {
-        // An H100: 132 multiprocessors; the 8-stage 16-row tile and the 32-row tile hold two
-        // blocks a multiprocessor. LLaMA-2-7B projections (n, k).
-        let (sms, resident) = (132, 2);
-        let (qkv, o, gate_up, down) = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008));
-        // One row: the deeper pipeline where the 64-column launch fits (o, down: 64 column
-        // tiles x 4 splits = 256 blocks), not where it does not (qkv, gate/up).
-        for (n, k) in [o, down] {
-            assert_eq!(choice(1, n, k, sms, resident).tile.stages, 8);
+        // 32 rows: the 6-stage 32-row tile (one block a multiprocessor) where its launch fits
+        // (qkv: 96 blocks; o, down: 32 column tiles x 4 splits), not for gate/up (172).
+        for (n, k) in [QKV, O, DOWN] {
+            assert_eq!(choice(32, n, k).tile.stages, 6, "{n} x {k}");
         }
-        for (n, k) in [qkv, gate_up] {
-            assert_eq!(choice(1, n, k, sms, resident).tile.stages, 6);
-        }
+        assert_eq!(choice(32, GATE_UP.0, GATE_UP.1).tile.stages, 4);
         // 64 rows: the 32-row tile where its launch fits in one wave with more blocks.
-        for (n, k) in [qkv, o, down] {
-            assert_eq!(choice(64, n, k, sms, resident).tile.rows(), 32, "{n} x {k}");
+        for (n, k) in [QKV, O, DOWN] {
+            assert_eq!(choice(64, n, k).tile.rows(), 32, "{n} x {k}");
         }
-        assert_eq!(
-            choice(64, gate_up.0, gate_up.1, sms, resident).tile.rows(),
-            64
-        );
+        assert_eq!(choice(64, GATE_UP.0, GATE_UP.1).tile.rows(), 64);
         // 120 rows: the 32-row tile's launch of `down` would sum its splits itself in 128
         // blocks, fewer than the 64-row tile's 256: the 64-row tile stays.
-        let s = choice(120, down.0, down.1, sms, resident);
-        assert_eq!((s.tile.rows(), s.blocks(120, down.0)), (64, 256));
+        let s = choice(120, DOWN.0, DOWN.1);
+        assert_eq!((s.tile.rows(), s.blocks(120, DOWN.0)), (64, 256));
+    }
+
+    #[test]
+    fn the_rows_never_change_the_splits() {
         // Whatever runs, the K splits are the shape's: the rows never change an addition.
-        for m in [1, 8, 17, 33, 64, 65, 120, 128, 512] {
-            for (n, k) in [qkv, o, gate_up, down] {
-                assert_eq!(
-                    choice(m, n, k, sms, resident).splits,
-                    gemm_splits(k, n, sms)
-                );
+        for m in [1, 8, 16, 17, 32, 33, 64, 65, 120, 128, 512] {
+            for (n, k) in [QKV, O, GATE_UP, DOWN, GATE_UP_8B, DOWN_70B] {
+                assert_eq!(choice(m, n, k).splits, gemm_splits(k, n, 132));
             }
         }
     }
