@@ -263,7 +263,8 @@ pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
 /// Blocks along the split axis of a launch of `tile` with `splits` splits: one per split (each
 /// writes its sum to the workspace; the last to finish adds them), or one for all of them. A
 /// one-row-tall tile spreads its splits (its blocks stream the weights: the more in flight the
-/// better). A taller one sums them itself, saving the workspace traffic of many rows and the
+/// better), unless its table entry chooses the layout by how full the launch's waves are
+/// ([`AltTile::FillsWaves`], as the Hopper table's does). A taller one sums them itself, saving the workspace traffic of many rows and the
 /// finishing blocks, as long as the launch's `row_column_blocks` blocks (column tiles times row
 /// blocks) reach at least half of the device's `sms` multiprocessors; a narrower launch spreads
 /// them. Chosen with the dev harness's timings at the LLaMA-2-7B projections on an H100 (at 32
@@ -769,12 +770,11 @@ impl Kernels {
     }
 
     /// The production kernel of an (m, n, k) matmul and its schedule: the tile of the table
-    /// entry for `m` rows, or that entry's other tile where [`AltTile`] says (for a one-wave
-    /// tile: where every block of its launch is resident at once and the launch has no fewer
-    /// blocks; a shorter tile whose launch would
-    /// sum its splits itself in fewer, longer blocks is slower: the 7B `down` projection's
-    /// 120-row step took 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row
-    /// tile with their splits spread).
+    /// entry for `m` rows, or that entry's other tile where [`AltTile`] says (a one-wave tile
+    /// needs no fewer blocks than the own tile's: a shorter tile whose launch would sum its
+    /// splits itself in fewer, longer blocks is slower, the 7B `down` projection's 120-row
+    /// step taking 2.4 times as long on 128 such blocks as on 256 blocks of the 64-row tile
+    /// with their splits spread).
     pub(super) fn gemm_choice(&self, m: usize, n: usize, k: usize) -> (&TileKernel, GemmSchedule) {
         let schedule = table_schedule(self.gemm_tiles, m, n, self.splits(k, n), self.sms, |t| {
             self.tile_kernel(t).resident
