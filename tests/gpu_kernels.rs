@@ -100,6 +100,14 @@ fn rows(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
     v
 }
 
+/// Blocks along the split axis to run `splits` splits on: every split summed in one block,
+/// spread over two blocks, or one block a split.
+fn split_layouts(splits: usize) -> Vec<usize> {
+    let mut layouts = vec![1, 2.min(splits), splits];
+    layouts.dedup();
+    layouts
+}
+
 /// Split counts to check for K: 1, the production count, and a random one.
 fn split_counts(h: &GemmHarness, rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
     let tiles = k.div_ceil(GEMM_BK);
@@ -141,9 +149,7 @@ fn every_gemm_variant_equals_the_production_kernel_bit_for_bit() {
                         "{} left NaN",
                         reference.name
                     );
-                    // Every split summed in one block, spread over two, or one block a split.
-                    let mut layouts = vec![1, 2.min(splits), splits];
-                    layouts.dedup();
+                    let layouts = split_layouts(splits);
                     for kernel in &kernels {
                         for &split_blocks in &layouts {
                             let mut s = h.schedule(kernel, m, n, k, Some(splits));
@@ -348,14 +354,7 @@ fn time_gemm_variants() {
                     if splits > tiles || splits * m * n > 16 * 128 * 65536 {
                         continue;
                     }
-                    // Every split summed in one block, two blocks of half of them each, or
-                    // one block a split.
-                    let blocks: &[usize] = match splits {
-                        1 => &[1],
-                        2 => &[1, 2],
-                        _ => &[1, 2, splits],
-                    };
-                    for &split_blocks in blocks {
+                    for split_blocks in split_layouts(splits) {
                         let mut s = h.schedule(kernel, m, n, k, Some(splits));
                         s.split_blocks = split_blocks;
                         let us = h.time(kernel, &s, p, 10, 5).expect("kernel runs");

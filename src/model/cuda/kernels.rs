@@ -304,20 +304,21 @@ fn entry_schedule(
     splits: usize,
     sms: usize,
 ) -> GemmSchedule {
-    let schedule = schedule_on(own, m, n, splits, sms);
     match alt {
         Some((AltTile::OneWave(tile), resident)) => {
+            let schedule = schedule_on(own, m, n, splits, sms);
             let alt = schedule_on(tile, m, n, splits, sms);
             let blocks = alt.blocks(m, n);
             if blocks <= resident * sms && blocks >= schedule.blocks(m, n) {
-                return alt;
+                alt
+            } else {
+                schedule
             }
-            schedule
         }
         Some((AltTile::FillsWaves(tile), resident)) => {
             fullest_waves([(own, own_resident), (tile, resident)], m, n, splits, sms)
         }
-        None => schedule,
+        None => schedule_on(own, m, n, splits, sms),
     }
 }
 
@@ -1150,13 +1151,14 @@ mod tests {
         )
     }
 
-    // LLaMA-2-7B, Llama-3-8B and 70B projections (n, k).
+    // LLaMA-2-7B, Llama-3-8B, 70B and 1B projections (n, k).
     const QKV: (usize, usize) = (12288, 4096);
     const O: (usize, usize) = (4096, 4096);
     const GATE_UP: (usize, usize) = (22016, 4096);
     const DOWN: (usize, usize) = (4096, 11008);
     const GATE_UP_8B: (usize, usize) = (28672, 4096);
     const DOWN_70B: (usize, usize) = (8192, 28672);
+    const GATE_UP_1B: (usize, usize) = (16384, 2048);
 
     #[test]
     fn one_row_steps_run_the_layout_that_fills_its_waves_best() {
@@ -1176,6 +1178,7 @@ mod tests {
             (DOWN, 8, 4, 256),
             (GATE_UP_8B, 8, 1, 448), // 448 of 528 (6 stages: 448 of 792)
             (DOWN_70B, 8, 2, 256),   // 256 of 264 (6 stages, 4 split blocks: 512 of 792)
+            (GATE_UP_1B, 8, 1, 256), // 256 of 264, a tie with 6 stages, 3 split blocks: 768 of 792
         ] {
             for m in [1, 16] {
                 let s = choice(m, n, k);
@@ -1211,7 +1214,7 @@ mod tests {
     fn the_rows_never_change_the_splits() {
         // Whatever runs, the K splits are the shape's: the rows never change an addition.
         for m in [1, 8, 16, 17, 32, 33, 64, 65, 120, 128, 512] {
-            for (n, k) in [QKV, O, GATE_UP, DOWN, GATE_UP_8B, DOWN_70B] {
+            for (n, k) in [QKV, O, GATE_UP, DOWN, GATE_UP_8B, DOWN_70B, GATE_UP_1B] {
                 assert_eq!(choice(m, n, k).splits, gemm_splits(k, n, 132));
             }
         }
