@@ -264,9 +264,10 @@ pub fn gemm_splits(k: usize, n: usize, sms: usize) -> usize {
 /// writes its sum to the workspace; the last to finish adds them), or one for all of them. A
 /// one-row-tall tile spreads its splits (its blocks stream the weights: the more in flight the
 /// better), unless its table entry chooses the layout by how full the launch's waves are
-/// ([`AltTile::FillsWaves`], as the Hopper table's does). A taller one sums them itself, saving the workspace traffic of many rows and the
-/// finishing blocks, as long as the launch's `row_column_blocks` blocks (column tiles times row
-/// blocks) reach at least half of the device's `sms` multiprocessors; a narrower launch spreads
+/// ([`AltTile::FillsWaves`], as the Hopper table's does). A taller one sums them itself, saving
+/// the workspace traffic of many rows and the finishing blocks, as long as the launch's
+/// `row_column_blocks` blocks (column tiles times row blocks) reach at least half of the
+/// device's `sms` multiprocessors; a narrower launch spreads
 /// them. Chosen with the dev harness's timings at the LLaMA-2-7B projections on an H100 (at 32
 /// to 128 rows, 96 blocks or more summed their splits faster, 64 or fewer slower:
 /// dev/cuda/README.md); schedule only.
