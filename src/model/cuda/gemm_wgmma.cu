@@ -14,6 +14,12 @@
 // the descriptors' start by 32 bytes. One block: BN / 64 warpgroups, each its 64 weight rows
 // of the block's BN; every warpgroup multiplies all of the block's activation rows.
 //
+// The weights come in the tiled layout of weight_tiles.rs: each 64 weight rows of a k-tile are
+// one contiguous 8 KB run, already in the stage's chunk order, so that one thread requests a
+// stage's weights with BN / 64 bulk copies (`cp.async.bulk`, completing on the stage's
+// mbarrier) instead of every thread requesting 16-byte chunks. The activations (written by the
+// step's previous kernel, row-major) are requested in chunks (cp.async) as in gemm.cu.
+//
 // Additions: per split, the k-tiles in increasing order, the four k16 steps of each in order,
 // one wgmma (accumulate) each into f32 accumulators zeroed at the split's start; splits added
 // in split order (in registers, or through the workspace by the finisher of gemm.cu): the
@@ -111,36 +117,98 @@ __device__ __forceinline__ void wgmma_k16<128>(float (&d)[64], unsigned long lon
         : "l"(a), "l"(b));
 }
 
-// The k-tile requests of one thread: its 16-byte chunks of a stage's weight rows (BN rows of 8
-// chunks) and activation rows (ROWS rows), the same chunks `gemm_load_w` and `gemm_load_a` of
-// gemm.cu request at KS = 1 and P = 1 (chunk idx = thread + i THREADS: row idx / 8, chunk
-// idx % 8), with each chunk's source row, validity and place in the stage worked out once
-// instead of at every k-tile: only the k offset moves from one k-tile to the next.
-template <int BN, int ROWS, int THREADS>
-struct WgTileLoads {
-    static_assert(BN * 8 % THREADS == 0, "whole weight chunks a thread");
-    static constexpr int WC = BN * 8 / THREADS;                   // weight chunks a thread
-    static constexpr int AC = (ROWS * 8 + THREADS - 1) / THREADS;  // activation chunks, at most
-    const unsigned short* w_row[WC];  // the chunk's weight row, at its chunk's k offset
+// mbarriers (shared memory, one phase bit each): a stage's arrivals (its weights' bulk copies,
+// counted in bytes, and, in the warp-specialized schedule, the loaders' activation requests).
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* b, int count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* b) {
+    asm volatile("{\n\t.reg .b64 st;\n\tmbarrier.arrive.shared.b64 st, [%0];\n\t}" ::"r"(
+                     smem_u32(b))
+                 : "memory");
+}
+// Arrives on b once every cp.async this thread has issued so far has landed (the barrier's
+// count includes this arrival: noinc).
+__device__ __forceinline__ void cp_async_arrive(unsigned long long* b) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+// Waits until the phase of parity `parity` of b has completed.
+__device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity) {
+    asm volatile(
+        "{\n\t.reg .pred p;\n\tWAIT:\n\t"
+        "mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n\t"
+        "@!p bra WAIT;\n\t}" ::"r"(smem_u32(b)),
+        "r"(parity)
+        : "memory");
+}
+
+// Arrives on b and adds `bytes` to the transfers its phase waits for.
+__device__ __forceinline__ void mbar_expect_tx(unsigned long long* b, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)),
+                 "r"(bytes)
+                 : "memory");
+}
+// One bulk copy of `bytes` (a multiple of 16, both ends 16-byte aligned) from global memory into
+// this block's shared memory, counted on b when it lands.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes,
+                                          unsigned long long* b) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+            "r"(smem_u32(dst)),
+        "l"(src), "r"(bytes), "r"(smem_u32(b))
+        : "memory");
+}
+// The stages' mbarriers initialised by one thread (`count` arrivals a phase), made visible to
+// the bulk copies; a barrier must follow before other threads use them.
+template <int STAGES>
+__device__ __forceinline__ void mbar_init_stages(unsigned long long (&b)[STAGES], int count) {
+#pragma unroll
+    for (int st = 0; st < STAGES; ++st) mbar_init(&b[st], count);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+// A block's weights in the tiled layout (weight_tiles.rs): its BN / 64 column tiles' runs of
+// k-tiles, from the block's first k-tile on.
+template <int BN>
+struct WgWeightTiles {
+    const unsigned short* base;  // column tile n0 / 64, k-tile kt0
+    size_t tile_stride;          // halves from one 64-row column tile to the next (KT 4096)
+
+    __device__ __forceinline__ WgWeightTiles(const unsigned short* Wt, int K, int n0, int kt0) {
+        const size_t kts = (size_t)(K + GEMM_BK - 1) / GEMM_BK;
+        tile_stride = kts * 64 * GEMM_BK;
+        base = Wt + (size_t)(n0 / 64) * tile_stride + (size_t)kt0 * 64 * GEMM_BK;
+    }
+    // The block's k-tile kt (from its first) into the stage at sw, counted on b (one thread).
+    __device__ __forceinline__ void request(unsigned short* sw, int kt, unsigned long long* b) const {
+        mbar_expect_tx(b, BN * GEMM_BK * 2);
+#pragma unroll
+        for (int j = 0; j < BN / 64; ++j)
+            bulk_copy(sw + j * 64 * GEMM_BK, base + j * tile_stride + (size_t)kt * 64 * GEMM_BK,
+                      64 * GEMM_BK * 2, b);
+    }
+};
+
+// The activation requests of one thread: its 16-byte chunks of a stage's ROWS activation rows,
+// the chunks `gemm_load_a` of gemm.cu requests at KS = 1 and P = 1 (chunk idx = thread + i
+// THREADS: row idx / 8, chunk idx % 8), with each chunk's source row, validity and place in the
+// stage worked out once instead of at every k-tile: only the k offset moves from one k-tile to
+// the next.
+template <int ROWS, int THREADS>
+struct WgActLoads {
+    static constexpr int AC = (ROWS * 8 + THREADS - 1) / THREADS;  // chunks a thread, at most
     const unsigned short* a_row[AC];
-    int w_at[WC], a_at[AC];  // halves into the stage (the swizzled place)
-    int w_k[WC], a_k[AC];    // the chunk's k offset in a k-tile (8 c)
-    bool w_ok[WC], a_ok[AC];  // a row of the matrix (not past N or M)
-    const unsigned short* W;
+    int a_at[AC];   // halves into the stage (the swizzled place)
+    int a_k[AC];    // the chunk's k offset in a k-tile (8 c)
+    bool a_ok[AC];  // a row of the matrix (not past M)
     const unsigned short* A;
     int K;
 
-    __device__ __forceinline__ WgTileLoads(const unsigned short* W_, int N, const unsigned short* A_,
-                                           int M, int K_, int n0, int m0)
-        : W(W_), A(A_), K(K_) {
-#pragma unroll
-        for (int i = 0; i < WC; ++i) {
-            const int idx = threadIdx.x + i * THREADS, r = idx / 8, c = idx % 8;
-            w_ok[i] = n0 + r < N;
-            w_k[i] = 8 * c;
-            w_row[i] = W + (size_t)(w_ok[i] ? n0 + r : 0) * K + 8 * c;
-            w_at[i] = tile_off(r, c);
-        }
+    __device__ __forceinline__ WgActLoads(const unsigned short* A_, int M, int K_, int m0)
+        : A(A_), K(K_) {
 #pragma unroll
         for (int i = 0; i < AC; ++i) {
             const int idx = threadIdx.x + i * THREADS, r = idx / 8, c = idx % 8;
@@ -148,14 +216,6 @@ struct WgTileLoads {
             a_k[i] = 8 * c;
             a_row[i] = A + (size_t)(a_ok[i] ? m0 + r : 0) * K + 8 * c;
             a_at[i] = idx < ROWS * 8 ? tile_off(r, c) : -1;
-        }
-    }
-    // k-tile kt's weights into the stage at sw.
-    __device__ __forceinline__ void weights(unsigned short* sw, int kt) const {
-#pragma unroll
-        for (int i = 0; i < WC; ++i) {
-            const bool ok = w_ok[i] && kt * GEMM_BK + w_k[i] < K;
-            cp_async16(sw + w_at[i], ok ? w_row[i] + kt * GEMM_BK : W, ok);
         }
     }
     // k-tile kt's activations into the stage's activation part at sa.
@@ -298,19 +358,24 @@ struct WgTile {
     }
 };
 
+// The stages in the block's dynamic shared memory, on a 1024-byte boundary (the swizzle repeats
+// every 8 rows of 128 bytes); the launch gives 1024 bytes more than they take.
+__device__ __forceinline__ unsigned short* wg_stages() {
+    extern __shared__ __align__(16) unsigned short smem_raw[];
+    const unsigned at = (unsigned)__cvta_generic_to_shared(smem_raw);
+    return smem_raw + ((1024 - (at & 1023)) & 1023) / 2;
+}
+
 template <int MT, int BN, int STAGES>
 __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ A, size_t a_plane,
-                                             const unsigned short* __restrict__ W, int M, int N,
+                                             const unsigned short* __restrict__ Wt, int M, int N,
                                              int K, int S, float* ws, int* cnt,
                                              const GemmEpilogue& e) {
     using Tile = WgTile<MT, BN, STAGES>;
     constexpr int THREADS = 128 * Tile::WG;
     constexpr int NT = Tile::NT, ROWS = Tile::ROWS, W_STAGE = Tile::W_STAGE, STAGE = Tile::STAGE;
-    extern __shared__ __align__(16) unsigned short smem_raw[];
-    // The stages on a 1024-byte boundary (the swizzle repeats every 8 rows of 128 bytes); the
-    // launch gives 1024 bytes more than they take.
-    unsigned short* smem =
-        smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
+    unsigned short* smem = wg_stages();
+    __shared__ __align__(8) unsigned long long full[STAGES];  // a stage's weights have landed
 
     const int n0 = blockIdx.z * BN, m0 = blockIdx.x * ROWS;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -319,18 +384,21 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     const int kt0 = bs.kt0, nk = bs.nk;
     const bool whole = bs.whole;
 
-    const WgTileLoads<BN, ROWS, THREADS> loads(W, N, A, M, K, n0, m0);
+    const WgWeightTiles<BN> weights(Wt, K, n0, kt0);
+    if (tid == 0) {
+        mbar_init_stages(full, 1);
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < nk) loads.weights(smem + st * STAGE, kt0 + st);
-        cp_async_commit();
+        for (int st = 0; st < STAGES - 1; ++st)
+            if (st < nk) weights.request(smem + st * STAGE, st, &full[st]);
     }
+    const WgActLoads<ROWS, THREADS> loads(A, M, K, m0);
     wait_previous_kernel();
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
         if (st < nk) loads.activations(smem + st * STAGE + W_STAGE, kt0 + st);
         cp_async_commit();
     }
+    __syncthreads();  // the mbarriers initialised, for every thread
 
     WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
     WgSplitEnds splits(bs);
@@ -339,6 +407,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
         cp_async_wait<STAGES - 2>();
         fence_async_shared();
         __syncthreads();
+        mbar_wait(&full[kt % STAGES], (kt / STAGES) & 1);
         acc.template multiply<W_STAGE>(smem + (kt % STAGES) * STAGE, wg);
         // The previous k-tile's multiplications are done (in this warpgroup; the barrier: in
         // all), so its stage takes the k-tile STAGES - 1 ahead.
@@ -348,7 +417,7 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
             const int nxt = kt + STAGES - 1;
             if (nxt < nk) {
                 unsigned short* sn = smem + (nxt % STAGES) * STAGE;
-                loads.weights(sn, kt0 + nxt);
+                if (tid == 0) weights.request(sn, nxt, &full[nxt % STAGES]);
                 loads.activations(sn + W_STAGE, kt0 + nxt);
             }
             cp_async_commit();
@@ -365,70 +434,28 @@ __device__ __forceinline__ void gemm_wg_impl(const unsigned short* __restrict__ 
     gemm_finish_splits<1, ROWS, BN, THREADS>(ws, cnt, M, N, S, m0, n0, e);
 }
 
-// mbarriers (shared memory, one phase bit each) for the warp-specialized schedule below.
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-__device__ __forceinline__ void mbar_init(unsigned long long* b, int count) {
-    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(unsigned long long* b) {
-    asm volatile("{\n\t.reg .b64 st;\n\tmbarrier.arrive.shared.b64 st, [%0];\n\t}" ::"r"(
-                     smem_u32(b))
-                 : "memory");
-}
-// Arrives on b once every cp.async this thread has issued so far has landed (the barrier's
-// count includes this arrival: noinc).
-__device__ __forceinline__ void cp_async_arrive(unsigned long long* b) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(smem_u32(b)) : "memory");
-}
-// Waits until the phase of parity `parity` of b has completed.
-__device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity) {
-    asm volatile(
-        "{\n\t.reg .pred p;\n\tWAIT:\n\t"
-        "mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n\t"
-        "@!p bra WAIT;\n\t}" ::"r"(smem_u32(b)),
-        "r"(parity)
-        : "memory");
-}
-
-// The k-tile requests of a loader thread (LT loader threads, a multiple of 64): chunk c = lt % 8
-// of rows lt / 8 + i LT / 8 of a stage's weights (BN rows) and activations (ROWS rows), the
-// sources and places of gemm.cu's loaders, worked out from two per-thread bases.
-template <int BN, int ROWS, int LT>
-struct WsTileLoads {
+// The activation requests of a loader thread (LT loader threads, a multiple of 64): chunk
+// c = lt % 8 of rows lt / 8 + i LT / 8 of a stage's ROWS activation rows, the sources and places
+// of gemm.cu's loaders, worked out from one per-thread base.
+template <int ROWS, int LT>
+struct WsActLoads {
     static_assert(LT % 64 == 0, "a loader thread's rows keep their swizzle (r & 7)");
     static constexpr int RS = LT / 8;  // rows between a thread's chunks
-    const unsigned short* w;  // weight row n0 + lt / 8 at chunk c
-    const unsigned short* a;
-    const unsigned short* W;
+    const unsigned short* a;  // activation row m0 + lt / 8 at chunk c
     const unsigned short* A;
-    int at;          // the swizzled place of the thread's first chunk (row lt / 8)
-    int row;         // that row of the stage (lt / 8)
-    int w_rows, a_rows;  // rows left in the matrix from the thread's first row
-    int kc, K;       // the chunk's k offset in a k-tile (8 c)
+    int at;      // the swizzled place of the thread's first chunk (row lt / 8)
+    int row;     // that row of the stage (lt / 8)
+    int a_rows;  // rows left in the matrix from the thread's first row
+    int kc, K;   // the chunk's k offset in a k-tile (8 c)
 
-    __device__ __forceinline__ WsTileLoads(const unsigned short* W_, int N,
-                                           const unsigned short* A_, int M, int K_, int n0,
-                                           int m0, int lt)
-        : W(W_), A(A_), K(K_) {
+    __device__ __forceinline__ WsActLoads(const unsigned short* A_, int M, int K_, int m0, int lt)
+        : A(A_), K(K_) {
         const int r = lt / 8, c = lt % 8;
         row = r;
         kc = 8 * c;
-        w_rows = N - n0 - r;
         a_rows = M - m0 - r;
-        w = W + (size_t)(w_rows > 0 ? n0 + r : 0) * K + kc;
         a = A + (size_t)(a_rows > 0 ? m0 + r : 0) * K + kc;
         at = tile_off(r, c);
-    }
-    __device__ __forceinline__ void weights(unsigned short* sw, int kt) const {
-        const bool kok = kt * GEMM_BK + kc < K;
-#pragma unroll
-        for (int i = 0; i < BN / RS; ++i) {
-            const bool ok = kok && i * RS < w_rows;
-            cp_async16(sw + at + i * RS * GEMM_BK, ok ? w + (size_t)i * RS * K + kt * GEMM_BK : W,
-                       ok);
-        }
     }
     __device__ __forceinline__ void activations(unsigned short* sa, int kt) const {
         const bool kok = kt * GEMM_BK + kc < K;
@@ -443,22 +470,21 @@ struct WsTileLoads {
 };
 
 // The same multiplications in the same order as gemm_wg_impl, warp-specialized: LW loader warps
-// request every k-tile (cp.async, each stage's arrival counted on its `full` mbarrier) while the
+// request every k-tile (the weights by one bulk copy per 64 rows, the activations by cp.async,
+// each stage's arrivals and bytes counted on its `full` mbarrier) while the
 // BN / 64 warpgroups multiply, each warp releasing a stage (its `empty` mbarrier) as soon as its
 // multiplications are done: no block-wide barrier per k-tile, and a stage is refilled as soon as
 // every warp has left it.
 template <int MT, int BN, int STAGES, int LW>
 __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ A,
-                                             const unsigned short* __restrict__ W, int M, int N,
+                                             const unsigned short* __restrict__ Wt, int M, int N,
                                              int K, int S, float* ws, int* cnt,
                                              const GemmEpilogue& e) {
     using Tile = WgTile<MT, BN, STAGES>;
     constexpr int CONSUMERS = 128 * Tile::WG;
     constexpr int LT = 32 * LW;
     constexpr int NT = Tile::NT, ROWS = Tile::ROWS, W_STAGE = Tile::W_STAGE, STAGE = Tile::STAGE;
-    extern __shared__ __align__(16) unsigned short smem_raw[];
-    unsigned short* smem =
-        smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023) / 2;
+    unsigned short* smem = wg_stages();
     __shared__ __align__(8) unsigned long long full[STAGES], empty[STAGES];
 
     const int n0 = blockIdx.z * BN, m0 = blockIdx.x * ROWS;
@@ -467,11 +493,8 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
     const int kt0 = bs.kt0, nk = bs.nk;
     const bool whole = bs.whole;
     if (tid == 0) {
-#pragma unroll
-        for (int st = 0; st < STAGES; ++st) {
-            mbar_init(&full[st], LT);
-            mbar_init(&empty[st], CONSUMERS / 32);
-        }
+        mbar_init_stages(full, LT + 1);  // every loader thread, and the weights' byte count
+        mbar_init_stages(empty, CONSUMERS / 32);
     }
     __syncthreads();
 
@@ -479,9 +502,12 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
     WgAccumulators<NT> acc(n0 + wg * 64 + 16 * wl, lane);
     if (tid >= CONSUMERS) {
         // Loaders. The first stages' weights before the wait for the previous kernel.
-        const WsTileLoads<BN, ROWS, LT> loads(W, N, A, M, K, n0, m0, tid - CONSUMERS);
+        const int lt = tid - CONSUMERS;
+        const WgWeightTiles<BN> weights(Wt, K, n0, kt0);
+        const WsActLoads<ROWS, LT> loads(A, M, K, m0, lt);
         const int pre = min(STAGES, nk);
-        for (int kt = 0; kt < pre; ++kt) loads.weights(smem + kt * STAGE, kt0 + kt);
+        if (lt == 0)
+            for (int kt = 0; kt < pre; ++kt) weights.request(smem + kt * STAGE, kt, &full[kt]);
         wait_previous_kernel();
         for (int kt = 0; kt < pre; ++kt) {
             loads.activations(smem + kt * STAGE + W_STAGE, kt0 + kt);
@@ -491,7 +517,7 @@ __device__ __forceinline__ void gemm_ws_impl(const unsigned short* __restrict__ 
             const int st = kt % STAGES;
             mbar_wait(&empty[st], (kt / STAGES - 1) & 1);
             unsigned short* sn = smem + st * STAGE;
-            loads.weights(sn, kt0 + kt);
+            if (lt == 0) weights.request(sn, kt, &full[st]);
             loads.activations(sn + W_STAGE, kt0 + kt);
             cp_async_arrive(&full[st]);
         }

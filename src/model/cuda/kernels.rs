@@ -10,6 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 
 use super::gpu_err;
+use super::weight_tiles::{GemmWeights, WeightLayout};
 use crate::Result;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
@@ -563,7 +564,7 @@ pub struct GemmArgs<'a> {
     /// f16 planes in `a`: `ACT_PLANES` on the production path.
     pub planes: usize,
     pub a_plane: usize,
-    pub w: &'a CudaSlice<u16>,
+    pub w: &'a GemmWeights,
     pub bias: Option<&'a CudaSlice<f32>>,
     pub m: usize,
     pub n: usize,
@@ -818,6 +819,11 @@ impl Kernels {
             .filter(move |_| others)
     }
 
+    /// The layout the production matmul reads its weights in.
+    pub fn weight_layout(&self) -> WeightLayout {
+        WeightLayout::of(&self.gemm_tiles[0].tile)
+    }
+
     /// Multiprocessors of the device.
     pub fn sms(&self) -> usize {
         self.sms
@@ -863,6 +869,17 @@ impl Kernels {
             splits,
             split_blocks,
         } = *schedule;
+        if g.w.layout != WeightLayout::of(&tile) || (g.w.n, g.w.k) != (g.n, g.k) {
+            return Err(crate::LadeError::Gpu(format!(
+                "matmul weights: {:?} ({} x {}) for a kernel reading {:?} ({} x {})",
+                g.w.layout,
+                g.w.n,
+                g.w.k,
+                WeightLayout::of(&tile),
+                g.n,
+                g.k
+            )));
+        }
         let k_tiles = g.k.div_ceil(GEMM_BK);
         if splits == 0 || splits > k_tiles || split_blocks == 0 || split_blocks > splits {
             return Err(crate::LadeError::Gpu(format!(
@@ -873,7 +890,7 @@ impl Kernels {
         let mut a = Args::default();
         a.ptr(s, g.a)
             .u64(g.a_plane)
-            .ptr(s, g.w)
+            .ptr(s, &g.w.data)
             .i32(g.m)
             .i32(g.n)
             .i32(g.k)
@@ -932,7 +949,9 @@ impl Kernels {
         // (one parameter list; `func` is such a kernel, of `tile` and `g.planes` (one plane for
         // wgmma), its shared memory allowed by `allow_smem`); 1 <= splits <=
         // k-tiles and 1 <= split_blocks <= splits (checked above); `a` holds g.planes planes of
-        // `a_plane` >= m * k halves, `w` is (n, k) with k % 8 == 0 (checked at load), n is even;
+        // `a_plane` >= m * k halves, `w` is (n, k) with k % 8 == 0 (checked at load), n is even,
+        // in the layout the kernel reads (checked above; the tiled layout holds whole 128-row
+        // column tiles and whole k-tiles, so no bulk copy reads past it);
         // `ws` holds splits * m * n floats and `cnt` the row blocks x column tiles counters,
         // zero between launches (the session sizes both with `gemm_counters` and the largest
         // split count); `out` is (m, ldo) floats with ldo >= n for Store/Accumulate/Rope,

@@ -11,6 +11,7 @@
 pub mod dev;
 mod kernels;
 mod session;
+mod weight_tiles;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use super::llama::Llama;
 use super::weights::{dequantize, f16_bits, Linear};
 use crate::{LadeError, Result};
 use kernels::Kernels;
+use weight_tiles::GemmWeights;
 
 pub(crate) fn gpu_err(e: impl std::fmt::Display) -> LadeError {
     LadeError::Gpu(e.to_string())
@@ -41,11 +43,11 @@ pub fn device_count() -> usize {
 /// Weights of one transformer block on the device.
 struct BlockWeights {
     attn_norm: CudaSlice<f32>, // (hidden,)
-    wqkv: CudaSlice<u16>,      // f16 ((heads + 2 kv_heads) * head_dim, hidden)
-    wo: CudaSlice<u16>,        // f16 (hidden, heads * head_dim)
+    wqkv: GemmWeights,         // f16 ((heads + 2 kv_heads) * head_dim, hidden)
+    wo: GemmWeights,           // f16 (hidden, heads * head_dim)
     ffn_norm: CudaSlice<f32>,  // (hidden,)
-    w_gate_up: CudaSlice<u16>, // f16 (2 * ffn, hidden), rows gate_0, up_0, gate_1, up_1, ..
-    w_down: CudaSlice<u16>,    // f16 (hidden, ffn)
+    w_gate_up: GemmWeights,    // f16 (2 * ffn, hidden), rows gate_0, up_0, gate_1, up_1, ..
+    w_down: GemmWeights,       // f16 (hidden, ffn)
     /// Bias of the qkv projection, ((heads + 2 kv_heads) * head_dim,), where the model has one.
     bqkv: Option<CudaSlice<f32>>,
 }
@@ -60,7 +62,7 @@ pub struct CudaLlama {
     embedding: CudaSlice<u16>, // f16 (vocab, hidden)
     blocks: Vec<BlockWeights>,
     final_norm: CudaSlice<f32>, // (hidden,)
-    lm_head: CudaSlice<u16>,    // f16 (vocab, hidden)
+    lm_head: GemmWeights,       // f16 (vocab, hidden)
     cos: CudaSlice<f32>,        // (max_positions, head_dim / 2)
     sin: CudaSlice<f32>,        // (max_positions, head_dim / 2)
     max_positions: usize,
@@ -136,17 +138,24 @@ impl CudaLlama {
         let kernels = Kernels::load(&ctx)?;
         let up16 = |v: Vec<u16>| stream.clone_htod(&v).map_err(gpu_err);
         let up32 = |v: Vec<f32>| stream.clone_htod(&v).map_err(gpu_err);
+        // A projection's (n, k) weights, in the layout the device's matmul reads.
+        let layout = kernels.weight_layout();
+        let upw = |v: Vec<u16>, k: usize| GemmWeights::upload(&stream, &v, v.len() / k, k, layout);
         let c = &model.config;
+        let attn_width = c.num_heads * c.head_dim;
         let embedding = up16(f16_bits(&model.embedding)?)?;
         let mut blocks = Vec::with_capacity(model.blocks.len());
         for b in &model.blocks {
             blocks.push(BlockWeights {
                 attn_norm: up32(tensor_f32(&b.attn_norm)?)?,
-                wqkv: up16(linear_f16(&b.wqkv)?)?,
-                wo: up16(linear_f16(&b.wo)?)?,
+                wqkv: upw(linear_f16(&b.wqkv)?, c.hidden_size)?,
+                wo: upw(linear_f16(&b.wo)?, attn_width)?,
                 ffn_norm: up32(tensor_f32(&b.ffn_norm)?)?,
-                w_gate_up: up16(interleave_halves(linear_f16(&b.w_gate_up)?, c.hidden_size))?,
-                w_down: up16(linear_f16(&b.w_down)?)?,
+                w_gate_up: upw(
+                    interleave_halves(linear_f16(&b.w_gate_up)?, c.hidden_size),
+                    c.hidden_size,
+                )?,
+                w_down: upw(linear_f16(&b.w_down)?, c.intermediate_size)?,
                 bqkv: match &b.b_qkv {
                     Some(bias) => Some(up32(tensor_f32(bias)?)?),
                     None => None,
@@ -163,7 +172,7 @@ impl CudaLlama {
             embedding,
             blocks,
             final_norm: up32(tensor_f32(&model.final_norm)?)?,
-            lm_head: up16(linear_f16(&model.lm_head)?)?,
+            lm_head: upw(linear_f16(&model.lm_head)?, c.hidden_size)?,
             cos: up32(tensor_f32(cos)?)?,
             sin: up32(tensor_f32(sin)?)?,
             max_positions: model.rope.max_positions(),

@@ -9,6 +9,7 @@ use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, CudaS
 use super::kernels::{
     gemm_counters, AttentionArgs, GemmArgs, GemmOut, GemmScratch, RopeArgs, ACT_PLANES, CHUNK,
 };
+use super::weight_tiles::GemmWeights;
 use super::{gpu_err, CudaLlama};
 use crate::model::step_io::{bucket, StepIo};
 use crate::model::{AttentionMask, Batch, CausalLm, Logits};
@@ -228,7 +229,7 @@ impl CudaSession {
         // out = a wᵀ (+ bias) for m rows, a in A format
         let gemm = |a: &CudaSlice<u16>,
                     a_plane: usize,
-                    w: &CudaSlice<u16>,
+                    w: &GemmWeights,
                     bias: Option<&CudaSlice<f32>>,
                     m: usize,
                     n: usize,

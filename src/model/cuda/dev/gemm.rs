@@ -18,6 +18,7 @@ use crate::model::cuda::gpu_err;
 use crate::model::cuda::kernels::{
     allow_smem, GemmArgs, GemmOut, GemmSchedule, GemmScratch, Kernels, ACT_PLANES,
 };
+use crate::model::cuda::weight_tiles::{GemmWeights, WeightLayout};
 use crate::{LadeError, Result};
 
 pub use crate::model::cuda::kernels::{GemmTile, GEMM_BK};
@@ -61,7 +62,9 @@ pub struct GemmProblem {
     pub k: usize,
     pub planes: usize,
     a: CudaSlice<u16>,
-    w: Vec<CudaSlice<u16>>,
+    /// The weight copies in each layout a loaded kernel reads (row-major for gemm.cu's, tiled
+    /// for gemm_wgmma.cu's).
+    w: Vec<Vec<GemmWeights>>,
     out: CudaSlice<f32>,
 }
 
@@ -201,12 +204,21 @@ impl GemmHarness {
             return Err(LadeError::Gpu("matmul inputs of the wrong length".into()));
         }
         let s = &self.stream;
-        let first = s.clone_htod(w).map_err(gpu_err)?;
-        let mut ws = vec![first];
-        for _ in 1..copies.max(1) {
-            let mut c = s.alloc_zeros::<u16>(n * k).map_err(gpu_err)?;
-            s.memcpy_dtod(&ws[0], &mut c).map_err(gpu_err)?;
-            ws.push(c);
+        let mut layouts: Vec<WeightLayout> = Vec::new();
+        for layout in self.all.iter().map(|x| WeightLayout::of(&x.tile)) {
+            if !layouts.contains(&layout) {
+                layouts.push(layout);
+            }
+        }
+        let mut ws = Vec::new();
+        for layout in layouts {
+            let first = GemmWeights::upload(s, w, n, k, layout)?;
+            let mut copies_of = Vec::with_capacity(copies.max(1));
+            for _ in 1..copies.max(1) {
+                copies_of.push(first.duplicate(s)?);
+            }
+            copies_of.insert(0, first);
+            ws.push(copies_of);
         }
         Ok(GemmProblem {
             m,
@@ -258,7 +270,14 @@ impl GemmHarness {
             a: &p.a,
             planes: p.planes,
             a_plane: p.m * p.k,
-            w: &p.w[copy % p.w.len()],
+            w: {
+                let layout = WeightLayout::of(&kernel.tile);
+                let copies =
+                    p.w.iter()
+                        .find(|c| c[0].layout == layout)
+                        .expect("the problem holds every loaded kernel's layout");
+                &copies[copy % copies.len()]
+            },
             bias,
             m: p.m,
             n: p.n,
