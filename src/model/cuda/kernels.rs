@@ -10,7 +10,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 
 use super::gpu_err;
-use super::weight_tiles::{GemmWeights, WeightLayout};
+use super::weight_tiles::{GemmWeights, WeightLayout, ROW_MULTIPLE};
 use crate::Result;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
@@ -869,15 +869,19 @@ impl Kernels {
             splits,
             split_blocks,
         } = *schedule;
-        if g.w.layout != WeightLayout::of(&tile) || (g.w.n, g.w.k) != (g.n, g.k) {
+        // The tiled layout holds whole column tiles of at most ROW_MULTIPLE rows.
+        let too_wide = g.w.layout == WeightLayout::Tiled && tile.bn > ROW_MULTIPLE;
+        if g.w.layout != WeightLayout::of(&tile) || (g.w.n, g.w.k) != (g.n, g.k) || too_wide {
             return Err(crate::LadeError::Gpu(format!(
-                "matmul weights: {:?} ({} x {}) for a kernel reading {:?} ({} x {})",
+                "matmul weights: {:?} ({} x {}) for a kernel reading {:?} ({} x {}, {} columns \
+                 a block)",
                 g.w.layout,
                 g.w.n,
                 g.w.k,
                 WeightLayout::of(&tile),
                 g.n,
-                g.k
+                g.k,
+                tile.bn
             )));
         }
         let k_tiles = g.k.div_ceil(GEMM_BK);

@@ -25,9 +25,11 @@ use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream};
 
+use rayon::prelude::*;
+
 use super::gpu_err;
 use super::kernels::{GemmTile, GEMM_BK};
-use crate::Result;
+use crate::{LadeError, Result};
 
 /// How a matmul's weights lie in device memory: what its kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,12 @@ impl GemmWeights {
         k: usize,
         layout: WeightLayout,
     ) -> Result<Self> {
+        if w.len() != n * k {
+            return Err(LadeError::Gpu(format!(
+                "a {n} x {k} projection with {} weights",
+                w.len()
+            )));
+        }
         let data = match layout {
             WeightLayout::RowMajor => s.clone_htod(w),
             WeightLayout::Tiled => s.clone_htod(&tile_weights(w, n, k)),
@@ -83,27 +91,24 @@ impl GemmWeights {
 }
 
 /// Weight rows of a tile.
-pub const TILE_ROWS: usize = 64;
-/// The tiled matrix's rows are a multiple of this: the widest block of the Hopper tile table.
+const TILE_ROWS: usize = 64;
+/// The tiled matrix's rows are a multiple of this: the widest block a kernel reading the layout
+/// may have (`Kernels::gemm_on` refuses a wider one).
 pub const ROW_MULTIPLE: usize = 128;
 const TILE: usize = TILE_ROWS * GEMM_BK;
 
 /// Halves of an (n, k) matrix in the tiled layout.
-pub fn tiled_len(n: usize, k: usize) -> usize {
+fn tiled_len(n: usize, k: usize) -> usize {
     n.div_ceil(ROW_MULTIPLE) * ROW_MULTIPLE * k.div_ceil(GEMM_BK) * GEMM_BK
 }
 
-/// `w`, an (n, k) row-major matrix of f16 bits, in the tiled layout.
-pub fn tile_weights(w: &[u16], n: usize, k: usize) -> Vec<u16> {
-    assert_eq!(w.len(), n * k, "an (n, k) matrix");
-    let kt_count = k.div_ceil(GEMM_BK);
+/// `w`, an (n, k) row-major matrix of f16 bits (w.len() == n k), in the tiled layout.
+fn tile_weights(w: &[u16], n: usize, k: usize) -> Vec<u16> {
     let mut out = vec![0u16; tiled_len(n, k)];
     // One column tile (64 rows, every k-tile) is one contiguous run of the output.
-    let run = kt_count * TILE;
-    let rows_per_run = TILE_ROWS;
-    use rayon::prelude::*;
+    let run = k.div_ceil(GEMM_BK) * TILE;
     out.par_chunks_mut(run).enumerate().for_each(|(nb, dst)| {
-        for r in 0..rows_per_run {
+        for r in 0..TILE_ROWS {
             let row = nb * TILE_ROWS + r;
             if row >= n {
                 break;

@@ -212,12 +212,11 @@ impl GemmHarness {
         }
         let mut ws = Vec::new();
         for layout in layouts {
-            let first = GemmWeights::upload(s, w, n, k, layout)?;
-            let mut copies_of = Vec::with_capacity(copies.max(1));
-            for _ in 1..copies.max(1) {
-                copies_of.push(first.duplicate(s)?);
+            let mut copies_of = vec![GemmWeights::upload(s, w, n, k, layout)?];
+            for _ in 1..copies {
+                let copy = copies_of[0].duplicate(s)?;
+                copies_of.push(copy);
             }
-            copies_of.insert(0, first);
             ws.push(copies_of);
         }
         Ok(GemmProblem {
