@@ -152,13 +152,14 @@ __device__ __forceinline__ void mbar_expect_tx(unsigned long long* b, unsigned b
                  : "memory");
 }
 // One bulk copy of `bytes` (a multiple of 16, both ends 16-byte aligned) from global memory into
-// this block's shared memory, counted on b when it lands.
+// this block's shared memory, counted on b when it lands, its lines in L2 under the cache policy
+// `policy` (from `createpolicy`).
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes,
-                                          unsigned long long* b) {
+                                          unsigned long long* b, unsigned long long policy) {
     asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-            "r"(smem_u32(dst)),
-        "l"(src), "r"(bytes), "r"(smem_u32(b))
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1], %2, [%3], %4;" ::"r"(smem_u32(dst)),
+        "l"(src), "r"(bytes), "r"(smem_u32(b)), "l"(policy)
         : "memory");
 }
 // The stages' mbarriers initialised by one thread (`count` arrivals a phase), made visible to
@@ -176,11 +177,15 @@ template <int BN>
 struct WgWeightTiles {
     const unsigned short* base;  // column tile n0 / 64, k-tile kt0
     size_t tile_stride;          // halves from one 64-row column tile to the next (KT 4096)
+    unsigned long long policy;   // L2: evict first
 
     __device__ __forceinline__ WgWeightTiles(const unsigned short* Wt, int K, int n0, int kt0) {
         const size_t kts = (size_t)(K + GEMM_BK - 1) / GEMM_BK;
         tile_stride = kts * 64 * GEMM_BK;
         base = Wt + (size_t)(n0 / 64) * tile_stride + (size_t)kt0 * 64 * GEMM_BK;
+        // A step reads each weight once, so its lines are the first L2 gives up: the activation
+        // rows (re-read by every column block), the split totals and the cache stay.
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     }
     // The block's k-tile kt (from its first) into the stage at sw, counted on b (one thread).
     __device__ __forceinline__ void request(unsigned short* sw, int kt, unsigned long long* b) const {
@@ -188,7 +193,7 @@ struct WgWeightTiles {
 #pragma unroll
         for (int j = 0; j < BN / 64; ++j)
             bulk_copy(sw + j * 64 * GEMM_BK, base + j * tile_stride + (size_t)kt * 64 * GEMM_BK,
-                      64 * GEMM_BK * 2, b);
+                      64 * GEMM_BK * 2, b, policy);
     }
 };
 
