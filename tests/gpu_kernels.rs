@@ -463,7 +463,11 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
 
 /// Attention variants that reschedule the production kernel without changing an addition
 /// (dev/cuda/attention_variants.cu says which): their results are the production kernel's.
-const ATTENTION_SAME_ADDITIONS: [&str; 1] = ["attention_scalar_weights"];
+const ATTENTION_SAME_ADDITIONS: [&str; 3] = [
+    "attention_scalar_weights",
+    "attention_qt8",
+    "attention_qt16",
+];
 
 #[test]
 fn attention_variants_with_the_production_additions_give_its_results_bit_for_bit() {

@@ -9,6 +9,11 @@
 //
 // attention_scalar_weights_hd{64,128}: the production kernel's additions with its weights read
 // one at a time and its softmax taken one vector after another.
+//
+// attention_qt{8,16}[_b3]_hd{64,128}: the production kernel with 8 or 16 query vectors a block
+// instead of 32 (more blocks for a launch of few vectors a key/value head, each staging the
+// chunk's keys and values again; `_b3` with registers for three blocks an SM); the same
+// additions.
 #define GEMM_NO_PRODUCTION
 #include "../../src/model/cuda/kernels.cu"
 
@@ -19,7 +24,7 @@
 // A_g summing p_j v_j[d] over the visible keys of the chunk's 16-key group g in increasing j
 // (each group from zero). Every value is in shared memory or (in-step) requested before use.
 struct AttValuesGrouped {
-    template <int HD, typename KeyPos, typename PartA>
+    template <int HD, int QT, typename KeyPos, typename PartA>
     static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
                                                const float* vbase, const int* vn, KeyPos key_pos,
                                                PartA part_a, int nv, int L, int start, int nmax) {
@@ -96,7 +101,7 @@ ATTN_KERNEL(attention_grouped_hd128, 128, AttValuesGrouped, AttSoftmaxInterleave
 // The softmax one vector after another: warp w takes vector w, then w + 8, ..., each with the
 // additions of AttSoftmaxInterleaved.
 struct AttSoftmaxOneByOne {
-    template <int HD>
+    template <int HD, int QT>
     static __device__ __forceinline__ void run(float* sc, float* part, const int* vrow,
                                                const int* vhead, const int* vn, int nv, int nh,
                                                int S, int s, int start) {
@@ -127,3 +132,13 @@ struct AttSoftmaxOneByOne {
 // production kernel's results bit for bit (the production schedule changes no addition).
 ATTN_KERNEL(attention_scalar_weights_hd64, 64, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
 ATTN_KERNEL(attention_scalar_weights_hd128, 128, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
+
+// The production kernel with fewer query vectors a block: a schedule only (every vector's
+// additions are its own), so tests/gpu_kernels.rs checks that it gives the production results bit
+// for bit. `_b3`: registers for three blocks an SM (its shared memory allows three).
+ATTN_KERNEL_QT(attention_qt8_hd64, 64, 8, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt8_hd128, 128, 8, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt8_b3_hd64, 64, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt8_b3_hd128, 128, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt16_hd64, 64, 16, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt16_hd128, 128, 16, 2, AttValuesInOrder, AttSoftmaxInterleaved)

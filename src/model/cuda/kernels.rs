@@ -510,14 +510,15 @@ fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
 /// Widest row `norm_rows` normalises (it holds the row in shared memory).
 pub const MAX_NORM_WIDTH: usize = 16384;
 
-/// Query vectors per attention block (`ATT_QT` in attention.cu).
-const ATT_QT: usize = 32;
+/// Query vectors per block of the production attention kernel (`ATT_QT` in attention.cu).
+pub(super) const ATT_QT: usize = 32;
 /// Keys staged at a time by the attention, in two buffers (`ATT_KS` in attention.cu).
 const ATT_KS: usize = 64;
 
-/// Dynamic shared memory of an attention block for head dim `hd` (`AttSmem` in attention.cu).
-pub(super) fn attn_smem(hd: usize) -> usize {
-    4 * (ATT_QT * hd + 2 * ATT_KS * (hd + 4) + ATT_QT * CHUNK)
+/// Dynamic shared memory of an attention block of `qt` query vectors for head dim `hd`
+/// (`AttSmem` in attention.cu).
+pub(super) fn attn_smem(hd: usize, qt: usize) -> usize {
+    4 * (qt * hd + 2 * ATT_KS * (hd + 4) + qt * CHUNK)
 }
 
 /// How one matmul launch is cut: the block shape, the K splits (fixed by the shape of the
@@ -678,7 +679,7 @@ impl Kernels {
         let needs = k
             .attention
             .iter()
-            .zip([attn_smem(64), attn_smem(128)])
+            .zip([attn_smem(64, ATT_QT), attn_smem(128, ATT_QT)])
             .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
         for (func, bytes) in needs {
             allow_smem(func, bytes, smem_optin)?;
@@ -1031,14 +1032,16 @@ impl Kernels {
                 )))
             }
         };
-        self.attention_on(func, s, x)
+        self.attention_on(func, ATT_QT, s, x)
     }
 
     /// [`Kernels::attention`] by `func`: the production kernel of the head dim, or a variant
-    /// of the dev harness with the same arguments and shared memory (dev/cuda).
+    /// of the dev harness with the same arguments, taking `qt` query vectors a block (its
+    /// shared memory `attn_smem(hd, qt)`, dev/cuda).
     pub(super) fn attention_on(
         &self,
         func: &CudaFunction,
+        qt: usize,
         s: &Arc<CudaStream>,
         x: &AttentionArgs<'_>,
     ) -> Result<()> {
@@ -1060,9 +1063,10 @@ impl Kernels {
             .i32(x.cap)
             .i32(x.splits)
             .f32(scale);
-        let tiles = (x.qb * (nh / nkv)).div_ceil(ATT_QT);
+        let tiles = (x.qb * (nh / nkv)).div_ceil(qt);
         // SAFETY: arguments match `attention_hd{64,128}` in attention.cu (and its variants, which
-        // take the same arguments and shared memory); `qkv` holds qb rows of
+        // take the same arguments; `func` takes `qt` vectors a block, as its caller says, and
+        // was allowed `attn_smem(hd, qt)` at load); `qkv` holds qb rows of
         // (nh + 2 nkv) * hd floats; `part` holds qb * nh * splits * (hd + 4) floats and splits
         // * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK); `done` holds
         // tiles * nkv <= qb * nh counters, zero between launches; `out` holds ACT_PLANES
@@ -1077,7 +1081,7 @@ impl Kernels {
                 cfg(
                     (tiles as u32, nkv as u32, x.splits as u32),
                     256,
-                    attn_smem(hd) as u32,
+                    attn_smem(hd, qt) as u32,
                 ),
                 &mut a,
                 Order::Overlap,

@@ -11,7 +11,7 @@ use half::f16;
 use super::{entry_names, median_launch_us, Loaded};
 use crate::model::cuda::gpu_err;
 use crate::model::cuda::kernels::{
-    allow_smem, attn_smem, AttentionArgs, Kernels, ACT_PLANES, CHUNK,
+    allow_smem, attn_smem, AttentionArgs, Kernels, ACT_PLANES, ATT_QT, CHUNK,
 };
 use crate::model::step_io::StepIo;
 use crate::model::{AttentionMask, Batch};
@@ -23,6 +23,8 @@ const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_var
 pub struct AttentionKernel {
     pub name: String,
     pub head_dim: usize,
+    /// Query vectors a block (`_qt<n>` in a variant's name, else the production count).
+    pub qt: usize,
     pub production: bool,
     func: CudaFunction,
 }
@@ -89,6 +91,7 @@ impl AttentionHarness {
             .map(|(hd, func)| AttentionKernel {
                 name: format!("attention_hd{hd}"),
                 head_dim: hd,
+                qt: ATT_QT,
                 production: true,
                 func: func.clone(),
             })
@@ -105,11 +108,13 @@ impl AttentionHarness {
                 .ok_or_else(|| {
                     LadeError::Gpu(format!("attention variant {name}: no _hd64/_hd128 suffix"))
                 })?;
+            let qt = variant_qt(name)?;
             let func = variants.load_function(name).map_err(gpu_err)?;
-            allow_smem(&func, attn_smem(hd), optin)?;
+            allow_smem(&func, attn_smem(hd, qt), optin)?;
             all.push(AttentionKernel {
                 name: name.to_string(),
                 head_dim: hd,
+                qt,
                 production: false,
                 func,
             });
@@ -209,6 +214,7 @@ impl AttentionHarness {
         let c = copy % p.kc.len();
         self.kernels.attention_on(
             &kernel.func,
+            kernel.qt,
             &self.stream,
             &AttentionArgs {
                 qkv: &p.qkv,
@@ -260,5 +266,38 @@ impl AttentionHarness {
         median_launch_us(&self.stream, reps, batches, |copy| {
             self.launch(kernel, p, copy)
         })
+    }
+}
+
+/// Query vectors a block of the variant `name`: n for a name with `_qt<n>_`, else the production
+/// count.
+fn variant_qt(name: &str) -> Result<usize> {
+    let Some((_, rest)) = name.split_once("_qt") else {
+        return Ok(ATT_QT);
+    };
+    rest.split('_')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0 && n <= ATT_QT && n.is_power_of_two())
+        .ok_or_else(|| LadeError::Gpu(format!("attention variant {name}: a bad _qt<n> count")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_name_gives_its_query_vectors_a_block() {
+        assert_eq!(variant_qt("attention_qt8_hd128").unwrap(), 8);
+        assert_eq!(variant_qt("attention_qt16_hd64").unwrap(), 16);
+        assert_eq!(variant_qt("attention_qt8_b3_hd64").unwrap(), 8);
+        assert_eq!(variant_qt("attention_grouped_hd64").unwrap(), ATT_QT);
+        for bad in [
+            "attention_qt12_hd64",
+            "attention_qt64_hd64",
+            "attention_qtx_hd64",
+        ] {
+            assert!(variant_qt(bad).is_err(), "{bad}");
+        }
     }
 }
