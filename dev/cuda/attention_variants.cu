@@ -10,10 +10,11 @@
 // attention_scalar_weights_hd{64,128}: the production kernel's additions with its weights read
 // one at a time and its softmax taken one vector after another.
 //
-// attention_qt{8,16}[_b3]_hd{64,128}: the production kernel with 8 or 16 query vectors a block
-// instead of 32 (more blocks for a launch of few vectors a key/value head, each staging the
-// chunk's keys and values again; `_b3` with registers for three blocks an SM); the same
-// additions.
+// attention_qt8_b3_hd{64,128}: the production kernel at 8 query vectors a block with registers
+// for three blocks an SM; the same additions.
+//
+// The production entries this file includes (attention_qt{8,16,32}_hd{64,128}) are timed here
+// one by one, each at its fixed height, beside the production choice among them.
 #define GEMM_NO_PRODUCTION
 #include "../../src/model/cuda/kernels.cu"
 
@@ -133,12 +134,8 @@ struct AttSoftmaxOneByOne {
 ATTN_KERNEL(attention_scalar_weights_hd64, 64, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
 ATTN_KERNEL(attention_scalar_weights_hd128, 128, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
 
-// The production kernel with fewer query vectors a block: a schedule only (every vector's
-// additions are its own), so tests/gpu_kernels.rs checks that it gives the production results bit
-// for bit. `_b3`: registers for three blocks an SM (its shared memory allows three).
-ATTN_KERNEL_QT(attention_qt8_hd64, 64, 8, 2, AttValuesInOrder, AttSoftmaxInterleaved)
-ATTN_KERNEL_QT(attention_qt8_hd128, 128, 8, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+// The production kernel at 8 query vectors a block with registers for three blocks an SM (its
+// shared memory allows three): a schedule only (every vector's additions are its own), so
+// tests/gpu_kernels.rs checks that it gives the production results bit for bit.
 ATTN_KERNEL_QT(attention_qt8_b3_hd64, 64, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)
 ATTN_KERNEL_QT(attention_qt8_b3_hd128, 128, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)
-ATTN_KERNEL_QT(attention_qt16_hd64, 64, 16, 2, AttValuesInOrder, AttSoftmaxInterleaved)
-ATTN_KERNEL_QT(attention_qt16_hd128, 128, 16, 2, AttValuesInOrder, AttSoftmaxInterleaved)

@@ -41,7 +41,7 @@
 // grid (ceil(QB G / QT), nkv, S), block 256 (two blocks an SM), dynamic shared memory
 // `attn_smem(HD, QT)`.
 
-#define ATT_QT 32   // query vectors per block (production; QT of the templates below)
+#define ATT_QT 32   // query vectors per block: the most (the production entries take 8, 16 or 32)
 #define ATT_KS 64   // keys (or values) staged at a time: CHUNK / ATT_KS = 2 groups
 #define ATT_THREADS 256
 
@@ -507,8 +507,8 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
 
 // An attention entry point with `qt` query vectors a block, registers for `blocks` blocks an SM;
 // `softmax` turns the chunk's scores into weights (AttSoftmaxInterleaved in production),
-// `values` sums the weighted values (AttValuesInOrder in production). ATTN_KERNEL: the
-// production ATT_QT, at most 128 registers a thread, so that two blocks (shared memory
+// `values` sums the weighted values (AttValuesInOrder in production). ATTN_KERNEL: ATT_QT
+// vectors a block, at most 128 registers a thread, so that two blocks (shared memory
 // `attn_smem(HD, ATT_QT)` each) share an SM.
 #define ATTN_KERNEL_QT(name, hd, qt, blocks, values, softmax)                                   \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS, blocks)                           \
@@ -520,6 +520,14 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     }
 #define ATTN_KERNEL(name, hd, values, softmax) \
     ATTN_KERNEL_QT(name, hd, ATT_QT, 2, values, softmax)
-#define ATTN_ENTRY(hd) ATTN_KERNEL(attention_hd##hd, hd, AttValuesInOrder, AttSoftmaxInterleaved)
-ATTN_ENTRY(64)
-ATTN_ENTRY(128)
+// The production kernel at 8, 16 and 32 query vectors a block (`attention_qt<QT>_hd<HD>`): one
+// kernel, three tile heights; kernels.rs picks one per launch (`attention_tile`). Every vector's
+// additions are its own, so the three give the same results bit for bit.
+#define ATTN_ENTRY(qt, hd)                                                                     \
+    ATTN_KERNEL_QT(attention_qt##qt##_hd##hd, hd, qt, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_ENTRY(8, 64)
+ATTN_ENTRY(16, 64)
+ATTN_ENTRY(32, 64)
+ATTN_ENTRY(8, 128)
+ATTN_ENTRY(16, 128)
+ATTN_ENTRY(32, 128)

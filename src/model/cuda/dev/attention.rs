@@ -1,4 +1,5 @@
-//! The attention's dev harness: the production kernel (`attention.cu`) and every variant of
+//! The attention's dev harness: the production launch (`attention.cu`, its tile height picked
+//! per launch), each production tile height on its own, and every variant of
 //! `dev/cuda/attention_variants.cu` launched on given queries, cache keys and values and an
 //! in-step mask, outside a model, and timed. `tests/gpu_kernels.rs` checks each against a CPU
 //! twin, checks that a row's result does not depend on the step it is in, and times them.
@@ -19,14 +20,16 @@ use crate::{LadeError, Result};
 
 const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_variants.ptx"));
 
-/// One attention kernel for one head dim: the production one, or a variant.
+/// One attention kernel for one head dim: the production launch, or a kernel of fixed height
+/// (a production tile or a variant).
 pub struct AttentionKernel {
     pub name: String,
     pub head_dim: usize,
-    /// Query vectors a block (`_qt<n>` in a variant's name, else the production count).
-    pub qt: usize,
+    /// The production launch ([`Kernels::attention`]: the tile height its rule picks).
     pub production: bool,
-    func: CudaFunction,
+    /// The kernel and its query vectors a block (`_qt<n>` in its name, else the most); `None`
+    /// for the production launch.
+    fixed: Option<(CudaFunction, usize)>,
 }
 
 /// One attention problem: `rows` query rows after `past` cached positions.
@@ -85,22 +88,17 @@ impl AttentionHarness {
             variants,
             optin,
         } = Loaded::new(ordinal, VARIANTS_PTX)?;
-        let mut all: Vec<AttentionKernel> = kernels
-            .production_attention()
+        let mut all: Vec<AttentionKernel> = [64, 128]
             .into_iter()
-            .map(|(hd, func)| AttentionKernel {
+            .map(|hd| AttentionKernel {
                 name: format!("attention_hd{hd}"),
                 head_dim: hd,
-                qt: ATT_QT,
                 production: true,
-                func: func.clone(),
+                fixed: None,
             })
             .collect();
-        // The variants (the file also holds the production entries it includes).
+        // The variants, and the production tiles the file includes, each at its own height.
         for name in entry_names(VARIANTS_PTX, "attention_") {
-            if all.iter().any(|k| k.name == name) {
-                continue;
-            }
             let hd = name
                 .rsplit_once("_hd")
                 .and_then(|(_, d)| d.parse::<usize>().ok())
@@ -114,9 +112,8 @@ impl AttentionHarness {
             all.push(AttentionKernel {
                 name: name.to_string(),
                 head_dim: hd,
-                qt,
                 production: false,
-                func,
+                fixed: Some((func, qt)),
             });
         }
         Ok(AttentionHarness {
@@ -212,25 +209,24 @@ impl AttentionHarness {
         }
         let (nh, _, hd) = p.heads;
         let c = copy % p.kc.len();
-        self.kernels.attention_on(
-            &kernel.func,
-            kernel.qt,
-            &self.stream,
-            &AttentionArgs {
-                qkv: &p.qkv,
-                io: &p.io,
-                qb: p.qb,
-                kc: p.kc[c].slice(..),
-                vc: p.vc[c].slice(..),
-                part: &p.part,
-                done: &p.done,
-                out: &p.out,
-                out_plane: p.qb * nh * hd,
-                heads: p.heads,
-                cap: p.cap,
-                splits: p.splits,
-            },
-        )
+        let args = AttentionArgs {
+            qkv: &p.qkv,
+            io: &p.io,
+            qb: p.qb,
+            kc: p.kc[c].slice(..),
+            vc: p.vc[c].slice(..),
+            part: &p.part,
+            done: &p.done,
+            out: &p.out,
+            out_plane: p.qb * nh * hd,
+            heads: p.heads,
+            cap: p.cap,
+            splits: p.splits,
+        };
+        match &kernel.fixed {
+            Some((func, qt)) => self.kernels.attention_on(func, *qt, &self.stream, &args),
+            None => self.kernels.attention(&self.stream, &args),
+        }
     }
 
     /// The attention output of every row, (rows, heads * head dim), as the kernel writes it
