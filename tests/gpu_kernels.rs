@@ -461,9 +461,16 @@ fn every_attention_kernel_gives_a_row_in_a_step_what_it_gives_alone() {
     }
 }
 
-/// Attention variants that reschedule the production kernel without changing an addition
-/// (dev/cuda/attention_variants.cu says which): their results are the production kernel's.
-const ATTENTION_SAME_ADDITIONS: [&str; 1] = ["attention_scalar_weights"];
+/// Kernels that reschedule the production launch without changing an addition: its tiles at
+/// each fixed height, and the variants dev/cuda/attention_variants.cu says so of. Their results
+/// are the production launch's.
+const ATTENTION_SAME_ADDITIONS: [&str; 5] = [
+    "attention_qt8",
+    "attention_qt16",
+    "attention_qt32",
+    "attention_qt8_b3",
+    "attention_scalar_weights",
+];
 
 #[test]
 fn attention_variants_with_the_production_additions_give_its_results_bit_for_bit() {

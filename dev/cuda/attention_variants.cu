@@ -9,6 +9,12 @@
 //
 // attention_scalar_weights_hd{64,128}: the production kernel's additions with its weights read
 // one at a time and its softmax taken one vector after another.
+//
+// attention_qt8_b3_hd{64,128}: the production kernel at 8 query vectors a block with registers
+// for three blocks an SM; the same additions.
+//
+// The production entries this file includes (attention_qt{8,16,32}_hd{64,128}) are timed here
+// one by one, each at its fixed height, beside the production choice among them.
 #define GEMM_NO_PRODUCTION
 #include "../../src/model/cuda/kernels.cu"
 
@@ -19,7 +25,7 @@
 // A_g summing p_j v_j[d] over the visible keys of the chunk's 16-key group g in increasing j
 // (each group from zero). Every value is in shared memory or (in-step) requested before use.
 struct AttValuesGrouped {
-    template <int HD, typename KeyPos, typename PartA>
+    template <int HD, int QT, typename KeyPos, typename PartA>
     static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
                                                const float* vbase, const int* vn, KeyPos key_pos,
                                                PartA part_a, int nv, int L, int start, int nmax) {
@@ -96,7 +102,7 @@ ATTN_KERNEL(attention_grouped_hd128, 128, AttValuesGrouped, AttSoftmaxInterleave
 // The softmax one vector after another: warp w takes vector w, then w + 8, ..., each with the
 // additions of AttSoftmaxInterleaved.
 struct AttSoftmaxOneByOne {
-    template <int HD>
+    template <int HD, int QT>
     static __device__ __forceinline__ void run(float* sc, float* part, const int* vrow,
                                                const int* vhead, const int* vn, int nv, int nh,
                                                int S, int s, int start) {
@@ -127,3 +133,9 @@ struct AttSoftmaxOneByOne {
 // production kernel's results bit for bit (the production schedule changes no addition).
 ATTN_KERNEL(attention_scalar_weights_hd64, 64, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
 ATTN_KERNEL(attention_scalar_weights_hd128, 128, AttValuesInOrderBy<1>, AttSoftmaxOneByOne)
+
+// The production kernel at 8 query vectors a block with registers for three blocks an SM (its
+// shared memory allows three): a schedule only (every vector's additions are its own), so
+// tests/gpu_kernels.rs checks that it gives the production results bit for bit.
+ATTN_KERNEL_QT(attention_qt8_b3_hd64, 64, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_KERNEL_QT(attention_qt8_b3_hd128, 128, 8, 3, AttValuesInOrder, AttSoftmaxInterleaved)

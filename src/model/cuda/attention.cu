@@ -38,20 +38,20 @@
 // each split's (m, l) once, then thread (vector, c4) sums float4 c4 of a[], the splits'
 // partials requested 8 at a time.
 //
-// grid (ceil(QB G / ATT_QT), nkv, S), block 256 (two blocks an SM), dynamic shared memory
-// `attn_smem(HD)`.
+// grid (ceil(QB G / QT), nkv, S), block 256 (two blocks an SM), dynamic shared memory
+// `attn_smem(HD, QT)`.
 
-#define ATT_QT 32   // query vectors per block
+#define ATT_QT 32   // query vectors per block: the most (the production entries take 8, 16 or 32)
 #define ATT_KS 64   // keys (or values) staged at a time: CHUNK / ATT_KS = 2 groups
 #define ATT_THREADS 256
 
-template <int HD>
+template <int HD, int QT = ATT_QT>
 struct AttSmem {
     static constexpr int KLD = HD + 4;  // padded row of a staged key or value
     static constexpr int Q = 0;
-    static constexpr int BUF = Q + ATT_QT * HD;  // two staging buffers of ATT_KS rows
+    static constexpr int BUF = Q + QT * HD;  // two staging buffers of ATT_KS rows
     static constexpr int SC = BUF + 2 * ATT_KS * KLD;
-    static constexpr int FLOATS = SC + ATT_QT * CHUNK;
+    static constexpr int FLOATS = SC + QT * CHUNK;
 };
 
 // Requests (cp.async) the keys or values j0 .. j0 + ATT_KS - 1 that lie in the cache (j < L)
@@ -106,14 +106,14 @@ __device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
 // queries' space, free by then).
 template <int KW>
 struct AttValuesInOrderBy {
-    template <int HD, typename KeyPos, typename PartA>
+    template <int HD, int QT, typename KeyPos, typename PartA>
     static __device__ __forceinline__ void sum(const float* sc, float* const* buf, float* scratch,
                                                const float* vbase, const int* vn, KeyPos key_pos,
                                                PartA part_a, int nv, int L, int start, int nmax) {
         constexpr int KLD = AttSmem<HD>::KLD;
         constexpr int H4 = HD / 4;
         constexpr int VG = ATT_THREADS / H4;
-        constexpr int PER = (ATT_QT + VG - 1) / VG;
+        constexpr int PER = (QT + VG - 1) / VG;
         const int tid = threadIdx.x, d4 = tid % H4, vg = tid / H4;
         float4 acc[PER];
 #pragma unroll
@@ -211,12 +211,12 @@ using AttValuesInOrder = AttValuesInOrderBy<4>;
 // interleave; each vector's arithmetic is its own). `attn_tile` takes it as a parameter
 // (dev/cuda/attention_variants.cu has one that takes the vectors one after another).
 struct AttSoftmaxInterleaved {
-    template <int HD>
+    template <int HD, int QT>
     static __device__ __forceinline__ void run(float* sc, float* part, const int* vrow,
                                                const int* vhead, const int* vn, int nv, int nh,
                                                int S, int s, int start) {
         constexpr int WARPS = ATT_THREADS / 32;
-        constexpr int SV = (ATT_QT + WARPS - 1) / WARPS;  // vectors a warp
+        constexpr int SV = (QT + WARPS - 1) / WARPS;  // vectors a warp
         constexpr int PL = CHUNK / 32;                    // scores a lane, per vector
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         float x[SV][PL], m[SV], l[SV];
@@ -261,38 +261,40 @@ struct AttSoftmaxInterleaved {
     }
 };
 
-template <int HD, typename Values, typename Softmax>
+template <int HD, int QT, typename Values, typename Softmax>
 __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int QB,
                                           const float* kc, const float* vc, float* part,
                                           int* done, unsigned short* out, size_t out_plane, int P,
                                           int nh, int nkv, int cap, int S, float scale) {
-    using SM = AttSmem<HD>;
+    using SM = AttSmem<HD, QT>;
     constexpr int KLD = SM::KLD;
     constexpr int H4 = HD / 4;
     static_assert(CHUNK == 2 * ATT_KS, "two staged groups per chunk");
-    static_assert(ATT_QT == 32, "one warp scans the vectors' in-step pair counts (`pair0`)");
+    static_assert(QT <= 32 && (QT & (QT - 1)) == 0 && QT % (ATT_THREADS / ATT_KS) == 0,
+                  "one warp scans the vectors' in-step pair counts (`pair0`), a binary search "
+                  "finds a pair's vector, and the score threads take QT / 4 vectors each");
     extern __shared__ __align__(16) float sm[];
     float* qs = sm + SM::Q;
     float* buf[2] = {sm + SM::BUF, sm + SM::BUF + ATT_KS * KLD};
     float* sc = sm + SM::SC;
-    __shared__ int vrow[ATT_QT], vhead[ATT_QT], vn[ATT_QT];
-    __shared__ const int* vlist[ATT_QT];
+    __shared__ int vrow[QT], vhead[QT], vn[QT];
+    __shared__ const int* vlist[QT];
     __shared__ int last;
-    __shared__ int pair0[ATT_QT + 1];  // prefix sums of the vectors' in-step pairs of a group
+    __shared__ int pair0[QT + 1];  // prefix sums of the vectors' in-step pairs of a group
 
     const int G = nh / nkv;
     // With more than one tile of vectors, splits run in reverse order of blockIdx.z: the last
     // split, which holds the in-step keys (their loads chained through the step's lists),
     // starts first, and the cache-only splits fill the device around it instead of after it.
-    // With one tile (at most ATT_QT vectors: rows times heads per kv head) the cache-only
+    // With one tile (at most QT vectors: rows times heads per kv head) the cache-only
     // splits start first, so that their keys are requested first while the qkv kernel runs.
     const int kvh = blockIdx.y, s = gridDim.x > 1 ? S - 1 - blockIdx.z : blockIdx.z;
-    const int v0 = blockIdx.x * ATT_QT;
-    const int nv = min(ATT_QT, QB * G - v0);
+    const int v0 = blockIdx.x * QT;
+    const int nv = min(QT, QB * G - v0);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int L = io[0] - io[3];  // the cache before the step (earlier pieces are in-step keys)
     const int start = s * CHUNK;
-    if (tid < ATT_QT) {
+    if (tid < QT) {
         const int v = v0 + tid;
         const int i = v / G;
         vrow[tid] = i;
@@ -341,7 +343,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
         const int jj = tid % ATT_KS, vg = tid / ATT_KS;
         const int j = start + kb + jj;
         constexpr int VS = ATT_THREADS / ATT_KS;  // vectors vg, vg + VS, ...
-        constexpr int PERV = ATT_QT / VS;
+        constexpr int PERV = QT / VS;
         if (j < L) {
             // A cache key, shared by every vector: each float4 of it is read once for all.
             const float* kr = ks + jj * KLD;
@@ -404,17 +406,17 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
                     const int t = __shfl_up_sync(0xffffffffu, incl, o);
                     if (lane >= o) incl += t;
                 }
-                pair0[lane + 1] = incl;
+                if (lane < QT) pair0[lane + 1] = incl;
                 if (lane == 0) pair0[0] = 0;
             }
             for (int v = warp; v < nv; v += ATT_THREADS / 32)
                 for (int jx = jin + lane; jx < ATT_KS; jx += 32)
                     if (start + kb + jx >= vn[v]) sc[v * CHUNK + kb + jx] = -INFINITY;
             __syncthreads();
-            for (int pr = tid; pr < pair0[ATT_QT]; pr += ATT_THREADS) {
+            for (int pr = tid; pr < pair0[QT]; pr += ATT_THREADS) {
                 int v = 0;  // the vector whose pairs hold pr: pair0[v] <= pr < pair0[v + 1]
 #pragma unroll
-                for (int half = ATT_QT / 2; half > 0; half >>= 1)
+                for (int half = QT / 2; half > 0; half >>= 1)
                     if (pair0[v + half] <= pr) v += half;
                 score_pair(v, jin + (pr - pair0[v]));
             }
@@ -423,14 +425,14 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
         att_stage<HD>(buf[grp], vbase, start + kb, L);
     }
     // Per vector: max, exponentials, their sum.
-    Softmax::template run<HD>(sc, part, vrow, vhead, vn, nv, nh, S, s, start);
+    Softmax::template run<HD, QT>(sc, part, vrow, vhead, vn, nv, nh, S, s, start);
     // Weighted values: every cache value from shared memory, in-step values requested before use.
     cp_async_wait<0>();
     __syncthreads();  // every staged value is in, and every vector's weights are final
     auto part_a = [&](int v) {
         return (float4*)(part + (((size_t)vrow[v] * nh + vhead[v]) * S + s) * (HD + 4) + 4);
     };
-    Values::template sum<HD>(sc, buf, qs, vbase, vn, key_pos, part_a, nv, L, start, nmax);
+    Values::template sum<HD, QT>(sc, buf, qs, vbase, vn, key_pos, part_a, nv, L, start, nmax);
 
     // The last block of the tile (over its splits) merges (threadFenceReduction pattern).
     __threadfence();
@@ -443,7 +445,7 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     if (tid == 0) *cnt = 0;
     // Per vector (one thread each): the largest split maximum and l = sum_s l_s e_s in split
     // order. Other blocks' partials are read through L2 (__ldcg), never a stale L1 line.
-    __shared__ float vmax[ATT_QT], vsum[ATT_QT];
+    __shared__ float vmax[QT], vsum[QT];
     auto split_part = [&](int v, int s2) {
         return part + (((size_t)vrow[v] * nh + vhead[v]) * S + s2) * (HD + 4);
     };
@@ -503,18 +505,29 @@ __device__ __forceinline__ void attn_tile(const float* qkv, const int* io, int Q
     }
 }
 
-// An attention entry point; `softmax` turns the chunk's scores into weights
-// (AttSoftmaxInterleaved in production), `values` sums the weighted values (AttValuesInOrder in
-// production). At most 128 registers a thread, so that two blocks (shared memory
-// `attn_smem(HD)` each) share an SM.
-#define ATTN_KERNEL(name, hd, values, softmax)                                                  \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)                                \
+// An attention entry point with `qt` query vectors a block, registers for `blocks` blocks an SM;
+// `softmax` turns the chunk's scores into weights (AttSoftmaxInterleaved in production),
+// `values` sums the weighted values (AttValuesInOrder in production). ATTN_KERNEL: ATT_QT
+// vectors a block, at most 128 registers a thread, so that two blocks (shared memory
+// `attn_smem(HD, ATT_QT)` each) share an SM.
+#define ATTN_KERNEL_QT(name, hd, qt, blocks, values, softmax)                                   \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS, blocks)                           \
         name(const float* qkv, const int* io, int QB, const float* kc, const float* vc,         \
              float* part, int* done, unsigned short* out, size_t out_plane, int P, int nh,      \
              int nkv, int cap, int S, float scale) {                                            \
-        attn_tile<hd, values, softmax>(qkv, io, QB, kc, vc, part, done, out, out_plane, P, nh,  \
-                                       nkv, cap, S, scale);                                     \
+        attn_tile<hd, qt, values, softmax>(qkv, io, QB, kc, vc, part, done, out, out_plane, P,  \
+                                           nh, nkv, cap, S, scale);                             \
     }
-#define ATTN_ENTRY(hd) ATTN_KERNEL(attention_hd##hd, hd, AttValuesInOrder, AttSoftmaxInterleaved)
-ATTN_ENTRY(64)
-ATTN_ENTRY(128)
+#define ATTN_KERNEL(name, hd, values, softmax) \
+    ATTN_KERNEL_QT(name, hd, ATT_QT, 2, values, softmax)
+// The production kernel at 8, 16 and 32 query vectors a block (`attention_qt<QT>_hd<HD>`): one
+// kernel, three tile heights; kernels.rs picks one per launch (`attention_tile`). Every vector's
+// additions are its own, so the three give the same results bit for bit.
+#define ATTN_ENTRY(qt, hd)                                                                     \
+    ATTN_KERNEL_QT(attention_qt##qt##_hd##hd, hd, qt, 2, AttValuesInOrder, AttSoftmaxInterleaved)
+ATTN_ENTRY(8, 64)
+ATTN_ENTRY(16, 64)
+ATTN_ENTRY(32, 64)
+ATTN_ENTRY(8, 128)
+ATTN_ENTRY(16, 128)
+ATTN_ENTRY(32, 128)

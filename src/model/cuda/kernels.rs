@@ -435,8 +435,8 @@ pub struct Kernels {
     norm_rows: CudaFunction,
     /// Multiprocessors of the device (sets the matmul's K splits).
     sms: usize,
-    /// attention_hd64, attention_hd128
-    attention: [CudaFunction; 2],
+    /// The attention's tiles: head dim 64, then 128; each at [`ATT_QTS`] vectors a block.
+    attention: [[AttentionTile; ATT_QTS.len()]; 2],
     argmax_rows: CudaFunction,
     keep_rows: CudaFunction,
     /// Launch each kernel of a step with programmatic dependent launch (sm_90+), so that it
@@ -510,14 +510,70 @@ fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
 /// Widest row `norm_rows` normalises (it holds the row in shared memory).
 pub const MAX_NORM_WIDTH: usize = 16384;
 
-/// Query vectors per attention block (`ATT_QT` in attention.cu).
-const ATT_QT: usize = 32;
+/// Query vectors per block of the production attention kernel (`attention_qt<n>_hd<d>` in
+/// attention.cu), fewest first; the last is the most a block takes (`ATT_QT` there).
+pub(super) const ATT_QTS: [usize; 3] = [8, 16, 32];
+/// The most query vectors an attention block takes.
+pub(super) const ATT_QT: usize = ATT_QTS[ATT_QTS.len() - 1];
 /// Keys staged at a time by the attention, in two buffers (`ATT_KS` in attention.cu).
 const ATT_KS: usize = 64;
 
-/// Dynamic shared memory of an attention block for head dim `hd` (`AttSmem` in attention.cu).
-pub(super) fn attn_smem(hd: usize) -> usize {
-    4 * (ATT_QT * hd + 2 * ATT_KS * (hd + 4) + ATT_QT * CHUNK)
+/// Dynamic shared memory of an attention block of `qt` query vectors for head dim `hd`
+/// (`AttSmem` in attention.cu).
+pub(super) fn attn_smem(hd: usize, qt: usize) -> usize {
+    4 * (qt * hd + 2 * ATT_KS * (hd + 4) + qt * CHUNK)
+}
+
+/// The production attention kernel of one head dim at `qt` query vectors a block, and how many
+/// of its blocks a multiprocessor holds at once (the driver's occupancy).
+pub(super) struct AttentionTile {
+    pub qt: usize,
+    pub func: CudaFunction,
+    pub resident: usize,
+}
+
+impl AttentionTile {
+    fn load(module: &Arc<CudaModule>, hd: usize, qt: usize, optin: usize) -> Result<Self> {
+        let func = module
+            .load_function(&format!("attention_qt{qt}_hd{hd}"))
+            .map_err(gpu_err)?;
+        let smem = attn_smem(hd, qt);
+        allow_smem(&func, smem, optin)?;
+        let resident = func
+            .occupancy_max_active_blocks_per_multiprocessor(256, smem, None)
+            .map_err(gpu_err)? as usize;
+        Ok(AttentionTile {
+            qt,
+            func,
+            resident: resident.max(1),
+        })
+    }
+}
+
+/// Which of `tiles` ((vectors a block, blocks a multiprocessor holds), fewest vectors first)
+/// takes an attention launch of `vectors` query vectors a key/value head (the step's rows times
+/// the heads of a group) over `groups` key/value heads and `splits` key chunks (an index into
+/// `tiles`; 0 if it is empty): the one of fewest vectors whose launch is resident on the `sms` multiprocessors all at once or has no more
+/// blocks than the tallest tile's. A block stages its chunk's keys and values once for all its
+/// vectors, so a shorter tile pays where it adds blocks to a launch that already fills the
+/// device; where it adds none (a vector or a few a group) or the device has room for them, its
+/// smaller blocks and more of them finish sooner. Every vector's additions are its own, so the
+/// choice changes no result.
+pub(super) fn attention_tile(
+    tiles: &[(usize, usize)],
+    vectors: usize,
+    groups: usize,
+    splits: usize,
+    sms: usize,
+) -> usize {
+    let blocks = |qt: usize| vectors.div_ceil(qt.max(1)) * groups * splits;
+    let Some(&(tallest, _)) = tiles.last() else {
+        return 0;
+    };
+    tiles
+        .iter()
+        .position(|&(qt, resident)| blocks(qt) <= (resident * sms).max(blocks(tallest)))
+        .unwrap_or(tiles.len() - 1)
 }
 
 /// How one matmul launch is cut: the block shape, the K splits (fixed by the shape of the
@@ -655,6 +711,14 @@ impl Kernels {
             Ok::<_, crate::LadeError>(kernels)
         };
         let mma = load_tiles(&module, &MMA_TILES)?;
+        let attention_tiles = |hd| {
+            ATT_QTS
+                .iter()
+                .map(|&qt| AttentionTile::load(&module, hd, qt, smem_optin))
+                .collect::<Result<Vec<_>>>()?
+                .try_into()
+                .map_err(|_| crate::LadeError::Gpu("the attention's tiles".into()))
+        };
         // wgmma exists on compute capability 9.0 only (PTX of the "a" target runs nowhere
         // else).
         let (gemm_tiles, gemm): (&'static [TileEntry], _) = if (major, minor) == (9, 0) {
@@ -670,19 +734,12 @@ impl Kernels {
             mma,
             norm_rows: f("norm_rows")?,
             sms,
-            attention: [f("attention_hd64")?, f("attention_hd128")?],
+            attention: [attention_tiles(64)?, attention_tiles(128)?],
             argmax_rows: f("argmax_rows")?,
             keep_rows: f("keep_rows")?,
             pdl: major >= 9,
         };
-        let needs = k
-            .attention
-            .iter()
-            .zip([attn_smem(64), attn_smem(128)])
-            .chain([(&k.norm_rows, 4 * MAX_NORM_WIDTH)]);
-        for (func, bytes) in needs {
-            allow_smem(func, bytes, smem_optin)?;
-        }
+        allow_smem(&k.norm_rows, 4 * MAX_NORM_WIDTH, smem_optin)?;
         Ok(k)
     }
 
@@ -1021,8 +1078,9 @@ impl Kernels {
 
     /// Attention of the step's rows over the cache and their in-step chains, split over
     /// chunks of [`CHUNK`] keys and merged in the same launch (see attention.cu).
+    /// The block height is the one [`attention_tile`] picks for the launch.
     pub fn attention(&self, s: &Arc<CudaStream>, x: &AttentionArgs<'_>) -> Result<()> {
-        let func = match x.heads.2 {
+        let tiles = match x.heads.2 {
             64 => &self.attention[0],
             128 => &self.attention[1],
             hd => {
@@ -1031,14 +1089,19 @@ impl Kernels {
                 )))
             }
         };
-        self.attention_on(func, s, x)
+        let (nh, nkv, _) = x.heads;
+        let fits = tiles.each_ref().map(|t| (t.qt, t.resident));
+        let tile = &tiles[attention_tile(&fits, x.qb * (nh / nkv), nkv, x.splits, self.sms)];
+        self.attention_on(&tile.func, tile.qt, s, x)
     }
 
     /// [`Kernels::attention`] by `func`: the production kernel of the head dim, or a variant
-    /// of the dev harness with the same arguments and shared memory (dev/cuda).
+    /// of the dev harness with the same arguments, taking `qt` query vectors a block (its
+    /// shared memory `attn_smem(hd, qt)`, dev/cuda).
     pub(super) fn attention_on(
         &self,
         func: &CudaFunction,
+        qt: usize,
         s: &Arc<CudaStream>,
         x: &AttentionArgs<'_>,
     ) -> Result<()> {
@@ -1060,9 +1123,10 @@ impl Kernels {
             .i32(x.cap)
             .i32(x.splits)
             .f32(scale);
-        let tiles = (x.qb * (nh / nkv)).div_ceil(ATT_QT);
-        // SAFETY: arguments match `attention_hd{64,128}` in attention.cu (and its variants, which
-        // take the same arguments and shared memory); `qkv` holds qb rows of
+        let tiles = (x.qb * (nh / nkv)).div_ceil(qt);
+        // SAFETY: arguments match `attention_qt{8,16,32}_hd{64,128}` in attention.cu (and its variants, which
+        // take the same arguments; `func` takes `qt` vectors a block, as its caller says, and
+        // was allowed `attn_smem(hd, qt)` at load); `qkv` holds qb rows of
         // (nh + 2 nkv) * hd floats; `part` holds qb * nh * splits * (hd + 4) floats and splits
         // * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK); `done` holds
         // tiles * nkv <= qb * nh counters, zero between launches; `out` holds ACT_PLANES
@@ -1077,17 +1141,12 @@ impl Kernels {
                 cfg(
                     (tiles as u32, nkv as u32, x.splits as u32),
                     256,
-                    attn_smem(hd) as u32,
+                    attn_smem(hd, qt) as u32,
                 ),
                 &mut a,
                 Order::Overlap,
             )
         }
-    }
-
-    /// The production attention kernels: (head dim, kernel).
-    pub(super) fn production_attention(&self) -> [(usize, &CudaFunction); 2] {
-        [(64, &self.attention[0]), (128, &self.attention[1])]
     }
 
     pub fn argmax_rows(
@@ -1160,6 +1219,59 @@ mod tests {
     /// reserved a block), as the driver reports for the production tiles.
     fn h100_resident(tile: GemmTile) -> usize {
         (228 << 10) / (tile.smem(ACT_PLANES) + 1024)
+    }
+
+    /// The attention's tiles at two blocks a multiprocessor each (their register bound).
+    const ATT_TWO_EACH: [(usize, usize); 3] = [(8, 2), (16, 2), (32, 2)];
+
+    /// Vectors a block of the attention tile picked on an H100 (132 multiprocessors).
+    fn att_qt(rows: usize, heads: usize, groups: usize, past: usize) -> usize {
+        let splits = (past + rows).div_ceil(CHUNK);
+        let vectors = rows * (heads / groups);
+        ATT_TWO_EACH[attention_tile(&ATT_TWO_EACH, vectors, groups, splits, 132)].0
+    }
+
+    #[test]
+    fn attention_blocks_take_fewer_vectors_only_where_the_launch_has_room_for_more_blocks() {
+        // A vector or a few a group: every height launches as many blocks, at any context.
+        for past in [0, 512, 8192] {
+            assert_eq!(att_qt(1, 32, 32, past), 8, "7B, one row, {past} cached");
+            assert_eq!(att_qt(1, 64, 8, past), 8, "70B, one row, {past} cached");
+            assert_eq!(att_qt(8, 32, 32, past), 8, "7B, 8 rows, {past} cached");
+        }
+        // 512 cached positions (5 splits): the shortest tile whose launch fits one wave of
+        // 264 resident blocks.
+        assert_eq!(att_qt(8, 32, 8, 512), 8, "8B, 8 rows: 160 blocks");
+        assert_eq!(
+            att_qt(8, 64, 8, 512),
+            16,
+            "70B, 8 rows: 160 blocks, 320 at 8"
+        );
+        assert_eq!(att_qt(8, 9, 3, 512), 8, "135M, 8 rows: 45 blocks");
+        assert_eq!(att_qt(32, 9, 3, 512), 8, "135M, 32 rows: 180 blocks");
+        assert_eq!(
+            att_qt(64, 9, 3, 512),
+            16,
+            "135M, 64 rows: 180 blocks, 360 at 8"
+        );
+        assert_eq!(
+            att_qt(32, 14, 2, 512),
+            16,
+            "Qwen2.5-0.5B, 32 rows: 140 blocks"
+        );
+        // Where every shorter tile's launch passes one wave, the tallest.
+        assert_eq!(
+            att_qt(32, 32, 32, 512),
+            32,
+            "7B, 32 rows: 160 blocks, 320 at 16"
+        );
+        assert_eq!(att_qt(120, 32, 32, 512), 32, "7B, 120 rows");
+        assert_eq!(att_qt(120, 9, 3, 512), 32, "135M, 120 rows");
+        assert_eq!(att_qt(64, 14, 2, 512), 32, "Qwen2.5-0.5B, 64 rows");
+        // A long context fills the device with splits alone.
+        assert_eq!(att_qt(8, 32, 8, 8192), 32, "8B, 8 rows, 8192 cached");
+        // No tiles: index 0, whatever the launch.
+        assert_eq!(attention_tile(&[], 5, 2, 3, 132), 0);
     }
 
     /// The production choice of a Hopper matmul on an H100 (132 multiprocessors).

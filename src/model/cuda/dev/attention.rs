@@ -1,4 +1,5 @@
-//! The attention's dev harness: the production kernel (`attention.cu`) and every variant of
+//! The attention's dev harness: the production launch (`attention.cu`, its tile height picked
+//! per launch), each production tile height on its own, and every variant of
 //! `dev/cuda/attention_variants.cu` launched on given queries, cache keys and values and an
 //! in-step mask, outside a model, and timed. `tests/gpu_kernels.rs` checks each against a CPU
 //! twin, checks that a row's result does not depend on the step it is in, and times them.
@@ -11,7 +12,7 @@ use half::f16;
 use super::{entry_names, median_launch_us, Loaded};
 use crate::model::cuda::gpu_err;
 use crate::model::cuda::kernels::{
-    allow_smem, attn_smem, AttentionArgs, Kernels, ACT_PLANES, CHUNK,
+    allow_smem, attn_smem, AttentionArgs, Kernels, ACT_PLANES, ATT_QT, CHUNK,
 };
 use crate::model::step_io::StepIo;
 use crate::model::{AttentionMask, Batch};
@@ -19,12 +20,16 @@ use crate::{LadeError, Result};
 
 const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_variants.ptx"));
 
-/// One attention kernel for one head dim: the production one, or a variant.
+/// One attention kernel for one head dim: the production launch, or a kernel of fixed height
+/// (a production tile or a variant).
 pub struct AttentionKernel {
     pub name: String,
     pub head_dim: usize,
+    /// The production launch ([`Kernels::attention`]: the tile height its rule picks).
     pub production: bool,
-    func: CudaFunction,
+    /// The kernel and its query vectors a block (`_qt<n>` in its name, else the most); `None`
+    /// for the production launch.
+    fixed: Option<(CudaFunction, usize)>,
 }
 
 /// One attention problem: `rows` query rows after `past` cached positions.
@@ -83,21 +88,17 @@ impl AttentionHarness {
             variants,
             optin,
         } = Loaded::new(ordinal, VARIANTS_PTX)?;
-        let mut all: Vec<AttentionKernel> = kernels
-            .production_attention()
+        let mut all: Vec<AttentionKernel> = [64, 128]
             .into_iter()
-            .map(|(hd, func)| AttentionKernel {
+            .map(|hd| AttentionKernel {
                 name: format!("attention_hd{hd}"),
                 head_dim: hd,
                 production: true,
-                func: func.clone(),
+                fixed: None,
             })
             .collect();
-        // The variants (the file also holds the production entries it includes).
+        // The variants, and the production tiles the file includes, each at its own height.
         for name in entry_names(VARIANTS_PTX, "attention_") {
-            if all.iter().any(|k| k.name == name) {
-                continue;
-            }
             let hd = name
                 .rsplit_once("_hd")
                 .and_then(|(_, d)| d.parse::<usize>().ok())
@@ -105,13 +106,14 @@ impl AttentionHarness {
                 .ok_or_else(|| {
                     LadeError::Gpu(format!("attention variant {name}: no _hd64/_hd128 suffix"))
                 })?;
+            let qt = variant_qt(name)?;
             let func = variants.load_function(name).map_err(gpu_err)?;
-            allow_smem(&func, attn_smem(hd), optin)?;
+            allow_smem(&func, attn_smem(hd, qt), optin)?;
             all.push(AttentionKernel {
                 name: name.to_string(),
                 head_dim: hd,
                 production: false,
-                func,
+                fixed: Some((func, qt)),
             });
         }
         Ok(AttentionHarness {
@@ -207,24 +209,24 @@ impl AttentionHarness {
         }
         let (nh, _, hd) = p.heads;
         let c = copy % p.kc.len();
-        self.kernels.attention_on(
-            &kernel.func,
-            &self.stream,
-            &AttentionArgs {
-                qkv: &p.qkv,
-                io: &p.io,
-                qb: p.qb,
-                kc: p.kc[c].slice(..),
-                vc: p.vc[c].slice(..),
-                part: &p.part,
-                done: &p.done,
-                out: &p.out,
-                out_plane: p.qb * nh * hd,
-                heads: p.heads,
-                cap: p.cap,
-                splits: p.splits,
-            },
-        )
+        let args = AttentionArgs {
+            qkv: &p.qkv,
+            io: &p.io,
+            qb: p.qb,
+            kc: p.kc[c].slice(..),
+            vc: p.vc[c].slice(..),
+            part: &p.part,
+            done: &p.done,
+            out: &p.out,
+            out_plane: p.qb * nh * hd,
+            heads: p.heads,
+            cap: p.cap,
+            splits: p.splits,
+        };
+        match &kernel.fixed {
+            Some((func, qt)) => self.kernels.attention_on(func, *qt, &self.stream, &args),
+            None => self.kernels.attention(&self.stream, &args),
+        }
     }
 
     /// The attention output of every row, (rows, heads * head dim), as the kernel writes it
@@ -260,5 +262,38 @@ impl AttentionHarness {
         median_launch_us(&self.stream, reps, batches, |copy| {
             self.launch(kernel, p, copy)
         })
+    }
+}
+
+/// Query vectors a block of the variant `name`: n for a name with `_qt<n>_`, else the production
+/// count.
+fn variant_qt(name: &str) -> Result<usize> {
+    let Some((_, rest)) = name.split_once("_qt") else {
+        return Ok(ATT_QT);
+    };
+    rest.split('_')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0 && n <= ATT_QT && n.is_power_of_two())
+        .ok_or_else(|| LadeError::Gpu(format!("attention variant {name}: a bad _qt<n> count")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_name_gives_its_query_vectors_a_block() {
+        assert_eq!(variant_qt("attention_qt8_hd128").unwrap(), 8);
+        assert_eq!(variant_qt("attention_qt16_hd64").unwrap(), 16);
+        assert_eq!(variant_qt("attention_qt8_b3_hd64").unwrap(), 8);
+        assert_eq!(variant_qt("attention_grouped_hd64").unwrap(), ATT_QT);
+        for bad in [
+            "attention_qt12_hd64",
+            "attention_qt64_hd64",
+            "attention_qtx_hd64",
+        ] {
+            assert!(variant_qt(bad).is_err(), "{bad}");
+        }
     }
 }
