@@ -1233,43 +1233,44 @@ mod tests {
 
     #[test]
     fn attention_blocks_take_fewer_vectors_only_where_the_launch_has_room_for_more_blocks() {
-        // A vector or a few a group: every height launches as many blocks, at any context.
-        for past in [0, 512, 8192] {
-            assert_eq!(att_qt(1, 32, 32, past), 8, "7B, one row, {past} cached");
-            assert_eq!(att_qt(1, 64, 8, past), 8, "70B, one row, {past} cached");
-            assert_eq!(att_qt(8, 32, 32, past), 8, "7B, 8 rows, {past} cached");
+        // (rows, heads, kv heads, cached positions, vectors a block, why)
+        let cases = [
+            // A vector or a few a group: every height launches as many blocks, at any context.
+            (1, 32, 32, 0, 8, "7B, one row"),
+            (1, 32, 32, 512, 8, "7B, one row"),
+            (1, 32, 32, 8192, 8, "7B, one row"),
+            (1, 64, 8, 8192, 8, "70B, one row"),
+            (8, 32, 32, 8192, 8, "7B, 8 rows"),
+            // 512 cached positions (5 splits): the shortest tile whose launch fits one wave
+            // of 264 resident blocks.
+            (8, 32, 8, 512, 8, "8B, 8 rows: 160 blocks"),
+            (8, 64, 8, 512, 16, "70B, 8 rows: 160 blocks, 320 at 8"),
+            (8, 9, 3, 512, 8, "135M, 8 rows: 45 blocks"),
+            (32, 9, 3, 512, 8, "135M, 32 rows: 180 blocks"),
+            (64, 9, 3, 512, 16, "135M, 64 rows: 180 blocks, 360 at 8"),
+            (
+                32,
+                14,
+                2,
+                512,
+                16,
+                "Qwen2.5-0.5B, 32 rows: 140 blocks, 280 at 8",
+            ),
+            // Where every shorter tile's launch passes one wave, the tallest.
+            (32, 32, 32, 512, 32, "7B, 32 rows: 160 blocks, 320 at 16"),
+            (120, 32, 32, 512, 32, "7B, 120 rows"),
+            (120, 9, 3, 512, 32, "135M, 120 rows"),
+            (64, 14, 2, 512, 32, "Qwen2.5-0.5B, 64 rows"),
+            // A long context fills the device with splits alone.
+            (8, 32, 8, 8192, 32, "8B, 8 rows, 8192 cached"),
+        ];
+        for (rows, heads, groups, past, want, why) in cases {
+            assert_eq!(
+                att_qt(rows, heads, groups, past),
+                want,
+                "{why}, {past} cached"
+            );
         }
-        // 512 cached positions (5 splits): the shortest tile whose launch fits one wave of
-        // 264 resident blocks.
-        assert_eq!(att_qt(8, 32, 8, 512), 8, "8B, 8 rows: 160 blocks");
-        assert_eq!(
-            att_qt(8, 64, 8, 512),
-            16,
-            "70B, 8 rows: 160 blocks, 320 at 8"
-        );
-        assert_eq!(att_qt(8, 9, 3, 512), 8, "135M, 8 rows: 45 blocks");
-        assert_eq!(att_qt(32, 9, 3, 512), 8, "135M, 32 rows: 180 blocks");
-        assert_eq!(
-            att_qt(64, 9, 3, 512),
-            16,
-            "135M, 64 rows: 180 blocks, 360 at 8"
-        );
-        assert_eq!(
-            att_qt(32, 14, 2, 512),
-            16,
-            "Qwen2.5-0.5B, 32 rows: 140 blocks"
-        );
-        // Where every shorter tile's launch passes one wave, the tallest.
-        assert_eq!(
-            att_qt(32, 32, 32, 512),
-            32,
-            "7B, 32 rows: 160 blocks, 320 at 16"
-        );
-        assert_eq!(att_qt(120, 32, 32, 512), 32, "7B, 120 rows");
-        assert_eq!(att_qt(120, 9, 3, 512), 32, "135M, 120 rows");
-        assert_eq!(att_qt(64, 14, 2, 512), 32, "Qwen2.5-0.5B, 64 rows");
-        // A long context fills the device with splits alone.
-        assert_eq!(att_qt(8, 32, 8, 8192), 32, "8B, 8 rows, 8192 cached");
         // No tiles: index 0, whatever the launch.
         assert_eq!(attention_tile(&[], 5, 2, 3, 132), 0);
     }
