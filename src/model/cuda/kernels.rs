@@ -517,6 +517,8 @@ pub(super) const ATT_QTS: [usize; 3] = [8, 16, 32];
 pub(super) const ATT_QT: usize = ATT_QTS[ATT_QTS.len() - 1];
 /// Keys staged at a time by the attention, in two buffers (`ATT_KS` in attention.cu).
 const ATT_KS: usize = 64;
+/// Threads of an attention block (`ATT_THREADS` in attention.cu).
+const ATT_THREADS: u32 = 256;
 
 /// Dynamic shared memory of an attention block of `qt` query vectors for head dim `hd`
 /// (`AttSmem` in attention.cu).
@@ -540,7 +542,7 @@ impl AttentionTile {
         let smem = attn_smem(hd, qt);
         allow_smem(&func, smem, optin)?;
         let resident = func
-            .occupancy_max_active_blocks_per_multiprocessor(256, smem, None)
+            .occupancy_max_active_blocks_per_multiprocessor(ATT_THREADS, smem, None)
             .map_err(gpu_err)? as usize;
         Ok(AttentionTile {
             qt,
@@ -553,8 +555,8 @@ impl AttentionTile {
 /// Which of `tiles` ((vectors a block, blocks a multiprocessor holds), fewest vectors first)
 /// takes an attention launch of `vectors` query vectors a key/value head (the step's rows times
 /// the heads of a group) over `groups` key/value heads and `splits` key chunks (an index into
-/// `tiles`; 0 if it is empty): the one of fewest vectors whose launch is resident on the `sms` multiprocessors all at once or has no more
-/// blocks than the tallest tile's. A block stages its chunk's keys and values once for all its
+/// `tiles`; 0 if it is empty): the one of fewest vectors whose blocks are all resident on the
+/// `sms` multiprocessors at once or are no more than the tallest tile's. A block stages its chunk's keys and values once for all its
 /// vectors, so a shorter tile pays where it adds blocks to a launch that already fills the
 /// device; where it adds none (a vector or a few a group) or the device has room for them, its
 /// smaller blocks and more of them finish sooner. Every vector's additions are its own, so the
@@ -1124,9 +1126,9 @@ impl Kernels {
             .i32(x.splits)
             .f32(scale);
         let tiles = (x.qb * (nh / nkv)).div_ceil(qt);
-        // SAFETY: arguments match `attention_qt{8,16,32}_hd{64,128}` in attention.cu (and its variants, which
-        // take the same arguments; `func` takes `qt` vectors a block, as its caller says, and
-        // was allowed `attn_smem(hd, qt)` at load); `qkv` holds qb rows of
+        // SAFETY: arguments match `attention_qt{8,16,32}_hd{64,128}` in attention.cu (and its
+        // variants, which take the same arguments; `func` takes `qt` vectors a block, as its
+        // caller says, and was allowed `attn_smem(hd, qt)` at load); `qkv` holds qb rows of
         // (nh + 2 nkv) * hd floats; `part` holds qb * nh * splits * (hd + 4) floats and splits
         // * CHUNK covers every row's visible keys (L + qb <= splits * CHUNK); `done` holds
         // tiles * nkv <= qb * nh counters, zero between launches; `out` holds ACT_PLANES
@@ -1140,7 +1142,7 @@ impl Kernels {
                 func,
                 cfg(
                     (tiles as u32, nkv as u32, x.splits as u32),
-                    256,
+                    ATT_THREADS,
                     attn_smem(hd, qt) as u32,
                 ),
                 &mut a,
@@ -1248,14 +1250,7 @@ mod tests {
             (8, 9, 3, 512, 8, "135M, 8 rows: 45 blocks"),
             (32, 9, 3, 512, 8, "135M, 32 rows: 180 blocks"),
             (64, 9, 3, 512, 16, "135M, 64 rows: 180 blocks, 360 at 8"),
-            (
-                32,
-                14,
-                2,
-                512,
-                16,
-                "Qwen2.5-0.5B, 32 rows: 140 blocks, 280 at 8",
-            ),
+            (32, 14, 2, 512, 16, "Qwen 0.5B, 32 rows: 140 blocks"),
             // Where every shorter tile's launch passes one wave, the tallest.
             (32, 32, 32, 512, 32, "7B, 32 rows: 160 blocks, 320 at 16"),
             (120, 32, 32, 512, 32, "7B, 120 rows"),
