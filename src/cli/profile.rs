@@ -198,6 +198,12 @@ fn cuda_extras(
             "activation_planes": lade::model::cuda::ACT_PLANES,
             "overlapped_launches": session.kernels_overlap(),
         });
+        if let Some(steps) = report["steps"].as_array_mut() {
+            for (step, s) in steps.iter_mut().zip(shapes) {
+                step["attention_vectors_a_block"] =
+                    json!(session.attention_vectors_a_block(s.layout.len(), args.past)?);
+            }
+        }
     }
     if args.kernels {
         fill_cache(&mut session, args.past)?;
@@ -261,8 +267,21 @@ fn print_markdown(r: &serde_json::Value) {
             m["activation_planes"], m["overlapped_launches"]
         );
     }
-    println!();
     let steps = r["steps"].as_array().cloned().unwrap_or_default();
+    let heights: Vec<String> = steps
+        .iter()
+        .filter_map(|s| {
+            let v = s.get("attention_vectors_a_block")?;
+            Some(format!("{} {v}", s["shape"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    if !heights.is_empty() {
+        println!(
+            "attention query vectors a block, by step: {}",
+            heights.join(", ")
+        );
+    }
+    println!();
     println!("| step | rows | logit rows | step ms | vs 1 row |");
     println!("|{}", " --- |".repeat(5));
     let f = |v: &serde_json::Value, d: usize| {

@@ -1082,19 +1082,41 @@ impl Kernels {
     /// chunks of [`CHUNK`] keys and merged in the same launch (see attention.cu).
     /// The block height is the one [`attention_tile`] picks for the launch.
     pub fn attention(&self, s: &Arc<CudaStream>, x: &AttentionArgs<'_>) -> Result<()> {
-        let tiles = match x.heads.2 {
+        let tile = self.attention_pick(x.heads, x.qb, x.splits)?;
+        self.attention_on(&tile.func, tile.qt, s, x)
+    }
+
+    /// The attention tile a launch of `qb` rows over `splits` key chunks takes, for `heads`
+    /// (heads, kv heads, head dim).
+    fn attention_pick(
+        &self,
+        heads: (usize, usize, usize),
+        qb: usize,
+        splits: usize,
+    ) -> Result<&AttentionTile> {
+        let (nh, nkv, hd) = heads;
+        let tiles = match hd {
             64 => &self.attention[0],
             128 => &self.attention[1],
-            hd => {
+            _ => {
                 return Err(crate::LadeError::Unsupported(format!(
                     "head_dim {hd} (the GPU attention takes 64 or 128)"
                 )))
             }
         };
-        let (nh, nkv, _) = x.heads;
         let fits = tiles.each_ref().map(|t| (t.qt, t.resident));
-        let tile = &tiles[attention_tile(&fits, x.qb * (nh / nkv), nkv, x.splits, self.sms)];
-        self.attention_on(&tile.func, tile.qt, s, x)
+        Ok(&tiles[attention_tile(&fits, qb * (nh / nkv.max(1)), nkv, splits, self.sms)])
+    }
+
+    /// Query vectors a block of the attention launch of `qb` rows over `splits` key chunks
+    /// (for reports).
+    pub fn attention_vectors_a_block(
+        &self,
+        heads: (usize, usize, usize),
+        qb: usize,
+        splits: usize,
+    ) -> Result<usize> {
+        Ok(self.attention_pick(heads, qb, splits)?.qt)
     }
 
     /// [`Kernels::attention`] by `func`: the production kernel of the head dim, or a variant

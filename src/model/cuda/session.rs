@@ -130,6 +130,18 @@ impl CudaSession {
             .unzip()
     }
 
+    /// Query vectors a block of the attention in a step of `rows` rows after `past` cached
+    /// positions, for reports.
+    pub fn attention_vectors_a_block(&self, rows: usize, past: usize) -> Result<usize> {
+        let c = &self.model.config;
+        let qb = bucket(rows);
+        self.model.kernels.attention_vectors_a_block(
+            (c.num_heads, c.num_kv_heads, c.head_dim),
+            qb,
+            (past + qb).div_ceil(CHUNK),
+        )
+    }
+
     fn layer_stride(&self) -> usize {
         let c = &self.model.config;
         c.num_kv_heads * self.cap_alloc * c.head_dim
