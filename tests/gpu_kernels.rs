@@ -483,7 +483,7 @@ fn attention_variants_with_the_production_additions_give_its_results_bit_for_bit
             let mut p = h.problem(&attention_case(&d), 1).expect("case uploads");
             let kernels = h.kernels(heads.2);
             let production = kernels[0];
-            assert!(production.production, "the production kernel comes first");
+            assert!(production.production(), "the production kernel comes first");
             let want = h.run(production, &mut p).expect("attention runs");
             for kernel in kernels.iter().filter(|k| {
                 ATTENTION_SAME_ADDITIONS
@@ -556,7 +556,7 @@ fn time_attention_variants() {
                         "{name},{past},{m},{},{us:.2},{:.0},{}",
                         kernel.name,
                         p.cache_bytes() as f64 / us / 1e3,
-                        u8::from(kernel.production)
+                        u8::from(kernel.production())
                     );
                 }
             }

@@ -556,11 +556,11 @@ impl AttentionTile {
 /// takes an attention launch of `vectors` query vectors a key/value head (the step's rows times
 /// the heads of a group) over `groups` key/value heads and `splits` key chunks (an index into
 /// `tiles`; 0 if it is empty): the one of fewest vectors whose blocks are all resident on the
-/// `sms` multiprocessors at once or are no more than the tallest tile's. A block stages its chunk's keys and values once for all its
-/// vectors, so a shorter tile pays where it adds blocks to a launch that already fills the
-/// device; where it adds none (a vector or a few a group) or the device has room for them, its
-/// smaller blocks and more of them finish sooner. Every vector's additions are its own, so the
-/// choice changes no result.
+/// `sms` multiprocessors at once or are no more than the tallest tile's. A block stages its
+/// chunk's keys and values once for all its vectors, so a shorter tile pays where it adds blocks
+/// to a launch that already fills the device; where it adds none (a vector or a few a group) or
+/// the device has room for them, its smaller blocks and more of them finish sooner. Every
+/// vector's additions are its own, so the choice changes no result.
 pub(super) fn attention_tile(
     tiles: &[(usize, usize)],
     vectors: usize,

@@ -81,6 +81,12 @@ pub struct CudaSession {
 /// Per-kernel times of one eagerly launched step, in launch order, summed over layers.
 pub type StepProfile = Vec<(&'static str, f64)>;
 
+/// Key chunks of [`CHUNK`] the attention of a step of `qb` (padded) rows after `cached`
+/// positions splits its keys into: every row's visible keys.
+fn attention_splits(cached: usize, qb: usize) -> usize {
+    (cached + qb).div_ceil(CHUNK)
+}
+
 impl CudaSession {
     /// A session for `context` positions (clamped to the model's trained context).
     /// `use_graphs`: replay captured CUDA graphs (false = launch every kernel each step).
@@ -138,7 +144,7 @@ impl CudaSession {
         self.model.kernels.attention_vectors_a_block(
             (c.num_heads, c.num_kv_heads, c.head_dim),
             qb,
-            (past + qb).div_ceil(CHUNK),
+            attention_splits(past, qb),
         )
     }
 
@@ -402,7 +408,7 @@ impl CudaSession {
     /// Runs one packed step: replays (capturing on first use) or launches its kernels.
     fn run(&mut self, io: &StepIo) -> Result<()> {
         self.upload(io)?;
-        let splits = (self.len + io.qb).div_ceil(CHUNK);
+        let splits = attention_splits(self.len, io.qb);
         let s = self.stream.clone();
         let no_marks = |_: &'static str| Ok(());
         if !self.use_graphs {
@@ -456,7 +462,7 @@ impl CudaSession {
         }
         let io = StepIo::pack(batch, self.len)?;
         self.upload(&io)?;
-        let splits = (self.len + io.qb).div_ceil(CHUNK);
+        let splits = attention_splits(self.len, io.qb);
         let s = self.stream.clone();
         let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = s.record_event(timed).map_err(gpu_err)?;

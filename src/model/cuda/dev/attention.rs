@@ -25,11 +25,16 @@ const VARIANTS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_var
 pub struct AttentionKernel {
     pub name: String,
     pub head_dim: usize,
-    /// The production launch ([`Kernels::attention`]: the tile height its rule picks).
-    pub production: bool,
     /// The kernel and its query vectors a block (`_qt<n>` in its name, else the most); `None`
-    /// for the production launch.
+    /// for the production launch ([`Kernels::attention`]: the tile height its rule picks).
     fixed: Option<(CudaFunction, usize)>,
+}
+
+impl AttentionKernel {
+    /// Whether this is the production launch.
+    pub fn production(&self) -> bool {
+        self.fixed.is_none()
+    }
 }
 
 /// One attention problem: `rows` query rows after `past` cached positions.
@@ -93,7 +98,6 @@ impl AttentionHarness {
             .map(|hd| AttentionKernel {
                 name: format!("attention_hd{hd}"),
                 head_dim: hd,
-                production: true,
                 fixed: None,
             })
             .collect();
@@ -112,7 +116,6 @@ impl AttentionHarness {
             all.push(AttentionKernel {
                 name: name.to_string(),
                 head_dim: hd,
-                production: false,
                 fixed: Some((func, qt)),
             });
         }
@@ -127,7 +130,7 @@ impl AttentionHarness {
     /// The kernels of head dim `hd`: the production one first.
     pub fn kernels(&self, hd: usize) -> Vec<&AttentionKernel> {
         let mut v: Vec<&AttentionKernel> = self.all.iter().filter(|k| k.head_dim == hd).collect();
-        v.sort_by_key(|k| (!k.production, k.name.clone()));
+        v.sort_by_key(|k| (!k.production(), k.name.clone()));
         v
     }
 
